@@ -1,0 +1,338 @@
+"""What every KIKI Serve application shares: the FastAPI app factory with exact-decimal JSON,
+errors mapped to `{"error": {...}}` bodies, API-key auth, `/health`, request metrics, and the
+per-replica runtime (settings, database pool, key cache).
+
+The FastAPI app is an ordinary ASGI app: Serve hosts it through `@serve.ingress`, and the
+benchmarks can host the very same app on plain uvicorn for comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Annotated, Any
+
+import asyncpg
+import grpc
+import ray
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from ray.util import metrics
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kiki import __version__
+from kiki.auth import ApiKeyCache, Tenant, authenticate
+from kiki.config import Settings, get_settings
+from kiki.db.pool import create_pool, redact
+from kiki.errors import (
+    Conflict,
+    FailedPrecondition,
+    InvalidInput,
+    KikiError,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
+
+logger = logging.getLogger("kiki.serve")
+
+# Domain error → (HTTP status, gRPC status). Anything not listed is a 500 / INTERNAL.
+ERROR_STATUS: dict[type[KikiError], tuple[int, grpc.StatusCode]] = {
+    InvalidInput: (400, grpc.StatusCode.INVALID_ARGUMENT),
+    Unauthenticated: (401, grpc.StatusCode.UNAUTHENTICATED),
+    NotFound: (404, grpc.StatusCode.NOT_FOUND),
+    Conflict: (409, grpc.StatusCode.ABORTED),
+    FailedPrecondition: (409, grpc.StatusCode.FAILED_PRECONDITION),
+    RateLimited: (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    Unavailable: (503, grpc.StatusCode.UNAVAILABLE),
+}
+
+
+def status_for(exc: KikiError) -> tuple[int, grpc.StatusCode]:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 500, grpc.StatusCode.INTERNAL
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+class HealthReport(BaseModel):
+    status: str
+    service: str
+    version: str
+    checks: dict[str, str]
+
+
+class WhoAmI(BaseModel):
+    tenant_id: str
+    tenant: str
+    service: str
+
+
+class ServiceRuntime:
+    """Per-replica state: created once per process, the database pool opened on first use."""
+
+    def __init__(self, service: str, settings: Settings | None = None) -> None:
+        self.service = service
+        self.settings = settings or get_settings()
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._keys = ApiKeyCache(self.settings.auth_cache_ttl_s)
+
+    @property
+    def database_url(self) -> str:
+        if self.settings.database_url:
+            return self.settings.database_url
+        # Embedded PostgreSQL, started by `kiki up` on this host.
+        from kiki.db.embedded import DATABASE, SUPERUSER
+
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.settings.pg_port}/{DATABASE}"
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await create_pool(
+                        self.database_url,
+                        min_size=self.settings.db_pool_min,
+                        max_size=self.settings.db_pool_max,
+                    )
+        return self._pool
+
+    async def tenant(self, api_key: str | None) -> Tenant:
+        if api_key:
+            cached = self._keys.get(api_key)
+            if cached is not None:
+                return cached
+        pool = await self.pool()
+        async with pool.acquire() as conn:
+            tenant = await authenticate(conn, api_key)
+        self._keys.put(api_key or "", tenant)
+        return tenant
+
+    async def check_database(self) -> str:
+        try:
+            pool = await self.pool()
+            async with pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1", timeout=2)
+        except KikiError as exc:
+            return f"failed: {exc.message}"
+        except Exception as exc:
+            return f"failed: {exc.__class__.__name__}: {exc} ({redact(self.database_url)})"
+        return "ok"
+
+    async def health(self, extra: dict[str, str] | None = None) -> HealthReport:
+        checks = {"database": await self.check_database(), **(extra or {})}
+        ok = all(v == "ok" for v in checks.values())
+        return HealthReport(
+            status="ok" if ok else "unavailable",
+            service=self.service,
+            version=__version__,
+            checks=checks,
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+class _DecimalJSONRequest(Request):
+    """Parses JSON numbers as Decimal, so money in a request body never passes through float."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), parse_float=Decimal)
+        return self._json
+
+
+class DecimalJSONRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def decimal_json_handler(request: Request) -> Response:
+            return await handler(_DecimalJSONRequest(request.scope, request.receive))
+
+        return decimal_json_handler
+
+
+class _RequestMetrics:
+    """Request count and latency per app, route template, method and status, via Ray's metrics
+    agent (Prometheus). Created lazily: outside a Ray worker nothing is recorded."""
+
+    def __init__(self) -> None:
+        tags = ("app", "route", "method", "status")
+        self.requests = metrics.Counter(
+            "kiki_http_requests", description="HTTP requests served", tag_keys=tags
+        )
+        self.latency = metrics.Histogram(
+            "kiki_http_request_latency_ms",
+            description="HTTP request latency in milliseconds",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
+            tag_keys=tags,
+        )
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the hot path)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+        self._metrics: _RequestMetrics | None = None
+
+    def _sink(self) -> _RequestMetrics | None:
+        if self._metrics is None and ray.is_initialized():
+            self._metrics = _RequestMetrics()
+        return self._metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            sink = self._sink()
+            if sink is not None:
+                route = scope.get("route")
+                tags = {
+                    "app": self.service,
+                    "route": getattr(route, "path", "unmatched"),
+                    "method": scope.get("method", ""),
+                    "status": str(status),
+                }
+                sink.requests.inc(1, tags=tags)
+                sink.latency.observe((time.perf_counter() - started) * 1000, tags=tags)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) + " (see the API docs at <prefix>/docs)"
+
+
+def runtime_of(request: Request) -> ServiceRuntime:
+    return request.app.state.runtime
+
+
+async def require_tenant(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(alias="X-API-Key", description="your API key")] = None,
+) -> Tenant:
+    return await runtime_of(request).tenant(x_api_key)
+
+
+CurrentTenant = Annotated[Tenant, Depends(require_tenant)]
+
+
+def create_service_api(service: str, title: str, description: str) -> FastAPI:
+    """The FastAPI app of one service, with the routes every service has."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if getattr(app.state, "runtime", None) is None:
+            app.state.runtime = ServiceRuntime(service)
+        yield
+        await app.state.runtime.close()
+
+    api = FastAPI(
+        title=title,
+        description=description,
+        version=__version__,
+        lifespan=lifespan,
+        responses={
+            401: {"description": "missing, unknown or revoked X-API-Key"},
+        },
+    )
+    api.router.route_class = DecimalJSONRoute
+    api.add_middleware(MetricsMiddleware, service=service)
+
+    @api.exception_handler(KikiError)
+    async def _kiki_error(request: Request, exc: KikiError) -> JSONResponse:
+        status, _ = status_for(exc)
+        headers = {}
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+        if status >= 500:
+            logger.warning("request failed", extra={"path": request.url.path, "error": exc.message})
+        return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body("invalid_input", _validation_message(exc)), status_code=422)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404:
+            message = (
+                f"no route {request.method} {request.url.path}; see the API docs at /{service}/docs"
+            )
+        return JSONResponse(error_body(code, message), status_code=exc.status_code)
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", extra={"path": request.url.path})
+        return JSONResponse(
+            error_body("internal", "internal error; the service log has the details"),
+            status_code=500,
+        )
+
+    @api.get(
+        "/health",
+        response_model=HealthReport,
+        responses={503: {"model": HealthReport, "description": "a check failed"}},
+        tags=["ops"],
+    )
+    async def health(request: Request) -> JSONResponse:
+        """Liveness and dependencies; no API key needed. 503 names the failing check."""
+        report = await runtime_of(request).health()
+        return JSONResponse(report.model_dump(), status_code=200 if report.status == "ok" else 503)
+
+    @api.get("/api/v1/whoami", response_model=WhoAmI, tags=["ops"])
+    async def whoami(tenant: CurrentTenant) -> WhoAmI:
+        """The tenant your API key belongs to."""
+        return WhoAmI(tenant_id=str(tenant.id), tenant=tenant.name, service=service)
+
+    return api
+
+
+class ServiceIngress:
+    """Base of each app's ingress deployment: gives the replica its runtime.
+
+    Subclasses set `service` and `api` and are decorated with `@serve.deployment` and
+    `@serve.ingress(api)`; the FastAPI routes reach the runtime through `request.app.state`.
+    """
+
+    service: str
+    api: FastAPI
+
+    def __init__(self) -> None:
+        self.runtime = ServiceRuntime(self.service)
+        self.api.state.runtime = self.runtime

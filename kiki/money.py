@@ -1,0 +1,157 @@
+"""Exact money: integer micros (1 unit = 1,000,000 micros) plus an ISO 4217 currency.
+
+Floats never enter: amounts come in as `Decimal`, `int` or decimal strings and are converted
+exactly; an amount finer than one micro is refused rather than rounded silently.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer
+
+from kiki.errors import InvalidInput
+
+MICROS_PER_UNIT = 1_000_000
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+# Minor units where they differ from 2 (ISO 4217); used for invoices and payment processors.
+_MINOR_UNIT_EXPONENTS = {
+    "BHD": 3, "CLP": 0, "IQD": 3, "ISK": 0, "JOD": 3, "JPY": 0, "KRW": 0, "KWD": 3,
+    "LYD": 3, "OMR": 3, "PYG": 0, "TND": 3, "UGX": 0, "VND": 0, "XAF": 0, "XOF": 0,
+}  # fmt: skip
+
+
+def normalize_currency(code: str) -> str:
+    """Upper-case a currency code and check it has the ISO 4217 shape."""
+    if not isinstance(code, str) or not _CURRENCY_RE.match(code.strip().upper()):
+        raise InvalidInput(f"currency {code!r} is not an ISO 4217 code such as 'USD' or 'EUR'")
+    return code.strip().upper()
+
+
+def to_decimal(value: Any) -> Decimal:
+    """Convert a decimal string, int or Decimal to Decimal exactly; floats are refused."""
+    if isinstance(value, bool | float):
+        raise InvalidInput(
+            f'amount {value!r} is a binary float; send a decimal string such as "12.34"'
+        )
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            result = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidInput(
+                f'amount {value!r} is not a decimal number such as "12.34"'
+            ) from None
+    else:
+        raise InvalidInput(f"amount {value!r} must be a decimal string or an integer")
+    if not result.is_finite():
+        raise InvalidInput(f"amount {value!r} must be a finite number")
+    return result
+
+
+def decimal_to_micros(amount: Decimal) -> int:
+    """Exact conversion; more precision than one micro is an error, never a rounding."""
+    scaled = amount * MICROS_PER_UNIT
+    if scaled != scaled.to_integral_value():
+        raise InvalidInput(f"amount {amount} has more than 6 decimal places (finer than a micro)")
+    return int(scaled)
+
+
+def micros_to_decimal_str(micros: int) -> str:
+    """'12.5' for 12,500,000 micros: shortest exact decimal, no exponent."""
+    text = format(Decimal(micros) / MICROS_PER_UNIT, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+@dataclass(frozen=True, slots=True, order=False)
+class Money:
+    micros: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.micros, int) or isinstance(self.micros, bool):
+            raise InvalidInput(f"Money.micros must be an int, got {type(self.micros).__name__}")
+        object.__setattr__(self, "currency", normalize_currency(self.currency))
+
+    @classmethod
+    def of(cls, amount: Any, currency: str) -> Money:
+        """Money from a decimal amount in major units: Money.of("12.34", "USD")."""
+        return cls(decimal_to_micros(to_decimal(amount)), currency)
+
+    @classmethod
+    def zero(cls, currency: str) -> Money:
+        return cls(0, currency)
+
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(self.micros) / MICROS_PER_UNIT
+
+    def __str__(self) -> str:
+        return f"{micros_to_decimal_str(self.micros)} {self.currency}"
+
+    def _same(self, other: Money) -> None:
+        if not isinstance(other, Money):
+            raise TypeError(f"cannot combine Money with {type(other).__name__}")
+        if other.currency != self.currency:
+            raise InvalidInput(f"cannot combine {self.currency} with {other.currency}")
+
+    def __add__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.micros + other.micros, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.micros - other.micros, self.currency)
+
+    def __neg__(self) -> Money:
+        return Money(-self.micros, self.currency)
+
+    def __lt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.micros < other.micros
+
+    def __le__(self, other: Money) -> bool:
+        self._same(other)
+        return self.micros <= other.micros
+
+    def __gt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.micros > other.micros
+
+    def __ge__(self, other: Money) -> bool:
+        self._same(other)
+        return self.micros >= other.micros
+
+    def minor_units(self, rounding: str = ROUND_HALF_EVEN) -> int:
+        """Amount in the currency's minor unit (cents for USD, yen for JPY)."""
+        exponent = _MINOR_UNIT_EXPONENTS.get(self.currency, 2)
+        minor = Decimal(self.micros) / (MICROS_PER_UNIT // 10**exponent)
+        return int(minor.to_integral_value(rounding=rounding))
+
+    def to_json(self) -> dict[str, str | int]:
+        return {
+            "amount": micros_to_decimal_str(self.micros),
+            "micros": self.micros,
+            "currency": self.currency,
+        }
+
+
+def _parse_amount(value: Any) -> Decimal:
+    # The HTTP layer parses JSON numbers as Decimal, so a float here is a programming error.
+    return to_decimal(value)
+
+
+DecimalAmount = Annotated[
+    Decimal,
+    BeforeValidator(_parse_amount),
+    PlainSerializer(lambda d: format(d, "f"), return_type=str),
+]
+"""A money amount at the public edge: accepts "12.34", 12.34 or 12 and keeps it exact."""

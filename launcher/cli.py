@@ -1,0 +1,322 @@
+"""`kiki`: run the platform and manage it from the shell.
+
+Every failure the user can fix prints one line `kiki: error: <what and how to fix>` and exits
+with 2 (bad configuration or input) or 1 (something did not work); never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kiki import __version__, auth
+from kiki.config import SERVICES, Settings, load_settings
+from kiki.db import migrate
+from kiki.db.pool import connect
+from kiki.errors import ConfigError, InvalidInput, KikiError
+from launcher.platform import (
+    READY_TIMEOUT_S,
+    Platform,
+    check_health,
+    database,
+    describe_failure,
+    pid_alive,
+    read_state,
+    state_path,
+)
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"kiki: error: {message}", err=True)
+    sys.exit(code)
+
+
+def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn domain errors into one line and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, InvalidInput) as exc:
+            fail(exc.message, 2)
+        except KikiError as exc:
+            fail(exc.message, 1)
+
+    return wrapper
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        fail(exc.message, 2)
+        raise  # unreachable; keeps type checkers content
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kiki")
+def main() -> None:
+    """KIKI: paid-ads growth on autopilot, on Ray.
+
+    Settings come from KIKI_* environment variables (see README). Start with `kiki up`.
+    """
+
+
+# --- up / down / status -------------------------------------------------------------------
+
+
+def print_summary(settings: Settings, dev_key: str | None) -> None:
+    state = read_state(settings)
+    health = check_health(settings)
+    click.echo("")
+    click.echo(f"{'APP':<9} {'URL':<36} HEALTH")
+    for service in SERVICES:
+        code, detail = health[service]
+        shown = "healthy" if code == 200 else f"{code or 'down'}: {detail}"
+        click.echo(f"{service:<9} {f'http://127.0.0.1:{settings.http_port}/{service}':<36} {shown}")
+    click.echo("")
+    click.echo(f"gRPC      127.0.0.1:{settings.grpc_port} (metadata `application: value`)")
+    if state:
+        click.echo(f"metrics   {state.metrics_url}")
+        if state.dashboard_url:
+            click.echo(f"dashboard {state.dashboard_url}")
+        click.echo(f"database  {state.database}")
+    click.echo(f"API docs  http://127.0.0.1:{settings.http_port}/<app>/docs")
+    if dev_key:
+        click.echo("")
+        click.echo("Try it:")
+        click.echo(
+            f"  curl -H 'X-API-Key: {dev_key}' "
+            f"http://127.0.0.1:{settings.http_port}/shield/api/v1/whoami"
+        )
+
+
+def _up_foreground(settings: Settings) -> None:
+    stop = threading.Event()
+    platform = Platform(settings, click.echo)
+    try:
+        platform.start()
+    except BaseException as exc:
+        platform.stop()
+        if isinstance(exc, KeyboardInterrupt):
+            fail("interrupted while starting", 130)
+        fail(describe_failure(exc), 2 if isinstance(exc, ConfigError | InvalidInput) else 1)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print_summary(settings, platform.dev_key)
+    click.echo("\nKIKI is up. Press Ctrl-C to stop.")
+    while not stop.wait(1.0):
+        pass
+    click.echo("")
+    platform.stop()
+    click.echo("KIKI stopped.")
+
+
+def _up_detached(settings: Settings) -> None:
+    log_dir = Path(settings.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / "kiki-up.log"
+    existing = read_state(settings)
+    if existing and pid_alive(existing.pid):
+        fail(f"KIKI is already running (pid {existing.pid}): see `kiki status` or `kiki down`", 2)
+    with open(log_file, "w") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "launcher.cli", "up"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    click.echo(f"starting KIKI in the background (pid {child.pid}, log {log_file})")
+    shown = 0
+    deadline = time.monotonic() + READY_TIMEOUT_S + 60
+    while True:
+        lines = log_file.read_text().splitlines()
+        for line in lines[shown:]:
+            if line.startswith(("==>", "    ", "kiki: error")):
+                click.echo(line)
+        shown = len(lines)
+        state = read_state(settings)
+        if state and state.pid == child.pid and state.status == "ready":
+            break
+        if child.poll() is not None:
+            fail(f"KIKI did not start (exit {child.returncode}); see {log_file}")
+        if time.monotonic() > deadline:
+            child.terminate()
+            fail(f"KIKI did not become ready in time; see {log_file}")
+        time.sleep(0.3)
+    print_summary(settings, (Path(settings.home) / "dev_api_key").read_text().strip())
+    click.echo("\nKIKI is up in the background: `kiki status`, `kiki down`.")
+
+
+@main.command()
+@click.option("--detach", "-d", is_flag=True, help="Run in the background and return when healthy.")
+def up(detach: bool) -> None:
+    """Start the platform: PostgreSQL, migrations, Ray, and the six Serve apps.
+
+    Uses embedded PostgreSQL under $KIKI_HOME unless KIKI_DATABASE_URL is set, and a local
+    Ray unless RAY_ADDRESS is set. Stays up until Ctrl-C, unless --detach.
+    """
+    settings = settings_or_exit()
+    if detach:
+        _up_detached(settings)
+    else:
+        _up_foreground(settings)
+
+
+@main.command()
+@click.option("--timeout", default=90.0, show_default=True, help="Seconds to wait for shutdown.")
+def down(timeout: float) -> None:
+    """Stop a platform started with `kiki up` (foreground or detached)."""
+    settings = settings_or_exit()
+    state = read_state(settings)
+    if state is None:
+        click.echo("KIKI is not running.")
+        return
+    if not pid_alive(state.pid):
+        Platform(settings, click.echo).stop_leftovers(state)
+        click.echo("KIKI was not running; cleaned up what it left behind.")
+        return
+    click.echo(f"stopping KIKI (pid {state.pid}) ...")
+    os.kill(state.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(state.pid) and state_path(settings).exists():
+        if time.monotonic() > deadline:
+            fail(f"KIKI (pid {state.pid}) did not stop within {timeout:.0f}s; see its log")
+        time.sleep(0.3)
+    click.echo("KIKI stopped.")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Show whether KIKI runs and each app's health. Exit 0 when all are healthy."""
+    settings = settings_or_exit()
+    state = read_state(settings)
+    if state is None or not pid_alive(state.pid):
+        if as_json:
+            click.echo(json.dumps({"running": False}))
+        else:
+            click.echo("KIKI is not running: start it with `kiki up`.")
+        sys.exit(3)
+    health = check_health(settings)
+    healthy = all(code == 200 for code, _ in health.values())
+    if as_json:
+        apps = {s: {"status": code, "detail": d} for s, (code, d) in health.items()}
+        click.echo(json.dumps({"running": True, "status": state.status, "pid": state.pid,
+                               "healthy": healthy, "apps": apps}))  # fmt: skip
+    else:
+        click.echo(f"KIKI {state.status} (pid {state.pid})")
+        print_summary(settings, None)
+    sys.exit(0 if healthy else 1)
+
+
+# --- db ------------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema: apply and inspect migrations."""
+
+
+@db.command("migrate")
+@friendly_errors
+def db_migrate() -> None:
+    """Apply pending migrations, each once, in its own transaction."""
+    settings = settings_or_exit()
+    with database(settings, click.echo) as url:
+        from launcher.platform import run_migrations
+
+        applied = asyncio.run(run_migrations(url))
+    for m in applied:
+        click.echo(f"applied {m.version:04d}_{m.name}")
+    if not applied:
+        click.echo("schema up to date")
+
+
+@db.command("status")
+@friendly_errors
+def db_status() -> None:
+    """List migrations and when each was applied."""
+    settings = settings_or_exit()
+
+    async def run(url: str) -> list[migrate.MigrationState]:
+        conn = await connect(url)
+        try:
+            return await migrate.status(conn, migrate.discover())
+        finally:
+            await conn.close()
+
+    with database(settings, click.echo) as url:
+        states = asyncio.run(run(url))
+    for st in states:
+        when = st.applied_at.isoformat(timespec="seconds") if st.applied_at else "pending"
+        click.echo(f"{st.migration.version:04d}_{st.migration.name:<40} {when}")
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Tenants' API keys (stored hashed; a new key is shown once)."""
+
+
+def _with_conn(settings: Settings, func: Callable[[Any], Any]) -> Any:
+    async def run(url: str) -> Any:
+        conn = await connect(url)
+        try:
+            return await func(conn)
+        finally:
+            await conn.close()
+
+    with database(settings) as url:
+        return asyncio.run(run(url))
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant name (created if new): a-z, 0-9, _ and -.")
+@click.option("--label", default="", help="A note to tell keys apart.")
+@friendly_errors
+def keys_create(tenant: str, label: str) -> None:
+    """Create an API key and print it (only this once)."""
+    settings = settings_or_exit()
+    auth.check_tenant_name(tenant)
+    _, key = _with_conn(settings, lambda conn: auth.create_api_key(conn, tenant, label))
+    click.echo(key)
+
+
+@keys.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's keys.")
+@friendly_errors
+def keys_list(tenant: str | None) -> None:
+    """List keys by prefix (the secret part is never stored)."""
+    settings = settings_or_exit()
+    for k in _with_conn(settings, lambda conn: auth.list_api_keys(conn, tenant)):
+        state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+        click.echo(f"{k.prefix}  {k.tenant:<20} {state:<18} {k.label}")
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+@friendly_errors
+def keys_revoke(prefix: str) -> None:
+    """Revoke the key with this prefix (shown by `kiki keys list`)."""
+    settings = settings_or_exit()
+    _with_conn(settings, lambda conn: auth.revoke_api_key(conn, prefix))
+    click.echo(f"revoked {prefix}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""Start and stop the whole platform on one machine: PostgreSQL, migrations, Ray, Serve.
+
+`kiki up` runs `Platform.start()` and waits for Ctrl-C or SIGTERM; `kiki up --detach` runs
+the same in a background process and returns once every app is healthy. The running
+process records itself in `$KIKI_HOME/run/state.json`, which `kiki status` and `kiki down` read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from kiki.auth import authenticate, create_api_key
+from kiki.config import SERVICES, Settings
+from kiki.db import migrate
+from kiki.db.embedded import EmbeddedPostgres, port_in_use
+from kiki.db.pool import connect, redact
+from kiki.errors import ConfigError, KikiError, Unauthenticated, Unavailable
+from launcher import serve_config
+
+Echo = Callable[[str], None]
+READY_TIMEOUT_S = 120.0
+
+
+@dataclass
+class RunState:
+    pid: int
+    status: Literal["starting", "ready", "failed", "stopping"]
+    http_url: str
+    grpc_address: str
+    metrics_url: str
+    database: str
+    embedded_postgres: bool
+    dashboard_url: str | None = None
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+
+def state_path(settings: Settings) -> Path:
+    return Path(settings.home) / "run" / "state.json"
+
+
+def read_state(settings: Settings) -> RunState | None:
+    try:
+        return RunState(**json.loads(state_path(settings).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_state(settings: Settings, state: RunState) -> None:
+    path = state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2))
+    tmp.replace(path)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
+    return EmbeddedPostgres(settings.pgdata, settings.pg_port)
+
+
+@contextmanager
+def database(settings: Settings, echo: Echo | None = None):
+    """The database URL for one-off commands (`kiki db`, `kiki keys`). The embedded server is
+    started if it is not running and stopped again afterwards, leaving things as they were."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    pg = embedded_postgres(settings)
+    was_running = pg.is_running()
+    if not was_running and echo:
+        echo(f"starting embedded PostgreSQL ({pg.pgdata}) for this command")
+    url = pg.start()
+    try:
+        yield url
+    finally:
+        if not was_running:
+            pg.stop()
+
+
+async def run_migrations(url: str) -> list[migrate.Migration]:
+    conn = await connect(url)
+    try:
+        return await migrate.migrate(conn, migrate.discover())
+    finally:
+        await conn.close()
+
+
+async def ensure_dev_key(url: str, settings: Settings) -> str:
+    """The development API key, kept in $KIKI_HOME/dev_api_key (mode 0600) so every
+    `kiki up` prints the same working key; a new one is made if that key stopped working."""
+    key_file = Path(settings.home) / "dev_api_key"
+    conn = await connect(url)
+    try:
+        if key_file.exists():
+            key = key_file.read_text().strip()
+            with suppress(Unauthenticated):
+                await authenticate(conn, key)
+                return key
+        _, key = await create_api_key(conn, settings.dev_tenant, label="development key (kiki up)")
+    finally:
+        await conn.close()
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.touch(mode=0o600)
+    key_file.write_text(key + "\n")
+    return key
+
+
+def check_ports_free(settings: Settings, embedded: bool) -> None:
+    wanted = [
+        (settings.http_port, "KIKI_HTTP_PORT", "HTTP"),
+        (settings.grpc_port, "KIKI_GRPC_PORT", "gRPC"),
+    ]
+    if not settings.ray_address:
+        wanted.append((settings.metrics_port, "KIKI_METRICS_PORT", "Ray metrics"))
+    if embedded and not embedded_postgres(settings).is_running():
+        wanted.append((settings.pg_port, "KIKI_PG_PORT", "embedded PostgreSQL"))
+    for port, env, what in wanted:
+        if port_in_use(port, "0.0.0.0"):
+            raise Unavailable(
+                f"port {port} ({what}) is already in use: stop the program that holds it "
+                f"(`ss -ltnp 'sport = :{port}'` shows it) or set {env} to a free port"
+            )
+
+
+def app_url(settings: Settings, service: str, host: str = "127.0.0.1") -> str:
+    return f"http://{host}:{settings.http_port}/{service}"
+
+
+def check_health(settings: Settings, timeout_s: float = 5.0) -> dict[str, tuple[int | None, str]]:
+    """Each app's health: (HTTP status or None when unreachable, short detail)."""
+    results: dict[str, tuple[int | None, str]] = {}
+    with httpx.Client(timeout=timeout_s) as client:
+        for service in SERVICES:
+            try:
+                resp = client.get(f"{app_url(settings, service)}/health")
+            except httpx.HTTPError as exc:
+                results[service] = (None, f"unreachable ({exc.__class__.__name__})")
+                continue
+            detail = "ok"
+            try:
+                body = resp.json()
+                failing = {k: v for k, v in body.get("checks", {}).items() if v != "ok"}
+                if failing:
+                    detail = "; ".join(f"{k}: {v}" for k, v in failing.items())
+            except ValueError:
+                detail = resp.text[:80]
+            results[service] = (resp.status_code, detail)
+    return results
+
+
+class Platform:
+    """One running KIKI: start() brings every part up in order, stop() takes it down."""
+
+    def __init__(self, settings: Settings, echo: Echo) -> None:
+        self.settings = settings
+        self.echo = echo
+        self.pg: EmbeddedPostgres | None = None
+        self.database_url: str | None = None
+        self.dev_key: str | None = None
+        self.state: RunState | None = None
+        self._ray_started = False
+
+    def _step(self, text: str) -> None:
+        self.echo(f"==> {text}")
+
+    def start(self) -> None:
+        s = self.settings
+        existing = read_state(s)
+        if existing and existing.pid != os.getpid() and pid_alive(existing.pid):
+            raise ConfigError(
+                f"KIKI is already running (pid {existing.pid}, {existing.status}): "
+                "see `kiki status`, or stop it with `kiki down`"
+            )
+        if s.ray_address and not s.database_url:
+            raise ConfigError(
+                "RAY_ADDRESS is set but KIKI_DATABASE_URL is not: replicas on other nodes cannot "
+                "reach the embedded PostgreSQL; set KIKI_DATABASE_URL to a server they can reach"
+            )
+        config = serve_config.load(s.serve_config)
+        serve_config.validate_strict(config)
+        check_ports_free(s, embedded=not s.database_url)
+        Path(s.home).mkdir(parents=True, exist_ok=True)
+        self.state = RunState(
+            pid=os.getpid(), status="starting",
+            http_url=f"http://127.0.0.1:{s.http_port}", grpc_address=f"127.0.0.1:{s.grpc_port}",
+            metrics_url="", database="", embedded_postgres=not s.database_url,
+        )  # fmt: skip
+        write_state(s, self.state)
+
+        if s.database_url:
+            self._step(f"PostgreSQL: using {redact(s.database_url)}")
+            self.database_url = s.database_url
+        else:
+            self.pg = embedded_postgres(s)
+            self._step(f"PostgreSQL: starting embedded server, data in {self.pg.pgdata}")
+            self.database_url = self.pg.start()
+            self.echo(f"    listening on 127.0.0.1:{s.pg_port}")
+        self.state.database = redact(self.database_url)
+
+        self._step("migrations")
+        applied = asyncio.run(run_migrations(self.database_url))
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
+        self.echo(f"    applied {len(applied)}: {names}" if applied else "    schema up to date")
+        self.dev_key = asyncio.run(ensure_dev_key(self.database_url, s))
+
+        self._start_ray()
+        self._start_serve(config)
+        self.state.status = "ready"
+        write_state(s, self.state)
+
+    def _start_ray(self) -> None:
+        import ray
+
+        s = self.settings
+        if s.ray_address:
+            self._step(f"Ray: joining the cluster at {s.ray_address}")
+            ray.init(address=s.ray_address, namespace="kiki", log_to_driver=False)
+            self.state.metrics_url = "the cluster's metrics export port on each node"
+        else:
+            self._step("Ray: starting a local instance")
+            # The replicas inherit these through runtime_env; the driver needs them too.
+            context = ray.init(
+                address="local",
+                namespace="kiki",
+                _metrics_export_port=s.metrics_port,
+                include_dashboard=True,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+            self.state.dashboard_url = (
+                f"http://{context.dashboard_url}" if context.dashboard_url else None
+            )
+            self.state.metrics_url = f"http://127.0.0.1:{s.metrics_port}/metrics"
+            self.echo(f"    metrics for Prometheus: {self.state.metrics_url}")
+        self._ray_started = True
+
+    def _start_serve(self, config: dict) -> None:
+        import ray
+        from ray import serve
+        from ray.serve._private.api import serve_start
+        from ray.serve.schema import ServeDeploySchema
+
+        s = self.settings
+        gpus = ray.cluster_resources().get("GPU", 0)
+        adapted = serve_config.adapt_for_machine(config, s, gpus)
+        self._step(
+            f"Serve: deploying {len(adapted['applications'])} apps "
+            f"(HTTP :{s.http_port}, gRPC :{s.grpc_port}, {s.replica_cpus} CPU per replica, "
+            f"{'GPU' if gpus else 'no GPU'})"
+        )
+        schema = ServeDeploySchema.model_validate(adapted)
+        client = serve_start(
+            http_options=adapted["http_options"],
+            grpc_options=adapted["grpc_options"],
+            global_logging_config=adapted.get("logging_config"),
+            proxy_location=adapted["proxy_location"],
+        )
+        client.deploy_apps(schema)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            statuses = {name: app.status for name, app in serve.status().applications.items()}
+            if all(statuses.get(n) == "RUNNING" for n in SERVICES):
+                break
+            failed = {n: st for n, st in statuses.items() if st == "DEPLOY_FAILED"}
+            if failed:
+                detail = serve.status().applications[next(iter(failed))].message
+                raise Unavailable(f"Serve app(s) {', '.join(failed)} failed to deploy: {detail}")
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"Serve apps not running after {READY_TIMEOUT_S:.0f}s: {statuses}"
+                )
+            time.sleep(0.5)
+        # RUNNING means replicas are up; wait for the proxy to route to every prefix too.
+        while any(code != 200 for code, _ in check_health(s).values()):
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"apps not healthy after {READY_TIMEOUT_S:.0f}s: {check_health(s)}"
+                )
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Serve, Ray, then PostgreSQL; each step runs even if an earlier one failed."""
+        s = self.settings
+        if self.state:
+            self.state.status = "stopping"
+            write_state(s, self.state)
+        if self._ray_started:
+            import ray
+            from ray import serve
+
+            self._step("stopping Serve")
+            try:
+                if s.ray_address:
+                    for name in SERVICES:
+                        serve.delete(name)
+                else:
+                    serve.shutdown()
+            except Exception as exc:  # keep going: Ray and PostgreSQL must still stop
+                self.echo(f"    Serve did not stop cleanly: {exc}")
+            self._step("stopping Ray")
+            ray.shutdown()
+            self._ray_started = False
+        if self.pg is not None:
+            self._step("stopping embedded PostgreSQL")
+            try:
+                self.pg.stop()
+            except Exception as exc:
+                self.echo(f"    PostgreSQL did not stop cleanly: {exc}")
+        with suppress(FileNotFoundError):
+            state_path(s).unlink()
+
+    def stop_leftovers(self, state: RunState) -> None:
+        """After a `kiki up` process died without cleaning up: stop its embedded PostgreSQL."""
+        if state.embedded_postgres:
+            pg = embedded_postgres(self.settings)
+            if pg.is_running():
+                self._step("stopping embedded PostgreSQL left running")
+                pg.stop()
+        with suppress(FileNotFoundError):
+            state_path(self.settings).unlink()
+
+
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, KikiError):
+        return exc.message
+    return f"{exc.__class__.__name__}: {exc}"

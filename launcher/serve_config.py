@@ -1,0 +1,124 @@
+"""serve_config.yaml: strict validation and the adaptation `kiki up` makes for one machine.
+
+Ray's `ServeDeploySchema` silently ignores unknown keys and does not validate
+`autoscaling_config`, so a typo would deploy with defaults; `validate_strict` catches both.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from ray.serve.config import AutoscalingConfig
+from ray.serve.schema import (
+    DeploymentSchema,
+    HTTPOptionsSchema,
+    LoggingConfig,
+    ServeApplicationSchema,
+    ServeDeploySchema,
+    gRPCOptionsSchema,
+)
+
+from kiki.config import SERVICES, Settings
+from kiki.errors import ConfigError
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "serve_config.yaml"
+
+# Which model checks the keys of each nested mapping.
+_NESTED: dict[type[BaseModel], dict[str, type[BaseModel]]] = {
+    ServeDeploySchema: {
+        "http_options": HTTPOptionsSchema,
+        "grpc_options": gRPCOptionsSchema,
+        "logging_config": LoggingConfig,
+    },
+    ServeApplicationSchema: {"logging_config": LoggingConfig},
+    DeploymentSchema: {"autoscaling_config": AutoscalingConfig, "logging_config": LoggingConfig},
+}
+_LISTS: dict[type[BaseModel], dict[str, type[BaseModel]]] = {
+    ServeDeploySchema: {"applications": ServeApplicationSchema},
+    ServeApplicationSchema: {"deployments": DeploymentSchema},
+}
+
+
+def load(path: Path | None = None) -> dict[str, Any]:
+    path = Path(path or DEFAULT_PATH)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read Serve config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Serve config {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Serve config {path} must be a mapping with `applications:`")
+    return data
+
+
+def _unknown_keys(data: dict[str, Any], model: type[BaseModel], where: str) -> list[str]:
+    found = [f"{where}.{k}" for k in data if k not in model.model_fields]
+    for key, sub in _NESTED.get(model, {}).items():
+        if isinstance(data.get(key), dict):
+            found += _unknown_keys(data[key], sub, f"{where}.{key}")
+    for key, sub in _LISTS.get(model, {}).items():
+        for i, item in enumerate(data.get(key) or []):
+            if isinstance(item, dict):
+                name = item.get("name", i)
+                found += _unknown_keys(item, sub, f"{where}.{key}[{name}]")
+    return found
+
+
+def validate_strict(data: dict[str, Any]) -> ServeDeploySchema:
+    """Ray's own validation, plus unknown keys and autoscaling configs rejected."""
+    unknown = _unknown_keys(data, ServeDeploySchema, "config")
+    if unknown:
+        raise ConfigError(f"unknown key(s) in Serve config: {', '.join(unknown)}")
+    try:
+        schema = ServeDeploySchema.model_validate(data)
+        for app in data.get("applications", []):
+            for dep in app.get("deployments") or []:
+                if "autoscaling_config" in dep:
+                    AutoscalingConfig(**dep["autoscaling_config"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"Serve config invalid at {where}: {first['msg']}") from None
+    names = [a.name for a in schema.applications]
+    if sorted(names) != sorted(SERVICES):
+        raise ConfigError(f"Serve config must define the apps {', '.join(SERVICES)}; found {names}")
+    return schema
+
+
+def adapt_for_machine(data: dict[str, Any], settings: Settings, gpus: float) -> dict[str, Any]:
+    """A copy of the config for this machine: ports from settings, small CPU shares so six
+    apps fit on a laptop, no GPU requests where there is no GPU, and the replicas' KIKI_*
+    settings passed through `runtime_env` so they reach workers on any node."""
+    out = copy.deepcopy(data)
+    out["http_options"] = {**out.get("http_options", {}), "host": settings.http_host,
+                           "port": settings.http_port}  # fmt: skip
+    out["grpc_options"] = {**out.get("grpc_options", {}), "port": settings.grpc_port}
+    # One proxy on this node: a local run has one node, and it keeps the printed URLs right.
+    out["proxy_location"] = "HeadOnly"
+    env = replica_env(settings)
+    for app in out["applications"]:
+        runtime_env = app.setdefault("runtime_env", {})
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
+        for dep in app.get("deployments") or []:
+            options = dep.setdefault("ray_actor_options", {})
+            options["num_cpus"] = min(float(options.get("num_cpus", 1)), settings.replica_cpus)
+            if gpus < 1 and options.get("num_gpus"):
+                options["num_gpus"] = 0
+    return out
+
+
+def replica_env(settings: Settings) -> dict[str, str]:
+    """The settings a replica needs, as environment variables."""
+    env = {
+        "KIKI_PG_PORT": str(settings.pg_port),
+        "KIKI_LOG_LEVEL": settings.log_level,
+        "KIKI_HOME": str(Path(settings.home).resolve()),
+    }
+    if settings.database_url:
+        env["KIKI_DATABASE_URL"] = settings.database_url
+    return env
