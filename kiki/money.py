@@ -16,6 +16,8 @@ from pydantic import BeforeValidator, PlainSerializer
 from kiki.errors import InvalidInput
 
 MICROS_PER_UNIT = 1_000_000
+# Micros are stored as PostgreSQL bigint: about 9.2 trillion units at most.
+MAX_MICROS = 2**63 - 1
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # Minor units where they differ from 2 (ISO 4217); used for invoices and payment processors.
 _MINOR_UNIT_EXPONENTS = {
@@ -60,6 +62,10 @@ def decimal_to_micros(amount: Decimal) -> int:
     scaled = amount * MICROS_PER_UNIT
     if scaled != scaled.to_integral_value():
         raise InvalidInput(f"amount {amount} has more than 6 decimal places (finer than a micro)")
+    if abs(scaled) > MAX_MICROS:
+        raise InvalidInput(
+            f"amount {amount} is too large (at most {MAX_MICROS // MICROS_PER_UNIT:,})"
+        )
     return int(scaled)
 
 

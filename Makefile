@@ -1,0 +1,48 @@
+# The two commands: `make run` starts the platform, `make test` runs lint and every test.
+# Both create .venv and install the project when needed; nothing else to set up.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip on this machine warns about every missing local mirror entry; keep its real output.
+QUIET_PIP := { grep -v "^WARNING: Location" || true; }
+
+.PHONY: run test lint unit integration e2e protos clean
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+# CPU torch first (the wheel on disk here), so the project's torch range is already met and
+# pip never pulls a CUDA build.
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q "torch==2.13.0" 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q -e ".[dev]" 2>&1 | $(QUIET_PIP)
+	$(PY) -c "import kiki, ray, torch; assert torch.__version__.startswith('2.13.0')"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/kiki up
+
+test: lint
+	$(PY) -m pytest tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+integration: $(STAMP)
+	$(PY) -m pytest tests/integration -q
+
+e2e: $(STAMP)
+	$(PY) -m pytest tests/e2e -q
+
+protos: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. protos/kiki.proto
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,68 @@
+"""One PostgreSQL and one Ray (with the six Serve apps) for the whole integration session.
+
+The apps are started by the same `Platform` code that `kiki up` runs, on free ports, so
+these tests cover the launcher too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kiki.auth import create_api_key
+from kiki.config import Settings
+from kiki.db.pool import connect
+from launcher.platform import Platform
+from tests.conftest import free_port
+
+
+@dataclass
+class RunningPlatform:
+    settings: Settings
+    base_url: str
+    grpc_target: str
+    metrics_url: str
+    api_key: str
+    database_url: str
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def new_key(url: str, tenant: str) -> str:
+    conn = await connect(url)
+    try:
+        return (await create_api_key(conn, tenant))[1]
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def platform(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    home: Path = tmp_path_factory.mktemp("kiki-home")
+    settings = Settings(
+        home=home,
+        database_url=pg_url,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        auth_cache_ttl_s=0,
+    )
+    platform = Platform(settings, echo=print)
+    try:
+        platform.start()
+        yield RunningPlatform(
+            settings=settings,
+            base_url=f"http://127.0.0.1:{settings.http_port}",
+            grpc_target=f"127.0.0.1:{settings.grpc_port}",
+            metrics_url=f"http://127.0.0.1:{settings.metrics_port}/metrics",
+            api_key=platform.dev_key or "",
+            database_url=pg_url,
+        )
+    finally:
+        platform.stop()

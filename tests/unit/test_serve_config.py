@@ -1,0 +1,79 @@
+import copy
+
+import pytest
+
+from kiki.config import SERVICES, Settings
+from kiki.errors import ConfigError
+from launcher import serve_config
+
+
+@pytest.fixture
+def config() -> dict:
+    return serve_config.load()
+
+
+def test_the_shipped_config_passes_rays_schema_and_the_strict_check(config: dict) -> None:
+    schema = serve_config.validate_strict(config)
+    apps = {app.name: app for app in schema.applications}
+    assert sorted(apps) == sorted(SERVICES)
+    assert {app.route_prefix for app in apps.values()} == {f"/{s}" for s in SERVICES}
+    assert schema.http_options.port == 8000
+    assert schema.grpc_options.port == 50051
+    assert any("LTVService" in f for f in schema.grpc_options.grpc_servicer_functions)
+    assert any("Health" in f for f in schema.grpc_options.grpc_servicer_functions)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        (lambda c: c.update(htp_options={}), "config.htp_options"),
+        (lambda c: c["http_options"].update(prot=1), "config.http_options.prot"),
+        (lambda c: c["applications"][0].update(route_prefx="/x"), "route_prefx"),
+        (
+            lambda c: c["applications"][0]["deployments"][0].update(num_replica=2),
+            "deployments[ValueIngress].num_replica",
+        ),
+        (
+            lambda c: c["applications"][0]["deployments"][0]["autoscaling_config"].update(
+                max_replica=3
+            ),
+            "autoscaling_config.max_replica",
+        ),
+    ],
+)
+def test_unknown_keys_that_ray_would_ignore_are_rejected(config: dict, mutate, where: str) -> None:
+    bad = copy.deepcopy(config)
+    mutate(bad)
+    with pytest.raises(ConfigError, match="unknown key") as info:
+        serve_config.validate_strict(bad)
+    assert where in info.value.message
+
+
+def test_bad_autoscaling_values_are_rejected(config: dict) -> None:
+    bad = copy.deepcopy(config)
+    bad["applications"][0]["deployments"][0]["autoscaling_config"]["min_replicas"] = -1
+    with pytest.raises(ConfigError, match="min_replicas"):
+        serve_config.validate_strict(bad)
+
+
+def test_a_missing_app_is_rejected(config: dict) -> None:
+    bad = copy.deepcopy(config)
+    bad["applications"] = bad["applications"][1:]
+    with pytest.raises(ConfigError, match="must define the apps"):
+        serve_config.validate_strict(bad)
+
+
+def test_adapting_for_a_small_machine(config: dict) -> None:
+    settings = Settings(http_port=9100, grpc_port=9101, replica_cpus=0.05, pg_port=6000)
+    gpu_config = copy.deepcopy(config)
+    gpu_config["applications"][3]["deployments"][0]["ray_actor_options"]["num_gpus"] = 1
+    adapted = serve_config.adapt_for_machine(gpu_config, settings, gpus=0)
+    assert adapted["http_options"]["port"] == 9100
+    assert adapted["grpc_options"]["port"] == 9101
+    for app in adapted["applications"]:
+        assert app["runtime_env"]["env_vars"]["KIKI_PG_PORT"] == "6000"
+        for dep in app["deployments"]:
+            assert dep["ray_actor_options"]["num_cpus"] == 0.05
+            assert not dep["ray_actor_options"].get("num_gpus")
+    serve_config.validate_strict(adapted)
+    assert config["http_options"]["port"] == 8000  # the input is not modified

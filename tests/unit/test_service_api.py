@@ -1,0 +1,84 @@
+"""The FastAPI layer every app shares, exercised in-process (no Ray, no database)."""
+
+from decimal import Decimal
+
+import grpc
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
+from deployments.common import create_service_api, status_for
+from kiki.errors import (
+    Conflict,
+    FailedPrecondition,
+    InvalidInput,
+    KikiError,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
+from kiki.money import DecimalAmount
+
+
+class Echo(BaseModel):
+    amount: DecimalAmount
+
+
+def make_client() -> TestClient:
+    api = create_service_api("test", "Test", "test app")
+
+    @api.post("/echo")
+    async def echo(body: Echo) -> dict:
+        return {"amount": format(body.amount, "f"), "type": type(body.amount).__name__}
+
+    @api.get("/boom/{kind}")
+    async def boom(kind: str) -> None:
+        raise {
+            "invalid": InvalidInput("bad"),
+            "limited": RateLimited("slow down", retry_after_s=2.4),
+            "crash": RuntimeError("secret detail"),
+        }[kind]
+
+    return TestClient(api, raise_server_exceptions=False)
+
+
+def test_json_numbers_reach_the_model_as_exact_decimals() -> None:
+    client = make_client()
+    # As a float this would be 1234567.1234560000...; Decimal keeps the digits as sent.
+    resp = client.post("/echo", content=b'{"amount": 1234567.123456}',
+                       headers={"content-type": "application/json"})  # fmt: skip
+    assert resp.json() == {"amount": "1234567.123456", "type": "Decimal"}
+    assert Decimal(resp.json()["amount"]) * 1_000_000 == 1234567123456
+
+
+def test_errors_have_one_shape_and_the_right_status() -> None:
+    client = make_client()
+    resp = client.get("/boom/invalid")
+    assert resp.status_code == 400
+    assert resp.json() == {"error": {"code": "invalid_input", "message": "bad"}}
+    resp = client.get("/boom/limited")
+    assert resp.status_code == 429 and resp.headers["retry-after"] == "2"
+    resp = client.get("/boom/crash")
+    assert resp.status_code == 500
+    assert "secret detail" not in resp.text and resp.json()["error"]["code"] == "internal"
+    resp = client.post("/echo", json={"amount": "twelve"})
+    assert resp.status_code == 400 and "not a decimal number" in resp.json()["error"]["message"]
+    resp = client.post("/echo", json={})
+    assert resp.status_code == 422 and "amount" in resp.json()["error"]["message"]
+    resp = client.get("/nowhere")
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
+
+
+def test_every_domain_error_maps_to_http_and_grpc() -> None:
+    expected = {
+        InvalidInput: (400, grpc.StatusCode.INVALID_ARGUMENT),
+        Unauthenticated: (401, grpc.StatusCode.UNAUTHENTICATED),
+        NotFound: (404, grpc.StatusCode.NOT_FOUND),
+        Conflict: (409, grpc.StatusCode.ABORTED),
+        FailedPrecondition: (409, grpc.StatusCode.FAILED_PRECONDITION),
+        Unavailable: (503, grpc.StatusCode.UNAVAILABLE),
+        KikiError: (500, grpc.StatusCode.INTERNAL),
+    }
+    for cls, statuses in expected.items():
+        assert status_for(cls("x")) == statuses
+    assert status_for(RateLimited("x", retry_after_s=1))[0] == 429
