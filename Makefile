@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # pip on this machine warns about every missing local mirror entry; keep its real output.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: run test lint unit integration e2e protos clean
+.PHONY: run test lint unit integration e2e bench protos clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -40,6 +40,9 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	$(PY) -m pytest tests/e2e -q
+
+bench: $(STAMP)
+	$(VENV)/bin/kiki bench shield
 
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. protos/kiki.proto

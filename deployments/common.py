@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -30,7 +31,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiki import __version__
-from kiki.auth import ApiKeyCache, Tenant, authenticate
+from kiki.auth import ApiKeyCache, Tenant, authenticate, hash_api_key
+from kiki.clock import WallClock
 from kiki.config import Settings, get_settings
 from kiki.db.pool import create_pool, redact
 from kiki.errors import (
@@ -43,6 +45,7 @@ from kiki.errors import (
     Unauthenticated,
     Unavailable,
 )
+from kiki.shield.ratelimit import RateLimiter
 
 logger = logging.getLogger("kiki.serve")
 
@@ -91,6 +94,9 @@ class ServiceRuntime:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._keys = ApiKeyCache(self.settings.auth_cache_ttl_s)
+        self.key_limits = RateLimiter(
+            self.settings.api_rate_per_s, self.settings.api_burst, WallClock()
+        )
 
     @property
     def database_url(self) -> str:
@@ -113,14 +119,19 @@ class ServiceRuntime:
         return self._pool
 
     async def tenant(self, api_key: str | None) -> Tenant:
-        if api_key:
-            cached = self._keys.get(api_key)
-            if cached is not None:
-                return cached
-        pool = await self.pool()
-        async with pool.acquire() as conn:
-            tenant = await authenticate(conn, api_key)
-        self._keys.put(api_key or "", tenant)
+        """The key's tenant; each key also draws on its own token bucket (429 when empty)."""
+        tenant = self._keys.get(api_key) if api_key else None
+        if tenant is None:
+            pool = await self.pool()
+            async with pool.acquire() as conn:
+                tenant = await authenticate(conn, api_key)
+            self._keys.put(api_key or "", tenant)
+        wait = self.key_limits.check(hash_api_key(api_key or ""))
+        if wait > 0:
+            raise RateLimited(
+                f"too many requests for this API key; retry in {wait:.2f}s",
+                retry_after_s=wait,
+            )
         return tenant
 
     async def check_database(self) -> str:
@@ -250,13 +261,35 @@ async def require_tenant(
 CurrentTenant = Annotated[Tenant, Depends(require_tenant)]
 
 
-def create_service_api(service: str, title: str, description: str) -> FastAPI:
-    """The FastAPI app of one service, with the routes every service has."""
+_runtimes: dict[str, ServiceRuntime] = {}
+
+
+def runtime_for(service: str) -> ServiceRuntime:
+    """The process's one runtime for a service, shared by its HTTP routes and gRPC methods.
+
+    Serve hosts the ingress class and the FastAPI app as separately deserialised objects, so
+    state must be found by service name, not through the class."""
+    if service not in _runtimes:
+        _runtimes[service] = ServiceRuntime(service)
+    return _runtimes[service]
+
+
+StartupHook = Callable[[FastAPI, ServiceRuntime], None]
+
+
+def create_service_api(
+    service: str, title: str, description: str, on_startup: StartupHook | None = None
+) -> FastAPI:
+    """The FastAPI app of one service, with the routes every service has. `on_startup` runs
+    once per process when the app starts (under Serve or plain uvicorn) to attach the
+    service's own clients to `app.state`."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if getattr(app.state, "runtime", None) is None:
-            app.state.runtime = ServiceRuntime(service)
+            app.state.runtime = runtime_for(service)
+        if on_startup is not None:
+            on_startup(app, app.state.runtime)
         yield
         await app.state.runtime.close()
 
@@ -276,8 +309,8 @@ def create_service_api(service: str, title: str, description: str) -> FastAPI:
     async def _kiki_error(request: Request, exc: KikiError) -> JSONResponse:
         status, _ = status_for(exc)
         headers = {}
-        if isinstance(exc, RateLimited):
-            headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+        if exc.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         if status >= 500:
             logger.warning("request failed", extra={"path": request.url.path, "error": exc.message})
         return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)
@@ -327,12 +360,11 @@ class ServiceIngress:
     """Base of each app's ingress deployment: gives the replica its runtime.
 
     Subclasses set `service` and `api` and are decorated with `@serve.deployment` and
-    `@serve.ingress(api)`; the FastAPI routes reach the runtime through `request.app.state`.
+    `@serve.ingress(api)`; gRPC methods use `self.runtime`, HTTP routes `request.app.state`.
     """
 
     service: str
     api: FastAPI
 
     def __init__(self) -> None:
-        self.runtime = ServiceRuntime(self.service)
-        self.api.state.runtime = self.runtime
+        self.runtime = runtime_for(self.service)

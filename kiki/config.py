@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     )
     serve_config: Path | None = Field(None, description="serve_config.yaml to deploy")
     auth_cache_ttl_s: float = Field(30.0, ge=0, description="API-key lookup cache lifetime")
+    budget_shards: int = Field(2, ge=1, le=256, description="budget actors campaigns shard over")
+    reservation_ttl_s: float = Field(900.0, gt=0, description="unclaimed reservations expire")
+    api_rate_per_s: float = Field(
+        500.0, gt=0, description="requests per second per API key, per replica (token bucket)"
+    )
+    api_burst: int = Field(1000, ge=1, description="token-bucket burst per API key")
+    platform_rate_per_s: float = Field(50.0, gt=0, description="calls per second per ad platform")
+    platform_burst: int = Field(100, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     dev_tenant: str = Field("dev", min_length=1, max_length=64)
 

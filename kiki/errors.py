@@ -12,9 +12,12 @@ class KikiError(Exception):
 
     code = "internal"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after_s = retry_after_s  # when set, the HTTP answer carries Retry-After
         if code is not None:
             self.code = code
 
@@ -55,8 +58,7 @@ class RateLimited(KikiError):
     code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+        super().__init__(message, retry_after_s=retry_after_s)
 
 
 class Unavailable(KikiError):

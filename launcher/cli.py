@@ -26,6 +26,7 @@ from kiki.config import SERVICES, Settings, load_settings
 from kiki.db import migrate
 from kiki.db.pool import connect
 from kiki.errors import ConfigError, InvalidInput, KikiError
+from launcher.bench import bench
 from launcher.platform import (
     READY_TIMEOUT_S,
     Platform,
@@ -317,6 +318,8 @@ def keys_revoke(prefix: str) -> None:
     _with_conn(settings, lambda conn: auth.revoke_api_key(conn, prefix))
     click.echo(f"revoked {prefix}")
 
+
+main.add_command(bench)
 
 if __name__ == "__main__":
     main()

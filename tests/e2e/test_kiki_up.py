@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from kiki.config import SERVICES
-from kiki.db.embedded import port_in_use
-from tests.conftest import free_port
+from kiki.db.embedded import free_port, port_in_use
 
 KIKI = [sys.executable, "-m", "launcher.cli"]
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -12,27 +10,9 @@ import pytest
 
 from kiki import auth
 from kiki.db import migrate
-from kiki.db.embedded import EmbeddedPostgres
+from kiki.db.embedded import EmbeddedPostgres, free_port
 from kiki.db.pool import connect
 from kiki.errors import ConfigError, NotFound, Unauthenticated, Unavailable
-from tests.conftest import free_port
-
-
-@pytest.fixture
-def fresh_db(pg_url: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = pg_url.rsplit("/", 1)[0] + "/postgres"
-
-    async def admin_exec(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin_exec(f"CREATE DATABASE {name}"))
-    yield pg_url.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(admin_exec(f"DROP DATABASE {name} WITH (FORCE)"))
 
 
 def test_migrations_apply_once_in_order_and_are_recorded(fresh_db: str, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import httpx
 from ray import serve
 
 from deployments.shield import ShieldIngress
-from tests.conftest import free_port
+from kiki.db.embedded import free_port
 from tests.integration.conftest import RunningPlatform
 
 

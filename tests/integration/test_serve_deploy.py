@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from kiki.config import SERVICES
-from kiki.db.embedded import port_in_use
-from tests.conftest import REPO, free_port
+from kiki.db.embedded import free_port, port_in_use
+from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import free_port
+from kiki.db.embedded import free_port
 
 
 def kiki(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:

@@ -57,7 +57,7 @@ def test_errors_have_one_shape_and_the_right_status() -> None:
     assert resp.status_code == 400
     assert resp.json() == {"error": {"code": "invalid_input", "message": "bad"}}
     resp = client.get("/boom/limited")
-    assert resp.status_code == 429 and resp.headers["retry-after"] == "2"
+    assert resp.status_code == 429 and resp.headers["retry-after"] == "3"
     resp = client.get("/boom/crash")
     assert resp.status_code == 500
     assert "secret detail" not in resp.text and resp.json()["error"]["code"] == "internal"

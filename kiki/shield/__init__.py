@@ -1,0 +1,1 @@
+"""SyncShield: budget governance, and the breakers and rate limits that guard it."""

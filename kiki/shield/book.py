@@ -1,0 +1,243 @@
+"""A budget book: the campaigns one budget actor holds, and the commands it executes.
+
+Pure logic: `execute()` turns one command into a result and the ledger events to persist,
+applying them to memory at once so later commands in the same batch see them. The actor
+persists the events before it returns any result, and on a failed write rebuilds the touched
+campaigns from the ledger (`forget()` + replay).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from kiki.errors import Conflict, InvalidInput, KikiError, NotFound, Unavailable
+from kiki.money import normalize_currency
+from kiki.shield.budget import (
+    DEFAULT_RESERVATION_TTL,
+    CampaignBudget,
+    Caps,
+    Denial,
+    EventKind,
+    LedgerEvent,
+    Policy,
+)
+
+_ERRORS_BY_CODE = {e.code: e for e in (Conflict, InvalidInput, NotFound, Unavailable)}
+CampaignKey = tuple[str, str]  # (tenant_id, campaign_id)
+OpKind = Literal["allocate", "policy", "reserve", "commit", "release", "unblock", "status", "check"]
+
+
+def shard_of(tenant_id: str, campaign_id: str, shards: int) -> int:
+    """Stable across processes and restarts (unlike hash()), so a campaign stays on its actor."""
+    digest = hashlib.blake2b(f"{tenant_id}:{campaign_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetOp:
+    """One command for one campaign. Plain dataclass: cheap to send in batches to an actor."""
+
+    kind: OpKind
+    tenant_id: str
+    campaign_id: str
+    idempotency_key: str | None = None
+    amount_micros: int = 0
+    platform: str | None = None
+    reservation_id: str | None = None
+    bid_micros: int | None = None
+    allow_partial: bool = True
+    currency: str | None = None
+    # Partial updates, merged onto the campaign's current caps / policy (see Caps.to_data and
+    # Policy.to_data for the keys); a new campaign needs at least caps {"total": ...}.
+    caps_patch: dict[str, Any] | None = None
+    policy_patch: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class OpResult:
+    """What a command did. Errors travel as data so one bad command never fails a batch."""
+
+    outcome: Literal[
+        "granted", "partial", "denied", "committed", "released", "set", "status", "check", "error"
+    ]
+    campaign_id: str
+    currency: str | None = None
+    reservation_id: str | None = None
+    amount_micros: int = 0
+    requested_micros: int = 0
+    over_delivered_micros: int = 0
+    rule: str | None = None
+    message: str | None = None
+    error_code: str | None = None
+    replayed: bool = False
+    snapshot: dict[str, Any] | None = None
+    denials: list[tuple[str, str]] = field(default_factory=list)
+
+    def raise_for_error(self) -> None:
+        if self.outcome == "error":
+            error = _ERRORS_BY_CODE.get(self.error_code or "", KikiError)
+            raise error(self.message or "", code=self.error_code)
+
+
+@dataclass
+class NewCampaign:
+    tenant_id: str
+    campaign_id: str
+    currency: str
+
+
+class BudgetBook:
+    def __init__(self, reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL) -> None:
+        self.campaigns: dict[CampaignKey, CampaignBudget] = {}
+        self.reservation_ttl = reservation_ttl
+
+    def load(self, tenant_id: str, campaign_id: str, currency: str) -> CampaignBudget:
+        budget = CampaignBudget(campaign_id, currency)
+        self.campaigns[(tenant_id, campaign_id)] = budget
+        return budget
+
+    def forget(self, keys: set[CampaignKey]) -> None:
+        for key in keys:
+            self.campaigns.pop(key, None)
+
+    def execute(
+        self,
+        op: BudgetOp,
+        now: datetime,
+        events: list[tuple[CampaignKey, LedgerEvent]],
+        created: list[NewCampaign],
+    ) -> OpResult:
+        """Run one command; append the events it produced (already applied) to `events`."""
+        key = (op.tenant_id, op.campaign_id)
+        try:
+            budget = self.campaigns.get(key)
+            if budget is None:
+                if op.kind != "allocate":
+                    raise NotFound(f"campaign {op.campaign_id} has no budget: allocate one first")
+                budget = self.load(op.tenant_id, op.campaign_id, normalize_currency(op.currency))
+                created.append(NewCampaign(op.tenant_id, op.campaign_id, budget.currency))
+            if op.idempotency_key and op.idempotency_key in budget.applied:
+                return self._replay(budget, budget.applied[op.idempotency_key])
+            result, new_events = self._decide(budget, op, now)
+        except KikiError as exc:
+            return OpResult("error", op.campaign_id, message=exc.message, error_code=exc.code)
+        for event in new_events:
+            budget.apply(event)
+            events.append((key, event))
+        result.campaign_id, result.currency = op.campaign_id, budget.currency
+        if result.outcome == "set":
+            result.snapshot = budget.snapshot(now)  # the state after this command
+        return result
+
+    def _decide(
+        self, budget: CampaignBudget, op: BudgetOp, now: datetime
+    ) -> tuple[OpResult, list[LedgerEvent]]:
+        k = op.idempotency_key
+        match op.kind:
+            case "allocate" | "policy":
+                if op.currency and normalize_currency(op.currency) != budget.currency:
+                    raise InvalidInput(
+                        f"campaign {op.campaign_id} is budgeted in "
+                        f"{budget.currency}, not {op.currency}"
+                    )
+                events = []
+                if op.caps_patch is not None or budget.caps is None:
+                    current = budget.caps.to_data() if budget.caps else {}
+                    merged = {**current, **(op.caps_patch or {})}
+                    if merged.get("total") is None:
+                        raise InvalidInput("a new campaign needs a total budget")
+                    events.append(budget.decide_budget(Caps.from_data(merged), now, k))
+                if op.policy_patch:
+                    merged = {**budget.policy.to_data(), **op.policy_patch}
+                    # The key marks the first event; later ones ride in the same batch.
+                    events.append(
+                        budget.decide_policy(Policy.from_data(merged), now, None if events else k)
+                    )
+                return self._set(budget, now), events
+            case "unblock":
+                return self._set(budget, now), [budget.decide_unblock(now, k)]
+            case "reserve":
+                decided = budget.decide_reserve(
+                    op.amount_micros,
+                    op.platform or "",
+                    now,
+                    k,
+                    bid_micros=op.bid_micros,
+                    allow_partial=op.allow_partial,
+                    ttl=self.reservation_ttl,
+                )
+                if isinstance(decided, Denial):
+                    return OpResult(
+                        "denied",
+                        op.campaign_id,
+                        requested_micros=op.amount_micros,
+                        rule=decided.rule.value,
+                        message=decided.message,
+                    ), []
+                return self._granted(decided), [decided]
+            case "commit":
+                event = budget.decide_commit(op.reservation_id or "", op.amount_micros, now, k)
+                return self._closed(event), [event]
+            case "release":
+                event = budget.decide_release(op.reservation_id or "", now, k)
+                return self._closed(event), [event]
+            case "status":
+                return self._set(budget, now, "status"), []
+            case "check":
+                denials = budget.compliance(op.platform or "", now, op.bid_micros)
+                room, _ = budget.headroom(op.platform or "", budget.budget_day(now))
+                return OpResult(
+                    "check",
+                    op.campaign_id,
+                    amount_micros=room,
+                    denials=[(d.rule.value, d.message) for d in denials],
+                ), []
+        raise InvalidInput(f"unknown budget command {op.kind!r}")
+
+    @staticmethod
+    def _set(budget: CampaignBudget, now: datetime, outcome: str = "set") -> OpResult:
+        snapshot = budget.snapshot(now) if outcome == "status" else None  # "set": after apply
+        return OpResult(outcome, budget.campaign_id, snapshot=snapshot)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _granted(event: LedgerEvent) -> OpResult:
+        requested = event.data["requested"]
+        return OpResult(
+            "granted" if event.amount_micros == requested else "partial",
+            campaign_id="",
+            reservation_id=event.reservation_id,
+            amount_micros=event.amount_micros,
+            requested_micros=requested,
+        )
+
+    @staticmethod
+    def _closed(event: LedgerEvent) -> OpResult:
+        outcome = "committed" if event.kind is EventKind.COMMITTED else "released"
+        return OpResult(
+            outcome,
+            campaign_id="",
+            reservation_id=event.reservation_id,
+            amount_micros=event.amount_micros,
+            over_delivered_micros=event.data.get("over_delivered", 0),
+        )
+
+    def _replay(self, budget: CampaignBudget, event: LedgerEvent) -> OpResult:
+        """The answer the first execution of this idempotency key gave."""
+        if event.kind is EventKind.RESERVED:
+            result = self._granted(event)
+        elif event.kind in (EventKind.COMMITTED, EventKind.RELEASED):
+            result = self._closed(event)
+        else:
+            result = OpResult("set", budget.campaign_id)
+        result.campaign_id, result.currency = budget.campaign_id, budget.currency
+        result.replayed = True
+        return result
+
+    def expire(self, now: datetime, events: list[tuple[CampaignKey, LedgerEvent]]) -> None:
+        for key, budget in self.campaigns.items():
+            for event in budget.decide_expiries(now):
+                budget.apply(event)
+                events.append((key, event))

@@ -1,0 +1,164 @@
+"""SyncShield over HTTP through Serve: the seed calls, reservations, idempotency, breakers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.integration.conftest import RunningPlatform, new_key, run
+
+
+@pytest.fixture(scope="module")
+def shield(platform: RunningPlatform) -> Iterator[httpx.Client]:
+    key = run(new_key(platform.database_url, "shield-api"))
+    with httpx.Client(
+        base_url=f"{platform.base_url}/shield", timeout=30, headers={"X-API-Key": key}
+    ) as client:
+        yield client
+
+
+def test_seed_calls_allocate_budget_check(shield: httpx.Client) -> None:
+    resp = shield.post(
+        "/api/v1/allocate", json={"campaign_id": "camp_001", "budget": 1000, "currency": "USD"}
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["budget"] == {"amount": "1000", "micros": 1_000_000_000, "currency": "USD"}
+    assert body["remaining"]["amount"] == "1000"
+
+    assert shield.get("/api/v1/budget/camp_001").json()["campaign_id"] == "camp_001"
+
+    resp = shield.post(
+        "/api/v1/check",
+        json={"campaign_id": "camp_001", "bid_amount": 50, "platform": "google_ads"},
+    )
+    assert resp.status_code == 200
+    assert resp.json()["allowed"] is True and resp.json()["denials"] == []
+    assert resp.json()["headroom"]["amount"] == "1000"
+
+
+def test_reserve_commit_release_exactly(shield: httpx.Client) -> None:
+    shield.post(
+        "/api/v1/allocate",
+        json={"campaign_id": "camp_rc", "budget": "10.00", "platform_budgets": {"meta": "4"}},
+    )
+    r = shield.post(
+        "/api/v1/reserve", json={"campaign_id": "camp_rc", "amount": "0.1", "platform": "meta"}
+    ).json()
+    assert r["status"] == "granted" and r["granted"]["micros"] == 100_000
+    partial = shield.post(
+        "/api/v1/reserve", json={"campaign_id": "camp_rc", "amount": 5, "platform": "meta"}
+    ).json()
+    assert partial["status"] == "partial" and partial["granted"]["amount"] == "3.9"
+    denied = shield.post(
+        "/api/v1/reserve", json={"campaign_id": "camp_rc", "amount": 1, "platform": "meta"}
+    ).json()
+    assert denied["status"] == "denied"
+    assert denied["denial"]["rule"] == "platform_cap_exhausted"
+
+    done = shield.post(
+        "/api/v1/commit",
+        json={
+            "campaign_id": "camp_rc",
+            "actual_spend": "0.07",
+            "reservation_id": r["reservation_id"],
+        },
+    )
+    assert done.status_code == 200 and done.json()["amount"]["amount"] == "0.07"
+    back = shield.post(
+        "/api/v1/release",
+        json={"campaign_id": "camp_rc", "reservation_id": partial["reservation_id"]},
+    )
+    assert back.json()["status"] == "released"
+    budget = shield.get("/api/v1/budget/camp_rc").json()
+    assert (budget["committed"]["amount"], budget["reserved"]["amount"]) == ("0.07", "0")
+    assert budget["remaining"]["amount"] == "9.93"
+
+
+def test_idempotency_key_header_applies_once(shield: httpx.Client) -> None:
+    shield.post("/api/v1/allocate", json={"campaign_id": "camp_idem", "budget": 100})
+    body = {"campaign_id": "camp_idem", "amount": "30", "platform": "tiktok"}
+    first = shield.post("/api/v1/reserve", json=body, headers={"Idempotency-Key": "k-1"}).json()
+    again = shield.post("/api/v1/reserve", json=body, headers={"Idempotency-Key": "k-1"}).json()
+    assert again["reservation_id"] == first["reservation_id"] and again["replayed"] is True
+    assert shield.get("/api/v1/budget/camp_idem").json()["reserved"]["amount"] == "30"
+
+
+def test_batch_reserve_and_compliance_denials(shield: httpx.Client) -> None:
+    shield.post(
+        "/api/v1/allocate",
+        json={
+            "campaign_id": "camp_rules",
+            "budget": 100,
+            "allowed_platforms": ["meta"],
+            "bid_max": "2.50",
+            "daily_budget": 20,
+        },
+    )
+    resp = shield.post(
+        "/api/v1/reserve/batch",
+        json={
+            "reservations": [
+                {"campaign_id": "camp_rules", "amount": 1, "platform": "meta"},
+                {"campaign_id": "camp_rules", "amount": 1, "platform": "linkedin"},
+                {"campaign_id": "camp_rules", "amount": 1, "platform": "meta", "bid": "3"},
+                {"campaign_id": "camp_rules", "amount": 50, "platform": "meta"},
+                {"campaign_id": "no_such_campaign", "amount": 1, "platform": "meta"},
+            ]
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    results = resp.json()["results"]
+    assert results[0]["status"] == "granted"
+    assert results[1]["denial"]["rule"] == "platform_not_allowed"
+    assert results[2]["denial"]["rule"] == "bid_above_max"
+    assert results[3]["status"] == "partial" and results[3]["granted"]["amount"] == "19"
+    assert results[4]["error"]["code"] == "not_found"
+    check = shield.post(
+        "/api/v1/check", json={"campaign_id": "camp_rules", "bid_amount": 3, "platform": "tiktok"}
+    ).json()
+    rules = {d["rule"] for d in check["denials"]}
+    assert {"platform_not_allowed", "bid_above_max"} <= rules and check["allowed"] is False
+
+
+def test_clear_errors_and_tenant_isolation(shield: httpx.Client, platform: RunningPlatform) -> None:
+    shield.post("/api/v1/allocate", json={"campaign_id": "camp_mine", "budget": 10})
+    other = run(new_key(platform.database_url, "someone-else"))
+    resp = httpx.get(
+        f"{platform.base_url}/shield/api/v1/budget/camp_mine",
+        headers={"X-API-Key": other},
+        timeout=30,
+    )
+    assert resp.status_code == 404  # another tenant's campaign does not exist for you
+
+    bad = shield.post(
+        "/api/v1/reserve",
+        json={"campaign_id": "camp_mine", "amount": "0.0000001", "platform": "meta"},
+    )
+    assert bad.status_code == 400 and "6 decimal places" in bad.json()["error"]["message"]
+    bad = shield.post(
+        "/api/v1/reserve", json={"campaign_id": "camp_mine", "amount": 1, "platform": "myspace"}
+    )
+    assert bad.status_code == 422 and "platform" in bad.json()["error"]["message"]
+    lower = shield.patch("/api/v1/budget/camp_mine", json={"budget": 5})
+    assert lower.status_code == 200 and lower.json()["budget"]["amount"] == "5"
+    shield.post(
+        "/api/v1/reserve", json={"campaign_id": "camp_mine", "amount": 5, "platform": "meta"}
+    )
+    too_low = shield.patch("/api/v1/budget/camp_mine", json={"budget": 4})
+    assert too_low.status_code == 409 and "committed and reserved" in too_low.text
+
+
+def test_breaker_opens_and_admission_says_when_to_retry(shield: httpx.Client) -> None:
+    assert shield.post("/api/v1/platforms/amazon/admit").status_code == 200
+    for _ in range(2):
+        shield.post("/api/v1/platforms/amazon/outcomes", json={"success": False, "calls": 10})
+    view = shield.get("/api/v1/platforms").json()
+    amazon = next(p for p in view if p["platform"] == "amazon")
+    assert amazon["breaker"]["state"] == "OPEN"
+    refused = shield.post("/api/v1/platforms/amazon/admit")
+    assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+    assert shield.post("/api/v1/platforms/amazon/reset").json()["breaker"]["state"] == "CLOSED"
+    assert shield.post("/api/v1/platforms/nowhere/admit").status_code == 404
