@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import suppress
 from datetime import timedelta
@@ -151,13 +152,13 @@ class BudgetShard:
                 logger.warning("ledger write failed", extra={"error": repr(exc)})
                 await self._reload(touched)
                 return self._fail(batch, f"budget ledger unavailable ({exc.__class__.__name__})")
+        outcomes: Counter[tuple[str, str]] = Counter()
         for (ops, future), results in zip(batch, answers, strict=True):
-            for op, result in zip(ops, results, strict=True):
-                self._ops.inc(
-                    1, tags={"shard": str(self.shard), "kind": op.kind, "outcome": result.outcome}
-                )
+            outcomes.update((op.kind, r.outcome) for op, r in zip(ops, results, strict=True))
             if not future.done():
                 future.set_result(results)
+        for (kind, outcome), count in outcomes.items():
+            self._ops.inc(count, tags={"shard": str(self.shard), "kind": kind, "outcome": outcome})
 
     async def _persist(self, created: list[NewCampaign], events: list) -> None:
         if not created and not events:

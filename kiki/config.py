@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     http_port: int = Field(8000, ge=1, le=65535)
     grpc_port: int = Field(50051, ge=1, le=65535)
     metrics_port: int = Field(8080, ge=1, le=65535, description="Ray metrics export port")
+    ingress: Literal["auto", "haproxy", "proxy"] = Field(
+        "auto",
+        description="HTTP ingress of a local run: Ray Serve's HAProxy ingress or its Python "
+        "proxy; auto = HAProxy when the haproxy binary is installed",
+    )
     replica_cpus: float = Field(
         0.1, gt=0, le=64, description="num_cpus per Serve replica on a local run"
     )

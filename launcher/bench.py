@@ -53,36 +53,116 @@ def bench() -> None:
     """Benchmarks: figures, a baseline run in the same process, and the ratio."""
 
 
+PROFILES = ((2, 50), (8, 250))  # (callers, reservations per call): latency, then throughput
+
+
 @bench.command("shield")
 @click.option("--seconds", default=10.0, show_default=True, help="Duration of each run.")
 @click.option("--campaigns", default=1000, show_default=True)
 @click.option("--concurrency", default=64, show_default=True, help="Baseline connections.")
-@click.option("--callers", default=8, show_default=True, help="Concurrent batched callers.")
-@click.option("--batch", default=250, show_default=True, help="Reservations per call.")
+@click.option("--callers", type=int, help="Concurrent batched callers (default: both profiles).")
+@click.option("--batch", type=int, help="Reservations per call (default: both profiles).")
 @click.option("--shards", default=2, show_default=True, help="Budget actors.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench_shield(
     seconds: float,
     campaigns: int,
     concurrency: int,
-    callers: int,
-    batch: int,
+    callers: int | None,
+    batch: int | None,
     shards: int,
     as_json: bool,
 ) -> None:
     """Reservations/s and latency: budget actors (batched, ledger first) vs a conditional
-    SQL UPDATE per reservation."""
+    SQL UPDATE per reservation. Without --callers/--batch it runs a latency profile (2 callers
+    x 50) and a throughput profile (8 x 250)."""
     from benchmarks import shield
     from benchmarks.common import table
 
+    profiles = [(callers or 2, batch or 50)] if callers or batch else list(PROFILES)
     with scratch_database() as url, local_ray():
         baseline = asyncio.run(shield.sql_baseline(url, campaigns, concurrency, seconds))
         tenant = asyncio.run(shield.create_tenant(url))
-        ours = asyncio.run(
-            shield.budget_actors(url, tenant, shards, campaigns, callers, batch, seconds)
-        )
+        ours = [
+            asyncio.run(shield.budget_actors(url, tenant, shards, campaigns, c, b, seconds))
+            for c, b in profiles
+        ]
     if as_json:
-        click.echo(json.dumps({"baseline": baseline.to_json(), "results": [ours.to_json()]}))
+        click.echo(
+            json.dumps({"baseline": baseline.to_json(), "results": [r.to_json() for r in ours]})
+        )
     else:
         click.echo(f"SyncShield reservations, {campaigns} campaigns, {seconds:.0f}s each\n")
-        click.echo(table([ours], baseline))
+        click.echo(table(ours, baseline))
+
+
+@bench.command("shield-http")
+@click.option("--seconds", default=10.0, show_default=True, help="wrk duration per endpoint.")
+@click.option("--connections", default=32, show_default=True, help="wrk connections.")
+@click.option("--campaigns", default=1000, show_default=True)
+@click.option(
+    "--ingress",
+    type=click.Choice(["auto", "haproxy", "proxy"]),
+    default="auto",
+    show_default=True,
+    help="Serve's ingress, as KIKI_INGRESS.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_shield_http(
+    seconds: float, connections: int, campaigns: int, ingress: str, as_json: bool
+) -> None:
+    """The shield HTTP API under wrk: the app behind Ray Serve's ingress (the mode `kiki up`
+    runs, see KIKI_INGRESS) vs the same FastAPI app on plain uvicorn, same budget actors."""
+    from benchmarks.http import require_wrk, run_wrk
+    from benchmarks.shield import ENDPOINTS, serve_and_uvicorn
+
+    require_wrk()
+    rows = []
+    with (
+        scratch_database() as url,
+        serve_and_uvicorn(url, campaigns, ingress) as (serve_url, plain, key, chosen),
+    ):
+        for label, path, body, args, per_request in ENDPOINTS:
+            args = args.format(last=campaigns - 1)
+            base = run_wrk(
+                f"{label}: uvicorn",
+                plain,
+                path,
+                key,
+                body,
+                args,
+                seconds=seconds,
+                connections=connections,
+            )
+            ours = run_wrk(
+                f"{label}: Serve",
+                serve_url,
+                f"/shield{path}",
+                key,
+                body,
+                args,
+                seconds=seconds,
+                connections=connections,
+            )
+            rows.append((base, ours, per_request))
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {"baseline": b.to_json(), "serve": o.to_json(), "reservations_per_request": n}
+                    for b, o, n in rows
+                ]
+            )
+        )
+        return
+    from benchmarks.common import table
+
+    click.echo(
+        f"SyncShield HTTP, wrk {connections} connections, {seconds:.0f}s per run, "
+        f"Serve ingress: {chosen}\n"
+    )
+    for base, ours, per_request in rows:
+        click.echo(table([ours], base))
+        if per_request > 1:
+            click.echo(f"    = {ours.per_second * per_request:,.0f} reservations/s via Serve")
+        click.echo("")

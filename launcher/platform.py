@@ -19,6 +19,7 @@ from typing import Literal
 
 import httpx
 
+from deployments.ingress import configure_ingress
 from kiki.auth import authenticate, create_api_key
 from kiki.config import SERVICES, Settings
 from kiki.db import migrate
@@ -201,10 +202,14 @@ class Platform:
         check_ports_free(s, embedded=not s.database_url)
         Path(s.home).mkdir(parents=True, exist_ok=True)
         self.state = RunState(
-            pid=os.getpid(), status="starting",
-            http_url=f"http://127.0.0.1:{s.http_port}", grpc_address=f"127.0.0.1:{s.grpc_port}",
-            metrics_url="", database="", embedded_postgres=not s.database_url,
-        )  # fmt: skip
+            pid=os.getpid(),
+            status="starting",
+            http_url=f"http://127.0.0.1:{s.http_port}",
+            grpc_address=f"127.0.0.1:{s.grpc_port}",
+            metrics_url="",
+            database="",
+            embedded_postgres=not s.database_url,
+        )
         write_state(s, self.state)
 
         if s.database_url:
@@ -232,6 +237,8 @@ class Platform:
         import ray
 
         s = self.settings
+        if not s.ray_address:
+            self._step(f"ingress: {configure_ingress(s)}")
         if s.ray_address:
             self._step(f"Ray: joining the cluster at {s.ray_address}")
             ray.init(address=s.ray_address, namespace="kiki", log_to_driver=False)
@@ -308,15 +315,17 @@ class Platform:
             import ray
             from ray import serve
 
-            self._step("stopping Serve")
-            try:
-                if s.ray_address:
+            if s.ray_address:
+                # A shared cluster: take our apps off it and leave the rest alone.
+                self._step("removing the apps from Serve")
+                try:
                     for name in SERVICES:
                         serve.delete(name)
-                else:
-                    serve.shutdown()
-            except Exception as exc:  # keep going: Ray and PostgreSQL must still stop
-                self.echo(f"    Serve did not stop cleanly: {exc}")
+                except Exception as exc:  # keep going: PostgreSQL must still stop
+                    self.echo(f"    Serve did not stop cleanly: {exc}")
+            # A local Ray goes down whole, Serve with it: its ordered shutdown waits out
+            # drain timeouts (30 s with the HAProxy ingress) that a stopping machine does
+            # not need.
             self._step("stopping Ray")
             ray.shutdown()
             self._ray_started = False

@@ -204,7 +204,7 @@ class BudgetBook:
 
     @staticmethod
     def _granted(event: LedgerEvent) -> OpResult:
-        requested = event.data["requested"]
+        requested = event.requested_micros
         return OpResult(
             "granted" if event.amount_micros == requested else "partial",
             campaign_id="",
@@ -221,7 +221,7 @@ class BudgetBook:
             campaign_id="",
             reservation_id=event.reservation_id,
             amount_micros=event.amount_micros,
-            over_delivered_micros=event.data.get("over_delivered", 0),
+            over_delivered_micros=event.over_delivered_micros,
         )
 
     def _replay(self, budget: CampaignBudget, event: LedgerEvent) -> OpResult:

@@ -156,7 +156,13 @@ class LedgerEvent:
     amount_micros: int = 0
     budget_day: date | None = None
     idempotency_key: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    # Reservations: what was asked for and when the hold lapses. Commits: the spend beyond
+    # the reservation (over-delivery). Columns, not JSON, on the hot path.
+    requested_micros: int = 0
+    expires_at: datetime | None = None
+    over_delivered_micros: int = 0
+    # Budget and policy settings only.
+    data: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -304,7 +310,8 @@ class CampaignBudget:
             amount_micros=granted,
             budget_day=day,
             idempotency_key=key,
-            data={"requested": amount_micros, "expires_at": (now + ttl).isoformat()},
+            requested_micros=amount_micros,
+            expires_at=now + ttl,
         )
 
     def _reservation(self, reservation_id: str) -> Reservation:
@@ -331,7 +338,7 @@ class CampaignBudget:
             amount_micros=actual_micros,
             budget_day=held.budget_day,
             idempotency_key=key,
-            data={"reserved": held.amount_micros, "over_delivered": over},
+            over_delivered_micros=over,
         )
 
     def decide_release(self, reservation_id: str, now: datetime, key: str | None) -> LedgerEvent:
@@ -391,7 +398,7 @@ class CampaignBudget:
             event.platform,
             event.amount_micros,
             event.budget_day,
-            datetime.fromisoformat(event.data["expires_at"]),
+            event.expires_at,
         )
         self._add_reserved(event.platform, event.budget_day, event.amount_micros)
 

@@ -20,6 +20,9 @@ _COLUMNS = (
     "amount_micros",
     "budget_day",
     "idempotency_key",
+    "requested_micros",
+    "expires_at",
+    "over_delivered_micros",
     "data",
     "recorded_at",
 )
@@ -55,7 +58,10 @@ def _records(events: Iterable[tuple[CampaignKey, LedgerEvent]]) -> list[tuple]:
             e.amount_micros,
             e.budget_day,
             e.idempotency_key,
-            json.dumps(e.data),
+            e.requested_micros,
+            e.expires_at,
+            e.over_delivered_micros,
+            None if e.data is None else json.dumps(e.data),
             e.at,
         )
         for (tenant, campaign), e in events
@@ -87,7 +93,8 @@ async def rebuild(
     async with conn.transaction():
         cursor = conn.cursor(
             """SELECT l.tenant_id::text, l.campaign_id, l.kind, l.reservation_id::text,
-                      l.platform, l.amount_micros, l.budget_day, l.idempotency_key, l.data,
+                      l.platform, l.amount_micros, l.budget_day, l.idempotency_key,
+                      l.requested_micros, l.expires_at, l.over_delivered_micros, l.data,
                       l.recorded_at
                FROM budget_ledger l
                JOIN unnest($1::uuid[], $2::text[]) AS k(tenant_id, campaign_id)
@@ -101,13 +108,16 @@ async def rebuild(
             budgets[(r[0], r[1])].apply(
                 LedgerEvent(
                     kind=EventKind(r[2]),
-                    at=r[9],
+                    at=r[12],
                     reservation_id=r[3],
                     platform=r[4],
                     amount_micros=r[5],
                     budget_day=r[6],
                     idempotency_key=r[7],
-                    data=json.loads(r[8]),
+                    requested_micros=r[8],
+                    expires_at=r[9],
+                    over_delivered_micros=r[10],
+                    data=None if r[11] is None else json.loads(r[11]),
                 )
             )
             count += 1

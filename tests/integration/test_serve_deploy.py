@@ -36,7 +36,9 @@ def test_serve_deploy_on_ray_start_head(pg_url: str) -> None:
 
     temp_dir = tempfile.mkdtemp(prefix="kr", dir="/tmp")  # short: Ray's socket paths are long
     dashboard = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "KIKI_DATABASE_URL": pg_url}
+    # As a user's shell would be: nothing of this session's own Serve settings (ingress files).
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    env = {**inherited, "RAY_AUTH_MODE": "token", "KIKI_DATABASE_URL": pg_url}
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard.rsplit(':', 1)[1]}",

@@ -1,12 +1,16 @@
 """The FastAPI layer every app shares, exercised in-process (no Ray, no database)."""
 
+import asyncio
 from decimal import Decimal
+from uuid import uuid4
 
 import grpc
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from deployments.common import create_service_api, status_for
+from deployments.common import ServiceRuntime, create_service_api, status_for
+from kiki.auth import Tenant, generate_api_key
+from kiki.config import Settings
 from kiki.errors import (
     Conflict,
     FailedPrecondition,
@@ -82,3 +86,24 @@ def test_every_domain_error_maps_to_http_and_grpc() -> None:
     for cls, statuses in expected.items():
         assert status_for(cls("x")) == statuses
     assert status_for(RateLimited("x", retry_after_s=1))[0] == 429
+
+
+def test_each_api_key_has_its_own_token_bucket() -> None:
+    runtime = ServiceRuntime("test", Settings(api_rate_per_s=1, api_burst=2))
+    tenant = Tenant(id=uuid4(), name="acme")
+    busy, calm = generate_api_key()[0], generate_api_key()[0]
+    for key in (busy, calm):
+        runtime._keys.put(key, tenant)  # known keys: no database round trip
+
+    async def calls() -> None:
+        assert await runtime.tenant(busy) == tenant
+        assert await runtime.tenant(busy) == tenant
+        try:
+            await runtime.tenant(busy)
+        except RateLimited as exc:
+            assert 0 < exc.retry_after_s <= 1
+        else:
+            raise AssertionError("the third call within a second should be limited")
+        assert await runtime.tenant(calm) == tenant  # other keys are unaffected
+
+    asyncio.run(calls())

@@ -20,7 +20,13 @@ CREATE TABLE budget_ledger (
     amount_micros   bigint      NOT NULL DEFAULT 0 CHECK (amount_micros >= 0),
     budget_day      date,
     idempotency_key text,
-    data            jsonb       NOT NULL DEFAULT '{}',
+    -- reservations: what was asked for, and when an unclaimed hold lapses
+    requested_micros bigint     NOT NULL DEFAULT 0,
+    expires_at      timestamptz,
+    -- commits: spend the platform reported beyond the reservation
+    over_delivered_micros bigint NOT NULL DEFAULT 0,
+    -- budget and policy settings
+    data            jsonb,
     recorded_at     timestamptz NOT NULL,
     FOREIGN KEY (tenant_id, campaign_id) REFERENCES budget_campaigns (tenant_id, campaign_id)
         ON DELETE CASCADE

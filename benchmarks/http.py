@@ -1,0 +1,89 @@
+"""Load an HTTP endpoint with wrk and read its figures back.
+
+wrk (Debian package `wrk`) is a C load generator: it keeps up with far more requests per second
+than these servers can answer here, so the numbers are the server's, not the client's.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import Result
+from kiki.errors import FailedPrecondition
+
+_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "{key}"
+math.randomseed(os.time())
+request = function()
+  local body = string.format([[{body}]], {args})
+  return wrk.format(nil, "{path}", nil, body)
+end
+"""
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def require_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise FailedPrecondition("this benchmark needs wrk: install it with `apt-get install wrk`")
+    return path
+
+
+def _ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)$", text)
+    if not match:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(
+    name: str,
+    url: str,
+    path: str,
+    api_key: str,
+    body: str,
+    args: str,
+    *,
+    seconds: float,
+    connections: int = 32,
+    threads: int = 2,
+) -> Result:
+    """POST `body` (a Lua format string filled from `args`) to `url + path` for `seconds`."""
+    script = _LUA.format(key=api_key, body=body, args=args, path=path)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        out = subprocess.run(
+            [
+                require_wrk(),
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{int(seconds)}s",
+                "--latency",
+                "-s",
+                handle.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+        ).stdout
+    finally:
+        Path(handle.name).unlink()
+    if "Latency Distribution" not in out:
+        raise FailedPrecondition(f"wrk gave no latency figures for {url}{path}:\n{out}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    elapsed = re.search(r"requests in ([\d.]+)(s|m)", out)  # type: ignore[union-attr]
+    secs = float(elapsed.group(1)) * (60 if elapsed.group(2) == "m" else 1)  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    note = f"{errors.group(1)} non-2xx answers" if errors else ""
+    return Result(name, requests, secs, p50, p99, note)
