@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -151,7 +152,9 @@ def test_clear_errors_and_tenant_isolation(shield: httpx.Client, platform: Runni
     assert too_low.status_code == 409 and "committed and reserved" in too_low.text
 
 
-def test_breaker_opens_and_admission_says_when_to_retry(shield: httpx.Client) -> None:
+def test_breaker_opens_and_admission_says_when_to_retry(
+    shield: httpx.Client, platform: RunningPlatform
+) -> None:
     assert shield.post("/api/v1/platforms/amazon/admit").status_code == 200
     for _ in range(2):
         shield.post("/api/v1/platforms/amazon/outcomes", json={"success": False, "calls": 10})
@@ -160,5 +163,19 @@ def test_breaker_opens_and_admission_says_when_to_retry(shield: httpx.Client) ->
     assert amazon["breaker"]["state"] == "OPEN"
     refused = shield.post("/api/v1/platforms/amazon/admit")
     assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+    # The state is a Prometheus gauge too (2 = open), exported by Ray's metrics agent.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = httpx.get(platform.metrics_url, timeout=5).text
+        if any(
+            ln.startswith("ray_kiki_breaker_state{")
+            and 'platform="amazon"' in ln
+            and ln.endswith(" 2.0")
+            for ln in text.splitlines()
+        ):
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("ray_kiki_breaker_state for amazon never showed OPEN (2)")
     assert shield.post("/api/v1/platforms/amazon/reset").json()["breaker"]["state"] == "CLOSED"
     assert shield.post("/api/v1/platforms/nowhere/admit").status_code == 404
