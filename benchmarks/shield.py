@@ -10,29 +10,19 @@ before its call returns. Both run in the same process against the same PostgreSQ
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import asyncpg
-import httpx
 
 from actors.budget import BudgetClient
 from benchmarks.common import Result, percentiles
-from deployments.ingress import configure_ingress
+from benchmarks.http import Load
+from benchmarks.serving import BENCH_ENV, local_serve, uvicorn_app
 from kiki.auth import create_api_key
-from kiki.config import Settings
-from kiki.db.embedded import free_port
-from kiki.errors import Unavailable
 from kiki.shield.book import BudgetOp
 
 PLATFORMS = ("google_ads", "meta", "tiktok", "linkedin", "amazon")
@@ -159,57 +149,43 @@ async def create_tenant(url: str) -> str:
         await conn.close()
 
 
-CHECK_BODY = '{"campaign_id":"bench_%05d","bid_amount":"0.50","platform":"google_ads"}'
-RESERVE_BODY = '{"campaign_id":"bench_%05d","amount":"0.01","platform":"meta"}'
-PICK = "math.random(0, {last})"
-
-
-def batch_body(size: int) -> tuple[str, str]:
-    """A /reserve/batch body of `size` reservations on random campaigns, as a Lua format."""
-    items = ",".join(['{"campaign_id":"bench_%05d","amount":"0.01","platform":"meta"}'] * size)
-    return '{"reservations":[' + items + "]}", ", ".join([PICK] * size)
-
-
-ENDPOINTS: tuple[tuple[str, str, str, str, int], ...] = (
-    # (label, path, body, Lua args, reservations per request)
-    ("POST /check", "/api/v1/check", CHECK_BODY, PICK, 1),
-    ("POST /reserve", "/api/v1/reserve", RESERVE_BODY, PICK, 1),
-    ("POST /reserve/batch (100)", "/api/v1/reserve/batch", *batch_body(100), 100),
-)
+def endpoints(campaigns: int) -> tuple[Load, ...]:
+    """The shield calls under load: random campaigns among `campaigns`."""
+    last = campaigns - 1
+    reserve = '{"campaign_id":"bench_%05d","amount":"0.01","platform":"meta"}'
+    return (
+        Load(
+            "POST /check",
+            "/api/v1/check",
+            '{"campaign_id":"bench_%05d","bid_amount":"0.50","platform":"google_ads"}',
+            0,
+            last,
+        ),
+        Load("POST /reserve", "/api/v1/reserve", reserve, 0, last),
+        Load(
+            "POST /reserve/batch (100)",
+            "/api/v1/reserve/batch",
+            reserve,
+            0,
+            last,
+            per_request=100,
+            wrapper="reservations",
+        ),
+    )
 
 
 @contextmanager
 def serve_and_uvicorn(
     url: str, campaigns: int, ingress: str
 ) -> Iterator[tuple[str, str, str, str]]:
-    """The shield app on Ray Serve and the same FastAPI app on plain uvicorn (its own process),
-    both on one local Ray and the same budget actors, with Serve's ingress chosen as `kiki up`
-    chooses it; yields (Serve URL, uvicorn URL, key, ingress description).
-    Per-key rate limits are lifted: the point is to measure the servers."""
-    import ray
+    """The shield app on Ray Serve and the same FastAPI app on plain uvicorn, on one local Ray
+    and the same budget actors; yields (Serve URL, uvicorn URL, key, ingress description)."""
     from ray import serve
 
     from deployments.shield import ShieldIngress
 
-    env = {
-        "KIKI_DATABASE_URL": url,
-        "KIKI_API_RATE_PER_S": "1e9",
-        "KIKI_API_BURST": "1000000000",
-        "KIKI_AUTH_CACHE_TTL_S": "300",
-    }
-    serve_port, plain_port = free_port(), free_port()
-    home = tempfile.mkdtemp(prefix="kiki-bench-home-")
-    chosen = configure_ingress(Settings(home=Path(home), ingress=ingress))
-    ray.init(
-        address="local",
-        namespace="kiki",
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-    )
-    plain = None
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
+    env = {**BENCH_ENV, "KIKI_DATABASE_URL": url}
+    with local_serve(ingress) as served:
         deployment = ShieldIngress.options(
             num_replicas=1,
             max_ongoing_requests=256,
@@ -217,36 +193,8 @@ def serve_and_uvicorn(
         )
         serve.run(deployment.bind(), name="shield", route_prefix="/shield")
         key = asyncio.run(_key_and_campaigns(url, campaigns))
-        plain = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "deployments.shield:api",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(plain_port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            env={
-                **os.environ,
-                **env,
-                "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
-                "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
-            },
-        )
-        _wait_healthy(f"http://127.0.0.1:{plain_port}/health", plain)
-        yield f"http://127.0.0.1:{serve_port}", f"http://127.0.0.1:{plain_port}", key, chosen
-    finally:
-        if plain is not None:
-            plain.send_signal(signal.SIGINT)  # uvicorn's graceful stop
-            plain.wait(timeout=30)
-        serve.shutdown()
-        ray.shutdown()
-        shutil.rmtree(home, ignore_errors=True)
+        with uvicorn_app("deployments.shield:api", env) as plain:
+            yield served["http"], plain, key, served["ingress"]
 
 
 async def _key_and_campaigns(url: str, campaigns: int) -> str:
@@ -270,17 +218,3 @@ async def _key_and_campaigns(url: str, campaigns: int) -> str:
     for result in await budgets.execute(ops):
         result.raise_for_error()
     return key
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise Unavailable(f"uvicorn exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise Unavailable(f"{url} not healthy after {timeout_s:.0f}s")

@@ -94,6 +94,8 @@ class ServiceRuntime:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._keys = ApiKeyCache(self.settings.auth_cache_ttl_s)
+        # Service-specific objects (clients, scorers) shared by the ingress class and the app.
+        self.extras: dict[str, Any] = {}
         self.key_limits = RateLimiter(
             self.settings.api_rate_per_s, self.settings.api_burst, WallClock()
         )

@@ -31,7 +31,10 @@ class CustomerTable:
         return f"{_quote(self.tenant_column)} = $1 AND {_quote(self.customer_column)} = $2"
 
 
-CUSTOMER_TABLES: tuple[CustomerTable, ...] = (CustomerTable("consent_events"),)
+CUSTOMER_TABLES: tuple[CustomerTable, ...] = (
+    CustomerTable("consent_events"),
+    CustomerTable("transactions"),
+)
 
 
 def _quote(identifier: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from benchmarks.serving import local_ray
 from kiki.db.embedded import EmbeddedPostgres, free_port
 from launcher.platform import run_migrations
 
@@ -31,21 +32,13 @@ def scratch_database() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@contextmanager
-def local_ray() -> Iterator[None]:
-    import ray
-
-    ray.init(
-        address="local",
-        namespace="kiki-bench",
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
+INGRESS_OPTION = click.option(
+    "--ingress",
+    type=click.Choice(["auto", "haproxy", "proxy"]),
+    default="auto",
+    show_default=True,
+    help="Serve's ingress, as KIKI_INGRESS.",
+)
 
 
 @click.group()
@@ -80,7 +73,7 @@ def bench_shield(
     from benchmarks.common import table
 
     profiles = [(callers or 2, batch or 50)] if callers or batch else list(PROFILES)
-    with scratch_database() as url, local_ray():
+    with scratch_database() as url, local_ray("kiki-bench"):
         baseline = asyncio.run(shield.sql_baseline(url, campaigns, concurrency, seconds))
         tenant = asyncio.run(shield.create_tenant(url))
         ours = [
@@ -100,13 +93,7 @@ def bench_shield(
 @click.option("--seconds", default=10.0, show_default=True, help="wrk duration per endpoint.")
 @click.option("--connections", default=32, show_default=True, help="wrk connections.")
 @click.option("--campaigns", default=1000, show_default=True)
-@click.option(
-    "--ingress",
-    type=click.Choice(["auto", "haproxy", "proxy"]),
-    default="auto",
-    show_default=True,
-    help="Serve's ingress, as KIKI_INGRESS.",
-)
+@INGRESS_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench_shield_http(
     seconds: float, connections: int, campaigns: int, ingress: str, as_json: bool
@@ -114,7 +101,7 @@ def bench_shield_http(
     """The shield HTTP API under wrk: the app behind Ray Serve's ingress (the mode `kiki up`
     runs, see KIKI_INGRESS) vs the same FastAPI app on plain uvicorn, same budget actors."""
     from benchmarks.http import require_wrk, run_wrk
-    from benchmarks.shield import ENDPOINTS, serve_and_uvicorn
+    from benchmarks.shield import endpoints, serve_and_uvicorn
 
     require_wrk()
     rows = []
@@ -122,29 +109,20 @@ def bench_shield_http(
         scratch_database() as url,
         serve_and_uvicorn(url, campaigns, ingress) as (serve_url, plain, key, chosen),
     ):
-        for label, path, body, args, per_request in ENDPOINTS:
-            args = args.format(last=campaigns - 1)
+        for load in endpoints(campaigns):
             base = run_wrk(
-                f"{label}: uvicorn",
-                plain,
-                path,
-                key,
-                body,
-                args,
-                seconds=seconds,
-                connections=connections,
+                f"{load.label}: uvicorn", plain, load, key, seconds=seconds, connections=connections
             )
             ours = run_wrk(
-                f"{label}: Serve",
+                f"{load.label}: Serve",
                 serve_url,
-                f"/shield{path}",
+                load,
                 key,
-                body,
-                args,
+                prefix="/shield",
                 seconds=seconds,
                 connections=connections,
             )
-            rows.append((base, ours, per_request))
+            rows.append((base, ours, load.per_request))
     if as_json:
         click.echo(
             json.dumps(
@@ -166,3 +144,68 @@ def bench_shield_http(
         if per_request > 1:
             click.echo(f"    = {ours.per_second * per_request:,.0f} reservations/s via Serve")
         click.echo("")
+
+
+@bench.command("ltv-serve")
+@click.option("--seconds", default=10.0, show_default=True, help="Duration of each run.")
+@click.option("--connections", default=32, show_default=True, help="wrk connections.")
+@INGRESS_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_ltv_serve(seconds: float, connections: int, ingress: str, as_json: bool) -> None:
+    """Predictions/s and latency: HTTP single, HTTP batch of 1,000 and gRPC on Serve, next
+    to the same FastAPI app and model on plain uvicorn (needs wrk)."""
+    from benchmarks.common import table
+    from benchmarks.http import require_wrk, run_wrk
+    from benchmarks.ltv_serve import LOADS, grpc_load, value_servers
+
+    require_wrk()
+    rows = []
+    with scratch_database() as url, value_servers(url, ingress) as s:
+        for load in LOADS:
+            conns = connections if load.per_request == 1 else 4
+            base = run_wrk(
+                f"{load.label}: uvicorn",
+                s["plain"],
+                load,
+                s["key"],
+                seconds=seconds,
+                connections=conns,
+            )
+            ours = run_wrk(
+                f"{load.label}: Serve",
+                s["serve"],
+                load,
+                s["key"],
+                prefix="/value",
+                seconds=seconds,
+                connections=conns,
+            )
+            rows.append((base, ours, load.per_request))
+        grpc_result = grpc_load(s["grpc"], s["key"], seconds)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ingress": s["ingress"],
+                    "grpc": grpc_result.to_json(),
+                    "runs": [
+                        {
+                            "baseline": b.to_json(),
+                            "serve": o.to_json(),
+                            "predictions_per_request": n,
+                        }
+                        for b, o, n in rows
+                    ],
+                }
+            )
+        )
+        return
+    click.echo(f"SyncValue predictions, Serve ingress: {s['ingress']}\n")
+    for base, ours, per_request in rows:
+        click.echo(table([ours], base))
+        click.echo(
+            f"    predictions/s: uvicorn {base.per_second * per_request:,.0f}, "
+            f"Serve {ours.per_second * per_request:,.0f}\n"
+        )
+    click.echo(table([grpc_result], rows[0][0]))
+    click.echo("    (the baseline row is uvicorn's HTTP single: there is no plain gRPC server)")

@@ -7,7 +7,6 @@ with 2 (bad configuration or input) or 1 (something did not work); never a stack
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import click
 
 from kiki import __version__, auth
@@ -35,28 +35,15 @@ from launcher.platform import (
     describe_failure,
     pid_alive,
     read_state,
+    run_migrations,
     state_path,
 )
+from launcher.value_cli import demo, ingest, models, train
 
 
 def fail(message: str, code: int = 1) -> None:
     click.echo(f"kiki: error: {message}", err=True)
     sys.exit(code)
-
-
-def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn domain errors into one line and an exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (ConfigError, InvalidInput) as exc:
-            fail(exc.message, 2)
-        except KikiError as exc:
-            fail(exc.message, 1)
-
-    return wrapper
 
 
 def settings_or_exit() -> Settings:
@@ -67,7 +54,27 @@ def settings_or_exit() -> Settings:
         raise  # unreachable; keeps type checkers content
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class KikiGroup(click.Group):
+    """Turns domain errors from any command into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, InvalidInput) as exc:
+            fail(exc.message, 2)
+        except KikiError as exc:
+            fail(exc.message, 1)
+        except asyncpg.PostgresError as exc:
+            fail(f"the database refused the operation: {exc.__class__.__name__}: {exc}", 1)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if os.environ.get("KIKI_DEBUG"):
+                raise
+            fail(f"unexpected {exc.__class__.__name__}: {exc} (KIKI_DEBUG=1 shows the traceback)")
+
+
+@click.group(cls=KikiGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kiki")
 def main() -> None:
     """KIKI: paid-ads growth on autopilot, on Ray.
@@ -232,13 +239,10 @@ def db() -> None:
 
 
 @db.command("migrate")
-@friendly_errors
 def db_migrate() -> None:
     """Apply pending migrations, each once, in its own transaction."""
     settings = settings_or_exit()
-    with database(settings, click.echo) as url:
-        from launcher.platform import run_migrations
-
+    with database(settings, click.echo, migrated=False) as url:
         applied = asyncio.run(run_migrations(url))
     for m in applied:
         click.echo(f"applied {m.version:04d}_{m.name}")
@@ -247,7 +251,6 @@ def db_migrate() -> None:
 
 
 @db.command("status")
-@friendly_errors
 def db_status() -> None:
     """List migrations and when each was applied."""
     settings = settings_or_exit()
@@ -259,7 +262,7 @@ def db_status() -> None:
         finally:
             await conn.close()
 
-    with database(settings, click.echo) as url:
+    with database(settings, click.echo, migrated=False) as url:
         states = asyncio.run(run(url))
     for st in states:
         when = st.applied_at.isoformat(timespec="seconds") if st.applied_at else "pending"
@@ -289,7 +292,6 @@ def _with_conn(settings: Settings, func: Callable[[Any], Any]) -> Any:
 @keys.command("create")
 @click.option("--tenant", required=True, help="Tenant name (created if new): a-z, 0-9, _ and -.")
 @click.option("--label", default="", help="A note to tell keys apart.")
-@friendly_errors
 def keys_create(tenant: str, label: str) -> None:
     """Create an API key and print it (only this once)."""
     settings = settings_or_exit()
@@ -300,7 +302,6 @@ def keys_create(tenant: str, label: str) -> None:
 
 @keys.command("list")
 @click.option("--tenant", default=None, help="Only this tenant's keys.")
-@friendly_errors
 def keys_list(tenant: str | None) -> None:
     """List keys by prefix (the secret part is never stored)."""
     settings = settings_or_exit()
@@ -311,7 +312,6 @@ def keys_list(tenant: str | None) -> None:
 
 @keys.command("revoke")
 @click.argument("prefix")
-@friendly_errors
 def keys_revoke(prefix: str) -> None:
     """Revoke the key with this prefix (shown by `kiki keys list`)."""
     settings = settings_or_exit()
@@ -319,7 +319,8 @@ def keys_revoke(prefix: str) -> None:
     click.echo(f"revoked {prefix}")
 
 
-main.add_command(bench)
+for command in (bench, ingest, demo, models, train):
+    main.add_command(command)
 
 if __name__ == "__main__":
     main()

@@ -80,10 +80,13 @@ def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
 
 
 @contextmanager
-def database(settings: Settings, echo: Echo | None = None):
-    """The database URL for one-off commands (`kiki db`, `kiki keys`). The embedded server is
-    started if it is not running and stopped again afterwards, leaving things as they were."""
+def database(settings: Settings, echo: Echo | None = None, migrated: bool = True):
+    """The database URL for one-off commands (`kiki db`, `kiki keys`, `kiki ingest` ...),
+    with the schema up to date unless `migrated=False`. The embedded server is started if it
+    is not running and stopped again afterwards, leaving things as they were."""
     if settings.database_url:
+        if migrated:
+            asyncio.run(run_migrations(settings.database_url))
         yield settings.database_url
         return
     pg = embedded_postgres(settings)
@@ -92,6 +95,8 @@ def database(settings: Settings, echo: Echo | None = None):
         echo(f"starting embedded PostgreSQL ({pg.pgdata}) for this command")
     url = pg.start()
     try:
+        if migrated:
+            asyncio.run(run_migrations(url))
         yield url
     finally:
         if not was_running:

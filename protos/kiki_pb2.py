@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/kiki.proto\x12\x02pb\"r\n\x11PredictLTVRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\r\n\x05spend\x18\x02 \x01(\x01\x12\x18\n\x10\x65ngagement_score\x18\x03 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\r\n\x05\x61s_of\x18\x05 \x01(\t\"\xd0\x01\n\x12PredictLTVResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0b\n\x03ltv\x18\x02 \x01(\t\x12\x12\n\nltv_micros\x18\x03 \x01(\x03\x12\x12\n\np_purchase\x18\x04 \x01(\x01\x12\x0f\n\x07ltv_p10\x18\x05 \x01(\t\x12\x0f\n\x07ltv_p50\x18\x06 \x01(\t\x12\x0f\n\x07ltv_p90\x18\x07 \x01(\t\x12\x14\n\x0chorizon_days\x18\x08 \x01(\x05\x12\x10\n\x08\x63urrency\x18\t \x01(\t\x12\x15\n\rmodel_version\x18\n \x01(\t\"B\n\x16PredictLTVBatchRequest\x12(\n\tcustomers\x18\x01 \x03(\x0b\x32\x15.pb.PredictLTVRequest\"F\n\x17PredictLTVBatchResponse\x12+\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x16.pb.PredictLTVResponse2\x95\x01\n\nLTVService\x12;\n\nPredictLTV\x12\x15.pb.PredictLTVRequest\x1a\x16.pb.PredictLTVResponse\x12J\n\x0fPredictLTVBatch\x12\x1a.pb.PredictLTVBatchRequest\x1a\x1b.pb.PredictLTVBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/kiki.proto\x12\x02pb\"r\n\x11PredictLTVRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\r\n\x05spend\x18\x02 \x01(\x01\x12\x18\n\x10\x65ngagement_score\x18\x03 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\r\n\x05\x61s_of\x18\x05 \x01(\t\"\xdf\x01\n\x12PredictLTVResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0b\n\x03ltv\x18\x02 \x01(\t\x12\x12\n\nltv_micros\x18\x03 \x01(\x03\x12\x12\n\np_purchase\x18\x04 \x01(\x01\x12\x0f\n\x07ltv_p10\x18\x05 \x01(\t\x12\x0f\n\x07ltv_p50\x18\x06 \x01(\t\x12\x0f\n\x07ltv_p90\x18\x07 \x01(\t\x12\x14\n\x0chorizon_days\x18\x08 \x01(\x05\x12\x10\n\x08\x63urrency\x18\t \x01(\t\x12\x15\n\rmodel_version\x18\n \x01(\t\x12\r\n\x05\x65rror\x18\x0b \x01(\t\"B\n\x16PredictLTVBatchRequest\x12(\n\tcustomers\x18\x01 \x03(\x0b\x32\x15.pb.PredictLTVRequest\"F\n\x17PredictLTVBatchResponse\x12+\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x16.pb.PredictLTVResponse2\x95\x01\n\nLTVService\x12;\n\nPredictLTV\x12\x15.pb.PredictLTVRequest\x1a\x16.pb.PredictLTVResponse\x12J\n\x0fPredictLTVBatch\x12\x1a.pb.PredictLTVBatchRequest\x1a\x1b.pb.PredictLTVBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTLTVREQUEST']._serialized_start=25
   _globals['_PREDICTLTVREQUEST']._serialized_end=139
   _globals['_PREDICTLTVRESPONSE']._serialized_start=142
-  _globals['_PREDICTLTVRESPONSE']._serialized_end=350
-  _globals['_PREDICTLTVBATCHREQUEST']._serialized_start=352
-  _globals['_PREDICTLTVBATCHREQUEST']._serialized_end=418
-  _globals['_PREDICTLTVBATCHRESPONSE']._serialized_start=420
-  _globals['_PREDICTLTVBATCHRESPONSE']._serialized_end=490
-  _globals['_LTVSERVICE']._serialized_start=493
-  _globals['_LTVSERVICE']._serialized_end=642
+  _globals['_PREDICTLTVRESPONSE']._serialized_end=365
+  _globals['_PREDICTLTVBATCHREQUEST']._serialized_start=367
+  _globals['_PREDICTLTVBATCHREQUEST']._serialized_end=433
+  _globals['_PREDICTLTVBATCHRESPONSE']._serialized_start=435
+  _globals['_PREDICTLTVBATCHRESPONSE']._serialized_end=505
+  _globals['_LTVSERVICE']._serialized_start=508
+  _globals['_LTVSERVICE']._serialized_end=657
 # @@protoc_insertion_point(module_scope)

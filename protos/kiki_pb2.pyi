@@ -21,7 +21,7 @@ class PredictLTVRequest(_message.Message):
     def __init__(self, customer_id: _Optional[str] = ..., spend: _Optional[float] = ..., engagement_score: _Optional[float] = ..., currency: _Optional[str] = ..., as_of: _Optional[str] = ...) -> None: ...
 
 class PredictLTVResponse(_message.Message):
-    __slots__ = ("customer_id", "ltv", "ltv_micros", "p_purchase", "ltv_p10", "ltv_p50", "ltv_p90", "horizon_days", "currency", "model_version")
+    __slots__ = ("customer_id", "ltv", "ltv_micros", "p_purchase", "ltv_p10", "ltv_p50", "ltv_p90", "horizon_days", "currency", "model_version", "error")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     LTV_FIELD_NUMBER: _ClassVar[int]
     LTV_MICROS_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class PredictLTVResponse(_message.Message):
     HORIZON_DAYS_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     ltv: str
     ltv_micros: int
@@ -42,7 +43,8 @@ class PredictLTVResponse(_message.Message):
     horizon_days: int
     currency: str
     model_version: str
-    def __init__(self, customer_id: _Optional[str] = ..., ltv: _Optional[str] = ..., ltv_micros: _Optional[int] = ..., p_purchase: _Optional[float] = ..., ltv_p10: _Optional[str] = ..., ltv_p50: _Optional[str] = ..., ltv_p90: _Optional[str] = ..., horizon_days: _Optional[int] = ..., currency: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    error: str
+    def __init__(self, customer_id: _Optional[str] = ..., ltv: _Optional[str] = ..., ltv_micros: _Optional[int] = ..., p_purchase: _Optional[float] = ..., ltv_p10: _Optional[str] = ..., ltv_p50: _Optional[str] = ..., ltv_p90: _Optional[str] = ..., horizon_days: _Optional[int] = ..., currency: _Optional[str] = ..., model_version: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class PredictLTVBatchRequest(_message.Message):
     __slots__ = ("customers",)

@@ -32,6 +32,11 @@ from kiki.shield.consent import (
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
+def counts(**rows: int) -> dict[str, int]:
+    """Rows per registered customer table: the ones named, zero for every other."""
+    return {t.table: rows.get(t.table, 0) for t in gdpr.CUSTOMER_TABLES}
+
+
 Scenario = Callable[[asyncpg.Connection], Awaitable[None]]
 
 
@@ -182,7 +187,7 @@ def test_tenants_never_see_or_touch_each_others_customers(fresh_db: str) -> None
         assert await states(conn, acme, "c1") == {"email": True}
         assert await states(conn, beta, "c1") == {"email": False}
         assert (await filter_audience(conn, beta.id, ["c1"], Purpose.EMAIL))[0] == []
-        assert await gdpr.erase_customer(conn, acme.id, "c1", "cli") == {"consent_events": 1}
+        assert await gdpr.erase_customer(conn, acme.id, "c1", "cli") == counts(consent_events=1)
         assert await states(conn, beta, "c1") == {"email": False}
         exported = await gdpr.export_customer(conn, beta.id, "c1", "cli")
         assert [r["tenant_id"] for r in exported["consent_events"]] == [str(beta.id)]
@@ -215,7 +220,7 @@ def test_export_returns_every_row_as_json_and_is_audited(fresh_db: str) -> None:
         (audit,) = await audit_rows(conn)
         assert audit["action"] == "export" and audit["requested_by"] == "AbCd1234"
         assert audit["subject_hash"] == gdpr.subject_hash(acme.id, "c1")
-        assert audit["detail"] == {"tables": {"consent_events": 2}}
+        assert audit["detail"] == {"tables": counts(consent_events=2)}
 
     run(fresh_db, scenario)
 
@@ -237,16 +242,18 @@ def test_erasure_removes_only_that_customer_and_leaves_a_trail_without_the_id(
         )
         await record_consent(conn, beta.id, [event("c1", "email", True, T0)])
 
-        assert await gdpr.erase_customer(conn, acme.id, "c1", "cli") == {"consent_events": 2}
+        assert await gdpr.erase_customer(conn, acme.id, "c1", "cli") == counts(consent_events=2)
         assert await consent_history(conn, acme.id, "c1") == []
         assert len(await consent_history(conn, acme.id, "c2")) == 1
         assert len(await consent_history(conn, beta.id, "c1")) == 1
-        assert await gdpr.export_customer(conn, acme.id, "c1", "cli") == {"consent_events": []}
-        assert await gdpr.erase_customer(conn, acme.id, "c1", "cli") == {"consent_events": 0}
+        assert await gdpr.export_customer(conn, acme.id, "c1", "cli") == {
+            t.table: [] for t in gdpr.CUSTOMER_TABLES
+        }
+        assert await gdpr.erase_customer(conn, acme.id, "c1", "cli") == counts(consent_events=0)
 
         erase, export, again = await audit_rows(conn)
         assert (erase["action"], export["action"], again["action"]) == ("erase", "export", "erase")
-        assert erase["detail"] == {"tables": {"consent_events": 2}}
+        assert erase["detail"] == {"tables": counts(consent_events=2)}
         assert erase["subject_hash"] == gdpr.subject_hash(acme.id, "c1") != "c1"
         # The trail keeps counts and a digest, never the identifier itself.
         assert "c1" not in json.dumps(erase["detail"]) and len(erase["subject_hash"]) == 64
@@ -274,7 +281,7 @@ def test_every_registered_table_is_exported_and_erased(
         exported = await gdpr.export_customer(conn, acme.id, "c1", "cli")
         assert exported["crm notes"] == [{"owner": str(acme.id), "client ref": "c1", "note": "vip"}]
         erased = await gdpr.erase_customer(conn, acme.id, "c1", "cli")
-        assert erased == {"consent_events": 1, "crm notes": 1}
+        assert erased == {**counts(consent_events=1), "crm notes": 1}
         left = await conn.fetch('SELECT note FROM "crm notes" ORDER BY note')
         assert [r["note"] for r in left] == ["beta's", "new"]
 
@@ -370,7 +377,7 @@ def test_the_http_routes(fresh_db: str) -> None:
         resp = client.get("/api/v1/gdpr/customers/c1/export", headers=acme)
         assert resp.status_code == 200 and len(resp.json()["consent_events"]) == 2
         resp = client.delete("/api/v1/gdpr/customers/c1", headers=acme)
-        assert resp.status_code == 200 and resp.json() == {"erased": {"consent_events": 2}}
+        assert resp.status_code == 200 and resp.json() == {"erased": counts(consent_events=2)}
         assert client.get("/api/v1/consent/c1", headers=acme).status_code == 404
         assert client.delete("/api/v1/gdpr/customers/c1").status_code == 401
 

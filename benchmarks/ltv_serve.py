@@ -1,0 +1,143 @@
+"""`kiki bench ltv-serve`: LTV predictions over HTTP (single, batches of 1,000) and gRPC from
+the value app on Ray Serve, next to the same FastAPI app and model on plain uvicorn.
+
+Data: the CDNOW log in a scratch database; model: a small ZILN fit on it (quality is not the
+point here, `kiki bench ltv` measures that); requests ask for CDNOW customers as of
+1997-09-30, so each one reads that customer's history and computes features, as in
+production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import asyncpg
+import grpc
+
+from benchmarks.common import Result, percentiles
+from benchmarks.http import Load
+from benchmarks.serving import BENCH_ENV, local_serve, uvicorn_app
+from kiki.auth import create_api_key
+from kiki.value import drift, registry, transactions
+from kiki.value.cdnow import load_cdnow
+from kiki.value.features import FEATURE_NAMES
+from kiki.value.training import examples
+from kiki.value.ziln import ZILNConfig, train_ziln
+from protos import kiki_pb2, kiki_pb2_grpc
+
+AS_OF = date(1997, 9, 30)
+CUSTOMERS = 23_570
+ITEM = '{"customer_id":"%05d","as_of":"1997-09-30"}'
+LOADS = (
+    Load("HTTP single", "/api/v1/predict", ITEM, 1, CUSTOMERS),
+    Load(
+        "HTTP batch of 1,000",
+        "/api/v1/predict",
+        ITEM,
+        1,
+        CUSTOMERS,
+        per_request=1000,
+        wrapper="customers",
+    ),
+)
+
+
+async def prepare(url: str, folder: Path) -> str:
+    """Load CDNOW, fit a small model, register and promote it; returns an API key."""
+    frame = load_cdnow()
+    rows = transactions.from_frame(frame, "cdnow-")
+    fit = examples(frame, date(1997, 6, 30), 90)
+    model = train_ziln(fit.features, fit.labels, ZILNConfig(hidden=(32,), max_epochs=5), seed=0)
+    model.save(folder)
+    reference = drift.profile(fit.features, model.predict(fit.features)["expected"])
+    conn = await asyncpg.connect(url)
+    try:
+        tenant, key = await create_api_key(conn, "bench-value")
+        async with conn.transaction():
+            await transactions.insert(conn, tenant.id, rows)
+        record = await registry.register(
+            conn,
+            tenant.id,
+            metrics={},
+            feature_schema=list(FEATURE_NAMES),
+            config={"currency": "USD"},
+            calibration_end=date(1997, 6, 30),
+            horizon_days=90,
+            data_window={},
+            artifact_path=str(folder),
+            reference={k: v.model_dump() for k, v in reference.items()},
+        )
+        await registry.promote(conn, tenant.id, record.version)
+    finally:
+        await conn.close()
+    return key
+
+
+@contextmanager
+def value_servers(url: str, ingress: str) -> Iterator[dict[str, str]]:
+    """The value app (ingress + batched scorer) on Serve, and on plain uvicorn."""
+    from ray import serve
+
+    from deployments.value import LTVScorer, ValueIngress
+
+    env = {**BENCH_ENV, "KIKI_DATABASE_URL": url}
+    servicers = ["protos.kiki_pb2_grpc.add_LTVServiceServicer_to_server"]
+    folder = Path(tempfile.mkdtemp(prefix="kiki-bench-model-"))
+    with local_serve(ingress, servicers) as served:
+        options = {"num_cpus": 0.1, "runtime_env": {"env_vars": env}}
+        app = ValueIngress.options(max_ongoing_requests=256, ray_actor_options=options).bind(
+            LTVScorer.options(max_ongoing_requests=256, ray_actor_options=options).bind()
+        )
+        serve.run(app, name="value", route_prefix="/value")
+        key = asyncio.run(prepare(url, folder / "model"))
+        with uvicorn_app("deployments.value:api", env) as plain:
+            yield {
+                "serve": served["http"],
+                "plain": plain,
+                "grpc": served["grpc"],
+                "key": key,
+                "ingress": served["ingress"],
+            }
+
+
+def grpc_load(target: str, key: str, seconds: float, concurrency: int = 32) -> Result:
+    """PredictLTV calls from `concurrency` concurrent asyncio clients."""
+
+    async def run() -> Result:
+        latencies: list[float] = []
+        metadata = (("application", "value"), ("x-api-key", key))
+        deadline = time.perf_counter() + seconds
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = kiki_pb2_grpc.LTVServiceStub(channel)
+
+            async def worker(seed: int) -> None:
+                rng = random.Random(seed)
+                while time.perf_counter() < deadline:
+                    request = kiki_pb2.PredictLTVRequest(
+                        customer_id=f"{rng.randint(1, CUSTOMERS):05d}", as_of=AS_OF.isoformat()
+                    )
+                    started = time.perf_counter()
+                    await stub.PredictLTV(request, metadata=metadata, timeout=30)
+                    latencies.append((time.perf_counter() - started) * 1000)
+
+            began = time.perf_counter()
+            await asyncio.gather(*(worker(i) for i in range(concurrency)))
+            elapsed = time.perf_counter() - began
+        p50, p99 = percentiles(latencies)
+        return Result(
+            f"gRPC PredictLTV, {concurrency} clients: Serve",
+            len(latencies),
+            elapsed,
+            p50,
+            p99,
+            "one customer per call; the client is Python asyncio",
+        )
+
+    return asyncio.run(run())

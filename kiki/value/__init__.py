@@ -1,0 +1,1 @@
+"""SyncValue's domain: customer lifetime value (features, the ZILN model, metrics, baselines)."""

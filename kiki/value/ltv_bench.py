@@ -1,0 +1,292 @@
+"""CDNOW benchmark: our ZILN model against BG/NBD + Gamma-Gamma and a naive run rate.
+
+Nothing after `calibration_end` is seen before scoring. The holdout (often 9 months) is longer
+than any window the calibration data can label, so the network learns the spend of the next
+`horizon_days` (30) from cuts inside the calibration period, each cut's features against the
+spend that followed it, several cuts stacked, the newest ending on calibration_end. It is then
+applied to the features as of calibration_end, and its forecast is scaled to the holdout length
+(a customer's forecast spend rate is assumed to hold over the holdout). A short label window
+keeps the newest training cut close to the forecast date, where customers look like those being
+scored; hyper-parameters are chosen on an earlier window that also ends by calibration_end.
+
+    python -m kiki.value.ltv_bench --calibration-end 1997-09-30 --holdout-end 1998-06-30
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from kiki.value.baselines import bgnbd_gamma_gamma, naive_extrapolation
+from kiki.value.cdnow import load_cdnow
+from kiki.value.features import compute_features
+from kiki.value.metrics import evaluate
+from kiki.value.ziln import EpochCallback, TrainedLTVModel, ZILNConfig, train_ziln, ziln_loss
+
+STANDARD_CALIBRATION_END = date(1997, 9, 30)
+STANDARD_HOLDOUT_END = date(1998, 6, 30)
+METRICS = ("gini", "spearman", "mae", "rmse", "decile_mape", "total_error")
+
+
+class LTVTrainingConfig(BaseModel):
+    """How training examples are cut from the calibration period, and the network to fit."""
+
+    model_config = ConfigDict(frozen=True)
+
+    horizon_days: int = Field(30, ge=1)  # label window: spend in the next horizon_days
+    cuts: int = Field(6, ge=1)  # stacked training cuts, the newest horizon_days before the end
+    cut_step_days: int = Field(30, ge=1)  # days between consecutive cuts
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # customers kept for early stopping
+    model: ZILNConfig = ZILNConfig()
+
+
+def spend_between(
+    transactions: pd.DataFrame, after: pd.Timestamp, until: pd.Timestamp
+) -> pd.Series:
+    """Each customer's total spend on the days after `after` up to `until`, inclusive."""
+    days = transactions["ts"].dt.normalize()
+    window = transactions.loc[(days > after) & (days <= until)]
+    return window.groupby("customer_id")["amount"].sum()
+
+
+def training_examples(
+    transactions: pd.DataFrame, end: date | pd.Timestamp, config: LTVTrainingConfig
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Features as of each cut, labels = spend in the `horizon_days` after it; no label window
+    goes past `end`. Returns (X, y, customer id per row), the newest cut first."""
+    end = pd.Timestamp(end).normalize()
+    horizon = pd.Timedelta(days=config.horizon_days)
+    frames, labels = [], []
+    for k in range(config.cuts):
+        cut = end - horizon - pd.Timedelta(days=k * config.cut_step_days)
+        features = compute_features(transactions, cut)
+        if features.empty:
+            break
+        spend = spend_between(transactions, cut, cut + horizon)
+        frames.append(features)
+        labels.append(spend.reindex(features.index, fill_value=0.0).to_numpy())
+    if not frames:
+        raise ValueError(f"no customer bought before {end - horizon:%Y-%m-%d}")
+    x = pd.concat(frames)
+    return x, np.concatenate(labels), x.index.to_numpy()
+
+
+def _split_by_customer(
+    customers: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train / validation masks that keep all of a customer's rows on one side, so stacked
+    cuts of one customer cannot leak from training into early stopping."""
+    unique = np.unique(customers)
+    rng = np.random.default_rng(seed)
+    held = rng.choice(unique, size=max(1, int(len(unique) * fraction)), replace=False)
+    val = np.isin(customers, held)
+    return ~val, val
+
+
+def fit_ltv_model(
+    transactions: pd.DataFrame,
+    calibration_end: date | pd.Timestamp,
+    config: LTVTrainingConfig | None = None,
+    seed: int = 0,
+    on_epoch: EpochCallback | None = None,
+) -> TrainedLTVModel:
+    """Trains on calibration data only (see the module docstring); early stopping on a
+    customer-level split of the same examples."""
+    config = config or LTVTrainingConfig()
+    x, y, customers = training_examples(transactions, calibration_end, config)
+    train, val = _split_by_customer(customers, config.val_fraction, seed)
+    return train_ziln(
+        x[train],
+        y[train],
+        config.model,
+        seed,
+        x[val],
+        y[val],
+        on_epoch,
+        horizon_days=config.horizon_days,
+    )
+
+
+def forecast(
+    model: TrainedLTVModel,
+    transactions: pd.DataFrame,
+    as_of: date | pd.Timestamp,
+    horizon_days: int,
+) -> pd.DataFrame:
+    """Per customer seen by as_of: expected spend over the next horizon_days (the model's own
+    window scaled by horizon_days / model.horizon_days), and the model's distribution over its
+    own window: p_purchase, p10, p50, p90."""
+    if model.horizon_days is None:
+        raise ValueError("the model does not say which window its labels covered")
+    features = compute_features(transactions, as_of)
+    predicted = model.predict(features)
+    scale = horizon_days / model.horizon_days
+    return pd.DataFrame(
+        {
+            "expected": predicted["expected"] * scale,
+            **{key: predicted[key] for key in ("p_purchase", "p10", "p50", "p90")},
+        },
+        index=features.index,
+    )
+
+
+DEFAULT_GRID: dict[str, Sequence[object]] = {
+    "hidden": [(64, 32), (128, 64)],
+    "dropout": [0.0, 0.2],
+    "weight_decay": [1e-5, 1e-3],
+}
+
+
+def choose_config(
+    transactions: pd.DataFrame,
+    calibration_end: date | pd.Timestamp,
+    base: LTVTrainingConfig | None = None,
+    grid: dict[str, Sequence[object]] | None = None,
+    seed: int = 0,
+) -> tuple[LTVTrainingConfig, list[tuple[float, ZILNConfig]]]:
+    """The network settings (a grid over ZILNConfig fields) with the lowest ZILN loss on the
+    last `horizon_days` of the calibration period, each candidate trained only on data before
+    that window. Returns the winner and every (loss, config), best first.
+
+    The holdout is never touched: this is the window a hyper-parameter search (Ray Tune) uses.
+    """
+    base = base or LTVTrainingConfig()
+    end = pd.Timestamp(calibration_end).normalize()
+    window_start = end - pd.Timedelta(days=base.horizon_days)
+    x_val, y_val, _ = training_examples(transactions, end, base.model_copy(update={"cuts": 1}))
+    grid = grid or DEFAULT_GRID
+    scored = []
+    for values in itertools.product(*grid.values()):
+        candidate = base.model_copy(
+            update={"model": base.model.model_copy(update=dict(zip(grid, values, strict=True)))}
+        )
+        model = fit_ltv_model(transactions, window_start, candidate, seed)
+        logits = torch.from_numpy(model.logits(x_val))
+        loss = float(ziln_loss(logits, torch.from_numpy(y_val)))
+        scored.append((loss, candidate.model))
+    scored.sort(key=lambda pair: pair[0])
+    return base.model_copy(update={"model": scored[0][1]}), scored
+
+
+@dataclass
+class LTVBenchResult:
+    """Metrics per model (ziln, bgnbd_gg, naive), fit seconds per model, and per-customer
+    predictions next to the actual holdout spend."""
+
+    calibration_end: date
+    holdout_end: date
+    holdout_days: int
+    customers: int
+    config: LTVTrainingConfig
+    metrics: dict[str, dict[str, float]]
+    fit_seconds: dict[str, float]
+    predictions: pd.DataFrame
+
+    def table(self) -> str:
+        """The result as a Markdown table, one row per model."""
+        head = "| model | " + " | ".join(METRICS) + " | fit s |"
+        rows = [head, "|" + " --- |" * (len(METRICS) + 2)]
+        for name, values in self.metrics.items():
+            cells = [
+                f"{values[m]:+.1%}" if m == "total_error" else f"{values[m]:.3f}" for m in METRICS
+            ]
+            rows.append(f"| {name} | " + " | ".join(cells) + f" | {self.fit_seconds[name]:.1f} |")
+        return "\n".join(rows)
+
+
+def run_ltv_benchmark(
+    calibration_end: date | str = STANDARD_CALIBRATION_END,
+    holdout_end: date | str = STANDARD_HOLDOUT_END,
+    config: LTVTrainingConfig | None = None,
+    seed: int = 0,
+    transactions: pd.DataFrame | None = None,
+) -> LTVBenchResult:
+    """Fits every model on purchases up to calibration_end and scores its forecast of each
+    customer's spend from the next day to holdout_end (0 for customers who do not buy).
+    The population is every customer with a purchase by calibration_end."""
+    config = config or LTVTrainingConfig()
+    data = load_cdnow() if transactions is None else transactions
+    cal, end = pd.Timestamp(calibration_end).normalize(), pd.Timestamp(holdout_end).normalize()
+    holdout_days = (end - cal).days
+    if holdout_days <= 0:
+        raise ValueError("holdout_end must come after calibration_end")
+    calibration = data.loc[data["ts"].dt.normalize() <= cal]  # nothing later is ever passed on
+
+    started = time.perf_counter()
+    model = fit_ltv_model(calibration, cal, config, seed)
+    ours = forecast(model, calibration, cal, holdout_days)
+    fit_seconds = {"ziln": time.perf_counter() - started}
+    predictions = ours.rename(columns=lambda c: f"ziln_{c}")
+    for name, baseline in (("bgnbd_gg", bgnbd_gamma_gamma), ("naive", naive_extrapolation)):
+        started = time.perf_counter()
+        predictions[name] = baseline(calibration, cal, holdout_days).reindex(predictions.index)
+        fit_seconds[name] = time.perf_counter() - started
+    actual = spend_between(data, cal, end).reindex(predictions.index, fill_value=0.0)
+    predictions.insert(0, "actual", actual)
+
+    metrics = {
+        name: evaluate(actual, predictions[column])
+        for name, column in (
+            ("ziln", "ziln_expected"),
+            ("bgnbd_gg", "bgnbd_gg"),
+            ("naive", "naive"),
+        )
+    }
+    return LTVBenchResult(
+        calibration_end=cal.date(),
+        holdout_end=end.date(),
+        holdout_days=holdout_days,
+        customers=len(predictions),
+        config=config,
+        metrics=metrics,
+        fit_seconds=fit_seconds,
+        predictions=predictions,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--calibration-end", type=date.fromisoformat, default=STANDARD_CALIBRATION_END
+    )
+    parser.add_argument("--holdout-end", type=date.fromisoformat, default=STANDARD_HOLDOUT_END)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--choose-config",
+        action="store_true",
+        help="first search the grid on the window before calibration_end",
+    )
+    parser.add_argument("--predictions-out", type=Path, help="write per-customer predictions (CSV)")
+    args = parser.parse_args(argv)
+
+    config = None
+    if args.choose_config:
+        data = load_cdnow()
+        config, scored = choose_config(
+            data.loc[data["ts"] <= pd.Timestamp(args.calibration_end)],
+            args.calibration_end,
+            seed=args.seed,
+        )
+        for loss, candidate in scored:
+            print(f"  val ZILN loss {loss:.4f}  {candidate.model_dump_json()}")
+    result = run_ltv_benchmark(args.calibration_end, args.holdout_end, config, args.seed)
+    print(
+        f"CDNOW: calibration to {result.calibration_end}, holdout {result.holdout_days} days "
+        f"to {result.holdout_end}, {result.customers} customers\n{result.table()}"
+    )
+    if args.predictions_out:
+        result.predictions.to_csv(args.predictions_out, index_label="customer_id")
+
+
+if __name__ == "__main__":
+    main()

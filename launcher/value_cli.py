@@ -1,0 +1,251 @@
+"""`kiki ingest`, `kiki demo` and `kiki models`: SyncValue's data and model registry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import click
+
+from kiki.auth import Tenant, ensure_tenant
+from kiki.config import Settings, load_settings
+from kiki.db.pool import connect
+from kiki.errors import InvalidInput
+from kiki.value import registry, transactions
+from launcher.platform import database
+
+T = TypeVar("T")
+TENANT_OPTION = click.option(
+    "--tenant", default=None, help="Tenant name (default: KIKI_DEV_TENANT, 'dev')."
+)
+
+
+def with_tenant(
+    settings: Settings,
+    tenant: str | None,
+    work: Callable[[asyncpg.Connection, Tenant], Awaitable[T]],
+) -> T:
+    """Run `work` with a connection and the tenant (created if new)."""
+
+    async def run(url: str) -> T:
+        conn = await connect(url)
+        try:
+            return await work(conn, await ensure_tenant(conn, tenant or settings.dev_tenant))
+        finally:
+            await conn.close()
+
+    with database(settings, click.echo) as url:
+        return asyncio.run(run(url))
+
+
+def load_rows(settings: Settings, tenant: str | None, rows: list[transactions.Transaction]) -> None:
+    """Insert all rows in one transaction with a progress bar, then print a summary."""
+
+    async def work(conn: asyncpg.Connection, owner: Tenant) -> tuple[int, dict[str, Any]]:
+        with click.progressbar(length=len(rows), label="loading", show_pos=True) as bar:
+            async with conn.transaction():
+                inserted = await transactions.insert(conn, owner.id, rows, progress=bar.update)
+        return inserted, await transactions.summary(conn, owner.id)
+
+    inserted, totals = with_tenant(settings, tenant, work)
+    click.echo(
+        f"read {len(rows):,} rows: {inserted:,} new, {len(rows) - inserted:,} already loaded\n"
+        f"tenant now has {totals['purchases']:,} purchases by {totals['customers']:,} "
+        f"customers, {totals['first']:%Y-%m-%d} .. {totals['last']:%Y-%m-%d}"
+    )
+
+
+@click.group()
+def ingest() -> None:
+    """Load data into the platform."""
+
+
+@ingest.command("transactions")
+@click.argument("file", type=click.Path(path_type=Path))
+@TENANT_OPTION
+def ingest_transactions(file: Path, tenant: str | None) -> None:
+    """Load purchases from a CSV with the header
+    order_id,customer_id,occurred_at,amount[,currency,quantity].
+
+    All or nothing: a bad row loads nothing and names its line and field. Rows whose order_id
+    is already loaded are skipped, so a file can be loaded again safely.
+    """
+    settings = load_settings()
+    rows = transactions.read_csv(file)
+    load_rows(settings, tenant, rows)
+
+
+@click.group()
+def demo() -> None:
+    """Demo data."""
+
+
+@demo.command("load")
+@click.argument("dataset", type=click.Choice(["cdnow"]))
+@click.option("--tenant", default="demo", show_default=True)
+def demo_load(dataset: str, tenant: str) -> None:
+    """Load the CDNOW purchase log (69,659 purchases, 1997-01 .. 1998-06) shipped in the
+    `lifetimes` wheel."""
+    from kiki.value.cdnow import load_cdnow
+
+    rows = transactions.from_frame(load_cdnow(), "cdnow-")
+    load_rows(load_settings(), tenant, rows)
+
+
+@click.group()
+def models() -> None:
+    """LTV model versions: list, promote (all traffic or an A/B share), roll back."""
+
+
+@models.command("list")
+@TENANT_OPTION
+def models_list(tenant: str | None) -> None:
+    """Versions with their status, traffic share, data window and holdout metrics."""
+
+    async def work(conn: asyncpg.Connection, owner: Tenant) -> list[registry.ModelRecord]:
+        return await registry.list_models(conn, owner.id)
+
+    found = with_tenant(load_settings(), tenant, work)
+    if not found:
+        click.echo("no models yet: train one with `kiki train ltv`")
+        return
+    click.echo(f"{'VERSION':>7}  {'STATUS':<10} {'TRAFFIC':>7}  {'CALIBRATION END':<15} METRICS")
+    for m in found:
+        shown = ", ".join(f"{k}={v:.3g}" for k, v in m.metrics.items() if isinstance(v, float))
+        click.echo(
+            f"{m.version:>7}  {m.status:<10} {m.traffic_percent:>6}%  "
+            f"{m.calibration_end.isoformat():<15} {shown}"
+        )
+
+
+@models.command("promote")
+@click.argument("version", type=int)
+@click.option(
+    "--traffic",
+    default=100,
+    show_default=True,
+    help="Percent of customers; below 100 makes it the A/B candidate.",
+)
+@TENANT_OPTION
+def models_promote(version: int, traffic: int, tenant: str | None) -> None:
+    """Serve VERSION to every customer, or to --traffic percent of them as an A/B test.
+    Serving replicas pick the change up within seconds, without a restart."""
+
+    async def work(conn: asyncpg.Connection, owner: Tenant) -> registry.ModelRecord:
+        return await registry.promote(conn, owner.id, version, traffic)
+
+    record = with_tenant(load_settings(), tenant, work)
+    click.echo(f"version {record.version} is now {record.status} ({record.traffic_percent}%)")
+
+
+@models.command("rollback")
+@TENANT_OPTION
+def models_rollback(tenant: str | None) -> None:
+    """Serve the previous production version again (and end any A/B test)."""
+
+    async def work(conn: asyncpg.Connection, owner: Tenant) -> registry.ModelRecord:
+        return await registry.rollback(conn, owner.id)
+
+    record = with_tenant(load_settings(), tenant, work)
+    click.echo(f"rolled back: version {record.version} is in production")
+
+
+@click.group()
+def train() -> None:
+    """Train models with Ray Tune."""
+
+
+@train.command("ltv")
+@click.option(
+    "--calibration-end",
+    type=click.DateTime(["%Y-%m-%d"]),
+    required=True,
+    help="Last day of data the model may learn from.",
+)
+@click.option(
+    "--horizon-days",
+    default=90,
+    show_default=True,
+    type=click.IntRange(7, 730),
+    help="How far ahead the model predicts spend.",
+)
+@click.option(
+    "--trials",
+    default=6,
+    show_default=True,
+    type=click.IntRange(1, 200),
+    help="Ray Tune trials (ASHA stops the weak ones early).",
+)
+@click.option("--max-epochs", default=40, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--promote", is_flag=True, help="Put the new version in production at once.")
+@TENANT_OPTION
+def train_ltv_command(
+    calibration_end: Any,
+    horizon_days: int,
+    trials: int,
+    max_epochs: int,
+    seed: int,
+    promote: bool,
+    tenant: str | None,
+) -> None:
+    """Search ZILN hyper-parameters with Ray Tune on the tenant's purchases up to
+    --calibration-end, fit the best, and register it as the next model version."""
+    import uuid
+
+    from benchmarks.serving import local_ray
+    from training.ltv import train_ltv
+
+    settings = load_settings()
+    cut = calibration_end.date()
+
+    async def read(conn: asyncpg.Connection, owner: Tenant) -> tuple[Tenant, Any]:
+        return owner, await transactions.history(conn, owner.id, transactions.end_of(cut))
+
+    owner, history = with_tenant(settings, tenant, read)
+    if history["customer_id"].nunique() < 50:
+        raise InvalidInput(
+            f"tenant {owner.name} has {history['customer_id'].nunique()} "
+            "customers with purchases by then; load more data first "
+            "(`kiki ingest transactions` or `kiki demo load cdnow`)"
+        )
+    click.echo(
+        f"training on {len(history):,} purchases of {history['customer_id'].nunique():,} "
+        f"customers up to {cut}, {trials} Ray Tune trials ..."
+    )
+    with local_ray("kiki-train"):
+        result = train_ltv(history, cut, horizon_days, trials, seed, max_epochs)
+    folder = Path(settings.home).resolve() / "models" / owner.name / uuid.uuid4().hex
+    result.model.save(folder)
+
+    async def record(conn: asyncpg.Connection, me: Tenant) -> registry.ModelRecord:
+        saved = await registry.register(
+            conn,
+            me.id,
+            metrics=result.metrics,
+            feature_schema=list(result.model.feature_names),
+            config={
+                **result.config.model_dump(),
+                "currency": "USD",
+                "seed": seed,
+                "trials": trials,
+            },
+            calibration_end=cut,
+            horizon_days=horizon_days,
+            data_window=result.data_window,
+            artifact_path=str(folder),
+            reference={k: v.model_dump() for k, v in result.reference.items()},
+        )
+        return await registry.promote(conn, me.id, saved.version) if promote else saved
+
+    saved = with_tenant(settings, owner.name, record)
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if isinstance(v, float))
+    click.echo(
+        f"registered version {saved.version} ({saved.status}) in {result.seconds:.0f}s: "
+        f"{shown} [{result.metrics['evaluated_on']}]"
+    )
+    if not promote:
+        click.echo(f"serve it with `kiki models promote {saved.version}`")
