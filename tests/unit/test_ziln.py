@@ -47,18 +47,23 @@ def test_ziln_loss_matches_a_direct_numpy_computation() -> None:
     assert float(loss) == pytest.approx(expected, rel=1e-6)
 
 
-def _fixed(logits: list[list[float]]) -> TrainedLTVModel:
-    """A model whose row i always outputs logits[i]: no hidden layer, zero weights on a one-hot
-    row index, the wanted logits as weights."""
-    n = len(logits)
-    network = ZILNModel(n, hidden=())
-    with torch.no_grad():
-        network.net[0].weight.copy_(torch.tensor(logits, dtype=torch.float32).T)
-        network.net[0].bias.zero_()
+def _fixed(*members: list[list[float]]) -> TrainedLTVModel:
+    """A model whose member m outputs members[m][i] on row i: no hidden layer, the wanted
+    logits as weights on a one-hot row index."""
+    n = len(members[0])
+    networks = []
+    for logits in members:
+        network = ZILNModel(n, hidden=())
+        with torch.no_grad():
+            network.net[0].weight.copy_(torch.tensor(logits, dtype=torch.float32).T)
+            network.net[0].bias.zero_()
+        networks.append(network)
     scaler = Standardizer(mean=[0.0] * n, std=[1.0] * n, low=[-5.0] * n, high=[5.0] * n)
     names = tuple(f"row{i}" for i in range(n))
-    meta = LTVModelMeta(feature_names=names, config=ZILNConfig(hidden=()), scaler=scaler)
-    return TrainedLTVModel(network, meta)
+    config = ZILNConfig(hidden=(), members=len(members))
+    return TrainedLTVModel(
+        networks, LTVModelMeta(feature_names=names, config=config, scaler=scaler)
+    )
 
 
 def _one_hot(n: int) -> np.ndarray:
@@ -86,6 +91,30 @@ def test_quantiles_are_ordered_and_zero_where_the_zero_mass_covers_them() -> Non
     lognormal = stats.lognorm(s=sigma, scale=math.exp(2.0))
     assert out["p90"][1] == pytest.approx(lognormal.ppf((0.9 - 0.5) / 0.5), rel=1e-4)
     assert out["p50"][0] == pytest.approx(lognormal.ppf((0.5 - 0.05) / 0.95), rel=1e-4)
+
+
+def test_several_members_predict_their_mixture() -> None:
+    one, other = [[1.0, 2.0, 0.0], [-2.0, 1.0, 0.5]], [[0.0, 3.0, -1.0], [-1.0, 0.0, 1.0]]
+    x = _one_hot(2)
+    both = _fixed(one, other).predict(x)
+    apart = [_fixed(one).predict(x), _fixed(other).predict(x)]
+    for key in ("p_purchase", "expected"):
+        np.testing.assert_allclose(both[key], (apart[0][key] + apart[1][key]) / 2, rtol=1e-6)
+    twins = _fixed(one, one).predict(x)  # two equal members: the single model's quantiles
+    for key in ("p10", "p50", "p90"):
+        np.testing.assert_allclose(twins[key], apart[0][key], rtol=1e-6)
+
+    def mixture_cdf(value: float, row: int) -> float:
+        cdf = 0.0
+        for logits in (one, other):
+            p_logit, mu, s_logit = logits[row]
+            p, sigma = 1 / (1 + math.exp(-p_logit)), math.log1p(math.exp(s_logit))
+            cdf += (1 - p) + p * stats.lognorm(s=sigma, scale=math.exp(mu)).cdf(value)
+        return cdf / 2
+
+    assert both["p90"][0] > 0
+    assert mixture_cdf(both["p90"][0], 0) == pytest.approx(0.9, abs=1e-6)
+    assert both["p50"][1] == 0  # both members mostly never buy
 
 
 def _synthetic(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -121,9 +150,10 @@ def test_a_short_training_run_lowers_the_loss_and_is_deterministic() -> None:
 
 def test_save_and_load_give_identical_predictions(tmp_path: Path) -> None:
     x, y = _synthetic(500, seed=2)
-    model = train_ziln(x, y, CONFIG.model_copy(update={"max_epochs": 2}), feature_names=NAMES)
+    config = CONFIG.model_copy(update={"max_epochs": 2, "members": 2})
+    model = train_ziln(x, y, config, feature_names=NAMES, horizon_days=30)
     loaded = TrainedLTVModel.load(model.save(tmp_path / "ltv"))
-    assert loaded.feature_names == NAMES
+    assert (loaded.feature_names, loaded.horizon_days, len(loaded.networks)) == (NAMES, 30, 2)
     before, after = model.predict(x), loaded.predict(x)
     for key in ("p_purchase", "expected", "p10", "p50", "p90"):
         np.testing.assert_array_equal(before[key], after[key])

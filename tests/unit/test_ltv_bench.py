@@ -1,0 +1,45 @@
+"""The benchmark's stacked training examples: labels come only from inside the calibration
+period, and every cut sees only the customers who had bought by then."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from kiki.value.ltv_bench import LTVTrainingConfig, training_examples
+
+END = pd.Timestamp("2024-01-20")
+# cuts Jan 10 (window Jan 11..20) and Jan 5 (Jan 6..15); a third, Dec 31, has no customers
+CONFIG = LTVTrainingConfig(horizon_days=10, cuts=3, cut_step_days=5)
+
+
+@pytest.fixture
+def transactions() -> pd.DataFrame:
+    rows = [(f"c{i:02d}", "2024-01-01", 10.0) for i in range(60)]
+    rows += [
+        ("c00", "2024-01-12", 20.0),  # inside both label windows
+        ("c00", "2024-01-25", 99.0),  # after the end: never a label
+        ("new", "2024-01-08", 5.0),  # first bought after the Jan 5 cut
+    ]
+    frame = pd.DataFrame(rows, columns=["customer_id", "ts", "amount"])
+    return frame.assign(ts=pd.to_datetime(frame["ts"]))
+
+
+def test_cuts_stack_newest_first_and_labels_stop_at_the_end(transactions: pd.DataFrame) -> None:
+    x, y, customers = training_examples(transactions, END, CONFIG)
+    assert len(x) == 61 + 60  # the empty Dec 31 cut ends the stacking
+    newest, older = slice(0, 61), slice(61, None)
+    assert "new" in customers[newest] and "new" not in customers[older]
+    labels = pd.Series(y, index=customers)
+    assert labels.iloc[newest].to_dict()["c00"] == 20.0
+    assert labels.iloc[older].to_dict()["c00"] == 20.0
+    assert y.sum() == 40.0  # the $99 of Jan 25 lies past the end
+    assert x["monetary_total"].iloc[newest].to_dict()["new"] == 5.0
+
+
+def test_purchases_after_the_end_change_nothing(transactions: pd.DataFrame) -> None:
+    kept = transactions[transactions["ts"] <= END]
+    with_future = training_examples(transactions, END, CONFIG)
+    without = training_examples(kept, END, CONFIG)
+    pd.testing.assert_frame_equal(with_future[0], without[0])
+    assert with_future[1].tolist() == without[1].tolist()
