@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import click
+import pandas as pd
 
 from kiki.auth import Tenant, ensure_tenant
 from kiki.config import Settings, load_settings
@@ -203,10 +205,12 @@ def train_ltv_command(
     cut = calibration_end.date()
 
     async def read(conn: asyncpg.Connection, owner: Tenant) -> tuple[Tenant, Any]:
-        return owner, await transactions.history(conn, owner.id, transactions.end_of(cut))
+        # Everything loaded: training sees only up to the cut, later days (if any) score it.
+        return owner, await transactions.history(conn, owner.id, datetime.now(UTC))
 
     owner, history = with_tenant(settings, tenant, read)
-    if history["customer_id"].nunique() < 50:
+    known = history[history["ts"] <= pd.Timestamp(transactions.end_of(cut)).tz_localize(None)]
+    if known["customer_id"].nunique() < 50:
         raise InvalidInput(
             f"tenant {owner.name} has {history['customer_id'].nunique()} "
             "customers with purchases by then; load more data first "

@@ -1,10 +1,8 @@
 """Training data for the LTV model, built from the calibration period only.
 
-To predict the `horizon_days` after `calibration_end` without looking past it, the model
-learns from a window that ends inside the calibration period: features as of
-`calibration_end - horizon_days`, label = each customer's spend in the following
-`horizon_days` (up to `calibration_end`). Hyper-parameters are chosen one horizon earlier still,
-so the window they are judged on also ends before the calibration end.
+A training example is a customer's features as of a cut and their spend over the
+`horizon_days` after it; cuts lie inside the calibration period so no label looks past it
+(kiki.value.ltv_bench stacks several such cuts).
 """
 
 from __future__ import annotations
@@ -46,8 +44,3 @@ def examples(transactions: pd.DataFrame, as_of: date, horizon_days: int) -> Exam
     later = spend_between(transactions, as_of, as_of + timedelta(days=horizon_days))
     labels = later.reindex(features.index, fill_value=0.0).to_numpy(dtype=np.float64)
     return Examples(features, labels, as_of, horizon_days)
-
-
-def training_window(calibration_end: date, horizon_days: int, back: int = 1) -> date:
-    """The cut `back` horizons before the calibration end (1: training, 2: tuning)."""
-    return calibration_end - timedelta(days=horizon_days * back)
