@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import suppress
+from dataclasses import replace
 from datetime import timedelta
 from uuid import uuid4
 
@@ -223,7 +224,7 @@ class BudgetClient:
         out = []
         for op in ops:
             if op.kind in _WRITES and not op.idempotency_key:
-                op = BudgetOp(**{**_fields(op), "idempotency_key": f"auto:{uuid4()}"})
+                op = replace(op, idempotency_key=f"auto:{uuid4()}")
             out.append(op)
         return out
 
@@ -244,7 +245,3 @@ class BudgetClient:
 
     async def ready(self) -> int:
         return sum(await asyncio.gather(*(a.ready.remote() for a in self.actors)))
-
-
-def _fields(op: BudgetOp) -> dict:
-    return {name: getattr(op, name) for name in op.__dataclass_fields__}

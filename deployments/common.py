@@ -34,6 +34,7 @@ from kiki import __version__
 from kiki.auth import ApiKeyCache, Tenant, authenticate, hash_api_key
 from kiki.clock import WallClock
 from kiki.config import Settings, get_settings
+from kiki.db.embedded import EmbeddedPostgres
 from kiki.db.pool import create_pool, redact
 from kiki.errors import (
     Conflict,
@@ -105,9 +106,7 @@ class ServiceRuntime:
         if self.settings.database_url:
             return self.settings.database_url
         # Embedded PostgreSQL, started by `kiki up` on this host.
-        from kiki.db.embedded import DATABASE, SUPERUSER
-
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.settings.pg_port}/{DATABASE}"
+        return EmbeddedPostgres(self.settings.pgdata, self.settings.pg_port).url
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -122,13 +121,14 @@ class ServiceRuntime:
 
     async def tenant(self, api_key: str | None) -> Tenant:
         """The key's tenant; each key also draws on its own token bucket (429 when empty)."""
-        tenant = self._keys.get(api_key) if api_key else None
+        digest = hash_api_key(api_key or "")  # once per request: cache and bucket share it
+        tenant = self._keys.get(digest) if api_key else None
         if tenant is None:
             pool = await self.pool()
             async with pool.acquire() as conn:
                 tenant = await authenticate(conn, api_key)
-            self._keys.put(api_key or "", tenant)
-        wait = self.key_limits.check(hash_api_key(api_key or ""))
+            self._keys.put(digest, tenant)
+        wait = self.key_limits.check(digest)
         if wait > 0:
             raise RateLimited(
                 f"too many requests for this API key; retry in {wait:.2f}s",

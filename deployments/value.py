@@ -9,6 +9,7 @@ customer id), re-read every few seconds, so promote and rollback need no restart
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from datetime import UTC, date, datetime
@@ -407,17 +408,28 @@ async def get_drift(
     return report
 
 
+class _DriftGauges:
+    """Created once per process: Ray metrics are registered, not rebuilt per request."""
+
+    def __init__(self) -> None:
+        self.psi = metrics.Gauge(
+            "kiki_ltv_drift_psi", "PSI vs the training reference", tag_keys=("feature",)
+        )
+        self.stale = metrics.Gauge("kiki_ltv_model_stale", "1 when drift marks the model stale")
+
+
+@functools.cache
+def _drift_gauges() -> _DriftGauges:
+    return _DriftGauges()
+
+
 def _publish_drift(report: drift.DriftReport) -> None:
     if not _in_ray():
         return
-    gauge = metrics.Gauge(
-        "kiki_ltv_drift_psi", "PSI vs the training reference", tag_keys=("feature",)
-    )
+    gauges = _drift_gauges()
     for name, value in report.psi.items():
-        gauge.set(value, tags={"feature": name})
-    metrics.Gauge("kiki_ltv_model_stale", "1 when drift marks the model stale").set(
-        1.0 if report.stale else 0.0
-    )
+        gauges.psi.set(value, tags={"feature": name})
+    gauges.stale.set(1.0 if report.stale else 0.0)
 
 
 def _grpc_customer(request: kiki_pb2.PredictLTVRequest) -> Customer:

@@ -122,24 +122,25 @@ async def authenticate(conn: asyncpg.Connection, key: str | None) -> Tenant:
 
 
 class ApiKeyCache:
-    """Remembers recent key → tenant lookups for `ttl_s` seconds, so a hot key costs no
-    database round trip; a revoked key stops working within `ttl_s`."""
+    """Remembers recent key hash → tenant lookups for `ttl_s` seconds, so a hot key costs no
+    database round trip; a revoked key stops working within `ttl_s`. Keyed by
+    `hash_api_key(key)` so plain keys are never held in memory longer than a request."""
 
     def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._entries: dict[str, tuple[float, Tenant]] = {}
 
-    def get(self, key: str) -> Tenant | None:
-        entry = self._entries.get(hash_api_key(key))
+    def get(self, key_hash: str) -> Tenant | None:
+        entry = self._entries.get(key_hash)
         if entry is None or entry[0] < time.monotonic():
             return None
         return entry[1]
 
-    def put(self, key: str, tenant: Tenant) -> None:
+    def put(self, key_hash: str, tenant: Tenant) -> None:
         if len(self._entries) >= self._max:
             now = time.monotonic()
             self._entries = {h: e for h, e in self._entries.items() if e[0] >= now}
             if len(self._entries) >= self._max:
                 self._entries.clear()
-        self._entries[hash_api_key(key)] = (time.monotonic() + self._ttl_s, tenant)
+        self._entries[key_hash] = (time.monotonic() + self._ttl_s, tenant)
