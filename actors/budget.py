@@ -18,16 +18,18 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import uuid4
 
 import asyncpg
 import ray
 from ray.util import metrics
 
-from kiki.clock import Clock, WallClock
+from actors import shard_options
+from kiki.clock import Clock, VirtualClock, WallClock
+from kiki.config import Settings
 from kiki.db.pool import create_pool
-from kiki.errors import Unavailable
+from kiki.errors import FailedPrecondition, Unavailable
 from kiki.shield import store
 from kiki.shield.book import BudgetBook, BudgetOp, CampaignKey, NewCampaign, OpResult, shard_of
 from kiki.shield.budget import LedgerEvent
@@ -99,6 +101,12 @@ class BudgetShard:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def advance_clock(self, moment: datetime) -> None:
+        """Move a simulation's virtual clock to `moment` (the simulator drives time)."""
+        if not isinstance(self.clock, VirtualClock):
+            raise FailedPrecondition("only a simulation's budget shard has a virtual clock")
+        self.clock.advance((moment - self.clock.now()).total_seconds())
 
     async def execute(self, ops: Sequence[BudgetOp]) -> list[OpResult]:
         """Run a batch of commands; answered only after their ledger rows are committed."""
@@ -204,19 +212,36 @@ class BudgetClient:
         namespace: str = "kiki",
         num_cpus: float = 0.1,
         reservation_ttl_s: float = 900.0,
+        clock: Clock | None = None,
+        detached: bool = True,
     ) -> None:
+        """`clock` and `detached=False` are for simulations: shards on a virtual clock that
+        end with the driver that made them."""
         self.shards = shards
         self.actors = [
             BudgetShardActor.options(
-                name=f"{ACTOR_PREFIX}-{i}-of-{shards}",
-                namespace=namespace,
-                lifetime="detached",
-                get_if_exists=True,
-                num_cpus=num_cpus,
-                max_concurrency=1000,
-            ).remote(i, shards, database_url, reservation_ttl_s)
+                **shard_options(
+                    ACTOR_PREFIX,
+                    i,
+                    shards,
+                    namespace,
+                    detached,
+                    num_cpus=num_cpus,
+                    max_concurrency=1000,
+                )
+            ).remote(i, shards, database_url, reservation_ttl_s, clock)
             for i in range(shards)
         ]
+
+    @classmethod
+    def for_settings(cls, database_url: str, settings: Settings) -> BudgetClient:
+        """The platform's budget shards, as every app that needs them finds them."""
+        return cls(
+            database_url,
+            shards=settings.budget_shards,
+            num_cpus=min(0.1, settings.replica_cpus),
+            reservation_ttl_s=settings.reservation_ttl_s,
+        )
 
     def with_keys(self, ops: Sequence[BudgetOp]) -> list[BudgetOp]:
         """Give every write without an idempotency key a fresh one, before the first send,
@@ -245,3 +270,6 @@ class BudgetClient:
 
     async def ready(self) -> int:
         return sum(await asyncio.gather(*(a.ready.remote() for a in self.actors)))
+
+    async def advance_clock(self, moment: datetime) -> None:
+        await asyncio.gather(*(a.advance_clock.remote(moment) for a in self.actors))

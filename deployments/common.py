@@ -25,7 +25,7 @@ from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from ray.util import metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,6 +46,7 @@ from kiki.errors import (
     Unauthenticated,
     Unavailable,
 )
+from kiki.money import Money
 from kiki.shield.ratelimit import RateLimiter
 
 logger = logging.getLogger("kiki.serve")
@@ -71,6 +72,18 @@ def status_for(exc: KikiError) -> tuple[int, grpc.StatusCode]:
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
+
+
+class MoneyOut(BaseModel):
+    """An amount at the public edge: exact decimal string, integer micros and currency."""
+
+    amount: str = Field(description="exact decimal in major units")
+    micros: int
+    currency: str
+
+    @classmethod
+    def of(cls, micros: int, currency: str) -> MoneyOut:
+        return cls(**Money(micros, currency).to_json())
 
 
 class HealthReport(BaseModel):

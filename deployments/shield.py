@@ -17,13 +17,14 @@ from actors.budget import BudgetClient
 from actors.guard import platform_guard
 from deployments.common import (
     CurrentTenant,
+    MoneyOut,
     ServiceIngress,
     ServiceRuntime,
     create_service_api,
 )
 from deployments.shield_consent import router as consent_router
 from kiki.errors import NotFound, RateLimited, Unavailable
-from kiki.money import DecimalAmount, Money, decimal_to_micros
+from kiki.money import DecimalAmount, decimal_to_micros
 from kiki.shield.book import BudgetOp, OpResult
 from kiki.shield.breaker import BreakerSnapshot
 from kiki.shield.budget import PLATFORMS
@@ -31,12 +32,7 @@ from kiki.shield.budget import PLATFORMS
 
 def _attach_actors(app: FastAPI, runtime: ServiceRuntime) -> None:
     s = runtime.settings
-    app.state.budgets = BudgetClient(
-        runtime.database_url,
-        shards=s.budget_shards,
-        num_cpus=min(0.1, s.replica_cpus),
-        reservation_ttl_s=s.reservation_ttl_s,
-    )
+    app.state.budgets = BudgetClient.for_settings(runtime.database_url, s)
     app.state.guard = platform_guard(
         num_cpus=min(0.05, s.replica_cpus),
         rate={"rate_per_s": s.platform_rate_per_s, "burst": s.platform_burst},
@@ -62,16 +58,6 @@ KeyHeader = Annotated[
 
 
 # --- request and response models ---------------------------------------------------------
-
-
-class MoneyOut(BaseModel):
-    amount: str = Field(description="exact decimal in major units")
-    micros: int
-    currency: str
-
-    @classmethod
-    def of(cls, micros: int, currency: str) -> MoneyOut:
-        return cls(**Money(micros, currency).to_json())
 
 
 class BudgetSettings(BaseModel):

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     serve_config: Path | None = Field(None, description="serve_config.yaml to deploy")
     auth_cache_ttl_s: float = Field(30.0, ge=0, description="API-key lookup cache lifetime")
     budget_shards: int = Field(2, ge=1, le=256, description="budget actors campaigns shard over")
+    flow_shards: int = Field(2, ge=1, le=256, description="bid-loop actors campaigns shard over")
+    flow_tick_s: float = Field(2.0, gt=0, le=3600, description="seconds between bid-loop ticks")
     reservation_ttl_s: float = Field(900.0, gt=0, description="unclaimed reservations expire")
     api_rate_per_s: float = Field(
         500.0, gt=0, description="requests per second per API key, per replica (token bucket)"

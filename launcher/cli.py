@@ -38,6 +38,7 @@ from launcher.platform import (
     run_migrations,
     state_path,
 )
+from launcher.simulate import simulate
 from launcher.value_cli import demo, ingest, models, train
 
 
@@ -319,7 +320,7 @@ def keys_revoke(prefix: str) -> None:
     click.echo(f"revoked {prefix}")
 
 
-for command in (bench, ingest, demo, models, train):
+for command in (bench, ingest, demo, models, train, simulate):
     main.add_command(command)
 
 if __name__ == "__main__":

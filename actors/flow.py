@@ -1,0 +1,604 @@
+"""Bid-loop actors: a few long-lived processes, each running the bid loop of many campaigns.
+
+Campaigns are sharded over `shards` named actors by the same stable hash as the budget actors.
+A tick, for all of a shard's campaigns at once (kiki.flow.engine does the arithmetic):
+
+1. take in what the platforms delivered since the last tick (the sandbox exchange clears its
+   auctions for the interval, capped at what was reserved);
+2. read each segment's value (one batched call, cached for the tick);
+3. decide allowances and bids;
+4. renew the budget leases that are due (kiki.flow.leases: commit what a lease used, reserve
+   the next window), one batched call per budget actor;
+5. push the bids that moved more than the threshold, through the guard actor's breaker and
+   rate limit (one admission call per tick), one connector call per platform;
+6. hand the decisions to the audit writer (COPY in the background, `decision:` log lines).
+
+Ticks never overlap: one task runs them in turn; a tick that overruns is counted and the next
+one starts at once (missed ticks are skipped, not stacked). In a simulation the driver calls
+`tick(now)` itself on a virtual clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import numpy as np
+import ray
+from ray.util import metrics
+
+from actors import shard_options
+from actors.budget import BudgetClient
+from actors.guard import platform_guard
+from kiki.clock import Clock, VirtualClock, WallClock
+from kiki.db.pool import create_pool
+from kiki.errors import FailedPrecondition, KikiError
+from kiki.flow import audit, store
+from kiki.flow.campaigns import Campaign
+from kiki.flow.connectors.base import BidChange, PlatformConnector
+from kiki.flow.engine import BidEngine, TickPlan
+from kiki.flow.exchange import ExchangeConfig, SandboxConnector, SandboxExchange, Units
+from kiki.flow.leases import LeaseBook
+from kiki.shield.book import BudgetOp, OpResult, shard_of
+
+logger = logging.getLogger("kiki.flow")
+ACTOR_PREFIX = "kiki-bidloop"
+PUSH_BATCH = 100  # bid changes per platform API call
+MAX_AUDIT_BACKLOG = 500_000  # rows; past this a tick waits for the writer
+
+
+@dataclass
+class TickReport:
+    """What one tick did and where its time went (milliseconds)."""
+
+    tick_id: int
+    at: datetime
+    decisions: int
+    ms: float
+    phases: dict[str, float]
+    pushed: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # platform -> breaker/rate reason
+    spent: list[int] = field(default_factory=list)  # per campaign, in the shard's order
+
+
+@dataclass
+class ShardStats:
+    """Per campaign, for the simulator and operators: spend, value and budget so far."""
+
+    keys: list[tuple[str, str]]
+    budget: list[int]
+    spent: list[int]
+    value: list[int]
+    ticks: int
+    slow_ticks: int
+    audit_rows: int
+
+
+def _segment_traits(segment: str, default_value: int) -> tuple[float, float]:
+    """A sandbox segment's hidden truth, fixed by its name: conversion rate 2-8 % and a true
+    value per conversion 0.7-1.3x the ad group's stated one."""
+    rng = np.random.default_rng(int.from_bytes(segment.encode()[:8].ljust(8, b"\0"), "big"))
+    return float(rng.uniform(0.02, 0.08)), default_value * float(rng.uniform(0.7, 1.3))
+
+
+class AuditWriter:
+    """Buffers decision rows; a background task COPYs them and appends the log lines."""
+
+    def __init__(self, pool: asyncpg.Pool, log_path: Path | None) -> None:
+        self.pool = pool
+        self.log_path = log_path
+        self.rows: list[tuple] = []
+        self.written = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        if log_path:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def add(self, rows: list[tuple]) -> None:
+        if len(self.rows) > MAX_AUDIT_BACKLOG:
+            await self.flush()  # back-pressure: never let the trail fall far behind
+        self.rows.extend(rows)
+        self._idle.clear()
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.rows:
+                batch, self.rows = self.rows, []
+                try:
+                    async with self.pool.acquire() as conn:
+                        await store.copy_decisions(conn, batch)
+                except Exception as exc:
+                    # Keep the rows: the next pass retries them first.
+                    logger.warning("audit write failed; retrying", extra={"error": repr(exc)})
+                    self.rows = batch + self.rows
+                    await asyncio.sleep(0.5)
+                    continue
+                self.written += len(batch)
+                if self.log_path:
+                    with self.log_path.open("a") as out:
+                        out.write(audit.log_lines(batch))
+            self._idle.set()
+
+    async def flush(self) -> None:
+        """Wait until every row handed in so far is in PostgreSQL."""
+        self._wake.set()
+        while self.rows or not self._idle.is_set():
+            await self._idle.wait()
+            if self.rows:
+                self._idle.clear()
+                self._wake.set()
+
+
+class BidLoopShard:
+    """One shard of the bid loop. A thin shell: the decisions are kiki.flow.engine's."""
+
+    def __init__(
+        self,
+        shard: int,
+        shards: int,
+        database_url: str,
+        *,
+        tick_s: float = 2.0,
+        namespace: str = "kiki",
+        budget_shards: int = 2,
+        clock: Clock | None = None,
+        autorun: bool = True,
+        exchange: ExchangeConfig | None = None,
+        seed: int = 0,
+        outages: Sequence[str] = (),
+        log_dir: str | None = None,
+        guard_rate: dict | None = None,
+        detached: bool = True,
+        tenant_id: str | None = None,
+        lease_ticks: int = 10,
+    ) -> None:
+        self.shard, self.shards = shard, shards
+        self.database_url = database_url
+        self.tick_s = tick_s
+        self.clock = clock or WallClock()
+        self.autorun = autorun
+        self.exchange_config = exchange or ExchangeConfig()
+        self.seed = seed
+        self.outages = set(outages)
+        self.tenant_id = tenant_id  # a simulation's tenant: run only its campaigns
+        self.budgets = BudgetClient(
+            database_url,
+            shards=budget_shards,
+            namespace=namespace,
+            clock=clock if isinstance(clock, VirtualClock) else None,
+            detached=detached,
+        )
+        self.guard = platform_guard(namespace=namespace, rate=guard_rate)
+        self.log_path = Path(log_dir) / f"decisions-{shard}-of-{shards}.log" if log_dir else None
+        self.engine = BidEngine([])
+        self.exchange: SandboxExchange | None = None
+        self.connectors: dict[str, PlatformConnector] = {}
+        self.lease_ticks = lease_ticks
+        self.leases = LeaseBook(0, lease_ticks)  # one SyncShield reservation per pool
+        self.pending_commits: list[BudgetOp] = []  # commits that failed, retried next tick
+        self.tenant_uuids: list[UUID] = []
+        self.tick_id = 0
+        self.slow_ticks = 0
+        self.last_tick_at: datetime | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._audit: AuditWriter | None = None
+        self._ready: asyncio.Task | None = None
+        self._tick_lock = asyncio.Lock()
+        self._loop_task: asyncio.Task | None = None
+        tags = {"shard": str(shard)}
+        self._tick_ms = metrics.Histogram(
+            "kiki_flow_tick_ms",
+            "bid-loop tick duration (ms)",
+            boundaries=[10, 50, 100, 250, 500, 1000, 2000, 5000],
+            tag_keys=("shard",),
+        )
+        self._tick_ms.set_default_tags(tags)
+        self._decisions = metrics.Counter(
+            "kiki_flow_decisions", "bid decisions made", tag_keys=("shard",)
+        )
+        self._decisions.set_default_tags(tags)
+        self._slow = metrics.Counter(
+            "kiki_flow_slow_ticks", "ticks longer than tick_s", tag_keys=("shard",)
+        )
+        self._slow.set_default_tags(tags)
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def ready(self) -> int:
+        """Load this shard's running campaigns; start the loop unless driven by a simulator.
+        Returns the number of campaigns held."""
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_task(self._start())
+        try:
+            await asyncio.shield(self._ready)
+        except Exception:
+            self._ready = None
+            raise
+        return len(self.engine.campaigns)
+
+    async def _start(self) -> None:
+        self._pool = await create_pool(self.database_url, min_size=1, max_size=4)
+        self._audit = AuditWriter(self._pool, self.log_path)
+        await self.budgets.ready()
+        await self._load()
+        if self.autorun:
+            self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def reload(self) -> int:
+        """Pick up created, started, paused or stopped campaigns (the API calls this)."""
+        await self.ready()
+        async with self._tick_lock:
+            await self._load()
+        return len(self.engine.campaigns)
+
+    async def _load(self) -> None:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            every = await store.running_campaigns(conn, self.tenant_id)
+        # A campaign past its end stays one more tick, to commit its last interval.
+        horizon = self.clock.now() - timedelta(seconds=self.tick_s)
+        mine = [
+            c
+            for c in every
+            if shard_of(c.tenant_id, c.campaign_id, self.shards) == self.shard
+            and c.ends_at > horizon
+        ]
+        await self._rebuild(mine)
+
+    async def _rebuild(self, campaigns: list[Campaign]) -> None:
+        old = self.engine
+        engine = BidEngine(campaigns)
+        engine.carry_from(old)
+        new_keys = set(engine.campaign_keys()) - set(old.campaign_keys())
+        if new_keys:
+            # Spend so far comes from the ledger, not from memory: survives restarts.
+            ops = [BudgetOp("status", t, c) for t, c in sorted(new_keys)]
+            index = {k: i for i, k in enumerate(engine.campaign_keys())}
+            for op, result in zip(ops, await self.budgets.execute(ops), strict=True):
+                if result.outcome == "status" and result.snapshot:
+                    key = (op.tenant_id, op.campaign_id)
+                    engine.spent[index[key]] = result.snapshot["committed"]
+        await self._settle_reservations(old)
+        self.engine = engine
+        self.leases = LeaseBook(len(engine.pool_campaign), self.lease_ticks)
+        self.tenant_uuids = [UUID(c.tenant_id) for c in campaigns]
+        self._build_exchange()
+
+    async def _settle_reservations(self, old: BidEngine) -> None:
+        """Before the pools are renumbered, close the open leases: deliver what the sandbox
+        owes for the interval, commit it, and start fresh."""
+        self.leases.spend(self._deliver(old, self.clock.now()))
+        keys = old.campaign_keys()
+        ops = [
+            BudgetOp("commit", *keys[old.pool_campaign[p]], reservation_id=rid, amount_micros=used)
+            for p, rid, used in self.leases.close_all()
+        ]
+        await self._run_budget_ops(ops)
+        old.granted(np.zeros(len(old.pool_campaign)))
+
+    def _build_exchange(self) -> None:
+        engine = self.engine
+        keys = engine.campaign_keys()
+        offsets = []
+        for c in engine.campaigns:
+            offset = c.starts_at.astimezone(ZoneInfo(c.timezone)).utcoffset() or timedelta(0)
+            offsets.append(offset.total_seconds() / 3600)
+        traits = [
+            _segment_traits(seg, int(v))
+            for seg, v in zip(engine.unit_segment, engine.unit_default_value, strict=True)
+        ]
+        units = Units(
+            pool=engine.unit_pool,
+            platform=engine.unit_platform,
+            utc_offset_h=np.array(offsets)[engine.unit_campaign] if offsets else np.zeros(0),
+            true_cvr=np.array([t[0] for t in traits]),
+            true_value_micros=np.array([t[1] for t in traits]),
+        )
+        previous = self.exchange
+        self.exchange = SandboxExchange(units, self.exchange_config, self.seed + self.shard)
+        if previous is not None:
+            self.exchange.rng = previous.rng
+            self.exchange.daily = {}
+        self.exchange.bids[:] = engine.pushed_bids
+        refs = {
+            _unit_ref(keys[c][1], g, p): i
+            for i, (c, g, p) in enumerate(
+                zip(engine.unit_campaign, engine.unit_ad_group, engine.unit_platform, strict=True)
+            )
+        }
+        self.connectors = {
+            p: SandboxConnector(p, self.exchange, refs, outage=p in self.outages)
+            for p in set(engine.unit_platform)
+        }
+
+    async def _run(self) -> None:
+        """The wall-clock loop: one tick every tick_s, never two at once."""
+        next_at = time.monotonic()
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                logger.exception("tick failed; the next one runs on schedule")
+            next_at = max(next_at + self.tick_s, time.monotonic())
+            await asyncio.sleep(next_at - time.monotonic())
+
+    async def stop(self) -> int:
+        """Stop ticking, settle open reservations and flush the audit trail. Returns rows
+        written in total."""
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        async with self._tick_lock:
+            await self._settle_reservations(self.engine)
+            if self._audit:
+                await self._audit.flush()
+        return self._audit.written if self._audit else 0
+
+    async def flush(self) -> int:
+        assert self._audit is not None
+        await self._audit.flush()
+        return self._audit.written
+
+    def stats(self) -> ShardStats:
+        e = self.engine
+        return ShardStats(
+            keys=e.campaign_keys(),
+            budget=e.budget.tolist(),
+            spent=e.spent.tolist(),
+            value=e.value_total.tolist(),
+            ticks=self.tick_id,
+            slow_ticks=self.slow_ticks,
+            audit_rows=self._audit.written if self._audit else 0,
+        )
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    # --- the tick --------------------------------------------------------------------------
+
+    async def tick(self, now: datetime | None = None) -> TickReport:
+        """One tick at `now` (a simulation's virtual time) or at the clock's now."""
+        await self.ready()
+        async with self._tick_lock:
+            if now is not None:
+                if not isinstance(self.clock, VirtualClock):
+                    raise FailedPrecondition("only a simulation's bid loop is given the time")
+                self.clock.advance(max(0.0, (now - self.clock.now()).total_seconds()))
+            return await self._tick(self.clock.now())
+
+    def _deliver(self, engine: BidEngine, now: datetime) -> np.ndarray:
+        """What the platforms delivered since the last tick; updates the engine. Spend per
+        pool."""
+        n = len(engine.unit_pool)
+        if self.exchange is None or self.last_tick_at is None or n == 0:
+            self.last_tick_at = now
+            zeros = np.zeros(n, dtype=np.int64)
+            return engine.observe(zeros, zeros, zeros, zeros)
+        seconds = (now - self.last_tick_at).total_seconds()
+        d = self.exchange.run(self.last_tick_at, seconds, engine.pool_cap)
+        self.last_tick_at = now
+        return engine.observe(d.spend_micros, d.clicks, d.conversions, d.value_micros)
+
+    async def _tick(self, now: datetime) -> TickReport:
+        started = time.perf_counter()
+        phases: dict[str, float] = {}
+        engine = self.engine
+        self.tick_id += 1
+        keys = engine.campaign_keys()
+
+        self.leases.spend(self._deliver(engine, now))
+        mark = _lap(phases, "deliver", started)
+
+        values = np.zeros(len(engine.unit_pool), dtype=np.int64)  # segment values: defaults
+        plan = engine.decide(now, now + timedelta(seconds=self.tick_s), values)
+        mark = _lap(phases, "decide", mark)
+
+        renewals = self.leases.renewals(self.tick_id, plan.reserve, plan.live[engine.pool_campaign])
+        commits = self.pending_commits + [
+            BudgetOp("commit", *keys[engine.pool_campaign[p]], reservation_id=rid,
+                     amount_micros=used)
+            for p, rid, used in renewals.commits
+        ]  # fmt: skip
+        reserves = [
+            BudgetOp("reserve", *keys[engine.pool_campaign[p]], amount_micros=micros,
+                     platform=engine.pool_platform[p])
+            for p, micros in renewals.reserves
+        ]  # fmt: skip
+        results = await self._run_budget_ops(commits + reserves)
+        denied: dict[int, str] = {}
+        for (p, _), result in zip(renewals.reserves, results[len(commits) :], strict=True):
+            if result.outcome in ("granted", "partial"):
+                self.leases.opened(p, result.reservation_id, result.amount_micros, self.tick_id)
+            else:
+                denied[p] = result.rule or result.error_code or result.outcome
+        engine.granted(self.leases.caps(plan.reserve))
+        mark = _lap(phases, "budget", mark)
+
+        connector_result, pushed, refused = await self._push(plan, now)
+        mark = _lap(phases, "push", mark)
+
+        outcome = audit.TickOutcome(audit.budget_reasons(engine, plan, denied), connector_result)
+        rows = audit.records(
+            engine, plan, outcome, self.tick_id, now, self.shard, self.tenant_uuids
+        )
+        assert self._audit is not None
+        await self._audit.add(rows)
+        _lap(phases, "audit", mark)
+
+        ms = (time.perf_counter() - started) * 1000
+        self._tick_ms.observe(ms)
+        if rows:
+            self._decisions.inc(len(rows))
+        if ms > self.tick_s * 1000:
+            self.slow_ticks += 1
+            self._slow.inc()
+            logger.warning("slow tick", extra={"shard": self.shard, "ms": round(ms)})
+        return TickReport(
+            self.tick_id, now, len(rows), ms, phases, pushed, refused, engine.spent.tolist()
+        )
+
+    async def _run_budget_ops(self, ops: list[BudgetOp]) -> list:
+        """One call per budget actor. Commits that fail are kept and retried next tick (the
+        idempotency key makes the retry safe); their reservations expire meanwhile only if
+        SyncShield stays down for the whole reservation TTL."""
+        if not ops:
+            return []
+        ops = self.budgets.with_keys(ops)
+        try:
+            results = await self.budgets.execute(ops)
+        except Exception as exc:
+            logger.warning("budget actors unavailable", extra={"error": repr(exc)})
+            self.pending_commits = [op for op in ops if op.kind == "commit"]
+            return [_unavailable(op) for op in ops]
+        self.pending_commits = [
+            op
+            for op, r in zip(ops, results, strict=True)
+            if op.kind == "commit" and r.outcome == "error" and r.error_code == "unavailable"
+        ]
+        return results
+
+    async def _push(self, plan: TickPlan, now: datetime) -> tuple[np.ndarray, int, dict[str, str]]:
+        """Send the bids that moved, platform by platform, through the guard."""
+        engine = self.engine
+        result = np.full(len(engine.unit_pool), "unchanged", dtype=object)
+        moved = np.flatnonzero(plan.push)
+        if moved.size == 0:
+            return result, 0, {}
+        keys = engine.campaign_keys()
+        platforms = np.array(engine.unit_platform, dtype=object)
+        by_platform = {p: moved[platforms[moved] == p] for p in sorted(set(platforms[moved]))}
+        calls = [(p, -(-len(units) // PUSH_BATCH)) for p, units in by_platform.items()]
+        admissions = await self.guard.admit_many.remote(calls)
+        refused: dict[str, str] = {}
+        jobs = []
+        for admission, (platform, units) in zip(admissions, by_platform.items(), strict=True):
+            if not admission.allowed:
+                refused[platform] = admission.reason
+                result[units] = admission.reason
+                continue
+            changes = [
+                BidChange.model_construct(
+                    account_id="sandbox",
+                    campaign_ref=keys[engine.unit_campaign[u]][1],
+                    ad_group_ref=_unit_ref(
+                        keys[engine.unit_campaign[u]][1], engine.unit_ad_group[u], platform
+                    ),
+                    bid_micros=int(plan.bids[u]),
+                    currency=engine.campaigns[engine.unit_campaign[u]].currency,
+                )
+                for u in units.tolist()
+            ]
+            jobs.append((platform, units, self._send(platform, changes)))
+        outcomes = await asyncio.gather(*(job for _, _, job in jobs))
+        pushed = 0
+        reports = []
+        for (platform, units, _), (ok, texts, failed) in zip(jobs, outcomes, strict=True):
+            result[units] = texts
+            engine.pushed(units, ok)
+            pushed += int(ok.sum())
+            reports.append((platform, not failed))
+        if reports:
+            await self.guard.record_many.remote(reports)
+        return result, pushed, refused
+
+    async def _send(
+        self, platform: str, changes: list[BidChange]
+    ) -> tuple[np.ndarray, list[str], bool]:
+        """Push in batches. Returns per change (accepted, result text), and whether the
+        platform itself failed (what its circuit breaker counts)."""
+        connector = self.connectors[platform]
+        ok, texts, failed = [], [], False
+        for start in range(0, len(changes), PUSH_BATCH):
+            batch = changes[start : start + PUSH_BATCH]
+            try:
+                answers = await connector.push_bids(batch)
+            except KikiError as exc:
+                failed = True
+                ok.extend([False] * len(batch))
+                texts.extend([exc.code] * len(batch))
+                logger.warning(
+                    "platform push failed", extra={"platform": platform, "error": exc.message}
+                )
+                continue
+            for answer in answers:
+                ok.append(answer.ok)
+                texts.append("pushed" if answer.ok else f"rejected: {answer.error}")
+        return np.array(ok, dtype=bool), texts, failed
+
+
+def _lap(phases: dict[str, float], name: str, since: float) -> float:
+    now = time.perf_counter()
+    phases[name] = (now - since) * 1000
+    return now
+
+
+def _unit_ref(campaign_id: str, ad_group_id: str, platform: str) -> str:
+    return f"{campaign_id}/{ad_group_id}/{platform}"
+
+
+def _unavailable(op: BudgetOp) -> OpResult:
+    return OpResult("error", op.campaign_id, message="budget actors unavailable",
+                    error_code="unavailable")  # fmt: skip
+
+
+BidLoopActor = ray.remote(max_restarts=-1, max_task_retries=-1)(BidLoopShard)
+
+
+class BidLoopClient:
+    """Creates (or finds) the bid-loop shards and routes campaign changes to them."""
+
+    def __init__(
+        self, database_url: str, shards: int = 2, num_cpus: float = 0.2, **options
+    ) -> None:
+        self.shards = shards
+        detached = options.get("detached", True)
+        namespace = options.get("namespace", "kiki")
+        self.actors = [
+            BidLoopActor.options(
+                **shard_options(
+                    ACTOR_PREFIX,
+                    i,
+                    shards,
+                    namespace,
+                    detached,
+                    num_cpus=num_cpus,
+                    max_concurrency=100,
+                )
+            ).remote(i, shards, database_url, **options)
+            for i in range(shards)
+        ]
+
+    def actor_for(self, tenant_id: str, campaign_id: str) -> ray.actor.ActorHandle:
+        return self.actors[shard_of(tenant_id, campaign_id, self.shards)]
+
+    async def ready(self) -> int:
+        return sum(await asyncio.gather(*(a.ready.remote() for a in self.actors)))
+
+    async def reload(self, tenant_id: str, campaign_id: str) -> None:
+        await self.actor_for(tenant_id, campaign_id).reload.remote()
+
+    async def tick_all(self, now: datetime) -> list[TickReport]:
+        return await asyncio.gather(*(a.tick.remote(now) for a in self.actors))
+
+    async def stats(self) -> list[ShardStats]:
+        return await asyncio.gather(*(a.stats.remote() for a in self.actors))
+
+    async def stop(self) -> int:
+        return sum(await asyncio.gather(*(a.stop.remote() for a in self.actors)))

@@ -1,0 +1,1 @@
+"""SyncFlow: campaigns, pacing, bidding, ad-platform connectors and the audit trail."""

@@ -1,0 +1,110 @@
+"""The simulator's pure parts: synthetic campaigns, and the per-campaign report.
+
+`kiki simulate` (launcher/simulate.py) runs the real bid-loop actors, budget actors, audit
+trail and sandbox exchange on a virtual clock; this module decides what to run and scores it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from kiki.flow.campaigns import AdGroup, Campaign, CampaignStatus, PacingSettings
+from kiki.flow.connectors.base import PLATFORMS
+from kiki.flow.pacing import TargetCurve, pacing_error
+
+_ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo")
+
+
+class SimulationOptions(BaseModel):
+    campaigns: int = Field(10, ge=1, le=100_000)
+    hours: float = Field(2.0, gt=0, le=24 * 31)
+    speed: float = Field(0.0, ge=0, description="virtual seconds per wall second; 0 = flat out")
+    seed: int = 0
+    tick_s: float = Field(2.0, gt=0, le=3600)
+    platforms: int = Field(5, ge=1, le=len(PLATFORMS))
+    ad_groups: int = Field(4, ge=1, le=100)
+    outages: list[str] = Field(default_factory=list, description="sandbox platforms that are down")
+    start: datetime | None = None
+    budget_per_hour: tuple[int, int] = (1_000, 3_000)  # whole currency units, drawn per campaign
+
+
+def synthetic_campaigns(
+    tenant_id: str, options: SimulationOptions, start: datetime
+) -> list[Campaign]:
+    """Campaigns with seeded budgets, goals, time zones and pacing shapes, all running over
+    [start, start + hours)."""
+    rng = np.random.default_rng(options.seed)
+    end = start + timedelta(hours=options.hours)
+    out = []
+    for i in range(options.campaigns):
+        per_hour = int(rng.integers(*options.budget_per_hour))
+        budget_micros = int(per_hour * options.hours * 1_000_000)
+        roas = rng.random() < 0.7
+        groups = tuple(
+            AdGroup(
+                ad_group_id=f"ag{j}",
+                segment=f"seg{int(rng.integers(0, 50))}",
+                value_per_conversion=Decimal(int(rng.integers(30, 120))),
+            )
+            for j in range(options.ad_groups)
+        )
+        out.append(
+            Campaign(
+                tenant_id=tenant_id,
+                campaign_id=f"sim{i:05d}",
+                name=f"simulated campaign {i}",
+                status=CampaignStatus.RUNNING,
+                starts_at=start,
+                ends_at=end,
+                timezone=str(rng.choice(_ZONES)),
+                budget_micros=budget_micros,
+                currency="USD",
+                goal_kind="roas" if roas else "cpa",
+                goal_target=Decimal(str(round(float(rng.uniform(1.5, 3.0)), 2)))
+                if roas
+                else Decimal(int(rng.integers(15, 40)) * 1_000_000),
+                platforms=PLATFORMS[: options.platforms],
+                ad_groups=groups,
+                max_bid_micros=None,
+                pacing=PacingSettings(shape="traffic" if rng.random() < 0.5 else "even"),
+            )
+        )
+    return out
+
+
+class CampaignResult(BaseModel):
+    campaign_id: str
+    budget_micros: int
+    spend_micros: int  # committed in SyncShield's ledger
+    utilisation: float
+    max_pacing_error: float
+    overspend_micros: int
+    over_delivered_micros: int
+    roas: float | None
+
+
+def campaign_result(
+    campaign: Campaign,
+    moments: list[datetime],
+    cumulative: list[int],
+    ledger_committed: int,
+    over_delivered: int,
+    value_micros: int,
+) -> CampaignResult:
+    """Score one campaign: `cumulative` is its spend at each of `moments` (tick times)."""
+    budget = campaign.budget_micros
+    curve = TargetCurve(campaign.pacing_plan())
+    return CampaignResult(
+        campaign_id=campaign.campaign_id,
+        budget_micros=budget,
+        spend_micros=ledger_committed,
+        utilisation=ledger_committed / budget,
+        max_pacing_error=pacing_error(curve, budget, moments, cumulative),
+        overspend_micros=max(0, ledger_committed - budget),
+        over_delivered_micros=over_delivered,
+        roas=value_micros / ledger_committed if ledger_committed else None,
+    )

@@ -1,0 +1,137 @@
+"""SyncFlow's tables: campaigns (one validated spec per row) and the decision audit trail."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from kiki.errors import Conflict, NotFound
+from kiki.flow.audit import COLUMNS
+from kiki.flow.campaigns import Campaign, CampaignStatus
+
+
+def _campaign(row: asyncpg.Record) -> Campaign:
+    spec = json.loads(row["spec"])
+    return Campaign.model_validate(
+        {**spec, "tenant_id": str(row["tenant_id"]), "status": row["status"]}
+    )
+
+
+def _spec_json(campaign: Campaign) -> str:
+    return campaign.model_dump_json(exclude={"tenant_id", "status"})
+
+
+async def insert_campaign(
+    conn: asyncpg.Connection, campaign: Campaign, simulation: bool = False
+) -> Campaign:
+    try:
+        await conn.execute(
+            """INSERT INTO flow_campaigns (tenant_id, campaign_id, status, spec, simulation)
+               VALUES ($1, $2, $3, $4, $5)""",
+            UUID(campaign.tenant_id),
+            campaign.campaign_id,
+            campaign.status.value,
+            _spec_json(campaign),
+            simulation,
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict(
+            f"campaign {campaign.campaign_id} already exists; PATCH it or choose another id"
+        ) from None
+    return campaign
+
+
+async def get_campaign(conn: asyncpg.Connection, tenant_id: str, campaign_id: str) -> Campaign:
+    row = await conn.fetchrow(
+        "SELECT * FROM flow_campaigns WHERE tenant_id = $1 AND campaign_id = $2",
+        UUID(tenant_id),
+        campaign_id,
+    )
+    if row is None:
+        raise NotFound(f"campaign {campaign_id} does not exist")
+    return _campaign(row)
+
+
+async def list_campaigns(
+    conn: asyncpg.Connection, tenant_id: str, status: str | None, limit: int, after: str | None
+) -> list[Campaign]:
+    rows = await conn.fetch(
+        """SELECT * FROM flow_campaigns
+           WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2)
+             AND ($3::text IS NULL OR campaign_id > $3)
+           ORDER BY campaign_id LIMIT $4""",
+        UUID(tenant_id),
+        status,
+        after,
+        limit,
+    )
+    return [_campaign(r) for r in rows]
+
+
+async def save_campaign(conn: asyncpg.Connection, campaign: Campaign) -> Campaign:
+    await conn.execute(
+        """UPDATE flow_campaigns SET status = $3, spec = $4, updated_at = now()
+           WHERE tenant_id = $1 AND campaign_id = $2""",
+        UUID(campaign.tenant_id),
+        campaign.campaign_id,
+        campaign.status.value,
+        _spec_json(campaign),
+    )
+    return campaign
+
+
+async def delete_campaign(conn: asyncpg.Connection, tenant_id: str, campaign_id: str) -> None:
+    await conn.execute(
+        "DELETE FROM flow_campaigns WHERE tenant_id = $1 AND campaign_id = $2",
+        UUID(tenant_id),
+        campaign_id,
+    )
+
+
+async def running_campaigns(
+    conn: asyncpg.Connection, simulation_tenant: str | None = None
+) -> list[Campaign]:
+    """Live campaigns, or with `simulation_tenant` that simulation's campaigns only."""
+    rows = await conn.fetch(
+        """SELECT * FROM flow_campaigns WHERE status = $1
+           AND simulation = ($2::uuid IS NOT NULL)
+           AND ($2::uuid IS NULL OR tenant_id = $2)""",
+        CampaignStatus.RUNNING.value,
+        UUID(simulation_tenant) if simulation_tenant else None,
+    )
+    return [_campaign(r) for r in rows]
+
+
+async def stop_simulation(conn: asyncpg.Connection, tenant_id: str) -> None:
+    await conn.execute(
+        "UPDATE flow_campaigns SET status = 'stopped', updated_at = now() "
+        "WHERE tenant_id = $1 AND simulation",
+        UUID(tenant_id),
+    )
+
+
+async def copy_decisions(conn: asyncpg.Connection, rows: list[tuple]) -> None:
+    await conn.copy_records_to_table("flow_decisions", columns=COLUMNS, records=rows)
+
+
+async def decisions(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    campaign_id: str | None,
+    since: datetime | None,
+    limit: int,
+) -> list[dict]:
+    rows = await conn.fetch(
+        f"""SELECT {", ".join(COLUMNS)} FROM flow_decisions
+            WHERE tenant_id = $1 AND ($2::text IS NULL OR campaign_id = $2)
+              AND ($3::timestamptz IS NULL OR decided_at >= $3)
+            ORDER BY decided_at, tick_id, campaign_id, ad_group_id, platform LIMIT $4""",
+        UUID(tenant_id),
+        campaign_id,
+        since,
+        limit,
+    )
+    return [dict(r) for r in rows]

@@ -1,0 +1,120 @@
+"""Fakes of the five ad platforms' APIs: what they share.
+
+These are FAKES, not the vendors. Each platform's fake (fake_google_ads, fake_meta, fake_tiktok,
+fake_linkedin, fake_amazon_ads) is a small FastAPI app that checks what the real API checks
+(auth headers, API version, payload shape and JSON types, money precision) and answers with
+the vendor's own error bodies, keeps state a test can seed and read (bids, budgets, delivery
+rows), and pages reports as the vendor does. A connector under test talks to one through
+`httpx.ASGITransport`, so no socket is opened.
+
+Shared here: the log of every request as sent, and scripted failures (`fail_next`) that each
+fake renders in its vendor's shape, for circuit-breaker and throttle tests.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+Failure = Literal["unavailable", "throttle"]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request exactly as the fake received it."""
+
+    method: str
+    path: str
+    query: str  # raw, still percent-encoded
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body, parse_float=Decimal)
+
+    def form(self) -> dict[str, str]:
+        return dict(parse_qsl(self.body.decode(), keep_blank_values=True))
+
+
+class FakeApi:
+    """Base of the fakes: the app, the request log and the failure script."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self._failures: list[tuple[Failure, int]] = []
+        self.app = FastAPI()
+        self.app.middleware("http")(self._intercept)
+        self.add_routes(self.app)
+
+    def add_routes(self, app: FastAPI) -> None:
+        raise NotImplementedError
+
+    def failure_response(self, failure: Failure, retry_after_s: int) -> Response:
+        """The vendor's own answer for an outage or a throttle."""
+        raise NotImplementedError
+
+    def fail_next(self, failure: Failure, *, times: int = 1, retry_after_s: int = 30) -> None:
+        """Answer the next `times` requests with a failure instead of serving them."""
+        self._failures += [(failure, retry_after_s)] * times
+
+    def client(self, base_url: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=base_url)
+
+    async def _intercept(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        body = await request.body()
+        self.requests.append(
+            Recorded(
+                method=request.method,
+                path=request.url.path,
+                query=request.url.query,
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=body,
+            )
+        )
+        if self._failures:
+            return self.failure_response(*self._failures.pop(0))
+        return await call_next(request)
+
+
+def bearer(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer` header."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token if scheme == "Bearer" else None
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as the vendors read it: numbers keep their digits."""
+    try:
+        return json.loads(body, parse_float=Decimal)
+    except ValueError:
+        return None
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number (not a string, not a boolean)."""
+    return isinstance(value, int | Decimal) and not isinstance(value, bool)
+
+
+def decimals(value: Decimal | int) -> int:
+    """Digits after the decimal point."""
+    exponent = Decimal(value).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def reply(status: int, body: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)

@@ -1,0 +1,186 @@
+"""Pacing, bidding and leases without Ray: the curve, the controller on synthetic traffic."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+import numpy as np
+import pytest
+
+from kiki.flow import audit
+from kiki.flow.campaigns import AdGroup, Campaign, CampaignStatus, PacingSettings
+from kiki.flow.engine import BidEngine
+from kiki.flow.exchange import ExchangeConfig, SandboxExchange, Units
+from kiki.flow.leases import LeaseBook
+from kiki.flow.pacing import PacingPlan, TargetCurve, allowance_micros
+
+START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
+
+
+def curve(shape: str = "even", hours: float = 24, **kw: float) -> TargetCurve:
+    return TargetCurve(PacingPlan(START, START + timedelta(hours=hours), shape=shape, **kw))
+
+
+def test_even_curve_is_linear_after_the_slow_start_and_done_before_the_end() -> None:
+    c = curve(slow_start=0.0, fast_finish=0.0)
+    assert c.share(START) == 0.0
+    assert c.share(START + timedelta(hours=6)) == pytest.approx(0.25, abs=1e-4)
+    assert c.share(START + timedelta(hours=24)) == 1.0
+    finishing = curve(slow_start=0.0, fast_finish=0.1)
+    assert finishing.share(START + timedelta(hours=21.6)) == 1.0  # 90 % of the schedule
+    slow = curve(slow_start=0.1, fast_finish=0.0)
+    # The first 10 % runs at half rate: its share is 0.05 / (0.05 + 0.9) of the budget.
+    assert slow.share(START + timedelta(hours=2.4)) == pytest.approx(0.05 / 0.95, abs=1e-3)
+
+
+def test_traffic_curve_follows_the_local_day_and_is_monotone() -> None:
+    c = TargetCurve(
+        PacingPlan(START, START + timedelta(hours=24), "Asia/Tokyo", "traffic", 0.0, 0.0)
+    )
+    moments = [START + timedelta(minutes=m) for m in range(0, 24 * 60 + 1, 10)]
+    shares = [c.share(m) for m in moments]
+    assert all(b >= a for a, b in itertools.pairwise(shares))
+    # Tokyo is UTC+9: 15:00-21:00 UTC is its night, when little should be spent.
+    night = c.share(START + timedelta(hours=21)) - c.share(START + timedelta(hours=15))
+    day = c.share(START + timedelta(hours=9)) - c.share(START + timedelta(hours=3))
+    assert night < day / 3
+
+
+def test_allowance_never_runs_past_the_curve_or_the_budget() -> None:
+    c = curve()
+    assert allowance_micros(c, 1_000, 0, START + timedelta(hours=48)) == 1_000
+    assert allowance_micros(c, 1_000, 1_000, START + timedelta(hours=48)) == 0
+    ahead = c.target_micros(START + timedelta(hours=12), 1_000_000) + 10
+    assert allowance_micros(c, 1_000_000, ahead, START + timedelta(hours=12)) == 0
+
+
+def make_campaign(budget: int, hours: float, shape: str = "even", goal: str = "3") -> Campaign:
+    return Campaign(
+        tenant_id="00000000-0000-0000-0000-000000000001",
+        campaign_id="c1",
+        name="c1",
+        status=CampaignStatus.RUNNING,
+        starts_at=START,
+        ends_at=START + timedelta(hours=hours),
+        timezone="UTC",
+        budget_micros=budget,
+        currency="USD",
+        goal_kind="roas",
+        goal_target=Decimal(goal),
+        platforms=("google_ads", "meta"),
+        ad_groups=(
+            AdGroup(ad_group_id="a", segment="s1", value_per_conversion=Decimal(60)),
+            AdGroup(ad_group_id="b", segment="s2", value_per_conversion=Decimal(40)),
+        ),
+        max_bid_micros=None,
+        pacing=PacingSettings(shape=shape),
+    )
+
+
+def run_day(campaign: Campaign, tick_s: float, seed: int = 0) -> tuple[BidEngine, list, list]:
+    """The engine against the sandbox market, ticking like the actor does, with each
+    interval's spend capped at what the last tick allowed (the lease)."""
+    engine = BidEngine([campaign])
+    units = Units(
+        pool=engine.unit_pool,
+        platform=engine.unit_platform,
+        utc_offset_h=np.zeros(len(engine.unit_pool)),
+        true_cvr=np.full(len(engine.unit_pool), 0.05),
+        true_value_micros=np.full(len(engine.unit_pool), 50e6),
+    )
+    exchange = SandboxExchange(units, ExchangeConfig(auctions_per_s=2.0), seed)
+    moments, spent = [], []
+    now = campaign.starts_at
+    zero = np.zeros(len(engine.unit_pool), dtype=np.int64)
+    engine.observe(zero, zero, zero, zero)
+    while now <= campaign.ends_at:
+        plan = engine.decide(now, now + timedelta(seconds=tick_s), np.zeros_like(zero))
+        engine.granted(plan.reserve)
+        exchange.bids[:] = plan.bids
+        d = exchange.run(now, tick_s, engine.pool_cap)
+        assert (np.bincount(engine.unit_pool, weights=d.spend_micros) <= plan.reserve).all()
+        engine.observe(d.spend_micros, d.clicks, d.conversions, d.value_micros)
+        now += timedelta(seconds=tick_s)
+        moments.append(now)
+        spent.append(int(engine.spent[0]))
+    return engine, moments, spent
+
+
+@pytest.mark.parametrize("shape", ["even", "traffic"])
+def test_controller_tracks_the_curve_on_synthetic_traffic(shape: str) -> None:
+    budget = 2_000 * 1_000_000
+    campaign = make_campaign(budget, hours=6, shape=shape)
+    engine, moments, spent = run_day(campaign, tick_s=30)
+    c = TargetCurve(campaign.pacing_plan())
+    worst = max(abs(s - c.target_micros(m, budget)) for m, s in zip(moments, spent, strict=True))
+    assert spent[-1] <= budget
+    assert spent[-1] >= 0.98 * budget
+    assert worst / budget <= 0.02
+    # Bidding above the value bid (second price) was allowed only while the goal held.
+    assert engine.value_total[0] / engine.spent[0] >= 3.0
+
+
+def test_campaign_that_beats_its_goal_may_bid_above_value_but_not_one_that_misses() -> None:
+    engine = BidEngine([make_campaign(10**12, hours=1, goal="2")])
+    engine.spent[0], engine.value_total[0] = 100, 250
+    engine.conversions[:] = 10
+    assert engine.goal_met()[0]
+    engine.value_total[0] = 150
+    assert not engine.goal_met()[0]
+
+
+def test_bids_follow_value_goal_and_max_bid() -> None:
+    campaign = make_campaign(10**12, hours=1, goal="2").model_copy(
+        update={"max_bid_micros": 1_200_000}
+    )
+    engine = BidEngine([campaign])
+    plan = engine.decide(START, START + timedelta(seconds=2), np.zeros(4, dtype=np.int64))
+    # Prior conversion rate 5 %: value per click 3.00 (ad group a) and 2.00 (b), / ROAS 2.
+    by_group = dict(zip(engine.unit_ad_group, plan.bids.tolist(), strict=True))
+    assert by_group == {"a": 1_200_000, "b": 1_000_000}  # a is held at max_bid
+    assert plan.push.all()  # nothing was pushed yet
+
+
+def test_leases_renew_when_due_short_or_stopped_and_cap_each_tick() -> None:
+    book = LeaseBook(pools=3, window=4)
+    need = np.array([100, 100, 0])
+    live = np.array([True, True, True])
+    first = book.renewals(1, need, live)
+    assert first.commits == [] and first.reserves == [(0, 400), (1, 400)]
+    book.opened(0, "r0", 400, 1)
+    book.opened(1, "r1", 250, 1)  # partially granted
+    assert book.caps(np.array([150, 150, 10])).tolist() == [150, 150, 0]
+    book.spend(np.array([100, 200, 0]))
+    # Pool 1 has 50 left, less than its need; pool 0's first window was staggered to 1 tick.
+    second = book.renewals(2, need, live)
+    assert second.commits == [(0, "r0", 100), (1, "r1", 200)]
+    assert second.reserves == [(0, 400), (1, 400)]
+    book.opened(0, "r0b", 400, 2)
+    book.opened(1, "r1b", 400, 2)
+    assert book.due.tolist()[:2] == [6, 6]  # later windows are full length
+    assert book.renewals(3, need, live).commits == []  # room left and not due
+    stopped = book.renewals(3, need, np.array([False, True, True]))
+    assert stopped.commits == [(0, "r0b", 0)] and stopped.reserves == []
+    assert book.close_all() == [(1, "r1b", 0)]
+
+
+def test_decision_log_lines_are_json_and_complete() -> None:
+    engine = BidEngine([make_campaign(10**9, hours=1)])
+    plan = engine.decide(START, START + timedelta(seconds=2), np.zeros(4, dtype=np.int64))
+    outcome = audit.TickOutcome(
+        audit.budget_reasons(engine, plan, {1: "schedule"}),
+        np.array(["pushed", 'rejected: "bad" bid', "pushed", "unchanged"], dtype=object),
+    )
+    tenants = [UUID(engine.campaigns[0].tenant_id)]
+    rows = audit.records(engine, plan, outcome, 7, START, 0, tenants)
+    assert len(rows) == 4 and len(rows[0]) == len(audit.COLUMNS)
+    lines = audit.log_lines(rows).splitlines()
+    assert all(line.startswith("decision: ") for line in lines)
+    parsed = [json.loads(line.removeprefix("decision: ")) for line in lines]
+    assert {p["result"] for p in parsed} >= {'rejected: "bad" bid'}
+    assert {p["reason"] for p in parsed} == {"reserved", "denied:schedule"}
+    assert all(p["tick"] == 7 and p["campaign"] == "c1" for p in parsed)
