@@ -1,0 +1,1 @@
+"""Usage-based billing: catalogue, metering, pricing, proration, invoices and revenue analytics."""
