@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import numpy as np
 import ray
+from ray import serve
 from ray.util import metrics
 
 from actors import shard_options
@@ -79,6 +80,7 @@ class ShardStats:
     budget: list[int]
     spent: list[int]
     value: list[int]
+    demand_limited: list[float]  # share of ticks the goal capped the bid below the pace
     ticks: int
     slow_ticks: int
     audit_rows: int
@@ -161,6 +163,7 @@ class BidLoopShard:
         exchange: ExchangeConfig | None = None,
         seed: int = 0,
         outages: Sequence[str] = (),
+        value_app: str | None = "value",
         log_dir: str | None = None,
         guard_rate: dict | None = None,
         detached: bool = True,
@@ -175,6 +178,13 @@ class BidLoopShard:
         self.exchange_config = exchange or ExchangeConfig()
         self.seed = seed
         self.outages = set(outages)
+        # Segment values come from this Serve app (SyncValue); None = the ad groups' defaults.
+        self.value_app = value_app
+        self._value_keys: list[tuple[str, str]] = []  # distinct (tenant, segment)
+        self._unit_value_key = np.zeros(0, dtype=np.int64)  # unit -> index in _value_keys
+        self._segment_values: dict[tuple[str, str], int] = {}
+        self._value_call: asyncio.Task | None = None
+        self._value_error: str | None = None
         self.tenant_id = tenant_id  # a simulation's tenant: run only its campaigns
         self.budgets = BudgetClient(
             database_url,
@@ -275,6 +285,14 @@ class BidLoopShard:
                     engine.spent[index[key]] = result.snapshot["committed"]
         await self._settle_reservations(old)
         self.engine = engine
+        tenants = [c.tenant_id for c in campaigns]
+        unit_keys = [
+            (tenants[c], seg)
+            for c, seg in zip(engine.unit_campaign.tolist(), engine.unit_segment, strict=True)
+        ]
+        self._value_keys = sorted(set(unit_keys))
+        index = {k: i for i, k in enumerate(self._value_keys)}
+        self._unit_value_key = np.array([index[k] for k in unit_keys], dtype=np.int64)
         self.leases = LeaseBook(len(engine.pool_campaign), self.lease_ticks)
         self.tenant_uuids = [UUID(c.tenant_id) for c in campaigns]
         self._build_exchange()
@@ -363,6 +381,7 @@ class BidLoopShard:
             budget=e.budget.tolist(),
             spent=e.spent.tolist(),
             value=e.value_total.tolist(),
+            demand_limited=(e.limited_ticks / np.maximum(e.live_ticks, 1)).tolist(),
             ticks=self.tick_id,
             slow_ticks=self.slow_ticks,
             audit_rows=self._audit.written if self._audit else 0,
@@ -396,6 +415,35 @@ class BidLoopShard:
         self.last_tick_at = now
         return engine.observe(d.spend_micros, d.clicks, d.conversions, d.value_micros)
 
+    def _values(self) -> np.ndarray:
+        """Each unit's segment value (micros; 0 = unknown, the ad group's default applies).
+
+        One batched call to SyncValue for all the shard's segments, never awaited by a tick:
+        a tick uses the answer of the last call that finished (values change daily, ticks
+        every few seconds), and starts the next call when none is in flight."""
+        call = self._value_call
+        if call is not None and call.done():
+            self._value_call = None
+            error = repr(call.exception()) if call.exception() else None
+            if error is None:
+                for tenant, found in call.result().items():
+                    for segment, micros in found.items():
+                        self._segment_values[(tenant, segment)] = micros
+            elif error != self._value_error:  # once per distinct failure, not every tick
+                logger.warning("segment values unavailable", extra={"error": error})
+            self._value_error = error
+        if self.value_app and self._value_keys and self._value_call is None:
+            self._value_call = asyncio.get_running_loop().create_task(self._fetch_values())
+        per_key = np.array([self._segment_values.get(k, 0) for k in self._value_keys], np.int64)
+        return per_key[self._unit_value_key] if len(per_key) else np.zeros(0, np.int64)
+
+    async def _fetch_values(self) -> dict[str, dict[str, int]]:
+        requests: dict[str, list[str]] = {}
+        for tenant, segment in self._value_keys:
+            requests.setdefault(tenant, []).append(segment)
+        handle = serve.get_app_handle(self.value_app)
+        return await handle.segment_values.remote(requests)
+
     async def _tick(self, now: datetime) -> TickReport:
         started = time.perf_counter()
         phases: dict[str, float] = {}
@@ -406,7 +454,7 @@ class BidLoopShard:
         self.leases.spend(self._deliver(engine, now))
         mark = _lap(phases, "deliver", started)
 
-        values = np.zeros(len(engine.unit_pool), dtype=np.int64)  # segment values: defaults
+        values = self._values()
         plan = engine.decide(now, now + timedelta(seconds=self.tick_s), values)
         mark = _lap(phases, "decide", mark)
 
@@ -602,3 +650,21 @@ class BidLoopClient:
 
     async def stop(self) -> int:
         return sum(await asyncio.gather(*(a.stop.remote() for a in self.actors)))
+
+
+def settle_bid_loops(shards: int, namespace: str = "kiki", timeout_s: float = 30.0) -> int:
+    """On shutdown: stop every bid-loop shard that exists (no new ticks, open leases
+    committed, the audit trail flushed), then end it so a shared cluster does not keep
+    bidding. Returns the audit rows the shards had written."""
+    found = []
+    for i in range(shards):
+        try:
+            found.append(ray.get_actor(f"{ACTOR_PREFIX}-{i}-of-{shards}", namespace=namespace))
+        except ValueError:  # never started
+            continue
+    if not found:
+        return 0
+    written = sum(ray.get([a.stop.remote() for a in found], timeout=timeout_s))
+    for actor in found:
+        ray.kill(actor, no_restart=True)
+    return written

@@ -25,8 +25,8 @@ from deployments.common import (
     create_service_api,
     runtime_of,
 )
-from kiki.errors import Conflict, FailedPrecondition
-from kiki.flow import store
+from kiki.errors import Conflict, FailedPrecondition, NotFound
+from kiki.flow import segments, store
 from kiki.flow.campaigns import (
     TRANSITIONS,
     AdGroup,
@@ -296,6 +296,41 @@ async def get_decisions(
     async with pool.acquire() as conn:
         rows = await store.decisions(conn, str(tenant.id), campaign_id, since, limit)
     return DecisionPage(decisions=[Decision(**r) for r in rows])
+
+
+class SegmentMembers(BaseModel):
+    customer_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        min_length=1, max_length=1_000_000
+    )
+
+
+class SegmentView(BaseModel):
+    segment_id: str
+    customers: int
+
+
+@api.put("/api/v1/segments/{segment_id}", response_model=SegmentView)
+async def put_segment(
+    segment_id: Identifier, body: SegmentMembers, tenant: CurrentTenant, request: Request
+) -> SegmentView:
+    """Set an audience segment's members (replacing them). Ad groups that target it bid
+    with its value: the mean predicted LTV of its members (SyncValue), refreshed each minute."""
+    pool = await runtime_of(request).pool()
+    async with pool.acquire() as conn:
+        count = await segments.replace_members(conn, tenant.id, segment_id, body.customer_ids)
+    return SegmentView(segment_id=segment_id, customers=count)
+
+
+@api.get("/api/v1/segments/{segment_id}", response_model=SegmentView)
+async def get_segment(
+    segment_id: Identifier, tenant: CurrentTenant, request: Request
+) -> SegmentView:
+    pool = await runtime_of(request).pool()
+    async with pool.acquire() as conn:
+        count = await segments.member_count(conn, tenant.id, segment_id)
+    if not count:
+        raise NotFound(f"segment {segment_id} has no members; PUT its customer_ids first")
+    return SegmentView(segment_id=segment_id, customers=count)
 
 
 @api.get("/api/v1/loop", response_model=list[LoopShard])

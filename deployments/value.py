@@ -36,6 +36,7 @@ from deployments.common import (
 from kiki.auth import Tenant
 from kiki.batching import KeyedBatcher
 from kiki.errors import FailedPrecondition, InvalidInput, KikiError, NotFound
+from kiki.flow import segments
 from kiki.money import DecimalAmount, micros_to_decimal_str
 from kiki.value import drift, registry, transactions
 from kiki.value.features import compute_features
@@ -48,6 +49,7 @@ NO_MODEL = (
     "`kiki models promote VERSION`"
 )
 REGISTRY_TTL_S = 5.0
+SEGMENT_TTL_S = 60.0  # how long a segment's value is reused
 
 
 # --- scoring ------------------------------------------------------------------------------
@@ -199,6 +201,7 @@ class ValueService:
         self.scorer = scorer
         self._serving: dict[UUID, tuple[float, Any]] = {}
         self._feature_batcher = KeyedBatcher(self._load_features)
+        self._segments: dict[tuple[UUID, str], tuple[float, int | None]] = {}
         self.served = (
             metrics.Counter(
                 "kiki_ltv_predictions",
@@ -326,6 +329,31 @@ class ValueService:
             source=row.source,
             as_of=row.as_of,
         )
+
+    async def segment_values(self, tenant: Tenant, segment_ids: list[str]) -> dict[str, int]:
+        """Mean predicted LTV (micros) of each segment's members, for bidding. Cached for
+        SEGMENT_TTL_S: the bid loop asks every tick, members and predictions change daily.
+        Segments without members, or a tenant without a model, are left out."""
+        now = time.monotonic()
+        fresh = {
+            s: v
+            for s in segment_ids
+            if (v := self._segments.get((tenant.id, s))) is not None and v[0] > now
+        }
+        missing = [s for s in segment_ids if s not in fresh]
+        if missing:
+            pool = await self.runtime.pool()
+            async with pool.acquire() as conn:
+                found = await segments.members(conn, tenant.id, missing)
+            flat = [Customer(customer_id=c) for ids in found.values() for c in ids]
+            answers = await self.predict(tenant, flat) if flat else []
+            ltv = {a.customer_id: a.ltv_micros for a in answers if isinstance(a, Prediction)}
+            for segment in missing:
+                valued = [ltv[c] for c in found.get(segment, []) if c in ltv]
+                value = round(sum(valued) / len(valued)) if valued else None
+                self._segments[(tenant.id, segment)] = (now + SEGMENT_TTL_S, value)
+                fresh[segment] = self._segments[(tenant.id, segment)]
+        return {s: v for s, (_, v) in fresh.items() if v is not None}
 
     async def drift(self, tenant: Tenant, day: date, threshold: float) -> drift.DriftReport:
         production, _ = await self.models(tenant)
@@ -519,6 +547,19 @@ class ValueIngress(ServiceIngress):
             )
 
         return await self._grpc(grpc_context, work) or kiki_pb2.PredictLTVBatchResponse()
+
+    async def segment_values(self, requests: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+        """For the bid loop, through a deployment handle: {tenant_id: [segment]} in, each
+        segment's mean predicted LTV in micros out (segments that cannot be valued are left
+        out). One call per tick for every tenant of a bid-loop shard."""
+        out: dict[str, dict[str, int]] = {}
+        for tenant_id, wanted in requests.items():
+            tenant = Tenant(id=UUID(tenant_id), name="")
+            try:
+                out[tenant_id] = await self._value().segment_values(tenant, wanted)
+            except FailedPrecondition:  # no model registered: the ad groups' defaults apply
+                out[tenant_id] = {}
+        return out
 
     async def Check(
         self, request: health_pb2.HealthCheckRequest, grpc_context: RayServegRPCContext

@@ -320,6 +320,14 @@ class Platform:
             import ray
             from ray import serve
 
+            self._step("settling the bid loop: open leases committed, audit trail flushed")
+            try:
+                from actors.flow import settle_bid_loops
+
+                rows = settle_bid_loops(s.flow_shards)
+                self.echo(f"    {rows:,} decisions in the audit trail")
+            except Exception as exc:  # keep going: Ray and PostgreSQL must still stop
+                self.echo(f"    the bid loop did not settle: {describe_failure(exc)}")
             if s.ray_address:
                 # A shared cluster: take our apps off it and leave the rest alone.
                 self._step("removing the apps from Serve")

@@ -32,6 +32,7 @@ from kiki.flow.simulation import (
     CampaignResult,
     SimulationOptions,
     campaign_result,
+    summaries,
     synthetic_campaigns,
 )
 from kiki.shield.book import BudgetOp
@@ -82,6 +83,9 @@ class SimulationResult:
             "phases_ms": {k: round(v, 2) for k, v in self.phases_ms.items()},
             "slow_ticks": self.slow_ticks,
             "refused": self.refused,
+            "summary": {
+                k: v.model_dump() if v else None for k, v in summaries(self.campaigns).items()
+            },
             "campaigns": [c.model_dump() for c in self.campaigns],
         }
 
@@ -130,6 +134,7 @@ async def run_simulation(
         log_dir=log_dir,
         guard_rate=SANDBOX_RATE,
         tenant_id=str(tenant.id),
+        value_app=None,  # synthetic segments: the ad groups' stated values
     )
     await loops.ready()
     order = [key[1] for stats in await loops.stats() for key in stats.keys]
@@ -173,6 +178,7 @@ async def run_simulation(
 
     ledger = await _ledger(budgets, campaigns)
     value = {key[1]: v for s in stats for key, v in zip(s.keys, s.value, strict=True)}
+    limited = {k[1]: v for s in stats for k, v in zip(s.keys, s.demand_limited, strict=True)}
     series = {cid: [row[i] for row in cumulative] for i, cid in enumerate(order)}
     results = [
         campaign_result(
@@ -182,6 +188,7 @@ async def run_simulation(
             ledger[c.campaign_id].get("committed", 0),
             ledger[c.campaign_id].get("over_delivered", 0),
             value[c.campaign_id],
+            limited[c.campaign_id],
         )
         for c in campaigns
     ]
@@ -233,13 +240,13 @@ def write_chart(result: SimulationResult, path: Path) -> None:
 
 def _table(result: SimulationResult) -> str:
     head = (
-        "| campaign | budget | spend | utilisation | max pacing error | overspend | ROAS |\n"
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| campaign | budget | spend | utilisation | max pacing error | overspend | ROAS "
+        "| demand-limited ticks |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )
     rows = [
         f"| {c.campaign_id} | {c.budget_micros / 1e6:,.2f} | {c.spend_micros / 1e6:,.2f} | "
         f"{c.utilisation:.1%} | {c.max_pacing_error:.2%} | {c.overspend_micros / 1e6:,.2f} | "
-        f"{'-' if c.roas is None else f'{c.roas:.2f}'} |"
+        f"{'-' if c.roas is None else f'{c.roas:.2f}'} | {c.demand_limited:.0%} |"
         for c in result.campaigns
     ]
     return "\n".join([head, *rows])
@@ -319,16 +326,20 @@ def simulate(
         return
     click.echo(_table(result))
     summary = result.to_json()
-    total_budget = sum(c.budget_micros for c in result.campaigns)
-    total_spend = sum(c.spend_micros for c in result.campaigns)
     click.echo(
         f"\n{result.ticks} ticks, {result.decisions:,} decisions in {result.wall_s:.1f}s wall "
         f"({summary['decisions_per_s']:,} decisions/s logged; audit rows {result.audit_rows:,})"
         f"\ntick ms p50 {summary['tick_ms']['p50']} p99 {summary['tick_ms']['p99']} "
         f"max {summary['tick_ms']['max']}; mean per phase {summary['phases_ms']}"
-        f"\nutilisation {total_spend / total_budget:.1%}, "
-        f"worst pacing error {max(c.max_pacing_error for c in result.campaigns):.2%}, "
-        f"overspend {sum(c.overspend_micros for c in result.campaigns) / 1e6:,.2f}"
-        f"\nrefused pushes (ticks) {result.refused or 'none'}; chart {chart}; "
+        + "".join(
+            f"\n{name}: {s.campaigns} campaigns, overspend {s.overspend_micros / 1e6:,.2f}, "
+            f"utilisation {s.utilisation:.1%} (median {s.utilisation_median:.1%}, "
+            f"{s.at_least_98pct} >= 98 %), max pacing error median "
+            f"{s.pacing_error_median:.2%} p90 {s.pacing_error_p90:.2%} max "
+            f"{s.pacing_error_max:.2%} ({s.within_2pct} <= 2 %)"
+            for name, s in summaries(result.campaigns).items()
+            if s is not None
+        )
+        + f"\nrefused pushes (ticks) {result.refused or 'none'}; chart {chart}; "
         f"tenant {result.tenant_id}"
     )

@@ -67,6 +67,8 @@ class BidEngine:
         self.multiplier = np.full(n, controller.max_multiplier)
         self.integral = np.zeros(n)
         self.last_allowance = np.zeros(n, dtype=np.int64)
+        self.limited_ticks = np.zeros(n, dtype=np.int64)
+        self.live_ticks = np.zeros(n, dtype=np.int64)
         self.max_bid = np.array(
             [c.max_bid_micros or np.iinfo(np.int64).max for c in self.campaigns], dtype=np.int64
         )
@@ -123,6 +125,7 @@ class BidEngine:
             if j is not None:
                 self.spent[i], self.value_total[i] = old.spent[j], old.value_total[j]
                 self.multiplier[i], self.integral[i] = old.multiplier[j], old.integral[j]
+                self.limited_ticks[i], self.live_ticks[i] = old.limited_ticks[j], old.live_ticks[j]
         old_u = {k: i for i, k in enumerate(old.unit_keys())}
         for i, key in enumerate(self.unit_keys()):
             j = old_u.get(key)
@@ -156,12 +159,25 @@ class BidEngine:
             self.pool_weight,
         )
         self._normalise_weights()
+        goal_met = self.goal_met()
+        ceiling = np.where(
+            goal_met, self.controller.max_multiplier_goal_met, self.controller.max_multiplier
+        )
+        # Demand-limited: the allowance went unfilled although the bid was as high as the
+        # goal allows; more budget could not have been spent without missing the goal.
+        asked = self.last_allowance > 0
+        self.limited_ticks += (
+            asked
+            & (campaign_spend < 0.9 * self.last_allowance)
+            & (self.multiplier >= ceiling * 0.999)
+        )
+        self.live_ticks += asked
         self.multiplier, self.integral = update_multipliers(
             self.multiplier,
             self.integral,
             self.last_allowance,
             campaign_spend,
-            self.goal_met(),
+            goal_met,
             self.controller,
         )
         return pool_spend

@@ -19,6 +19,9 @@ from kiki.flow.pacing import TargetCurve, pacing_error
 _ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo")
 
 
+LIMITED = 0.2  # a campaign demand-limited on more than this share of ticks "lacked demand"
+
+
 class SimulationOptions(BaseModel):
     campaigns: int = Field(10, ge=1, le=100_000)
     hours: float = Field(2.0, gt=0, le=24 * 31)
@@ -85,6 +88,9 @@ class CampaignResult(BaseModel):
     overspend_micros: int
     over_delivered_micros: int
     roas: float | None
+    demand_limited: float = Field(
+        description="share of ticks the goal held the bid below what pacing needed"
+    )
 
 
 def campaign_result(
@@ -94,6 +100,7 @@ def campaign_result(
     ledger_committed: int,
     over_delivered: int,
     value_micros: int,
+    demand_limited: float,
 ) -> CampaignResult:
     """Score one campaign: `cumulative` is its spend at each of `moments` (tick times)."""
     budget = campaign.budget_micros
@@ -107,4 +114,46 @@ def campaign_result(
         overspend_micros=max(0, ledger_committed - budget),
         over_delivered_micros=over_delivered,
         roas=value_micros / ledger_committed if ledger_committed else None,
+        demand_limited=demand_limited,
     )
+
+
+class Summary(BaseModel):
+    """The targets, over a group of campaigns."""
+
+    campaigns: int
+    overspend_micros: int
+    utilisation: float  # total spend / total budget
+    utilisation_median: float
+    at_least_98pct: int  # campaigns with utilisation >= 98 %
+    pacing_error_median: float
+    pacing_error_p90: float
+    pacing_error_max: float
+    within_2pct: int  # campaigns with max pacing error <= 2 %
+
+
+def summarize(results: list[CampaignResult]) -> Summary | None:
+    if not results:
+        return None
+    utilisation = np.array([r.utilisation for r in results])
+    errors = np.array([r.max_pacing_error for r in results])
+    return Summary(
+        campaigns=len(results),
+        overspend_micros=sum(r.overspend_micros for r in results),
+        utilisation=sum(r.spend_micros for r in results) / sum(r.budget_micros for r in results),
+        utilisation_median=float(np.median(utilisation)),
+        at_least_98pct=int((utilisation >= 0.98).sum()),
+        pacing_error_median=float(np.median(errors)),
+        pacing_error_p90=float(np.percentile(errors, 90)),
+        pacing_error_max=float(errors.max()),
+        within_2pct=int((errors <= 0.02).sum()),
+    )
+
+
+def summaries(results: list[CampaignResult]) -> dict[str, Summary | None]:
+    """Over all campaigns, and over those that demand allowed (the goal did not hold their
+    bids below the pace on more than LIMITED of their ticks)."""
+    return {
+        "all": summarize(results),
+        "demand_allowed": summarize([r for r in results if r.demand_limited <= LIMITED]),
+    }

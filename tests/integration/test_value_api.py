@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -198,3 +198,48 @@ def test_rollback_returns_to_the_previous_version(value: dict, platform: Running
     time.sleep(6)
     body = {"customer_id": "cust_0002", "as_of": CUT.isoformat()}
     assert value["client"].post("/api/v1/predict", json=body).json()["model_version"] == 1
+
+
+def test_flow_bids_on_the_segment_value_from_syncvalue(
+    value: dict, platform: RunningPlatform
+) -> None:
+    """SyncFlow's bid loop values an ad group's segment as the mean predicted LTV of its
+    members, asked of this app through a deployment handle (one call per tick)."""
+    members = [f"cust_{c:04d}" for c in range(0, 60, 2)]
+    predicted = value["client"].post(
+        "/api/v1/predict", json={"customers": [{"customer_id": c} for c in members]}
+    )
+    ltv = [p["ltv_micros"] for p in predicted.json()["predictions"]]
+    expected = round(sum(ltv) / len(ltv))
+
+    now = datetime.now(UTC)
+    flow = httpx.Client(
+        base_url=f"{platform.base_url}/flow", timeout=30, headers={"X-API-Key": value["key"]}
+    )
+    resp = flow.put("/api/v1/segments/vip", json={"customer_ids": [*members, members[0]]})
+    assert resp.json() == {"segment_id": "vip", "customers": len(members)}
+    campaign = {
+        "campaign_id": "valued",
+        "name": "valued by SyncValue",
+        "starts_at": (now - timedelta(minutes=1)).isoformat(),
+        "ends_at": (now + timedelta(hours=1)).isoformat(),
+        "budget": "100",
+        "goal": {"kind": "roas", "target": "2"},
+        "platforms": ["google_ads"],
+        "ad_groups": [
+            {"ad_group_id": "vip", "segment": "vip", "value_per_conversion": "1"},
+            {"ad_group_id": "cold", "segment": "nobody", "value_per_conversion": "7"},
+        ],
+    }
+    assert flow.post("/api/v1/campaigns", json=campaign).status_code == 201
+    assert flow.post("/api/v1/campaigns/valued/start").status_code == 200
+    deadline = time.monotonic() + 40
+    seen: dict[str, set[int]] = {}
+    while time.monotonic() < deadline and expected not in seen.get("vip", set()):
+        time.sleep(1)
+        rows = flow.get("/api/v1/decisions", params={"campaign_id": "valued"}).json()
+        for d in rows["decisions"]:
+            seen.setdefault(d["ad_group_id"], set()).add(d["value_micros"])
+    flow.post("/api/v1/campaigns/valued/stop")
+    assert expected in seen["vip"]
+    assert seen["cold"] == {7_000_000}  # no members: the ad group's stated value
