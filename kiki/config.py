@@ -60,6 +60,19 @@ class Settings(BaseSettings):
     api_burst: int = Field(1000, ge=1, description="token-bucket burst per API key")
     platform_rate_per_s: float = Field(50.0, gt=0, description="calls per second per ad platform")
     platform_burst: int = Field(100, ge=1)
+    stripe_api_base: str = Field(
+        "https://api.stripe.com", description="Stripe's API, or a Stripe-compatible server"
+    )
+    stripe_api_key: str | None = Field(None, description="secret key; unset = no payments")
+    stripe_webhook_secret: str | None = Field(
+        None, description="signing secret of the Stripe endpoint POST /billing/webhooks/stripe"
+    )
+    stripe_webhook_tolerance_s: int = Field(
+        300, ge=1, le=3600, description="oldest Stripe event signature accepted"
+    )
+    billing_worker_s: float = Field(
+        10.0, gt=0, description="seconds between the billing worker's rounds (dunning, webhooks)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     dev_tenant: str = Field("dev", min_length=1, max_length=64)
 

@@ -212,6 +212,49 @@ def bench_ltv_serve(seconds: float, connections: int, ingress: str, as_json: boo
     click.echo("    (the baseline row is uvicorn's HTTP single: there is no plain gRPC server)")
 
 
+@bench.command("billing")
+@click.option("--events", default=200_000, show_default=True, help="Events sent per run.")
+@click.option("--batch", default=1_000, show_default=True, help="Events per batch.")
+@click.option("--duplicates", default=0.2, show_default=True, help="Share of retried events.")
+@click.option("--concurrency", default=4, show_default=True, help="Connections sending.")
+@click.option("--customers", default=10_000, show_default=True, help="Customers to invoice.")
+@click.option(
+    "--sample", default=500, show_default=True, help="Subscriptions the naive close runs."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_billing(
+    events: int,
+    batch: int,
+    duplicates: float,
+    concurrency: int,
+    customers: int,
+    sample: int,
+    as_json: bool,
+) -> None:
+    """Usage events ingested per second (batches with retried events) vs one INSERT per
+    event, and closing a period for --customers customers vs one close per subscription."""
+    from benchmarks import billing
+    from benchmarks.common import table
+
+    with scratch_database() as url:
+        naive, ours = asyncio.run(billing.ingestion(url, events, batch, duplicates, concurrency))
+        close_naive, close_ours = asyncio.run(billing.closing(url, customers, 5, sample))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ingest": {"baseline": naive.to_json(), "ours": ours.to_json()},
+                    "close": {"baseline": close_naive.to_json(), "ours": close_ours.to_json()},
+                }
+            )
+        )
+        return
+    click.echo(f"Billing usage ingestion, {concurrency} connections (Lago: 10,000 events/s)\n")
+    click.echo(table([ours], naive))
+    click.echo(f"\nClosing a period, {customers:,} customers (subscriptions/s)\n")
+    click.echo(table([close_ours], close_naive))
+
+
 @bench.command("ltv")
 @click.option(
     "--calibration-end",

@@ -27,6 +27,8 @@ from kiki.db import migrate
 from kiki.db.pool import connect
 from kiki.errors import ConfigError, InvalidInput, KikiError
 from launcher.bench import bench
+from launcher.bench_flow import bench_flow
+from launcher.billing_cli import billing
 from launcher.platform import (
     READY_TIMEOUT_S,
     Platform,
@@ -320,7 +322,8 @@ def keys_revoke(prefix: str) -> None:
     click.echo(f"revoked {prefix}")
 
 
-for command in (bench, ingest, demo, models, train, simulate):
+bench.add_command(bench_flow)
+for command in (bench, ingest, demo, models, train, simulate, billing):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -113,12 +113,17 @@ def adapt_for_machine(data: dict[str, Any], settings: Settings, gpus: float) -> 
 
 
 def replica_env(settings: Settings) -> dict[str, str]:
-    """The settings a replica needs, as environment variables."""
+    """The settings a replica needs, as environment variables: the state folder and the
+    database always, and every other setting that differs from its default (settings built
+    in code, as tests do, would otherwise not reach the replicas)."""
     env = {
         "KIKI_PG_PORT": str(settings.pg_port),
         "KIKI_LOG_LEVEL": settings.log_level,
         "KIKI_HOME": str(Path(settings.home).resolve()),
     }
-    if settings.database_url:
-        env["KIKI_DATABASE_URL"] = settings.database_url
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if name == "ray_address" or value is None or value == field.default:
+            continue
+        env.setdefault(f"KIKI_{name.upper()}", str(value))
     return env

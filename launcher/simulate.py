@@ -135,6 +135,7 @@ async def run_simulation(
         guard_rate=SANDBOX_RATE,
         tenant_id=str(tenant.id),
         value_app=None,  # synthetic segments: the ad groups' stated values
+        lease_ticks=options.lease_ticks,
     )
     await loops.ready()
     order = [key[1] for stats in await loops.stats() for key in stats.keys]

@@ -32,6 +32,7 @@ class LineKind(StrEnum):
     BASE_FEE = "base_fee"
     USAGE = "usage"
     PRORATION = "proration"
+    ADJUSTMENT = "adjustment"  # late usage of an already-invoiced period
 
 
 class InvoiceLine(FrozenModel):

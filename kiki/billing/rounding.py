@@ -21,6 +21,7 @@ from decimal import (
 )
 from functools import cache
 
+from kiki.errors import InvalidInput
 from kiki.money import MICROS_PER_UNIT, Money
 
 # Sums and products of prices (at most 12 decimal places) never need 100 digits; should one
@@ -50,3 +51,16 @@ def share(total: int, part: int, whole: int) -> int:
     if whole <= 0:
         raise ValueError("share of an empty whole")
     return (2 * total * part + whole) // (2 * whole)
+
+
+def minor_to_micros(amount_minor: int, currency: str) -> int:
+    """Minor units as kiki.money micros (exact: a minor unit is a whole number of micros)."""
+    return amount_minor * (MICROS_PER_UNIT // minor_unit_factor(currency))
+
+
+def exact_minor(amount: Decimal, currency: str) -> int:
+    """An amount someone pays or is credited, in minor units; finer than that is refused."""
+    minor = amount * minor_unit_factor(currency)
+    if minor != minor.to_integral_value():
+        raise InvalidInput(f"{amount} {currency} is finer than the currency's smallest unit")
+    return int(minor)

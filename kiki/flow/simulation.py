@@ -31,6 +31,7 @@ class SimulationOptions(BaseModel):
     platforms: int = Field(5, ge=1, le=len(PLATFORMS))
     ad_groups: int = Field(4, ge=1, le=100)
     outages: list[str] = Field(default_factory=list, description="sandbox platforms that are down")
+    lease_ticks: int = Field(10, ge=1, le=1000, description="ticks a budget lease covers")
     start: datetime | None = None
     budget_per_hour: tuple[int, int] = (1_000, 3_000)  # whole currency units, drawn per campaign
 

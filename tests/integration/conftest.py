@@ -86,3 +86,36 @@ def fresh_db(pg_url: str) -> Iterator[str]:
     asyncio.run(admin_exec(f"CREATE DATABASE {name}"))
     yield pg_url.rsplit("/", 1)[0] + f"/{name}"
     asyncio.run(admin_exec(f"DROP DATABASE {name} WITH (FORCE)"))
+
+
+@pytest.fixture(scope="session")
+def localstripe() -> Iterator[str]:
+    """localstripe, a Stripe-compatible server (GPL: run as a test-time process, never
+    imported), on a free port; its data is reset with `DELETE /_config/data`."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    try:
+        while True:
+            try:
+                httpx.delete(f"{url}/_config/data", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("localstripe did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

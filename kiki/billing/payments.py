@@ -1,0 +1,325 @@
+"""Collecting invoices: PaymentIntents, the dunning schedule, refunds, Stripe's webhooks.
+
+Dunning: a failed payment is retried 1, 3 and 5 days after each failure (a new PaymentIntent
+each time); when the fourth attempt fails the invoice is marked uncollectible (a later payment
+still settles it). The payment row is written before Stripe is called, so two callers never
+both charge one invoice; the idempotency key (invoice, attempt) makes a retried call safe.
+
+Stripe's events are verified (kiki.billing.stripe_gateway), then stored by id in the same
+transaction that applies them: a replayed event is refused and nothing is applied twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from kiki.billing import repository, webhooks
+from kiki.billing.closing import invoice_payload
+from kiki.billing.invoice import InvoiceStatus
+from kiki.billing.models import Invoice, Payment, PaymentStatus
+from kiki.billing.stripe_gateway import INVOICE_KEY, TENANT_KEY, ChargeResult, PaymentGateway
+from kiki.errors import Conflict, FailedPrecondition, InvalidInput, KikiError
+
+logger = logging.getLogger("kiki.billing")
+
+DUNNING_DAYS = (1, 3, 5)
+# A payment left "processing" without an intent (the caller died mid-call) may be retried
+# after this, with the same idempotency key.
+STALE_PROCESSING = timedelta(minutes=5)
+_PAYABLE = (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE)
+
+
+async def pay(
+    pool: asyncpg.Pool, gateway: PaymentGateway, tenant_id: UUID, invoice_id: UUID, now: datetime
+) -> Payment:
+    """Charge the invoice's total due to the customer's payment method, now."""
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            invoice = await repository.get_invoice(conn, tenant_id, invoice_id, for_update=True)
+            if invoice.status not in _PAYABLE:
+                raise FailedPrecondition(
+                    f"invoice {invoice.number or invoice.id} is {invoice.status}; only finalized "
+                    "or uncollectible invoices are paid"
+                )
+            customer = await repository.get_customer(conn, tenant_id, invoice.customer_id)
+            if not customer.stripe_payment_method_id:
+                raise FailedPrecondition(
+                    f"customer {customer.customer_id!r} has no payment method; attach one with "
+                    f"POST /billing/api/v1/customers/{customer.customer_id}/payment-method"
+                )
+            previous = await repository.get_payment(conn, tenant_id, invoice_id, for_update=True)
+            attempts = 1 if previous is None else previous.attempts + 1
+            if previous is not None and previous.status is PaymentStatus.PROCESSING:
+                if previous.payment_intent_id or previous.updated_at > now - STALE_PROCESSING:
+                    raise Conflict(
+                        f"a payment of invoice {invoice.number} is in progress; wait for it"
+                    )
+                attempts = previous.attempts  # same key: Stripe answers the first call's result
+            await repository.save_payment(
+                conn,
+                tenant_id,
+                Payment(
+                    invoice_id=invoice_id,
+                    payment_intent_id=None,
+                    status=PaymentStatus.PROCESSING,
+                    amount_minor=invoice.total_due_minor,
+                    currency=invoice.currency,
+                    attempts=attempts,
+                    next_retry_at=None,
+                    last_error=None,
+                    updated_at=now,
+                ),
+            )
+        result = await gateway.charge(tenant_id, invoice, customer, f"kiki:{invoice_id}:{attempts}")
+        async with conn.transaction():
+            return await _record(conn, tenant_id, invoice_id, attempts, result, now)
+
+
+async def _record(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    invoice_id: UUID,
+    attempts: int,
+    result: ChargeResult,
+    now: datetime,
+) -> Payment:
+    """Apply a payment attempt's outcome to the payment row and the invoice."""
+    invoice = await repository.get_invoice(conn, tenant_id, invoice_id, for_update=True)
+    status, next_retry = PaymentStatus(result.status), None
+    if status is PaymentStatus.SUCCEEDED:
+        await _mark_paid(conn, tenant_id, invoice, now)
+    elif status is PaymentStatus.FAILED and invoice.status in _PAYABLE:
+        if attempts <= len(DUNNING_DAYS):
+            next_retry = now + timedelta(days=DUNNING_DAYS[attempts - 1])
+        elif invoice.status is InvoiceStatus.FINALIZED:
+            await mark(conn, tenant_id, invoice_id, InvoiceStatus.UNCOLLECTIBLE, now)
+        failed = invoice_payload(invoice) | {"attempts": attempts, "error": result.error}
+        await webhooks.enqueue(conn, tenant_id, "invoice.payment_failed", [failed], now)
+    return await repository.save_payment(
+        conn,
+        tenant_id,
+        Payment(
+            invoice_id=invoice_id,
+            payment_intent_id=result.payment_intent_id,
+            status=status,
+            amount_minor=invoice.total_due_minor,
+            currency=invoice.currency,
+            attempts=attempts,
+            next_retry_at=next_retry,
+            last_error=result.error,
+            updated_at=now,
+        ),
+    )
+
+
+_EVENTS = {
+    InvoiceStatus.PAID: "invoice.paid",
+    InvoiceStatus.VOID: "invoice.voided",
+    InvoiceStatus.UNCOLLECTIBLE: "invoice.marked_uncollectible",
+}
+
+
+async def mark(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    invoice_id: UUID,
+    target: InvoiceStatus,
+    now: datetime,
+) -> Invoice:
+    """Move an invoice to `target` (void, uncollectible, paid) and tell the tenant."""
+    invoice = await repository.set_invoice_status(conn, tenant_id, invoice_id, target, now)
+    await webhooks.enqueue(conn, tenant_id, _EVENTS[target], [invoice_payload(invoice)], now)
+    return invoice
+
+
+async def _mark_paid(
+    conn: asyncpg.Connection, tenant_id: UUID, invoice: Invoice, now: datetime
+) -> bool:
+    if invoice.status not in _PAYABLE:
+        return False
+    await mark(conn, tenant_id, invoice.id, InvoiceStatus.PAID, now)
+    return True
+
+
+async def collect_due(
+    pool: asyncpg.Pool,
+    gateway: PaymentGateway,
+    now: datetime,
+    *,
+    tenant_id: UUID | None = None,
+    limit: int = 100,
+) -> list[Payment]:
+    """First attempts for finalized invoices and dunning retries that are due."""
+    async with pool.acquire() as conn:
+        due = await conn.fetch(
+            """SELECT i.tenant_id, i.id FROM billing_invoices i
+               JOIN billing_customers c
+                 ON c.tenant_id = i.tenant_id AND c.customer_id = i.customer_id
+               LEFT JOIN billing_payments p ON p.invoice_id = i.id
+               WHERE i.status = 'finalized' AND i.total_due_minor > 0
+                 AND c.stripe_payment_method_id IS NOT NULL
+                 AND ($2::uuid IS NULL OR i.tenant_id = $2)
+                 AND (p.invoice_id IS NULL OR (p.status = 'failed' AND p.next_retry_at <= $1))
+               ORDER BY i.finalized_at LIMIT $3""",
+            now, tenant_id, limit,
+        )  # fmt: skip
+    done = []
+    for row in due:
+        try:
+            done.append(await pay(pool, gateway, row["tenant_id"], row["id"], now))
+        except KikiError as exc:
+            logger.warning("payment attempt failed", extra={"invoice": str(row["id"]),
+                                                            "error": exc.message})  # fmt: skip
+    return done
+
+
+async def refund(
+    pool: asyncpg.Pool,
+    gateway: PaymentGateway,
+    tenant_id: UUID,
+    invoice_id: UUID,
+    amount_minor: int | None,
+    now: datetime,
+) -> Invoice:
+    """Give back part or all of a paid invoice (all that is left when no amount is given)."""
+    async with pool.acquire() as conn:
+        invoice = await repository.get_invoice(conn, tenant_id, invoice_id)
+        payment = await repository.get_payment(conn, tenant_id, invoice_id)
+        if payment is None or payment.status is not PaymentStatus.SUCCEEDED:
+            raise FailedPrecondition(
+                f"invoice {invoice.number} has no successful card payment to refund"
+            )
+        refundable = payment.amount_minor - invoice.refunded_minor
+        amount = refundable if amount_minor is None else amount_minor
+        if not 0 < amount <= refundable:
+            raise InvalidInput(
+                f"refund must be above 0 and at most {refundable} (minor units still refundable)"
+            )
+        key = f"kiki-refund:{invoice_id}:{invoice.refunded_minor}:{amount}"
+        refunded = await gateway.refund(payment.payment_intent_id or "", amount, key)
+        async with conn.transaction():
+            return await _set_refunded(
+                conn, tenant_id, invoice_id, invoice.refunded_minor + refunded, now
+            )
+
+
+async def _set_refunded(
+    conn: asyncpg.Connection, tenant_id: UUID, invoice_id: UUID, total: int, now: datetime
+) -> Invoice:
+    """Record the total refunded so far (from our call or Stripe's event, whichever is first)."""
+    row = await conn.fetchrow(
+        f"""UPDATE billing_invoices SET refunded_minor = $3
+            WHERE tenant_id = $1 AND id = $2 AND refunded_minor < $3
+            RETURNING {repository.INVOICE_COLUMNS}""",
+        tenant_id, invoice_id, total,
+    )  # fmt: skip
+    if row is None:
+        return await repository.get_invoice(conn, tenant_id, invoice_id)
+    invoice = repository.invoice_of(row)
+    await webhooks.enqueue(conn, tenant_id, "invoice.refunded", [invoice_payload(invoice)], now)
+    return invoice
+
+
+async def handle_stripe_event(pool: asyncpg.Pool, event: dict[str, Any], now: datetime) -> str:
+    """Apply a verified Stripe event once; returns what was done (also stored with it)."""
+    kind, obj = event.get("type", ""), (event.get("data") or {}).get("object") or {}
+    event_id = event.get("id")
+    if not isinstance(event_id, str) or not event_id:
+        raise InvalidInput("the event has no id", code="webhook_malformed")
+    async with pool.acquire() as conn, conn.transaction():
+        stored = await conn.fetchval(
+            """INSERT INTO billing_stripe_events (event_id, type, outcome) VALUES ($1, $2, '')
+               ON CONFLICT DO NOTHING RETURNING event_id""",
+            event_id,
+            kind,
+        )
+        if stored is None:
+            raise Conflict(
+                f"event {event_id} was already received; a replay is never applied twice",
+                code="webhook_replayed",
+            )
+        target = await _invoice_of(conn, kind, obj)
+        if target is None:
+            outcome = "ignored: not about a KIKI invoice"
+        else:
+            outcome = await _apply(conn, kind, obj, *target, now)
+        await conn.execute(
+            """UPDATE billing_stripe_events SET outcome = $2, tenant_id = $3, invoice_id = $4
+               WHERE event_id = $1""",
+            event_id, outcome, *(target or (None, None)),
+        )  # fmt: skip
+    return outcome
+
+
+async def _invoice_of(
+    conn: asyncpg.Connection, kind: str, obj: dict[str, Any]
+) -> tuple[UUID, UUID] | None:
+    """(tenant, invoice) the event is about: from the PaymentIntent's metadata, or for a
+    charge, from the payment it belongs to."""
+    if kind == "charge.refunded":
+        row = await conn.fetchrow(
+            "SELECT tenant_id, invoice_id FROM billing_payments WHERE payment_intent_id = $1",
+            obj.get("payment_intent"),
+        )
+        return None if row is None else (row["tenant_id"], row["invoice_id"])
+    metadata = obj.get("metadata") or {}
+    try:
+        tenant_id, invoice_id = UUID(metadata[TENANT_KEY]), UUID(metadata[INVOICE_KEY])
+    except (KeyError, ValueError, TypeError):
+        return None
+    found = await conn.fetchval(
+        "SELECT 1 FROM billing_invoices WHERE tenant_id = $1 AND id = $2", tenant_id, invoice_id
+    )
+    return (tenant_id, invoice_id) if found else None
+
+
+async def _apply(
+    conn: asyncpg.Connection,
+    kind: str,
+    obj: dict[str, Any],
+    tenant_id: UUID,
+    invoice_id: UUID,
+    now: datetime,
+) -> str:
+    invoice = await repository.get_invoice(conn, tenant_id, invoice_id, for_update=True)
+    payment = await repository.get_payment(conn, tenant_id, invoice_id, for_update=True)
+    intent = obj.get("id")
+    if kind == "payment_intent.succeeded":
+        received = obj.get("amount_received", obj.get("amount"))
+        if (
+            (obj.get("currency") or "").upper() != invoice.currency
+            or not isinstance(received, int)
+            or received < invoice.total_due_minor
+        ):
+            logger.warning("payment does not cover the invoice", extra={"intent": intent})
+            return f"ignored: {received} {obj.get('currency')} does not cover the invoice"
+        attempts = payment.attempts if payment else 1
+        await _record(conn, tenant_id, invoice_id, attempts,
+                      ChargeResult(payment_intent_id=intent, status="succeeded"), now)  # fmt: skip
+        return "invoice paid" if invoice.status in _PAYABLE else f"invoice already {invoice.status}"
+    if kind == "payment_intent.payment_failed":
+        if payment is None or payment.status is not PaymentStatus.PROCESSING:
+            if payment is not None and payment.payment_intent_id is None:
+                await conn.execute(
+                    "UPDATE billing_payments SET payment_intent_id = $2 WHERE invoice_id = $1",
+                    invoice_id,
+                    intent,
+                )
+            return "failure already recorded"
+        error = (obj.get("last_payment_error") or {}).get("message") or "payment failed"
+        await _record(conn, tenant_id, invoice_id, payment.attempts,
+                      ChargeResult(payment_intent_id=intent, status="failed", error=error),
+                      now)  # fmt: skip
+        return "payment failure recorded"
+    if kind == "charge.refunded":
+        total = obj.get("amount_refunded")
+        if not isinstance(total, int):
+            return "ignored: no amount_refunded"
+        await _set_refunded(conn, tenant_id, invoice_id, total, now)
+        return f"refunded {total}"
+    return f"ignored: {kind} is not handled"
