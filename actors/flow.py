@@ -41,6 +41,7 @@ from ray.util import metrics
 from actors import shard_options
 from actors.budget import BudgetClient
 from actors.guard import platform_guard
+from kiki.billing import metering
 from kiki.clock import Clock, VirtualClock, WallClock
 from kiki.db.pool import create_pool
 from kiki.errors import FailedPrecondition, KikiError
@@ -94,11 +95,14 @@ def _segment_traits(segment: str, default_value: int) -> tuple[float, float]:
 
 
 class AuditWriter:
-    """Buffers decision rows; a background task COPYs them and appends the log lines."""
+    """Buffers decision rows; a background task COPYs them and appends the log lines. With
+    `bill`, the same transaction reports the decisions to Billing (`bid_decisions`), so
+    usage matches the trail exactly."""
 
-    def __init__(self, pool: asyncpg.Pool, log_path: Path | None) -> None:
+    def __init__(self, pool: asyncpg.Pool, log_path: Path | None, bill: bool = True) -> None:
         self.pool = pool
         self.log_path = log_path
+        self.bill = bill
         self.rows: list[tuple] = []
         self.written = 0
         self._wake = asyncio.Event()
@@ -122,8 +126,10 @@ class AuditWriter:
             while self.rows:
                 batch, self.rows = self.rows, []
                 try:
-                    async with self.pool.acquire() as conn:
+                    async with self.pool.acquire() as conn, conn.transaction():
                         await store.copy_decisions(conn, batch)
+                        if self.bill:
+                            await metering.record_many(conn, audit.usage(batch))
                 except Exception as exc:
                     # Keep the rows: the next pass retries them first.
                     logger.warning("audit write failed; retrying", extra={"error": repr(exc)})
@@ -243,7 +249,8 @@ class BidLoopShard:
 
     async def _start(self) -> None:
         self._pool = await create_pool(self.database_url, min_size=1, max_size=4)
-        self._audit = AuditWriter(self._pool, self.log_path)
+        # A simulation's decisions are not billed.
+        self._audit = AuditWriter(self._pool, self.log_path, bill=self.tenant_id is None)
         await self.budgets.ready()
         await self._load()
         if self.autorun:

@@ -13,10 +13,14 @@ import json
 import logging
 import math
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
+from uuid import UUID
 
 import asyncpg
 import grpc
@@ -32,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiki import __version__
 from kiki.auth import ApiKeyCache, Tenant, authenticate, hash_api_key
+from kiki.billing import metering
 from kiki.clock import WallClock
 from kiki.config import Settings, get_settings
 from kiki.db.embedded import EmbeddedPostgres
@@ -110,6 +115,7 @@ class ServiceRuntime:
         self._keys = ApiKeyCache(self.settings.auth_cache_ttl_s)
         # Service-specific objects (clients, scorers) shared by the ingress class and the app.
         self.extras: dict[str, Any] = {}
+        self._meters: dict[str, UsageMeter] = {}
         self.key_limits = RateLimiter(
             self.settings.api_rate_per_s, self.settings.api_burst, WallClock()
         )
@@ -170,10 +176,66 @@ class ServiceRuntime:
             checks=checks,
         )
 
+    def meter(self, metric: str) -> UsageMeter:
+        """The replica's meter of a billable metric (kiki.billing.metering.PLATFORM_METRICS)."""
+        if metric not in self._meters:
+            self._meters[metric] = UsageMeter(self, metric)
+        return self._meters[metric]
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+class UsageMeter:
+    """A replica's billable usage of one metric, per tenant, reported to Billing every
+    `flush_s` in one idempotent write (kiki.billing.metering). A report that fails is retried
+    with the same transaction ids, so it is counted once; counts not yet reported are lost
+    if the replica dies, at most `flush_s` of them."""
+
+    def __init__(self, runtime: ServiceRuntime, metric: str, flush_s: float = 5.0) -> None:
+        self.runtime, self.metric, self.flush_s = runtime, metric, flush_s
+        self.counts: Counter[UUID] = Counter()
+        self._origin = uuid.uuid4().hex  # this replica's reports never collide with another's
+        self._sequence = 0
+        self._task: asyncio.Task | None = None
+
+    def add(self, tenant_id: UUID, quantity: int) -> None:
+        if quantity <= 0:
+            return
+        self.counts[tenant_id] += quantity
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._report_forever())
+
+    async def _report_forever(self) -> None:
+        pending: list[metering.Usage] = []
+        while True:
+            await asyncio.sleep(self.flush_s)
+            if not pending and self.counts:
+                self._sequence += 1
+                counts, self.counts = self.counts, Counter()
+                at = datetime.now(UTC)
+                pending = [
+                    metering.Usage(
+                        tenant_id=tenant,
+                        metric_code=self.metric,
+                        quantity=n,
+                        transaction_id=f"{self.metric}:{self._origin}:{self._sequence}:{tenant}",
+                        at=at,
+                    )
+                    for tenant, n in counts.items()
+                ]
+            if not pending:
+                continue
+            try:
+                pool = await self.runtime.pool()
+                async with pool.acquire() as conn:
+                    await metering.record_many(conn, pending)
+                pending = []
+            except Exception as exc:  # the next round retries the same report
+                extra = {"metric": self.metric, "error": repr(exc)}
+                logger.warning("usage report failed", extra=extra)
 
 
 class _DecimalJSONRequest(Request):

@@ -35,6 +35,7 @@ from deployments.common import (
 )
 from kiki.auth import Tenant
 from kiki.batching import KeyedBatcher
+from kiki.billing import metering
 from kiki.errors import FailedPrecondition, InvalidInput, KikiError, NotFound
 from kiki.flow import segments
 from kiki.money import DecimalAmount, micros_to_decimal_str
@@ -228,8 +229,10 @@ class ValueService:
         return production, candidate
 
     async def predict(
-        self, tenant: Tenant, customers: list[Customer]
+        self, tenant: Tenant, customers: list[Customer], billable: bool = True
     ) -> list[Prediction | PredictionError]:
+        """Predictions in the order asked; `billable` ones are metered for Billing (the bid
+        loop's own segment valuations are not)."""
         production, candidate = await self.models(tenant)
         today = datetime.now(UTC).date()
         by_day: dict[date, list[Customer]] = defaultdict(list)
@@ -250,6 +253,8 @@ class ValueService:
                     answers[row.customer_id] = self._prediction(row, record, out, i)
                 if self.served is not None:
                     self.served.inc(len(mine), tags={"model_version": str(record.version)})
+            if billable:
+                self.runtime.meter(metering.PREDICTIONS_SERVED).add(tenant.id, len(answers))
         return [
             answers.get(c.customer_id)
             or PredictionError(
@@ -346,7 +351,7 @@ class ValueService:
             async with pool.acquire() as conn:
                 found = await segments.members(conn, tenant.id, missing)
             flat = [Customer(customer_id=c) for ids in found.values() for c in ids]
-            answers = await self.predict(tenant, flat) if flat else []
+            answers = await self.predict(tenant, flat, billable=False) if flat else []
             ltv = {a.customer_id: a.ltv_micros for a in answers if isinstance(a, Prediction)}
             for segment in missing:
                 valued = [ltv[c] for c in found.get(segment, []) if c in ltv]

@@ -7,12 +7,14 @@ to PostgreSQL with COPY; the log lines go to a file in one write per tick.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 import numpy as np
 
+from kiki.billing import metering
 from kiki.flow.engine import BidEngine, TickPlan
 
 COLUMNS = (
@@ -119,3 +121,19 @@ def log_lines(rows: list[tuple]) -> str:
     return "".join(
         _LINE % (*r[:1], r[1].isoformat(), *r[2:14], dumps(r[14]), dumps(r[15])) for r in rows
     )
+
+
+def usage(rows: list[tuple]) -> list[metering.Usage]:
+    """Billing's `bid_decisions` for these rows: one report per tenant, tick time and shard,
+    keyed so that writing the same rows twice bills them once."""
+    counts = Counter((r[2], r[1], r[16]) for r in rows)
+    return [
+        metering.Usage(
+            tenant_id=tenant,
+            metric_code=metering.BID_DECISIONS,
+            quantity=n,
+            transaction_id=f"{metering.BID_DECISIONS}:{tenant}:{shard}:{at.isoformat()}",
+            at=at,
+        )
+        for (tenant, at, shard), n in counts.items()
+    ]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
+import asyncpg
 import httpx
 import pytest
 
@@ -43,7 +45,26 @@ def spec(campaign_id: str, **overrides: object) -> dict:
     return {**body, **overrides}
 
 
-def test_campaign_lifecycle_and_live_decisions(flow: httpx.Client) -> None:
+async def usage_and_decisions(url: str, flow: httpx.Client) -> tuple[int, int]:
+    tenant = flow.get("/api/v1/whoami").json()["tenant_id"]
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            """SELECT (SELECT coalesce(sum((properties->>'quantity')::numeric), 0)
+                       FROM billing_events WHERE metric_code = 'bid_decisions'
+                         AND customer_id = $1) AS billed,
+                      (SELECT count(*) FROM flow_decisions WHERE tenant_id = $2) AS made""",
+            tenant,
+            UUID(tenant),
+        )
+    finally:
+        await conn.close()
+    return int(row["billed"]), row["made"]
+
+
+def test_campaign_lifecycle_and_live_decisions(
+    flow: httpx.Client, platform: RunningPlatform
+) -> None:
     created = flow.post("/api/v1/campaigns", json=spec("spring"))
     assert created.status_code == 201, created.text
     body = created.json()
@@ -78,6 +99,10 @@ def test_campaign_lifecycle_and_live_decisions(flow: httpx.Client) -> None:
     since = decisions[-1]["decided_at"]
     later = flow.get("/api/v1/decisions", params={"campaign_id": "spring", "since": since})
     assert all(d["decided_at"] >= since for d in later.json()["decisions"])
+
+    # Billing's `bid_decisions` for the tenant equal its decisions, read in one snapshot.
+    billed, made = run(usage_and_decisions(platform.database_url, flow))
+    assert billed == made > 0
 
     paused = flow.post("/api/v1/campaigns/spring/pause")
     assert paused.json()["status"] == "paused"

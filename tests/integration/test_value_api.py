@@ -243,3 +243,32 @@ def test_flow_bids_on_the_segment_value_from_syncvalue(
     flow.post("/api/v1/campaigns/valued/stop")
     assert expected in seen["vip"]
     assert seen["cold"] == {7_000_000}  # no members: the ad group's stated value
+
+
+async def predictions_billed(url: str, tenant_id: uuid.UUID) -> int:
+    conn = await connect(url)
+    try:
+        total = await conn.fetchval(
+            """SELECT coalesce(sum((properties->>'quantity')::numeric), 0) FROM billing_events
+               WHERE metric_code = 'predictions_served' AND customer_id = $1""",
+            str(tenant_id),
+        )
+    finally:
+        await conn.close()
+    return int(total)
+
+
+def test_predictions_served_are_metered_for_billing(value: dict, platform: RunningPlatform) -> None:
+    before = asyncio.run(predictions_billed(platform.database_url, value["tenant_id"]))
+    customers = [{"customer_id": f"cust_{c:04d}"} for c in range(100, 112)]
+    resp = value["client"].post("/api/v1/predict", json={"customers": customers})
+    assert resp.status_code == 200, resp.text
+    # Replicas report every 5 s; wait for this batch to arrive, then make sure it stays once.
+    deadline = time.monotonic() + 30
+    billed = before
+    while time.monotonic() < deadline and billed < before + len(customers):
+        time.sleep(1)
+        billed = asyncio.run(predictions_billed(platform.database_url, value["tenant_id"]))
+    time.sleep(6)
+    billed = asyncio.run(predictions_billed(platform.database_url, value["tenant_id"]))
+    assert billed == before + len(customers)

@@ -184,3 +184,6 @@ def test_decision_log_lines_are_json_and_complete() -> None:
     assert {p["result"] for p in parsed} >= {'rejected: "bad" bid'}
     assert {p["reason"] for p in parsed} == {"reserved", "denied:schedule"}
     assert all(p["tick"] == 7 and p["campaign"] == "c1" for p in parsed)
+    (usage,) = audit.usage(rows)  # one tenant, one tick, one shard
+    assert usage.quantity == 4 and usage.metric_code == "bid_decisions"
+    assert usage.transaction_id == audit.usage(rows)[0].transaction_id  # the same rows bill once
