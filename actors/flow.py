@@ -29,10 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import httpx
 import numpy as np
 import ray
 from ray import serve
@@ -44,13 +46,15 @@ from actors.guard import platform_guard
 from kiki.billing import metering
 from kiki.clock import Clock, VirtualClock, WallClock
 from kiki.db.pool import create_pool
-from kiki.errors import FailedPrecondition, KikiError
+from kiki.errors import FailedPrecondition, KikiError, RateLimited, Unavailable
 from kiki.flow import audit, store
 from kiki.flow.campaigns import Campaign
+from kiki.flow.connectors import build_connector
 from kiki.flow.connectors.base import BidChange, PlatformConnector
 from kiki.flow.engine import BidEngine, TickPlan
 from kiki.flow.exchange import ExchangeConfig, SandboxConnector, SandboxExchange, Units
 from kiki.flow.leases import LeaseBook
+from kiki.flow.live import Delivered, SpendDeltas, parse_credentials
 from kiki.shield.book import BudgetOp, OpResult, shard_of
 
 logger = logging.getLogger("kiki.flow")
@@ -170,6 +174,8 @@ class BidLoopShard:
         seed: int = 0,
         outages: Sequence[str] = (),
         value_app: str | None = "value",
+        credentials: dict[str, Any] | None = None,
+        spend_poll_s: float = 60.0,
         log_dir: str | None = None,
         guard_rate: dict | None = None,
         detached: bool = True,
@@ -186,6 +192,16 @@ class BidLoopShard:
         self.outages = set(outages)
         # Segment values come from this Serve app (SyncValue); None = the ad groups' defaults.
         self.value_app = value_app
+        # With credentials, the live market: the real platforms' connectors, spend from
+        # their reports (kiki.flow.live); without, the sandbox exchange.
+        self.credentials = parse_credentials(credentials) if credentials else None
+        self.spend_poll_s = spend_poll_s
+        self._http: dict[str, httpx.AsyncClient] = {}
+        self._unit_refs: list[tuple[str, str, str] | None] = []
+        self._reported = SpendDeltas()
+        self._live_delivery: dict[tuple[str, str], Delivered] = {}  # (platform, ref) -> due
+        self._report_call: asyncio.Task | None = None
+        self._last_report = 0.0
         self._value_keys: list[tuple[str, str]] = []  # distinct (tenant, segment)
         self._unit_value_key = np.zeros(0, dtype=np.int64)  # unit -> index in _value_keys
         self._segment_values: dict[tuple[str, str], int] = {}
@@ -302,7 +318,7 @@ class BidLoopShard:
         self._unit_value_key = np.array([index[k] for k in unit_keys], dtype=np.int64)
         self.leases = LeaseBook(len(engine.pool_campaign), self.lease_ticks)
         self.tenant_uuids = [UUID(c.tenant_id) for c in campaigns]
-        self._build_exchange()
+        self._build_market()
 
     async def _settle_reservations(self, old: BidEngine) -> None:
         """Before the pools are renumbered, close the open leases: deliver what the sandbox
@@ -315,6 +331,27 @@ class BidLoopShard:
         ]
         await self._run_budget_ops(ops)
         old.granted(np.zeros(len(old.pool_campaign)))
+
+    def _build_market(self) -> None:
+        if self.credentials is None:
+            self._build_exchange()
+            return
+        engine = self.engine
+        self.exchange = None
+        refs: list[tuple[str, str, str] | None] = []
+        for c, group_id, platform in zip(
+            engine.unit_campaign.tolist(), engine.unit_ad_group, engine.unit_platform, strict=True
+        ):
+            group = next(g for g in engine.campaigns[c].ad_groups if g.ad_group_id == group_id)
+            ref = group.platform_refs.get(platform)
+            refs.append((ref.account_id, ref.campaign_ref, ref.ad_group_ref) if ref else None)
+        self._unit_refs = refs
+        for platform, settings in self.credentials.items():
+            if platform not in self.connectors:
+                self._http[platform] = httpx.AsyncClient(timeout=settings.timeout_s)
+                self.connectors[platform] = build_connector(
+                    platform, self._http[platform], settings
+                )
 
     def _build_exchange(self) -> None:
         engine = self.engine
@@ -340,12 +377,16 @@ class BidLoopShard:
             self.exchange.rng = previous.rng
             self.exchange.daily = {}
         self.exchange.bids[:] = engine.pushed_bids
-        refs = {
-            _unit_ref(keys[c][1], g, p): i
-            for i, (c, g, p) in enumerate(
-                zip(engine.unit_campaign, engine.unit_ad_group, engine.unit_platform, strict=True)
+        self._unit_refs = [
+            ("sandbox", keys[c][1], f"{keys[c][1]}/{g}/{p}")
+            for c, g, p in zip(
+                engine.unit_campaign.tolist(),
+                engine.unit_ad_group,
+                engine.unit_platform,
+                strict=True,
             )
-        }
+        ]
+        refs = {ref[2]: i for i, ref in enumerate(self._unit_refs) if ref}
         self.connectors = {
             p: SandboxConnector(p, self.exchange, refs, outage=p in self.outages)
             for p in set(engine.unit_platform)
@@ -370,10 +411,14 @@ class BidLoopShard:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
+        if self._report_call is not None:  # the last spend report counts
+            await asyncio.gather(self._report_call, return_exceptions=True)
         async with self._tick_lock:
             await self._settle_reservations(self.engine)
             if self._audit:
                 await self._audit.flush()
+        for client in self._http.values():
+            await client.aclose()
         return self._audit.written if self._audit else 0
 
     async def flush(self) -> int:
@@ -413,6 +458,8 @@ class BidLoopShard:
         """What the platforms delivered since the last tick; updates the engine. Spend per
         pool."""
         n = len(engine.unit_pool)
+        if self.credentials is not None:
+            return self._deliver_reported(engine)
         if self.exchange is None or self.last_tick_at is None or n == 0:
             self.last_tick_at = now
             zeros = np.zeros(n, dtype=np.int64)
@@ -421,6 +468,48 @@ class BidLoopShard:
         d = self.exchange.run(self.last_tick_at, seconds, engine.pool_cap)
         self.last_tick_at = now
         return engine.observe(d.spend_micros, d.clicks, d.conversions, d.value_micros)
+
+    def _deliver_reported(self, engine: BidEngine) -> np.ndarray:
+        """Live market: what the platforms reported since the last tick (polled every
+        spend_poll_s by a task of its own, never awaited by a tick)."""
+        call = self._report_call
+        if call is not None and call.done():
+            self._report_call = None
+            if call.exception() is not None:
+                logger.warning("spend reports failed", extra={"error": repr(call.exception())})
+        if self._report_call is None and time.monotonic() - self._last_report >= self.spend_poll_s:
+            self._last_report = time.monotonic()
+            self._report_call = asyncio.get_running_loop().create_task(self._poll_reports())
+        n = len(engine.unit_pool)
+        columns = np.zeros((4, n), dtype=np.int64)
+        due, self._live_delivery = self._live_delivery, {}
+        units = zip(engine.unit_platform, self._unit_refs, strict=True)
+        for i, (platform, ref) in enumerate(units):
+            got = due.get((platform, ref[2])) if ref else None
+            if got is not None:
+                columns[:, i] = (got.spend_micros, got.clicks, got.conversions, got.value_micros)
+        return engine.observe(*columns)
+
+    async def _poll_reports(self) -> None:
+        """Today's (and yesterday's, for the hours around midnight) delivery of every account
+        the shard bids in, as increments since the last report."""
+        today = self.clock.now().date()
+        accounts = {
+            (p, ref[0]) for p, ref in zip(self.engine.unit_platform, self._unit_refs, strict=True)
+            if ref and p in self.connectors
+        }  # fmt: skip
+        for platform, account in sorted(accounts):
+            rows = await self.connectors[platform].spend_report(
+                account, today - timedelta(days=1), today
+            )
+            for ref, delivered in self._reported.update(rows).items():
+                before = self._live_delivery.get((platform, ref), Delivered())
+                self._live_delivery[(platform, ref)] = Delivered(
+                    before.spend_micros + delivered.spend_micros,
+                    before.clicks + delivered.clicks,
+                    before.conversions + delivered.conversions,
+                    before.value_micros + delivered.value_micros,
+                )
 
     def _values(self) -> np.ndarray:
         """Each unit's segment value (micros; 0 = unknown, the ad group's default applies).
@@ -536,7 +625,6 @@ class BidLoopShard:
         moved = np.flatnonzero(plan.push)
         if moved.size == 0:
             return result, 0, {}
-        keys = engine.campaign_keys()
         platforms = np.array(engine.unit_platform, dtype=object)
         by_platform = {p: moved[platforms[moved] == p] for p in sorted(set(platforms[moved]))}
         calls = [(p, -(-len(units) // PUSH_BATCH)) for p, units in by_platform.items()]
@@ -548,13 +636,19 @@ class BidLoopShard:
                 refused[platform] = admission.reason
                 result[units] = admission.reason
                 continue
+            if platform not in self.connectors:
+                result[units] = "no_connector"
+                continue
+            routable = np.array([self._unit_refs[u] is not None for u in units.tolist()], bool)
+            result[units[~routable]] = "no_platform_ref"
+            units = units[routable]
+            if units.size == 0:
+                continue
             changes = [
                 BidChange.model_construct(
-                    account_id="sandbox",
-                    campaign_ref=keys[engine.unit_campaign[u]][1],
-                    ad_group_ref=_unit_ref(
-                        keys[engine.unit_campaign[u]][1], engine.unit_ad_group[u], platform
-                    ),
+                    account_id=self._unit_refs[u][0],
+                    campaign_ref=self._unit_refs[u][1],
+                    ad_group_ref=self._unit_refs[u][2],
                     bid_micros=int(plan.bids[u]),
                     currency=engine.campaigns[engine.unit_campaign[u]].currency,
                 )
@@ -585,7 +679,8 @@ class BidLoopShard:
             try:
                 answers = await connector.push_bids(batch)
             except KikiError as exc:
-                failed = True
+                # Only the platform failing counts against its breaker, not a refused amount.
+                failed = failed or isinstance(exc, Unavailable | RateLimited)
                 ok.extend([False] * len(batch))
                 texts.extend([exc.code] * len(batch))
                 logger.warning(
@@ -602,10 +697,6 @@ def _lap(phases: dict[str, float], name: str, since: float) -> float:
     now = time.perf_counter()
     phases[name] = (now - since) * 1000
     return now
-
-
-def _unit_ref(campaign_id: str, ad_group_id: str, platform: str) -> str:
-    return f"{campaign_id}/{ad_group_id}/{platform}"
 
 
 def _unavailable(op: BudgetOp) -> OpResult:

@@ -38,6 +38,7 @@ from kiki.flow.campaigns import (
     PacingSettings,
     budget_op,
 )
+from kiki.flow.live import load_credentials
 from kiki.money import DecimalAmount, decimal_to_micros, micros_to_decimal_str
 from kiki.shield.book import BudgetOp
 
@@ -53,6 +54,8 @@ def _attach_actors(app: FastAPI, runtime: ServiceRuntime) -> None:
         budget_shards=s.budget_shards,
         log_dir=str(s.log_dir.resolve()),
         guard_rate={"rate_per_s": s.platform_rate_per_s, "burst": s.platform_burst},
+        credentials=load_credentials(s.platform_credentials) if s.platform_credentials else None,
+        spend_poll_s=s.flow_spend_poll_s,
     )
     for actor in app.state.loops.actors:
         actor.ready.remote()  # start ticking now: campaigns already running resume at once

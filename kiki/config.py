@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     budget_shards: int = Field(2, ge=1, le=256, description="budget actors campaigns shard over")
     flow_shards: int = Field(2, ge=1, le=256, description="bid-loop actors campaigns shard over")
     flow_tick_s: float = Field(2.0, gt=0, le=3600, description="seconds between bid-loop ticks")
+    platform_credentials: Path | None = Field(
+        None,
+        description="JSON file with each ad platform's credentials: set = the bid loop bids on "
+        "the real platforms (the live market); unset = the sandbox exchange",
+    )
+    flow_spend_poll_s: float = Field(
+        60.0, gt=0, description="seconds between spend reports fetched from live platforms"
+    )
     reservation_ttl_s: float = Field(900.0, gt=0, description="unclaimed reservations expire")
     api_rate_per_s: float = Field(
         500.0, gt=0, description="requests per second per API key, per replica (token bucket)"
@@ -74,7 +82,43 @@ class Settings(BaseSettings):
         10.0, gt=0, description="seconds between the billing worker's rounds (dunning, webhooks)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    creative_model: Path | None = Field(
+        None,
+        description="diffusers text-to-image folder (SD 1.5, SD-Turbo, SDXL-Turbo) saved by "
+        "save_pretrained; unset = a small random-weight pipeline whose images are placeholders",
+    )
+    creative_steps: int = Field(4, ge=1, le=150, description="default denoising steps")
+    creative_guidance: float = Field(
+        0.0, ge=0, le=30, description="classifier-free guidance; 0 for Turbo models, ~7.5 for SD"
+    )
+    creative_resolution: int | None = Field(
+        None, ge=32, le=2048, description="side of the generation square; unset = model's native"
+    )
+    image_safety_model: Path | None = Field(
+        None, description="transformers image-classification folder that flags unsafe images"
+    )
+    image_safety_threshold: float = Field(
+        0.5, gt=0, lt=1, description="unsafe-label probability at which an image is withheld"
+    )
     dev_tenant: str = Field("dev", min_length=1, max_length=64)
+    # SyncEngage's channels: a channel whose settings are unset is not offered.
+    smtp_host: str | None = Field(None, description="SMTP server for email; unset = no email")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_sender: str = Field("kiki@localhost", description="From address of email")
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_account_sid: str | None = Field(None, description="AC...; unset = no SMS")
+    twilio_auth_token: str | None = None
+    twilio_sender: str | None = Field(None, description="E.164 From number or MG... service")
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    fcm_project_id: str | None = Field(None, description="Firebase project; unset = no push")
+    fcm_access_token: str | None = Field(
+        None, description="OAuth 2.0 token with the firebase.messaging scope"
+    )
+    engage_cap_per_day: int = Field(3, ge=1, description="messages per customer per 24 hours")
+    engage_cap_per_week: int = Field(10, ge=1, description="messages per customer per 7 days")
 
     @field_validator("database_url")
     @classmethod
@@ -87,6 +131,11 @@ class Settings(BaseSettings):
                 "must start with postgresql:// (e.g. postgresql://kiki:secret@localhost:5432/kiki)"
             )
         return value
+
+    @field_validator("creative_model", "image_safety_model", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @property
     def pgdata(self) -> Path:

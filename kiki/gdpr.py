@@ -31,9 +31,16 @@ class CustomerTable:
         return f"{_quote(self.tenant_column)} = $1 AND {_quote(self.customer_column)} = $2"
 
 
+# Billing's customers are the tenants' business customers, whose invoices the law requires to
+# be kept; they are not registered here. Erasure deletes in this order (the inbox before the
+# messages its rows point to).
 CUSTOMER_TABLES: tuple[CustomerTable, ...] = (
     CustomerTable("consent_events"),
     CustomerTable("transactions"),
+    CustomerTable("audience_segments"),
+    CustomerTable("engage_inbox"),
+    CustomerTable("engage_messages"),
+    CustomerTable("engage_customers"),
 )
 
 

@@ -33,6 +33,11 @@ def normalize_currency(code: str) -> str:
     return code.strip().upper()
 
 
+def minor_unit_micros(currency: str) -> int:
+    """Micros in one minor unit of the currency: 10,000 for USD cents, 1,000,000 for JPY."""
+    return MICROS_PER_UNIT // 10 ** _MINOR_UNIT_EXPONENTS.get(normalize_currency(currency), 2)
+
+
 def to_decimal(value: Any) -> Decimal:
     """Convert a decimal string, int or Decimal to Decimal exactly; floats are refused."""
     if isinstance(value, bool | float):
@@ -138,8 +143,7 @@ class Money:
 
     def minor_units(self, rounding: str = ROUND_HALF_EVEN) -> int:
         """Amount in the currency's minor unit (cents for USD, yen for JPY)."""
-        exponent = _MINOR_UNIT_EXPONENTS.get(self.currency, 2)
-        minor = Decimal(self.micros) / (MICROS_PER_UNIT // 10**exponent)
+        minor = Decimal(self.micros) / minor_unit_micros(self.currency)
         return int(minor.to_integral_value(rounding=rounding))
 
     def to_json(self) -> dict[str, str | int]:

@@ -327,3 +327,128 @@ def bench_ltv(
         f"CDNOW: calibration to {result.calibration_end}, holdout {result.holdout_days} "
         f"days to {result.holdout_end}, {result.customers:,} customers\n{result.table()}"
     )
+
+
+@bench.command("create")
+@click.option("--requests", default=10, show_default=True, help="Requests per run.")
+@click.option("--variants", default=3, show_default=True, help="Images per request.")
+@click.option("--steps", default=2, show_default=True, help="Denoising steps.")
+@click.option(
+    "--placement", default="tiktok_9_16", show_default=True, help="Placement of every request."
+)
+@click.option("--concurrency", default=1, show_default=True, help="Concurrent HTTP clients.")
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    help="Torch CPU threads, for the baseline and the replica alike (Ray gives a replica with "
+    "num_cpus under 1 one thread).",
+)
+@INGRESS_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_create(
+    requests: int,
+    variants: int,
+    steps: int,
+    placement: str,
+    concurrency: int,
+    threads: int,
+    ingress: str,
+    as_json: bool,
+) -> None:
+    """Creatives/s and request latency: SyncCreate over HTTP on Serve (safety check,
+    generator replica, storage) vs Studio.make called directly in this process. The model is
+    KIKI_CREATIVE_MODEL, else the built-in placeholder pipeline."""
+    from benchmarks import create
+    from benchmarks.common import table
+
+    load = create.Load(placement, variants, steps, requests, concurrency, threads)
+    with scratch_database() as url:
+        baseline, served, model = create.run(url, load, ingress)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "model": model,
+                    "load": load.__dict__,
+                    "baseline": baseline.to_json(),
+                    "serve": served.to_json(),
+                }
+            )
+        )
+        return
+    click.echo(
+        f"SyncCreate, {placement}: {requests} requests x {variants} images, {steps} steps, "
+        f"{threads} torch thread(s)\n"
+        f"model: {model}\n(ops/s = images/s; latencies are per request)\n"
+    )
+    click.echo(table([served], baseline))
+    click.echo(
+        f"\nimages/s: baseline {baseline.per_second:.2f}, Serve {served.per_second:.2f} "
+        f"({served.per_second / baseline.per_second:.2f}x)"
+    )
+
+
+@bench.command("churn")
+@click.option(
+    "--calibration-end",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default="1997-09-30",
+    show_default=True,
+    help="Last day the models may learn from.",
+)
+@click.option(
+    "--holdout-end",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default="1998-06-30",
+    show_default=True,
+    help="Churned = no purchase from the day after --calibration-end to this day.",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--choose-config",
+    is_flag=True,
+    help="First pick the trees on the last 90 days before the calibration end.",
+)
+@click.option(
+    "--predictions-out",
+    type=click.Path(path_type=Path),
+    help="Write one row per customer: churned, each model's score, days since last purchase.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_churn(
+    calibration_end: Any,
+    holdout_end: Any,
+    seed: int,
+    choose_config: bool,
+    predictions_out: Path | None,
+    as_json: bool,
+) -> None:
+    """Our churn model (XGBoost on BG/NBD's prior) vs BG/NBD (lifetimes) and a recency rule on
+    CDNOW: ROC AUC, PR AUC, Brier score and calibration by decile. Trains on data up to
+    --calibration-end only."""
+    import pandas as pd
+
+    from kiki.engage import churn_bench
+    from kiki.value.cdnow import load_cdnow
+
+    data, config = load_cdnow(), None
+    cut = calibration_end.date()
+    if choose_config:
+        config, scored = churn_bench.choose_config(
+            data.loc[data["ts"] <= pd.Timestamp(cut)], cut, seed=seed
+        )
+        if not as_json:
+            for loss, candidate in scored:
+                click.echo(f"  validation log loss {loss:.5f}  {candidate.model_dump_json()}")
+    result = churn_bench.run_churn_benchmark(cut, holdout_end.date(), config, seed, data)
+    if predictions_out:
+        result.predictions.to_csv(predictions_out, index_label="customer_id")
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+        return
+    click.echo(
+        f"CDNOW churn: calibration to {result.calibration_end}, holdout {result.holdout_days} "
+        f"days to {result.holdout_end}, {result.customers:,} customers, "
+        f"{result.churn_rate:.1%} churned\n{result.table()}"
+    )

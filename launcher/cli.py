@@ -29,6 +29,7 @@ from kiki.errors import ConfigError, InvalidInput, KikiError
 from launcher.bench import bench
 from launcher.bench_flow import bench_flow
 from launcher.billing_cli import billing
+from launcher.engage_cli import engage
 from launcher.platform import (
     READY_TIMEOUT_S,
     Platform,
@@ -323,7 +324,7 @@ def keys_revoke(prefix: str) -> None:
 
 
 bench.add_command(bench_flow)
-for command in (bench, ingest, demo, models, train, simulate, billing):
+for command in (bench, ingest, demo, models, train, simulate, billing, engage):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,3 +33,31 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+@dataclass
+class SmtpServer:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) and every message it accepted."""
+
+    host: str
+    port: int
+    messages: list[EmailMessage]
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    from aiosmtpd.controller import Controller
+
+    received: list[EmailMessage] = []
+
+    class Keep:
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            received.append(message_from_bytes(envelope.content, policy=default))
+            return "250 Message accepted for delivery"
+
+    controller = Controller(Keep(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield SmtpServer("127.0.0.1", controller.port, received)
+    finally:
+        controller.stop()

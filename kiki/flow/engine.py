@@ -25,7 +25,7 @@ import numpy as np
 
 from kiki.flow.campaigns import Campaign
 from kiki.flow.pacing import ControllerConfig, TargetCurve, allowance_micros, update_multipliers
-from kiki.money import decimal_to_micros
+from kiki.money import decimal_to_micros, minor_unit_micros
 
 PRIOR_CVR = 0.05
 PRIOR_CLICKS = 50.0
@@ -71,6 +71,9 @@ class BidEngine:
         self.live_ticks = np.zeros(n, dtype=np.int64)
         self.max_bid = np.array(
             [c.max_bid_micros or np.iinfo(np.int64).max for c in self.campaigns], dtype=np.int64
+        )
+        self.bid_step = np.array(
+            [minor_unit_micros(c.currency) for c in self.campaigns], dtype=np.int64
         )
         roas = [c.goal_kind == "roas" for c in self.campaigns]
         self.is_roas = np.array(roas, dtype=bool)
@@ -220,6 +223,8 @@ class BidEngine:
         c = self.unit_campaign
         base = np.where(self.is_roas[c], cvr * value / self.goal[c], cvr * self.goal[c])
         bids = np.minimum(np.floor(base * self.multiplier[c]), self.max_bid[c]).astype(np.int64)
+        # Platforms take bids in whole minor units (cents): round down, never above the bid.
+        bids -= bids % self.bid_step[c]
         bids = np.where(live[c], bids, 0)
         moved = np.abs(bids - self.pushed_bids) > self.push_threshold * self.pushed_bids
         self.bids = bids

@@ -77,3 +77,20 @@ def test_adapting_for_a_small_machine(config: dict) -> None:
             assert not dep["ray_actor_options"].get("num_gpus")
     serve_config.validate_strict(adapted)
     assert config["http_options"]["port"] == 8000  # the input is not modified
+
+
+def test_the_creative_generator_asks_for_a_gpu_and_scales_to_zero(config: dict) -> None:
+    create = next(app for app in config["applications"] if app["name"] == "create")
+    generator = next(d for d in create["deployments"] if d["name"] == "CreativeGenerator")
+    assert generator["ray_actor_options"]["num_gpus"] == 1
+    assert generator["autoscaling_config"]["min_replicas"] == 0
+    settings = Settings(replica_cpus=0.1)
+
+    def adapted_generator(gpus: float) -> dict:
+        adapted = serve_config.adapt_for_machine(config, settings, gpus=gpus)
+        app = next(a for a in adapted["applications"] if a["name"] == "create")
+        return next(d for d in app["deployments"] if d["name"] == "CreativeGenerator")
+
+    assert adapted_generator(0)["ray_actor_options"]["num_gpus"] == 0
+    assert adapted_generator(1)["ray_actor_options"]["num_gpus"] == 1
+    assert adapted_generator(0)["autoscaling_config"]["min_replicas"] == 0

@@ -1,0 +1,1 @@
+"""SyncCreate: ad creatives (generation, platform formats, brand compliance, safety, A/B)."""

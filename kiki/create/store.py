@@ -1,0 +1,294 @@
+"""SyncCreate's storage: PNGs on disk under KIKI_HOME, their metadata in PostgreSQL, and the
+A/B results reported per variant.
+
+Files are written (atomically) before their rows, so a row never points at a missing image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import numpy as np
+
+from kiki.errors import InvalidInput, NotFound
+
+
+class CreativeFiles:
+    """PNG files under `<KIKI_HOME>/creatives/<tenant>/<experiment>/<creative>.png`."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home).resolve()
+
+    @staticmethod
+    def relative(tenant_id: UUID, experiment_id: UUID, creative_id: UUID) -> str:
+        return f"creatives/{tenant_id}/{experiment_id}/{creative_id}.png"
+
+    def write(self, relative: str, data: bytes) -> None:
+        path = self.home / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def path(self, relative: str) -> Path:
+        path = self.home / relative
+        if not path.is_file():
+            raise NotFound(f"the image file {relative} is missing under KIKI_HOME ({self.home})")
+        return path
+
+
+@dataclass(frozen=True)
+class CreativeRow:
+    """One stored variant, as `insert_creatives` takes it and `get_creative` returns it."""
+
+    creative_id: UUID
+    experiment_id: UUID
+    variant: int
+    seed: int
+    prompt: str
+    copy: dict[str, Any]
+    width: int
+    height: int
+    image_path: str
+    image_sha256: str
+    compliance_score: int
+    compliance: dict[str, Any]
+    safety: dict[str, Any]
+    fit: dict[str, Any]
+    layout: dict[str, Any]
+
+
+_JSON_FIELDS = ("copy", "compliance", "safety", "fit", "layout")
+_COLUMNS = (
+    "creative_id, experiment_id, variant, seed, prompt, copy, width, height, image_path, "
+    "image_sha256, compliance_score, compliance, safety, fit, layout"
+)
+
+
+def _row(record: asyncpg.Record) -> CreativeRow:
+    data = dict(record)
+    for name in _JSON_FIELDS:
+        data[name] = json.loads(data[name])
+    return CreativeRow(**data)
+
+
+async def insert_experiment(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    experiment_id: UUID,
+    placement: str,
+    request: dict[str, Any],
+    model: dict[str, Any],
+    steps: int,
+    creatives: list[CreativeRow],
+) -> None:
+    """The experiment and its variants, in one transaction."""
+    async with conn.transaction():
+        await conn.execute(
+            """INSERT INTO creative_experiments
+                   (tenant_id, experiment_id, placement, request, model, steps)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            tenant_id,
+            experiment_id,
+            placement,
+            json.dumps(request),
+            json.dumps(model),
+            steps,
+        )
+        await conn.executemany(
+            f"""INSERT INTO creatives (tenant_id, {_COLUMNS})
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)""",
+            [
+                (
+                    tenant_id,
+                    c.creative_id,
+                    c.experiment_id,
+                    c.variant,
+                    c.seed,
+                    c.prompt,
+                    json.dumps(c.copy),
+                    c.width,
+                    c.height,
+                    c.image_path,
+                    c.image_sha256,
+                    c.compliance_score,
+                    json.dumps(c.compliance),
+                    json.dumps(c.safety),
+                    json.dumps(c.fit),
+                    json.dumps(c.layout),
+                )
+                for c in creatives
+            ],
+        )
+
+
+async def get_creative(conn: asyncpg.Connection, tenant_id: UUID, creative_id: UUID) -> CreativeRow:
+    record = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM creatives WHERE tenant_id = $1 AND creative_id = $2",
+        tenant_id,
+        creative_id,
+    )
+    if record is None:
+        raise NotFound(f"creative {creative_id} does not exist")
+    return _row(record)
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    creative: CreativeRow
+    impressions: int
+    clicks: int
+    conversions: int
+
+
+@dataclass(frozen=True)
+class Experiment:
+    experiment_id: UUID
+    placement: str
+    model: dict[str, Any]
+    steps: int
+    created_at: datetime
+    variants: list[VariantResult]
+
+
+async def get_experiment(
+    conn: asyncpg.Connection, tenant_id: UUID, experiment_id: UUID
+) -> Experiment:
+    head = await conn.fetchrow(
+        """SELECT placement, model, steps, created_at FROM creative_experiments
+           WHERE tenant_id = $1 AND experiment_id = $2""",
+        tenant_id,
+        experiment_id,
+    )
+    if head is None:
+        raise NotFound(f"experiment {experiment_id} does not exist")
+    rows = await conn.fetch(
+        f"""SELECT {", ".join("c." + c.strip() for c in _COLUMNS.split(","))},
+                   coalesce(sum(r.impressions), 0)::bigint AS impressions,
+                   coalesce(sum(r.clicks), 0)::bigint AS clicks,
+                   coalesce(sum(r.conversions), 0)::bigint AS conversions
+            FROM creatives c
+            LEFT JOIN creative_results r
+              ON r.tenant_id = c.tenant_id AND r.creative_id = c.creative_id
+            WHERE c.tenant_id = $1 AND c.experiment_id = $2
+            GROUP BY c.tenant_id, c.creative_id
+            ORDER BY c.variant""",
+        tenant_id,
+        experiment_id,
+    )
+    variants = []
+    for row in rows:
+        data = dict(row)
+        totals = {k: data.pop(k) for k in ("impressions", "clicks", "conversions")}
+        variants.append(VariantResult(creative=_row(data), **totals))
+    return Experiment(
+        experiment_id=experiment_id,
+        placement=head["placement"],
+        model=json.loads(head["model"]),
+        steps=head["steps"],
+        created_at=head["created_at"],
+        variants=variants,
+    )
+
+
+@dataclass(frozen=True)
+class ResultIn:
+    creative_id: UUID
+    impressions: int
+    clicks: int
+    conversions: int
+
+
+async def record_results(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    experiment_id: UUID,
+    results: list[ResultIn],
+    idempotency_key: str,
+    source: str,
+) -> bool:
+    """Add one report's increments; True when this key was already applied (nothing added)."""
+
+    async def apply() -> bool:
+        known = {
+            r["creative_id"]
+            for r in await conn.fetch(
+                "SELECT creative_id FROM creatives WHERE tenant_id = $1 AND experiment_id = $2",
+                tenant_id,
+                experiment_id,
+            )
+        }
+        if not known:
+            raise NotFound(f"experiment {experiment_id} does not exist")
+        strangers = [str(r.creative_id) for r in results if r.creative_id not in known]
+        if strangers:
+            raise InvalidInput(
+                f"creative(s) {', '.join(strangers)} are not variants of experiment "
+                f"{experiment_id}; report each variant under its own experiment"
+            )
+        if await conn.fetchval(
+            "SELECT 1 FROM creative_results WHERE tenant_id = $1 AND idempotency_key = $2",
+            tenant_id,
+            idempotency_key,
+        ):
+            return True
+        await conn.executemany(
+            """INSERT INTO creative_results (tenant_id, experiment_id, creative_id,
+                   impressions, clicks, conversions, source, idempotency_key)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+            [
+                (
+                    tenant_id,
+                    experiment_id,
+                    r.creative_id,
+                    r.impressions,
+                    r.clicks,
+                    r.conversions,
+                    source,
+                    idempotency_key,
+                )
+                for r in results
+            ],
+        )
+        return False
+
+    # The unique violation ends the transaction, so it is caught outside it.
+    try:
+        async with conn.transaction():
+            return await apply()
+    except asyncpg.UniqueViolationError:  # the same report, committed by a concurrent retry
+        return True
+
+
+def probability_best(
+    successes: list[int], trials: list[int], draws: int = 20_000
+) -> list[float | None]:
+    """Each variant's probability of having the highest rate, under independent Beta(1 + s,
+    1 + n - s) posteriors (uniform priors), by a seeded Monte Carlo so the same counts always
+    give the same answer. Variants without trials have no evidence and take no part (None);
+    with none anywhere, every answer is None."""
+    live = [i for i, n in enumerate(trials) if n > 0]
+    answers: list[float | None] = [None] * len(trials)
+    if not live:
+        return answers
+    rng = np.random.default_rng(0)
+    samples = np.stack(
+        [rng.beta(1 + successes[i], 1 + max(trials[i] - successes[i], 0), draws) for i in live]
+    )
+    wins = np.bincount(samples.argmax(axis=0), minlength=len(live))
+    for i, w in zip(live, wins, strict=True):
+        answers[i] = round(float(w) / draws, 4)
+    return answers

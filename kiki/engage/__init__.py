@@ -1,0 +1,1 @@
+"""SyncEngage: churn prediction, cohorts and segments, consent-aware retention messaging."""

@@ -1,0 +1,219 @@
+"""The SyncEngage HTTP API, hosted in-process on real PostgreSQL with email delivered to a
+local SMTP server and SMS / push to the provider fakes: the seed's calls (churn risk, message,
+cohorts), segments CRUD, and the 4xx answers that say what to fix. The same app under Ray
+Serve is covered by test_engage_serve.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from deployments.common import ServiceRuntime
+from deployments.engage import api
+from kiki.auth import create_api_key, ensure_tenant
+from kiki.config import Settings
+from kiki.db import migrate
+from kiki.db.pool import connect
+from kiki.engage import registry
+from kiki.engage.churn import MODEL_FEATURES, fit_churn_model
+from kiki.engage.rfm import SEGMENTS as RFM_SEGMENTS
+from kiki.shield.consent import ConsentRecord, Purpose, record_consent
+from kiki.value import transactions
+from tests.conftest import SmtpServer
+from tests.fakes.fake_fcm import FakeFcm
+from tests.fakes.fake_twilio import FakeTwilio
+from tests.unit.test_engage_churn import END, SMALL, simulate
+
+SID = "AC" + "b" * 32
+DEVICE = "device-token-" + "y" * 20
+AS_OF = END.date().isoformat()
+
+Call = Callable[..., Awaitable[httpx.Response]]
+
+
+async def prepare(url: str, models: Path) -> str:
+    """Tenant, purchases, a promoted churn model, a profile and consent; returns an API key."""
+    conn = await connect(url)
+    try:
+        await migrate.migrate(conn, migrate.discover())
+        tenant = await ensure_tenant(conn, "engage_api")
+        history = simulate()
+        rows = transactions.from_frame(history.assign(quantity=1), "sim-")
+        async with conn.transaction():
+            await transactions.insert(conn, tenant.id, rows)
+        model = fit_churn_model(history[history["ts"] <= END], END, SMALL)
+        saved = await registry.register(
+            conn,
+            tenant.id,
+            metrics={},
+            feature_schema=list(MODEL_FEATURES),
+            config=SMALL.model_dump(),
+            calibration_end=END.date(),
+            horizon_days=SMALL.horizon_days,
+            data_window={},
+            artifact_path=str(model.save(models / "churn")),
+        )
+        await registry.promote(conn, tenant.id, saved.version)
+        await record_consent(
+            conn,
+            tenant.id,
+            [
+                ConsentRecord(customer_id="cust_123", purpose=p, granted=True, source="test")
+                for p in (Purpose.EMAIL, Purpose.SMS, Purpose.PUSH)
+            ],
+        )
+        return (await create_api_key(conn, "engage_api"))[1]
+    finally:
+        await conn.close()
+
+
+def run_app(
+    url: str, smtp: SmtpServer, tmp_path: Path, work: Callable[[Call, FakeTwilio, FakeFcm], Any]
+) -> None:
+    twilio = FakeTwilio(account_sid=SID, auth_token="tw-secret")
+    fcm = FakeFcm(project_id="kiki-app", access_token="fcm-secret")
+    fcm.devices.add(DEVICE)
+    settings = Settings(
+        home=tmp_path,
+        database_url=url,
+        auth_cache_ttl_s=0,
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        smtp_sender="news@kiki.test",
+        twilio_account_sid=SID,
+        twilio_auth_token="tw-secret",
+        twilio_sender="+14155550199",
+        fcm_project_id="kiki-app",
+        fcm_access_token="fcm-secret",
+        engage_cap_per_day=4,
+    )
+
+    async def main() -> None:
+        key = await prepare(url, tmp_path)
+        runtime = ServiceRuntime("engage", settings)
+        runtime.extras["http_client"] = httpx.AsyncClient(
+            mounts={
+                "https://api.twilio.com": httpx.ASGITransport(app=twilio.app),
+                "https://fcm.googleapis.com": httpx.ASGITransport(app=fcm.app),
+            }
+        )
+        api.state.runtime = runtime
+        async with (
+            api.router.lifespan_context(api),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=api),
+                base_url="http://engage",
+                headers={"X-API-Key": key},
+            ) as client,
+        ):
+            await work(client.request, twilio, fcm)
+        api.state.runtime = None
+
+    asyncio.run(main())
+
+
+def test_churn_risk_cohorts_and_segments(
+    fresh_db: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    async def work(call: Call, twilio: FakeTwilio, fcm: FakeFcm) -> None:
+        r = await call("GET", "/api/v1/churn-risk", params={"threshold": 0.7, "as_of": AS_OF})
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert page["model_version"] == 1 and page["total"] >= len(page["customers"]) > 0
+        risks = [c["churn_risk"] for c in page["customers"]]
+        assert risks == sorted(risks, reverse=True) and min(risks) >= 0.7
+        first = page["customers"][0]
+        assert first["reasons"] and first["reasons"][0]["contribution"] > 0
+        assert first["ltv"] is None and "kiki train ltv" in page["ltv_unavailable"]
+        assert date.fromisoformat(first["last_purchase"]) <= END.date()
+        params = {"threshold": 0.7, "as_of": AS_OF, "limit": 2, "offset": 2}
+        second = (await call("GET", "/api/v1/churn-risk", params=params)).json()
+        assert [c["customer_id"] for c in second["customers"]] == [
+            c["customer_id"] for c in page["customers"][2:4]
+        ]
+        bad = await call("GET", "/api/v1/churn-risk", params={"threshold": 7})
+        assert bad.status_code == 422 and "threshold" in bad.json()["error"]["message"]
+
+        r = await call("GET", "/api/v1/cohorts", params={"cohort_id": "cohort_jan_2024"})
+        assert r.status_code == 200, r.text
+        jan = r.json()
+        assert jan["cohort_id"] == "cohort_jan_2024" and jan["retention"][0] == 1.0
+        assert set(jan["revenue"]) == {"USD"}
+        listed = (await call("GET", "/api/v1/cohorts", params={"as_of": AS_OF})).json()
+        assert [c["cohort_id"] for c in listed["cohorts"]][:2] == [
+            "cohort_jan_2024",
+            "cohort_feb_2024",
+        ]
+        wrong = await call("GET", "/api/v1/cohorts", params={"cohort_id": "2024-01"})
+        assert wrong.status_code == 400 and "cohort_jan_2026" in wrong.json()["error"]["message"]
+
+        rule = {"all": [{"field": "days_since_last", "op": ">=", "value": 60}]}
+        lapsed = {"segment_id": "lapsed", "name": "Lapsed", "rule": rule}
+        made = await call("POST", "/api/v1/segments", json=lapsed)
+        assert made.status_code == 201, made.text
+        again = await call(
+            "POST", "/api/v1/segments", json={"segment_id": "lapsed", "name": "x", "rule": rule}
+        )
+        assert again.status_code == 409
+        members = await call(
+            "GET", "/api/v1/segments/lapsed/customers", params={"as_of": AS_OF, "limit": 5}
+        )
+        assert members.status_code == 200 and members.json()["total"] > 0
+        broken = {"field": "days_since_last", "op": ">=", "value": "soon"}
+        r = await call("PUT", "/api/v1/segments/lapsed", json={"name": "x", "rule": broken})
+        assert r.status_code == 400 and "a whole number" in r.json()["error"]["message"]
+        assert (await call("DELETE", "/api/v1/segments/lapsed")).status_code == 204
+        assert (await call("GET", "/api/v1/segments/lapsed")).status_code == 404
+        rfm = (await call("GET", "/api/v1/rfm", params={"as_of": AS_OF})).json()
+        assert sum(s["customers"] for s in rfm) > page["total"]  # everyone, not just the risky
+        assert {s["segment"] for s in rfm} <= set(RFM_SEGMENTS)
+
+    run_app(fresh_db, smtp_server, tmp_path, work)
+
+
+def test_the_seed_message_over_every_channel(
+    fresh_db: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    async def work(call: Call, twilio: FakeTwilio, fcm: FakeFcm) -> None:
+        profile = {"email": "ada@example.com", "phone": "+14155550123", "push_token": DEVICE,
+                   "first_name": "Ada", "attributes": {"tier": "gold"}}  # fmt: skip
+        assert (await call("PUT", "/api/v1/customers/cust_123", json=profile)).status_code == 200
+        seed = {"customer_id": "cust_123", "channel": "email", "template": "win_back",
+                "personalization": True}  # fmt: skip
+        r = await call("POST", "/api/v1/message", json=seed, headers={"Idempotency-Key": "k1"})
+        assert r.status_code == 201, r.text
+        sent = r.json()
+        assert sent["status"] == "sent" and sent["idempotency_key"] == "k1"
+        (mail,) = smtp_server.messages
+        assert mail["To"] == "ada@example.com" and mail["Subject"] == "Ada, we miss you"
+        retry = await call("POST", "/api/v1/message", json=seed, headers={"Idempotency-Key": "k1"})
+        assert retry.status_code == 200 and retry.json()["message_id"] == sent["message_id"]
+        assert len(smtp_server.messages) == 1
+
+        for channel in ("sms", "push", "in_app"):
+            r = await call("POST", "/api/v1/message", json={**seed, "channel": channel})
+            assert (r.status_code, r.json()["status"]) == (201, "sent"), r.text
+        assert twilio.sent[0]["to"] == "+14155550123"
+        assert fcm.delivered[0]["token"] == DEVICE
+        inbox = (await call("GET", "/api/v1/inbox/cust_123")).json()
+        assert inbox[0]["title"] == "Ada, we miss you"
+
+        stranger = await call("POST", "/api/v1/message", json={**seed, "customer_id": "cust_9"})
+        assert stranger.status_code == 201
+        assert stranger.json()["status"] == "refused"
+        assert "no email consent" in stranger.json()["reason"]
+        capped = await call("POST", "/api/v1/message", json=seed)
+        assert capped.json()["status"] == "refused" and "frequency cap" in capped.json()["reason"]
+        unknown = await call("POST", "/api/v1/message", json={**seed, "template": "nope"})
+        assert unknown.status_code == 400 and "win_back" in unknown.json()["error"]["message"]
+        bad = await call("POST", "/api/v1/message", json={**seed, "channel": "fax"})
+        assert bad.status_code == 422 and "channel" in bad.json()["error"]["message"]
+        log = (await call("GET", "/api/v1/messages", params={"customer_id": "cust_123"})).json()
+        assert [m["status"] for m in log][:2] == ["refused", "sent"]
+
+    run_app(fresh_db, smtp_server, tmp_path, work)
