@@ -39,6 +39,7 @@ from deployments.common import (
     create_service_api,
     runtime_of,
 )
+from kiki.billing import metering
 from kiki.config import get_settings
 from kiki.create import store
 from kiki.create.brief import MAX_SEED, MAX_VARIANTS, GenerateRequest, VariantBrief, plan_variants
@@ -475,6 +476,7 @@ async def generate(
             batch.steps,
             rows,
         )
+    runtime.meter(metering.CREATIVES_GENERATED).add(tenant.id, len(rows))
     return GenerateResponse(
         experiment_id=experiment_id,
         placement=PlacementView.of(placement),

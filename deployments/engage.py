@@ -31,6 +31,7 @@ from deployments.common import (
 )
 from deployments.shield_consent import Connection  # a pooled connection per request
 from kiki.auth import Tenant
+from kiki.billing import metering
 from kiki.engage import cohorts, messaging, registry, rfm, segments
 from kiki.engage.churn import TrainedChurnModel
 from kiki.engage.connectors import configured_channels
@@ -470,6 +471,17 @@ async def post_message(
         personalize,
         service.caps,
     )
+    if record.status == "sent":
+        # Billed once per idempotency key, however often the request is retried.
+        async with (await runtime_of(request).pool()).acquire() as conn:
+            await metering.record(
+                conn,
+                tenant.id,
+                metering.MESSAGES_SENT,
+                1,
+                f"{metering.MESSAGES_SENT}:{tenant.id}:{record.idempotency_key}",
+                record.updated_at,
+            )
     if not new:
         response.status_code = 200
     return record

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from kiki.db.pool import connect
 from tests.integration.conftest import RunningPlatform, new_key, run
 
 SEED_BODY = {
@@ -230,3 +231,29 @@ def test_generation_metrics_in_both_prometheus_exports(
         pytest.fail("ray_kiki_create_* never reached Ray's Prometheus export")
     model = create.get("/api/v1/model").json()
     assert model["placeholder"] is True and model["configured"] is None
+
+
+async def creatives_billed(url: str, tenant_id: str) -> int:
+    conn = await connect(url)
+    try:
+        total = await conn.fetchval(
+            """SELECT coalesce(sum((properties->>'quantity')::numeric), 0) FROM billing_events
+               WHERE metric_code = 'creatives_generated' AND customer_id = $1""",
+            tenant_id,
+        )
+    finally:
+        await conn.close()
+    return int(total)
+
+
+def test_creatives_generated_are_metered_for_billing(
+    create: httpx.Client, generated: dict, platform: RunningPlatform
+) -> None:
+    tenant = create.get("/api/v1/whoami").json()["tenant_id"]
+    made = len(generated["variants"])
+    deadline = time.monotonic() + 30  # replicas report every 5 s
+    billed = 0
+    while time.monotonic() < deadline and billed < made:
+        time.sleep(1)
+        billed = run(creatives_billed(platform.database_url, tenant))
+    assert billed >= made

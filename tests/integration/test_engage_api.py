@@ -213,6 +213,16 @@ def test_the_seed_message_over_every_channel(
         assert unknown.status_code == 400 and "win_back" in unknown.json()["error"]["message"]
         bad = await call("POST", "/api/v1/message", json={**seed, "channel": "fax"})
         assert bad.status_code == 422 and "channel" in bad.json()["error"]["message"]
+        # Billing's `messages_sent`: four messages went out; the retried email counts once.
+        conn = await connect(fresh_db)
+        try:
+            billed = await conn.fetchval(
+                "SELECT sum((properties->>'quantity')::numeric) FROM billing_events "
+                "WHERE metric_code = 'messages_sent'"
+            )
+        finally:
+            await conn.close()
+        assert billed == 4
         log = (await call("GET", "/api/v1/messages", params={"customer_id": "cust_123"})).json()
         assert [m["status"] for m in log][:2] == ["refused", "sent"]
 
