@@ -166,14 +166,11 @@ class BidEngine:
         ceiling = np.where(
             goal_met, self.controller.max_multiplier_goal_met, self.controller.max_multiplier
         )
-        # Demand-limited: the allowance went unfilled although the bid was as high as the
-        # goal allows; more budget could not have been spent without missing the goal.
+        # Demand-limited: more than 1 % of the budget behind the curve although the bid was
+        # as high as the goal allows; catching up would have meant missing the goal.
         asked = self.last_allowance > 0
-        self.limited_ticks += (
-            asked
-            & (campaign_spend < 0.9 * self.last_allowance)
-            & (self.multiplier >= ceiling * 0.999)
-        )
+        behind = (self.last_allowance - campaign_spend) > self.budget // 100
+        self.limited_ticks += asked & behind & (self.multiplier >= ceiling * 0.999)
         self.live_ticks += asked
         self.multiplier, self.integral = update_multipliers(
             self.multiplier,
