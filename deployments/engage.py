@@ -1,5 +1,6 @@
-"""SyncEngage (`/engage`): churn risk, cohorts, RFM and rule segments, and consent-aware
-messaging over email (SMTP), SMS (Twilio), push (FCM) and an in-app inbox.
+"""SyncEngage (`/engage`): churn risk, cohorts, RFM and rule segments, consent-aware
+messaging over email (SMTP), SMS (Twilio), push (FCM) and an in-app inbox, CRM sync
+(HubSpot, Salesforce, Shopify, PostgreSQL) and retention rules.
 
 A thin HTTP shell over kiki.engage: the churn model in production (kiki.engage.registry) and
 SyncValue's LTV model (kiki.value.registry) are loaded from their artifact folders and
@@ -17,10 +18,12 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import httpx
+import ray
 from fastapi import FastAPI, Header, Path, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 from ray import serve
 
+from actors.engage import engage_automation
 from deployments.common import (
     CurrentTenant,
     MoneyOut,
@@ -31,11 +34,14 @@ from deployments.common import (
 )
 from deployments.shield_consent import Connection  # a pooled connection per request
 from kiki.auth import Tenant
-from kiki.billing import metering
-from kiki.engage import cohorts, messaging, registry, rfm, segments
+from kiki.engage import cohorts, messaging, registry, retention, rfm, segments
 from kiki.engage.churn import TrainedChurnModel
 from kiki.engage.connectors import configured_channels
 from kiki.engage.connectors.base import Channel, MessageChannel
+from kiki.engage.crm import sources
+from kiki.engage.crm.base import SourceName
+from kiki.engage.crm.sync import SyncResult, sync
+from kiki.engage.registry import NO_CHURN_MODEL
 from kiki.engage.risk import Reason, RiskTable, risk_table
 from kiki.engage.rules import Rule
 from kiki.errors import FailedPrecondition, InvalidInput
@@ -44,10 +50,6 @@ from kiki.value import registry as ltv_registry
 from kiki.value import transactions
 from kiki.value.ziln import TrainedLTVModel
 
-NO_CHURN_MODEL = (
-    "no churn model is in production yet: train one with `kiki train churn --calibration-end "
-    "DAY`, then `kiki engage promote VERSION`"
-)
 REGISTRY_TTL_S = 5.0
 RISK_TTL_S = 60.0
 RISK_TABLES_KEPT = 4
@@ -72,7 +74,7 @@ class EngageService:
         self._models: dict[str, Any] = {}
         self._tables: OrderedDict[tuple[Any, ...], tuple[float, RiskTable]] = OrderedDict()
         # Tests hosting the app in-process hand in a client routed to the provider fakes.
-        self._client = runtime.extras.get("http_client") or httpx.AsyncClient()
+        self.client = runtime.extras.get("http_client") or httpx.AsyncClient()
         self._channels: dict[Channel, MessageChannel] | None = None
         s = runtime.settings
         self.caps = messaging.Caps(per_day=s.engage_cap_per_day, per_week=s.engage_cap_per_week)
@@ -80,7 +82,7 @@ class EngageService:
     async def channels(self) -> dict[Channel, MessageChannel]:
         if self._channels is None:
             pool = await self.runtime.pool()
-            self._channels = configured_channels(self.runtime.settings, self._client, pool)
+            self._channels = configured_channels(self.runtime.settings, self.client, pool)
         return self._channels
 
     async def _record(self, kind: str, tenant_id: UUID) -> Any:
@@ -150,31 +152,19 @@ class EngageService:
         self, tenant: Tenant, customer_id: str, profile: messaging.Profile | None
     ) -> dict[str, Any]:
         """Template context: profile fields, and churn risk and LTV when models serve."""
-        context: dict[str, Any] = {"personalized": True}
-        if profile is not None:
-            context |= {"first_name": profile.first_name, "attributes": profile.attributes}
         if await self._record("churn", tenant.id) is None:
-            return context
-        table, _, ltv = await self.table(tenant, _today(), 90, customer_id)
-        if customer_id in table.frame.index:
-            row = table.frame.loc[customer_id]
-            context |= {
-                "churn_risk": round(float(row["churn_risk"]), 4),
-                "days_since_last": (_today() - row["last_purchase"]).days,
-            }
-            if ltv is not None:
-                currency = ltv.config.get("currency", "USD")
-                value = MoneyOut.of(_micros(row["ltv_expected"]), currency)
-                context |= {"ltv": value.amount, "currency": currency}
-        return context
-
-
-def _micros(value: float) -> int:
-    return round(float(value) * 1_000_000)
+            table, currency = RiskTable.empty(_today(), 90), "USD"
+        else:
+            table, _, ltv = await self.table(tenant, _today(), 90, customer_id)
+            currency = ltv.config.get("currency", "USD") if ltv else "USD"
+        return await retention.table_personalize(table, currency)(customer_id, profile)
 
 
 def _attach(app: FastAPI, runtime: ServiceRuntime) -> None:
     app.state.engage = EngageService(runtime)
+    if ray.is_initialized():  # under Serve; tests hosting the app in-process have no Ray
+        automation = engage_automation(runtime.database_url, runtime.settings)
+        automation.ready.remote()
 
 
 api = create_service_api(
@@ -238,7 +228,10 @@ async def churn_risk(
         value = None
         if ltv is not None:
             value = LTVView(
-                value=MoneyOut.of(_micros(row["ltv_expected"]), ltv.config.get("currency", "USD")),
+                value=MoneyOut.of(
+                    retention.ltv_micros(row["ltv_expected"]) or 0,
+                    ltv.config.get("currency", "USD"),
+                ),
                 horizon_days=ltv.horizon_days,
                 model_version=ltv.version,
             )
@@ -472,16 +465,7 @@ async def post_message(
         service.caps,
     )
     if record.status == "sent":
-        # Billed once per idempotency key, however often the request is retried.
-        async with (await runtime_of(request).pool()).acquire() as conn:
-            await metering.record(
-                conn,
-                tenant.id,
-                metering.MESSAGES_SENT,
-                1,
-                f"{metering.MESSAGES_SENT}:{tenant.id}:{record.idempotency_key}",
-                record.updated_at,
-            )
+        await retention.meter_sent(await runtime_of(request).pool(), tenant.id, record)
     if not new:
         response.status_code = 200
     return record
@@ -510,6 +494,106 @@ async def get_inbox(
 ) -> list[messaging.InboxItem]:
     """The customer's in-app messages, newest first."""
     return await messaging.inbox(conn, tenant.id, customer_id, limit)
+
+
+# --- CRM sync ---------------------------------------------------------------------------------
+
+SourcePath = Annotated[SourceName, Path(description="hubspot, salesforce, shopify or postgres")]
+
+
+class SourceIn(BaseModel):
+    config: dict[str, Any] = Field(description="the source's settings (see the README)")
+    enabled: bool = Field(True, description="synced by the engage actor on its schedule")
+
+
+@api.put("/api/v1/crm/{source}", response_model=sources.SourceConfig, tags=["crm"])
+async def put_crm_source(
+    source: SourcePath, body: SourceIn, tenant: CurrentTenant, conn: Connection
+) -> sources.SourceConfig:
+    """Configure a CRM source; answers with its secrets masked."""
+    return await sources.put(conn, tenant.id, source, body.config, body.enabled)
+
+
+@api.get("/api/v1/crm", response_model=list[sources.SourceConfig], tags=["crm"])
+async def list_crm_sources(tenant: CurrentTenant, conn: Connection) -> list[sources.SourceConfig]:
+    return await sources.listed(conn, tenant.id)
+
+
+@api.delete("/api/v1/crm/{source}", status_code=204, tags=["crm"])
+async def delete_crm_source(source: SourcePath, tenant: CurrentTenant, conn: Connection) -> None:
+    await sources.remove(conn, tenant.id, source)
+
+
+@api.post("/api/v1/crm/{source}/sync", response_model=SyncResult, tags=["crm"])
+async def sync_crm_source(
+    source: SourcePath, tenant: CurrentTenant, request: Request
+) -> SyncResult:
+    """Sync now: contacts and orders changed since the stored cursors."""
+    pool = await runtime_of(request).pool()
+    async with pool.acquire() as conn:
+        name, config = await sources.stored(conn, tenant.id, source)
+    crm = sources.build(name, config, _service(request).client)
+    return await sync(pool, tenant.id, crm)
+
+
+# --- retention rules --------------------------------------------------------------------------
+
+RulePath = Annotated[str, Path(pattern=retention.RULE_ID)]
+
+
+class RuleCreate(retention.RuleIn):
+    rule_id: str = Field(pattern=retention.RULE_ID)
+
+
+@api.post("/api/v1/rules", status_code=201, response_model=retention.Rule, tags=["retention"])
+async def create_rule(body: RuleCreate, tenant: CurrentTenant, conn: Connection) -> retention.Rule:
+    """Store a retention rule; the engage actor runs the enabled ones on its schedule."""
+    rule = retention.RuleIn(**body.model_dump(exclude={"rule_id"}))
+    return await retention.create(conn, tenant.id, body.rule_id, rule)
+
+
+@api.get("/api/v1/rules", response_model=list[retention.Rule], tags=["retention"])
+async def list_rules(tenant: CurrentTenant, conn: Connection) -> list[retention.Rule]:
+    return await retention.list_rules(conn, tenant.id)
+
+
+@api.get("/api/v1/rules/{rule_id}", response_model=retention.Rule, tags=["retention"])
+async def get_rule(rule_id: RulePath, tenant: CurrentTenant, conn: Connection) -> retention.Rule:
+    return await retention.get(conn, tenant.id, rule_id)
+
+
+@api.put("/api/v1/rules/{rule_id}", response_model=retention.Rule, tags=["retention"])
+async def put_rule(
+    rule_id: RulePath, body: retention.RuleIn, tenant: CurrentTenant, conn: Connection
+) -> retention.Rule:
+    return await retention.replace(conn, tenant.id, rule_id, body)
+
+
+@api.delete("/api/v1/rules/{rule_id}", status_code=204, tags=["retention"])
+async def delete_rule(rule_id: RulePath, tenant: CurrentTenant, conn: Connection) -> None:
+    await retention.delete(conn, tenant.id, rule_id)
+
+
+@api.post("/api/v1/rules/{rule_id}/run", response_model=retention.RunResult, tags=["retention"])
+async def run_rule(
+    rule_id: RulePath,
+    tenant: CurrentTenant,
+    request: Request,
+    dry_run: Annotated[bool, Query(description="list who would get what; send nothing")] = True,
+    as_of: AsOf = None,
+) -> retention.RunResult:
+    """Run a rule now. A customer gets a rule's message at most once per period, so running
+    it again (or the actor running it) sends nothing new within the period."""
+    service = _service(request)
+    pool = await runtime_of(request).pool()
+    async with pool.acquire() as conn:
+        rule = await retention.get(conn, tenant.id, rule_id)
+    table, _, ltv = await service.table(tenant, as_of or _today(), 90)
+    currency = ltv.config.get("currency", "USD") if ltv else "USD"
+    return await retention.run(
+        pool, tenant.id, rule, table, await service.channels(), service.caps, currency,
+        dry_run=dry_run,
+    )  # fmt: skip
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     )
     engage_cap_per_day: int = Field(3, ge=1, description="messages per customer per 24 hours")
     engage_cap_per_week: int = Field(10, ge=1, description="messages per customer per 7 days")
+    engage_automation_interval_s: float = Field(
+        300.0, gt=0, description="how often the engage actor syncs CRMs and runs retention rules"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -32,14 +32,16 @@ class CustomerTable:
 
 
 # Billing's customers are the tenants' business customers, whose invoices the law requires to
-# be kept; they are not registered here. Erasure deletes in this order (the inbox before the
-# messages its rows point to).
+# be kept; they are not registered here. Erasure deletes in this order (rows that point to
+# another table's rows first).
 CUSTOMER_TABLES: tuple[CustomerTable, ...] = (
     CustomerTable("consent_events"),
     CustomerTable("transactions"),
     CustomerTable("audience_segments"),
     CustomerTable("engage_inbox"),
     CustomerTable("engage_messages"),
+    CustomerTable("engage_crm_links"),
+    CustomerTable("engage_crm_merges"),
     CustomerTable("engage_customers"),
 )
 

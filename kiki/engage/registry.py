@@ -16,6 +16,11 @@ from pydantic import BaseModel
 
 from kiki.errors import Conflict, NotFound
 
+NO_CHURN_MODEL = (
+    "no churn model is in production yet: train one with `kiki train churn --calibration-end "
+    "DAY`, then `kiki engage promote VERSION`"
+)
+
 
 class ChurnModelRecord(BaseModel):
     version: int

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from kiki.shield.consent import ConsentRecord, Purpose, record_consent
 from kiki.value import transactions
 from tests.conftest import SmtpServer
 from tests.fakes.fake_fcm import FakeFcm
+from tests.fakes.fake_shopify import FakeShopify
 from tests.fakes.fake_twilio import FakeTwilio
 from tests.unit.test_engage_churn import END, SMALL, simulate
 
@@ -73,7 +74,11 @@ async def prepare(url: str, models: Path) -> str:
 
 
 def run_app(
-    url: str, smtp: SmtpServer, tmp_path: Path, work: Callable[[Call, FakeTwilio, FakeFcm], Any]
+    url: str,
+    smtp: SmtpServer,
+    tmp_path: Path,
+    work: Callable[[Call, FakeTwilio, FakeFcm], Any],
+    mounts: dict[str, httpx.ASGITransport] | None = None,
 ) -> None:
     twilio = FakeTwilio(account_sid=SID, auth_token="tw-secret")
     fcm = FakeFcm(project_id="kiki-app", access_token="fcm-secret")
@@ -100,6 +105,7 @@ def run_app(
             mounts={
                 "https://api.twilio.com": httpx.ASGITransport(app=twilio.app),
                 "https://fcm.googleapis.com": httpx.ASGITransport(app=fcm.app),
+                **(mounts or {}),
             }
         )
         api.state.runtime = runtime
@@ -227,3 +233,54 @@ def test_the_seed_message_over_every_channel(
         assert [m["status"] for m in log][:2] == ["refused", "sent"]
 
     run_app(fresh_db, smtp_server, tmp_path, work)
+
+
+def test_crm_sources_and_retention_rules(
+    fresh_db: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    shop = "https://kiki-shop.myshopify.com"
+    shopify = FakeShopify(token="shpat_api")
+    moment = datetime(2026, 1, 2, 9, tzinfo=UTC)
+    shopify.add_customer(42, moment, email="Lee@Example.com", first_name="Lee", phone=None)
+    shopify.add_order(7, moment, customer=42, total_price="9.99")
+
+    async def work(call: Call, twilio: FakeTwilio, fcm: FakeFcm) -> None:
+        r = await call("PUT", "/api/v1/crm/shopify", json={"config": {"base_url": shop}})
+        assert r.status_code == 400 and "access_token" in r.json()["error"]["message"]
+        config = {"base_url": shop, "access_token": "shpat_api"}
+        r = await call("PUT", "/api/v1/crm/shopify", json={"config": config})
+        assert r.status_code == 200 and r.json()["config"]["access_token"] == "***"
+        assert [s["source"] for s in (await call("GET", "/api/v1/crm")).json()] == ["shopify"]
+        r = await call("POST", "/api/v1/crm/shopify/sync")
+        assert r.status_code == 200, r.text
+        assert (r.json()["customers_created"], r.json()["orders_new"]) == (1, 1)
+        assert (await call("POST", "/api/v1/crm/shopify/sync")).json()["orders_new"] == 0
+        assert (await call("GET", "/api/v1/customers/shopify-42")).json()["email"] == (
+            "lee@example.com"
+        )
+        assert (await call("POST", "/api/v1/crm/hubspot/sync")).status_code == 404
+        assert (await call("POST", "/api/v1/crm/zoho/sync")).status_code == 422
+
+        rule = {"rule_id": "wb", "name": "Win back", "min_churn_risk": 0.95,
+                "channel": "in_app", "template": "win_back"}  # fmt: skip
+        bad = await call("POST", "/api/v1/rules", json=rule | {"template": "nope"})
+        assert bad.status_code == 422 and "unknown template" in bad.text
+        assert (await call("POST", "/api/v1/rules", json=rule)).status_code == 201
+        assert (await call("POST", "/api/v1/rules", json=rule)).status_code == 409
+        params = {"as_of": AS_OF}
+        dry = await call("POST", "/api/v1/rules/wb/run", params=params)
+        assert dry.status_code == 200, dry.text
+        targets = dry.json()["targets"]
+        assert targets and {t["outcome"] for t in targets} == {"would_send"}
+        assert min(t["churn_risk"] for t in targets) >= 0.95
+        assert (await call("GET", "/api/v1/messages")).json() == []
+        real = await call("POST", "/api/v1/rules/wb/run", params=params | {"dry_run": "false"})
+        assert {t["outcome"] for t in real.json()["targets"]} == {"sent"}
+        logged = await call("GET", "/api/v1/messages", params={"limit": 1000})
+        assert len(logged.json()) == len(targets)
+        again = await call("POST", "/api/v1/rules/wb/run", params=params | {"dry_run": "false"})
+        assert {t["outcome"] for t in again.json()["targets"]} == {"already_sent"}
+        assert (await call("DELETE", "/api/v1/rules/wb")).status_code == 204
+        assert (await call("POST", "/api/v1/rules/wb/run")).status_code == 404
+
+    run_app(fresh_db, smtp_server, tmp_path, work, {shop: httpx.ASGITransport(app=shopify.app)})

@@ -1,5 +1,5 @@
-"""What the HTTP channels (Twilio SMS, FCM push) share: one call that maps a provider's
-failures to KIKI errors the same way for both.
+"""What the HTTP providers (Twilio SMS, FCM push, the CRMs) share: one call that maps a
+provider's failures to KIKI errors the same way for all.
 
 - transport errors, timeouts, HTTP 5xx -> Unavailable (the log says `failed`; retry later)
 - HTTP 429 -> RateLimited, with the provider's Retry-After
@@ -36,11 +36,12 @@ class ProviderSettings(BaseModel):
 S = TypeVar("S", bound=ProviderSettings)
 
 
-class HttpChannel(MessageChannel, Generic[S]):
-    """Base of the HTTP channels: the injected client, the provider's settings, one `_call`."""
+class HttpProvider(Generic[S]):
+    """Base of the HTTP providers: the injected client, the provider's settings, one `_call`."""
 
     provider: ClassVar[str]
     credential_hint: ClassVar[str]
+    refused: ClassVar[str] = "the message"  # what a 4xx refused, for the Rejected error
 
     def __init__(self, client: httpx.AsyncClient, settings: S) -> None:
         self._client = client
@@ -84,4 +85,8 @@ class HttpChannel(MessageChannel, Generic[S]):
             )
         if reply.status >= 500:
             raise Unavailable(f"{self.provider} failed (HTTP {reply.status}): {message}")
-        raise Rejected(f"{self.provider} refused the message: {message}")
+        raise Rejected(f"{self.provider} refused {self.refused}: {message}")
+
+
+class HttpChannel(HttpProvider[S], MessageChannel):
+    """Base of the HTTP messaging channels."""

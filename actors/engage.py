@@ -1,0 +1,102 @@
+"""The engage automation actor: one named, detached actor that every
+`engage_automation_interval_s` runs a round of kiki.engage.schedule (CRM syncs, then
+retention rules). A thin shell: the round itself is plain Python over PostgreSQL, and every
+message carries a per-period idempotency key, so a restarted actor or an overlapping
+`run_once` can never send a rule's message twice in a period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import ray
+
+from kiki.config import Settings
+from kiki.db.pool import create_pool
+from kiki.engage import messaging
+from kiki.engage.connectors import configured_channels
+from kiki.engage.schedule import run_round
+
+AUTOMATION_NAME = "kiki-engage-automation"
+logger = logging.getLogger("kiki.engage")
+
+
+class EngageAutomationShell:
+    def __init__(self, database_url: str, settings: dict[str, Any]) -> None:
+        self.database_url = database_url
+        self.settings = Settings(**settings)
+        self._pool: asyncpg.Pool | None = None
+        self._client = httpx.AsyncClient()
+        self._lock = asyncio.Lock()
+        self._loop: asyncio.Task[None] | None = None
+        self.rounds = 0
+
+    async def ready(self) -> bool:
+        """Starts the schedule (once) and says it runs."""
+        if self._loop is None:
+            self._pool = await create_pool(self.database_url, min_size=1, max_size=4)
+            self._loop = asyncio.create_task(self._run())
+        return True
+
+    async def run_once(self) -> dict[str, Any]:
+        """One round now (rounds never overlap); its report as JSON."""
+        await self.ready()
+        assert self._pool is not None
+        async with self._lock:
+            s = self.settings
+            report = await run_round(
+                self._pool,
+                self._client,
+                configured_channels(s, self._client, self._pool),
+                messaging.Caps(per_day=s.engage_cap_per_day, per_week=s.engage_cap_per_week),
+                datetime.now(UTC).date(),
+            )
+        self.rounds += 1
+        summary = {
+            "event": "engage_round",
+            "syncs": len(report.syncs),
+            "rules": len(report.runs),
+            "sent": sum(t.outcome == "sent" for r in report.runs for t in r.targets),
+            "errors": report.errors,
+        }
+        logger.info(json.dumps(summary))
+        return report.model_dump(mode="json")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.engage_automation_interval_s)
+            try:
+                await self.run_once()
+            except Exception:  # a round's failure must not end the schedule
+                logger.exception("engage round failed; the next one runs on schedule")
+
+    async def stop(self) -> int:
+        """Ends the schedule; returns the rounds run."""
+        if self._loop is not None:
+            self._loop.cancel()
+        if self._pool is not None:
+            await self._pool.close()
+        await self._client.aclose()
+        return self.rounds
+
+
+EngageAutomationActor = ray.remote(max_restarts=-1, max_task_retries=-1)(EngageAutomationShell)
+
+
+def engage_automation(
+    database_url: str, settings: Settings, namespace: str = "kiki", num_cpus: float = 0.05
+) -> Any:
+    """The cluster's one automation actor, created on first use."""
+    return EngageAutomationActor.options(
+        name=AUTOMATION_NAME,
+        namespace=namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=num_cpus,
+    ).remote(database_url, settings.model_dump(exclude_defaults=True))

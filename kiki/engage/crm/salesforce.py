@@ -1,0 +1,92 @@
+"""Salesforce REST: SOQL through `GET /services/data/vXX.X/query?q=...`, further pages through
+each answer's `nextRecordsUrl`, incremental on `LastModifiedDate`.
+
+Orders are read with their `BillToContactId`; `TotalAmount` arrives as a JSON number and is
+parsed as Decimal, never a float. A single-currency org has no `CurrencyIsoCode`, so the
+org's currency is a setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, time
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from kiki.engage.connectors.http import HttpProvider, ProviderSettings
+from kiki.engage.crm.base import CrmContact, CrmOrder, CrmSource, SourceName, micros
+
+
+class SalesforceSettings(ProviderSettings):
+    base_url: str = Field(description="the org's instance URL, e.g. https://acme.my.salesforce.com")
+    access_token: str
+    api_version: str = Field("60.0", pattern=r"^[0-9]{2}\.0$")
+    currency: str = Field("USD", min_length=3, max_length=3)
+
+
+def _time(value: str) -> datetime:
+    """Salesforce writes `2026-01-05T10:00:00.000+0000`."""
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z")
+
+
+def _where(since: datetime | None) -> str:
+    if since is None:
+        return ""
+    return f" WHERE LastModifiedDate >= {since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+class SalesforceSource(HttpProvider[SalesforceSettings], CrmSource):
+    name: ClassVar[SourceName] = "salesforce"
+    provider: ClassVar[str] = "Salesforce"
+    credential_hint: ClassVar[str] = "the Salesforce access token of the tenant's CRM source"
+    refused: ClassVar[str] = "the query"
+
+    async def _query(self, soql: str) -> AsyncIterator[list[dict[str, Any]]]:
+        headers = {"Authorization": f"Bearer {self.settings.access_token}"}
+        path = f"/services/data/v{self.settings.api_version}/query"
+        params: dict[str, str] | None = {"q": soql}
+        while True:
+            reply = await self._call("GET", path, params=params, headers=headers)
+            yield reply.body["records"]
+            if reply.body.get("done", True):
+                return
+            path, params = reply.body["nextRecordsUrl"], None
+
+    async def contacts(self, since: datetime | None) -> AsyncIterator[list[CrmContact]]:
+        soql = (
+            "SELECT Id, Email, FirstName, Phone, LastModifiedDate FROM Contact"
+            f"{_where(since)} ORDER BY LastModifiedDate"
+        )
+        async for records in self._query(soql):
+            yield [
+                CrmContact(
+                    external_id=r["Id"],
+                    email=r.get("Email"),
+                    phone=r.get("Phone"),
+                    first_name=r.get("FirstName"),
+                    updated_at=_time(r["LastModifiedDate"]),
+                )
+                for r in records
+            ]
+
+    async def orders(self, since: datetime | None) -> AsyncIterator[list[CrmOrder]]:
+        soql = (
+            "SELECT Id, BillToContactId, EffectiveDate, TotalAmount, LastModifiedDate FROM Order"
+            f"{_where(since)} ORDER BY LastModifiedDate"
+        )
+        async for records in self._query(soql):
+            yield [
+                CrmOrder(
+                    external_id=r["Id"],
+                    contact_id=r.get("BillToContactId"),
+                    email=None,
+                    occurred_at=datetime.combine(
+                        date.fromisoformat(r["EffectiveDate"]), time(), UTC
+                    ),
+                    amount_micros=micros(r.get("TotalAmount") or 0),
+                    currency=self.settings.currency,
+                    updated_at=_time(r["LastModifiedDate"]),
+                )
+                for r in records
+            ]

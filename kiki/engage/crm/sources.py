@@ -1,0 +1,123 @@
+"""A tenant's configured CRM sources: settings validated per vendor, stored in
+`engage_crm_sources`, and built into connectors. Secrets never leave in an answer."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from kiki.engage.connectors.http import ProviderSettings
+from kiki.engage.crm.base import SOURCES, CrmSource, SourceName
+from kiki.engage.crm.hubspot import HubSpotSettings, HubSpotSource
+from kiki.engage.crm.postgres import PostgresSettings, PostgresSource
+from kiki.engage.crm.salesforce import SalesforceSettings, SalesforceSource
+from kiki.engage.crm.shopify import ShopifySettings, ShopifySource
+from kiki.errors import InvalidInput, NotFound
+
+SETTINGS: dict[SourceName, type[BaseModel]] = {
+    "hubspot": HubSpotSettings,
+    "salesforce": SalesforceSettings,
+    "shopify": ShopifySettings,
+    "postgres": PostgresSettings,
+}
+SECRETS = ("access_token", "url")  # the database URL carries its password
+
+
+class SourceConfig(BaseModel):
+    source: SourceName
+    enabled: bool
+    config: dict[str, Any]  # secrets masked
+    updated_at: datetime
+
+
+def validate(source: str, config: dict[str, Any]) -> BaseModel:
+    """The source's settings, or InvalidInput naming every field that is wrong."""
+    if source not in SETTINGS:
+        raise InvalidInput(f"unknown CRM source {source!r}; one of {', '.join(SOURCES)}")
+    try:
+        return SETTINGS[source].model_validate(config)  # type: ignore[index]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(f"{source} settings: {problems}") from None
+
+
+def build(source: SourceName, config: dict[str, Any], client: httpx.AsyncClient) -> CrmSource:
+    settings = validate(source, config)
+    if isinstance(settings, PostgresSettings):
+        return PostgresSource(settings)
+    assert isinstance(settings, ProviderSettings)
+    kind = {"hubspot": HubSpotSource, "salesforce": SalesforceSource, "shopify": ShopifySource}
+    return kind[source](client, settings)  # type: ignore[abstract,arg-type]
+
+
+def _view(row: asyncpg.Record) -> SourceConfig:
+    config = json.loads(row["config"])
+    masked = {k: ("***" if k in SECRETS else v) for k, v in config.items()}
+    return SourceConfig(
+        source=row["source"], enabled=row["enabled"], config=masked, updated_at=row["updated_at"]
+    )
+
+
+async def put(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    source: str,
+    config: dict[str, Any],
+    enabled: bool,
+) -> SourceConfig:
+    settings = validate(source, config)
+    row = await conn.fetchrow(
+        """INSERT INTO engage_crm_sources (tenant_id, source, config, enabled)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (tenant_id, source) DO UPDATE
+               SET config = $3, enabled = $4, updated_at = now()
+           RETURNING *""",
+        tenant_id, source, settings.model_dump_json(), enabled,
+    )  # fmt: skip
+    return _view(row)
+
+
+async def listed(conn: asyncpg.Connection, tenant_id: UUID) -> list[SourceConfig]:
+    rows = await conn.fetch(
+        "SELECT * FROM engage_crm_sources WHERE tenant_id = $1 ORDER BY source", tenant_id
+    )
+    return [_view(r) for r in rows]
+
+
+async def stored(
+    conn: asyncpg.Connection, tenant_id: UUID, source: str
+) -> tuple[SourceName, dict[str, Any]]:
+    """The unmasked settings, for building the connector."""
+    row = await conn.fetchrow(
+        "SELECT source, config FROM engage_crm_sources WHERE tenant_id = $1 AND source = $2",
+        tenant_id,
+        source,
+    )
+    if row is None:
+        raise NotFound(f"no {source} CRM source configured; PUT /api/v1/crm/{source} first")
+    return row["source"], json.loads(row["config"])
+
+
+async def remove(conn: asyncpg.Connection, tenant_id: UUID, source: str) -> None:
+    done = await conn.execute(
+        "DELETE FROM engage_crm_sources WHERE tenant_id = $1 AND source = $2", tenant_id, source
+    )
+    if done == "DELETE 0":
+        raise NotFound(f"no {source} CRM source configured")
+
+
+async def due(conn: asyncpg.Connection) -> list[tuple[UUID, SourceName, dict[str, Any]]]:
+    """Every enabled source of every tenant, for the scheduled sync."""
+    rows = await conn.fetch(
+        "SELECT tenant_id, source, config FROM engage_crm_sources WHERE enabled "
+        "ORDER BY tenant_id, source"
+    )
+    return [(r["tenant_id"], r["source"], json.loads(r["config"])) for r in rows]
