@@ -1,12 +1,17 @@
 """The benchmark's stacked training examples: labels come only from inside the calibration
-period, and every cut sees only the customers who had bought by then."""
+period, and every cut sees only the customers who had bought by then. Its forecast over a
+longer horizon keeps the network's total rate and reshapes it by BG/NBD."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from kiki.value.ltv_bench import LTVTrainingConfig, training_examples
+from kiki.value.bgnbd import BGNBD
+from kiki.value.features import compute_features
+from kiki.value.ltv_bench import LTVTrainingConfig, forecast, training_examples
+from kiki.value.ziln import ZILNConfig, train_ziln
 
 END = pd.Timestamp("2024-01-20")
 # cuts Jan 10 (window Jan 11..20) and Jan 5 (Jan 6..15); a third, Dec 31, has no customers
@@ -43,3 +48,20 @@ def test_purchases_after_the_end_change_nothing(transactions: pd.DataFrame) -> N
     without = training_examples(kept, END, CONFIG)
     pd.testing.assert_frame_equal(with_future[0], without[0])
     assert with_future[1].tolist() == without[1].tolist()
+
+
+def test_forecast_keeps_the_books_rate_and_shares_it_as_bgnbd_expects(
+    transactions: pd.DataFrame,
+) -> None:
+    x, y, _ = training_examples(transactions, END, CONFIG)
+    config = ZILNConfig(hidden=(4,), max_epochs=2)
+    model = train_ziln(x, y, config, horizon_days=CONFIG.horizon_days)
+    own = model.predict(compute_features(transactions, END))["expected"]
+    window = forecast(model, transactions, END, CONFIG.horizon_days)["expected"]
+    np.testing.assert_allclose(window, own)  # its own window: the network's forecast as is
+
+    longer = forecast(model, transactions, END, 4 * CONFIG.horizon_days)["expected"]
+    assert longer.sum() == pytest.approx(4 * own.sum())
+    features = compute_features(transactions, END)
+    ratio = BGNBD.fit(features).purchase_ratio(features, 40, 10)
+    np.testing.assert_allclose(longer / own / ratio, (longer / own / ratio).iloc[0])
