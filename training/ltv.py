@@ -70,9 +70,12 @@ def search(
     seed: int = 0,
     max_epochs: int = 40,
     storage: Path | None = None,
+    cpus_per_trial: float = 1.0,
 ) -> ZILNConfig:
     """The network settings with the lowest validation loss, each trial trained on data up to
-    one horizon before the calibration end (no trial sees a day after it)."""
+    one horizon before the calibration end (no trial sees a day after it). `cpus_per_trial`
+    is what Ray reserves per trial: less than 1 lets trials start on a small machine whose
+    CPUs the platform's actors and replicas already claim."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     window_end = calibration_end - timedelta(days=horizon_days)
     data = {
@@ -83,7 +86,7 @@ def search(
         "max_epochs": max_epochs,
     }
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trainable, data=data), {"cpu": 1}),
+        tune.with_resources(tune.with_parameters(_trainable, data=data), {"cpu": cpus_per_trial}),
         param_space=SEARCH_SPACE,
         tune_config=tune.TuneConfig(
             metric="val_loss",
