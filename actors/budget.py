@@ -271,5 +271,10 @@ class BudgetClient:
     async def ready(self) -> int:
         return sum(await asyncio.gather(*(a.ready.remote() for a in self.actors)))
 
+    def kill(self) -> None:
+        """End the shards: for a simulation's own budget actors, never the platform's."""
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+
     async def advance_clock(self, moment: datetime) -> None:
         await asyncio.gather(*(a.advance_clock.remote(moment) for a in self.actors))

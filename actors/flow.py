@@ -749,6 +749,11 @@ class BidLoopClient:
     async def stop(self) -> int:
         return sum(await asyncio.gather(*(a.stop.remote() for a in self.actors)))
 
+    def kill(self) -> None:
+        """End the shards (after `stop`): a simulation's actors must not keep holding CPUs."""
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+
 
 def settle_bid_loops(shards: int, namespace: str = "kiki", timeout_s: float = 30.0) -> int:
     """On shutdown: stop every bid-loop shard that exists (no new ticks, open leases

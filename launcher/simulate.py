@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import click
 import numpy as np
+import ray
 
 from actors.budget import BudgetClient
 from actors.flow import BidLoopClient, TickReport
@@ -120,7 +121,7 @@ async def run_simulation(
     )
     for result in await budgets.execute([budget_op(c) for c in campaigns]):
         result.raise_for_error()
-    platform_guard(namespace=namespace, rate=SANDBOX_RATE)
+    guard = platform_guard(namespace=namespace, rate=SANDBOX_RATE)
     loops = BidLoopClient(
         database_url,
         shards=shards,
@@ -178,6 +179,10 @@ async def run_simulation(
         await conn.close()
 
     ledger = await _ledger(budgets, campaigns)
+    # The simulation's actors end with it, so they stop holding the cluster's CPUs.
+    loops.kill()
+    budgets.kill()
+    ray.kill(guard, no_restart=True)
     value = {key[1]: v for s in stats for key, v in zip(s.keys, s.value, strict=True)}
     limited = {k[1]: v for s in stats for k, v in zip(s.keys, s.demand_limited, strict=True)}
     series = {cid: [row[i] for row in cumulative] for i, cid in enumerate(order)}

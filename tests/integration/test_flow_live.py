@@ -12,10 +12,12 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
+import ray
 import uvicorn
 
 from actors.budget import BudgetClient
 from actors.flow import BidLoopClient
+from actors.guard import GUARD_NAME
 from kiki.auth import ensure_tenant
 from kiki.clock import VirtualClock
 from kiki.db.embedded import free_port
@@ -120,6 +122,9 @@ async def live_run(url: str, fake: FakeGoogleAds, base_url: str) -> dict:
         await asyncio.sleep(0.5)  # the spend report is fetched between ticks
     rows = await loops.stop()
     (status,) = await budgets.execute([BudgetOp("status", str(tenant.id), "live")])
+    loops.kill()
+    budgets.kill()
+    ray.kill(ray.get_actor(GUARD_NAME, namespace=namespace), no_restart=True)
     return {"reports": reports, "rows": rows, "committed": status.snapshot["committed"]}
 
 
