@@ -45,6 +45,12 @@ from launcher.value_cli import TENANT_OPTION, train, with_tenant
     help="Ray Tune trials (ASHA stops the weak ones early).",
 )
 @click.option("--rounds", default=300, show_default=True, type=click.IntRange(1, 5000))
+@click.option(
+    "--cpus-per-trial",
+    type=click.FloatRange(0.1, 64),
+    default=None,
+    help="CPUs Ray reserves per trial [default: what is free, split over two trials, <= 1].",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--promote", is_flag=True, help="Put the new version in production at once.")
 @TENANT_OPTION
@@ -53,6 +59,7 @@ def train_churn_command(
     horizon_days: int,
     trials: int,
     rounds: int,
+    cpus_per_trial: float | None,
     seed: int,
     promote: bool,
     tenant: str | None,
@@ -81,7 +88,9 @@ def train_churn_command(
         f"customers up to {cut}, {trials} Ray Tune trials ..."
     )
     with local_ray("kiki-train"):
-        result = train_churn(history, cut, horizon_days, trials, seed, rounds)
+        result = train_churn(
+            history, cut, horizon_days, trials, seed, rounds, cpus_per_trial=cpus_per_trial
+        )
     folder = Path(settings.home).resolve() / "models" / owner.name / f"churn-{uuid.uuid4().hex}"
     result.model.save(folder)
 

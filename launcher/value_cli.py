@@ -182,6 +182,12 @@ def train() -> None:
     help="Ray Tune trials (ASHA stops the weak ones early).",
 )
 @click.option("--max-epochs", default=40, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--cpus-per-trial",
+    type=click.FloatRange(0.1, 64),
+    default=None,
+    help="CPUs Ray reserves per trial [default: what is free, split over two trials, <= 1].",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--promote", is_flag=True, help="Put the new version in production at once.")
 @TENANT_OPTION
@@ -190,6 +196,7 @@ def train_ltv_command(
     horizon_days: int,
     trials: int,
     max_epochs: int,
+    cpus_per_trial: float | None,
     seed: int,
     promote: bool,
     tenant: str | None,
@@ -221,7 +228,9 @@ def train_ltv_command(
         f"customers up to {cut}, {trials} Ray Tune trials ..."
     )
     with local_ray("kiki-train"):
-        result = train_ltv(history, cut, horizon_days, trials, seed, max_epochs)
+        result = train_ltv(
+            history, cut, horizon_days, trials, seed, max_epochs, cpus_per_trial=cpus_per_trial
+        )
     folder = Path(settings.home).resolve() / "models" / owner.name / uuid.uuid4().hex
     result.model.save(folder)
 

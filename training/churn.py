@@ -8,8 +8,6 @@ The winner is fitted on every window of the calibration period.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -19,7 +17,6 @@ from typing import Any
 import pandas as pd
 import xgboost as xgb
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 from kiki.engage.churn import (
     ChurnConfig,
@@ -40,6 +37,7 @@ from kiki.engage.metrics import (
     pr_auc,
     roc_auc,
 )
+from training.tuning import asha_search
 
 REPORT_EVERY = 25
 SEARCH_SPACE: dict[str, Any] = {
@@ -86,12 +84,11 @@ def search(
     seed: int = 0,
     rounds: int = 300,
     storage: Path | None = None,
-    cpus_per_trial: float = 1.0,
+    cpus_per_trial: float | None = None,
 ) -> ChurnConfig:
     """The tree settings with the lowest validation log loss; no trial sees a day after
-    calibration_end, and none trains on the validation window. `cpus_per_trial` is what Ray
-    schedules each trial by (a busy local cluster may have less than a whole CPU free)."""
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    calibration_end, and none trains on the validation window. `cpus_per_trial`: see
+    training.tuning.trial_cpus."""
     known = transactions[transactions["ts"].dt.normalize() <= pd.Timestamp(calibration_end)]
     window_start = calibration_end - timedelta(days=horizon_days)
     base = ChurnConfig(horizon_days=horizon_days, rounds=rounds)
@@ -104,29 +101,20 @@ def search(
         "rounds": rounds,
         "seed": seed,
     }
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trainable, data=data), {"cpu": cpus_per_trial}),
-        param_space=SEARCH_SPACE,
-        tune_config=tune.TuneConfig(
-            metric="val_logloss",
-            mode="min",
-            num_samples=trials,
-            scheduler=ASHAScheduler(
-                time_attr="round",
-                max_t=rounds,
-                grace_period=min(2 * REPORT_EVERY, rounds),
-            ),
-        ),
-        run_config=tune.RunConfig(
-            storage_path=str(storage or Path(tempfile.gettempdir()) / "kiki-tune"),
-            name=f"churn-{calibration_end.isoformat()}-{int(time.time())}",
-            verbose=0,
-        ),
+    best = asha_search(
+        _trainable,
+        data,
+        SEARCH_SPACE,
+        metric="val_logloss",
+        time_attr="round",
+        max_t=rounds,
+        grace_period=2 * REPORT_EVERY,
+        trials=trials,
+        name=f"churn-{calibration_end.isoformat()}",
+        storage=storage,
+        cpus_per_trial=cpus_per_trial,
     )
-    best = tuner.fit().get_best_result()
-    if best.config is None:
-        raise RuntimeError("no Ray Tune trial finished; see the Tune logs")
-    return base.model_copy(update=best.config)
+    return base.model_copy(update=best)
 
 
 def train_churn(
@@ -136,7 +124,7 @@ def train_churn(
     trials: int,
     seed: int = 0,
     rounds: int = 300,
-    cpus_per_trial: float = 1.0,
+    cpus_per_trial: float | None = None,
 ) -> TrainedChurn:
     """Search, then fit on every window up to calibration_end. Metrics come from the
     horizon after calibration_end when the data has it, else from the last labelled window

@@ -7,8 +7,6 @@ customer as of the calibration end, and hands back what the registry records.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -17,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 from kiki.value import drift
 from kiki.value.features import FEATURE_NAMES, compute_features
@@ -25,6 +22,7 @@ from kiki.value.ltv_bench import LTVTrainingConfig, fit_ltv_model
 from kiki.value.metrics import evaluate
 from kiki.value.training import examples
 from kiki.value.ziln import TrainedLTVModel, ZILNConfig
+from training.tuning import asha_search
 
 SEARCH_SPACE: dict[str, Any] = {
     "hidden": tune.choice([(32,), (64, 32), (128, 64)]),
@@ -70,13 +68,11 @@ def search(
     seed: int = 0,
     max_epochs: int = 40,
     storage: Path | None = None,
-    cpus_per_trial: float = 1.0,
+    cpus_per_trial: float | None = None,
 ) -> ZILNConfig:
     """The network settings with the lowest validation loss, each trial trained on data up to
-    one horizon before the calibration end (no trial sees a day after it). `cpus_per_trial`
-    is what Ray reserves per trial: less than 1 lets trials start on a small machine whose
-    CPUs the platform's actors and replicas already claim."""
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    one horizon before the calibration end (no trial sees a day after it). `cpus_per_trial`:
+    see training.tuning.trial_cpus."""
     window_end = calibration_end - timedelta(days=horizon_days)
     data = {
         "transactions": transactions[transactions["ts"] <= pd.Timestamp(window_end)],
@@ -85,27 +81,20 @@ def search(
         "seed": seed,
         "max_epochs": max_epochs,
     }
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trainable, data=data), {"cpu": cpus_per_trial}),
-        param_space=SEARCH_SPACE,
-        tune_config=tune.TuneConfig(
-            metric="val_loss",
-            mode="min",
-            num_samples=trials,
-            scheduler=ASHAScheduler(
-                time_attr="epoch", max_t=max_epochs, grace_period=min(5, max_epochs)
-            ),
-        ),
-        run_config=tune.RunConfig(
-            storage_path=str(storage or Path(tempfile.gettempdir()) / "kiki-tune"),
-            name=f"ltv-{calibration_end.isoformat()}-{int(time.time())}",
-            verbose=0,
-        ),
+    best = asha_search(
+        _trainable,
+        data,
+        SEARCH_SPACE,
+        metric="val_loss",
+        time_attr="epoch",
+        max_t=max_epochs,
+        grace_period=5,
+        trials=trials,
+        name=f"ltv-{calibration_end.isoformat()}",
+        storage=storage,
+        cpus_per_trial=cpus_per_trial,
     )
-    best = tuner.fit().get_best_result()
-    if best.config is None:
-        raise RuntimeError("no Ray Tune trial finished; see the Tune logs")
-    return ZILNConfig(**best.config, max_epochs=max_epochs)
+    return ZILNConfig(**best, max_epochs=max_epochs)
 
 
 def train_ltv(
@@ -115,6 +104,7 @@ def train_ltv(
     trials: int,
     seed: int = 0,
     max_epochs: int = 40,
+    cpus_per_trial: float | None = None,
 ) -> TrainedLTV:
     """Search, then fit the benchmark's model (an ensemble over stacked cuts, labels of
     `horizon_days`) on everything up to `calibration_end` and score as of that day. Metrics
@@ -122,7 +112,10 @@ def train_ltv(
     labelled window (which the model trained on, so they flatter it)."""
     started = time.perf_counter()
     calibration = transactions[transactions["ts"] <= pd.Timestamp(calibration_end)]
-    best = search(calibration, calibration_end, horizon_days, trials, seed, max_epochs)
+    best = search(
+        calibration, calibration_end, horizon_days, trials, seed, max_epochs,
+        cpus_per_trial=cpus_per_trial,
+    )  # fmt: skip
     config = LTVTrainingConfig(
         horizon_days=horizon_days, model=best.model_copy(update={"members": 3})
     )

@@ -1,0 +1,74 @@
+"""The one Ray Tune (ASHA) search both models use: trials sized to the CPUs the cluster has
+free, results kept under one storage folder, the best configuration handed back."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+MIN_TRIAL_CPUS = 0.1
+
+
+def trial_cpus(requested: float | None) -> float:
+    """CPUs Ray reserves per trial. Asked for none, take what is free now, split for two
+    trials at a time and at most one CPU each: on a small machine the platform's replicas
+    and actors hold most CPUs, and whole-CPU trials would wait for ever."""
+    if requested is not None:
+        return requested
+    free = float(ray.available_resources().get("CPU", 0.0)) if ray.is_initialized() else 2.0
+    if free < MIN_TRIAL_CPUS:
+        raise RuntimeError(
+            f"the Ray cluster has {free:.2f} CPUs free, too few for a Tune trial; "
+            "stop some apps or pass cpus_per_trial (--cpus-per-trial) explicitly"
+        )
+    return round(min(1.0, max(MIN_TRIAL_CPUS, free / 2)), 2)
+
+
+def asha_search(
+    trainable: Callable[[dict[str, Any], dict[str, Any]], None],
+    data: dict[str, Any],
+    space: dict[str, Any],
+    *,
+    metric: str,
+    time_attr: str,
+    max_t: int,
+    grace_period: int,
+    trials: int,
+    name: str,
+    storage: Path | None = None,
+    cpus_per_trial: float | None = None,
+) -> dict[str, Any]:
+    """Run `trials` samples of `space`, each `trainable(config, data)` reporting `metric`
+    (lower is better) against `time_attr`; ASHA stops weak trials after `grace_period`."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(trainable, data=data), {"cpu": trial_cpus(cpus_per_trial)}
+        ),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode="min",
+            num_samples=trials,
+            scheduler=ASHAScheduler(
+                time_attr=time_attr, max_t=max_t, grace_period=min(grace_period, max_t)
+            ),
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str(storage or Path(tempfile.gettempdir()) / "kiki-tune"),
+            name=f"{name}-{int(time.time())}",
+            verbose=0,
+        ),
+    )
+    best = tuner.fit().get_best_result()
+    if best.config is None:
+        raise RuntimeError("no Ray Tune trial finished; see the Tune logs")
+    return best.config
