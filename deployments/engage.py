@@ -111,7 +111,7 @@ class EngageService:
 
     async def models(
         self, tenant: Tenant
-    ) -> tuple[registry.ChurnModelRecord, TrainedChurnModel, ltv_registry.ModelRecord | None, Any]:
+    ) -> tuple[registry.ModelRecord, TrainedChurnModel, ltv_registry.ModelRecord | None, Any]:
         churn = await self._record("churn", tenant.id)
         if churn is None:
             raise FailedPrecondition(NO_CHURN_MODEL)
@@ -121,7 +121,7 @@ class EngageService:
 
     async def table(
         self, tenant: Tenant, as_of: date, horizon_days: int, customer_id: str | None = None
-    ) -> tuple[RiskTable, registry.ChurnModelRecord, ltv_registry.ModelRecord | None]:
+    ) -> tuple[RiskTable, registry.ModelRecord, ltv_registry.ModelRecord | None]:
         """Scores as of a day: every customer (kept for paging), or just one."""
         churn, model, ltv, ltv_model = await self.models(tenant)
         key = (tenant.id, as_of, horizon_days, churn.version, ltv.version if ltv else None)

@@ -255,33 +255,44 @@ def bench_billing(
     click.echo(table([close_ours], close_naive))
 
 
+def cdnow_options(holdout_help: str, choose_help: str, predictions_help: str) -> Any:
+    """The options every CDNOW benchmark takes: the split, the seed, blind configuration
+    choice, per-customer output and JSON."""
+    options = [
+        click.option(
+            "--calibration-end",
+            type=click.DateTime(["%Y-%m-%d"]),
+            default="1997-09-30",
+            show_default=True,
+            help="Last day the models may learn from.",
+        ),
+        click.option(
+            "--holdout-end",
+            type=click.DateTime(["%Y-%m-%d"]),
+            default="1998-06-30",
+            show_default=True,
+            help=holdout_help,
+        ),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--choose-config", is_flag=True, help=choose_help),
+        click.option("--predictions-out", type=click.Path(path_type=Path), help=predictions_help),
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+    ]
+
+    def apply(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 @bench.command("ltv")
-@click.option(
-    "--calibration-end",
-    type=click.DateTime(["%Y-%m-%d"]),
-    default="1997-09-30",
-    show_default=True,
-    help="Last day the models may learn from.",
+@cdnow_options(
+    holdout_help="Last day of the spend being predicted.",
+    choose_help="First pick the network on the last window before the calibration end.",
+    predictions_help="Write one row per customer: actual and each model's predicted spend.",
 )
-@click.option(
-    "--holdout-end",
-    type=click.DateTime(["%Y-%m-%d"]),
-    default="1998-06-30",
-    show_default=True,
-    help="Last day of the spend being predicted.",
-)
-@click.option("--seed", default=0, show_default=True)
-@click.option(
-    "--choose-config",
-    is_flag=True,
-    help="First pick the network on the last window before the calibration end.",
-)
-@click.option(
-    "--predictions-out",
-    type=click.Path(path_type=Path),
-    help="Write one row per customer: actual and each model's predicted spend.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench_ltv(
     calibration_end: Any,
     holdout_end: Any,
@@ -390,32 +401,13 @@ def bench_create(
 
 
 @bench.command("churn")
-@click.option(
-    "--calibration-end",
-    type=click.DateTime(["%Y-%m-%d"]),
-    default="1997-09-30",
-    show_default=True,
-    help="Last day the models may learn from.",
+@cdnow_options(
+    holdout_help="Churned = no purchase from the day after --calibration-end to this day.",
+    choose_help="First pick the trees on the last 90 days before the calibration end.",
+    predictions_help=(
+        "Write one row per customer: churned, each model's score, days since last purchase."
+    ),
 )
-@click.option(
-    "--holdout-end",
-    type=click.DateTime(["%Y-%m-%d"]),
-    default="1998-06-30",
-    show_default=True,
-    help="Churned = no purchase from the day after --calibration-end to this day.",
-)
-@click.option("--seed", default=0, show_default=True)
-@click.option(
-    "--choose-config",
-    is_flag=True,
-    help="First pick the trees on the last 90 days before the calibration end.",
-)
-@click.option(
-    "--predictions-out",
-    type=click.Path(path_type=Path),
-    help="Write one row per customer: churned, each model's score, days since last purchase.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench_churn(
     calibration_end: Any,
     holdout_end: Any,

@@ -94,7 +94,7 @@ def train_churn_command(
     folder = Path(settings.home).resolve() / "models" / owner.name / f"churn-{uuid.uuid4().hex}"
     result.model.save(folder)
 
-    async def record(conn: asyncpg.Connection, me: Tenant) -> registry.ChurnModelRecord:
+    async def record(conn: asyncpg.Connection, me: Tenant) -> registry.ModelRecord:
         saved = await registry.register(
             conn,
             me.id,
@@ -128,7 +128,7 @@ def engage() -> None:
 def engage_models(tenant: str | None) -> None:
     """Churn model versions with their status and metrics."""
 
-    async def work(conn: asyncpg.Connection, owner: Tenant) -> list[registry.ChurnModelRecord]:
+    async def work(conn: asyncpg.Connection, owner: Tenant) -> list[registry.ModelRecord]:
         return await registry.list_models(conn, owner.id)
 
     found = with_tenant(load_settings(), tenant, work)
@@ -150,7 +150,7 @@ def engage_models(tenant: str | None) -> None:
 def engage_promote(version: int, tenant: str | None) -> None:
     """Serve churn model VERSION (the engage app re-reads the registry within seconds)."""
 
-    async def work(conn: asyncpg.Connection, owner: Tenant) -> registry.ChurnModelRecord:
+    async def work(conn: asyncpg.Connection, owner: Tenant) -> registry.ModelRecord:
         return await registry.promote(conn, owner.id, version)
 
     record = with_tenant(load_settings(), tenant, work)

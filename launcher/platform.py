@@ -246,19 +246,25 @@ class Platform:
             self._step(f"ingress: {configure_ingress(s)}")
         if s.ray_address:
             self._step(f"Ray: joining the cluster at {s.ray_address}")
+            if secrets := serve_config.secret_env(s):
+                self.echo(
+                    f"    secrets are not sent to the cluster: set {', '.join(sorted(secrets))} "
+                    "in its nodes' environment (cluster.yaml)"
+                )
             ray.init(address=s.ray_address, namespace="kiki", log_to_driver=False)
             self.state.metrics_url = "the cluster's metrics export port on each node"
         else:
             self._step("Ray: starting a local instance")
-            # The replicas inherit these through runtime_env; the driver needs them too.
-            context = ray.init(
-                address="local",
-                namespace="kiki",
-                _metrics_export_port=s.metrics_port,
-                include_dashboard=True,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            # Secrets reach the workers through the raylet's environment, not runtime_env.
+            with serve_config.inherited_env(serve_config.secret_env(s)):
+                context = ray.init(
+                    address="local",
+                    namespace="kiki",
+                    _metrics_export_port=s.metrics_port,
+                    include_dashboard=True,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
             self.state.dashboard_url = (
                 f"http://{context.dashboard_url}" if context.dashboard_url else None
             )

@@ -7,11 +7,14 @@ Ray's `ServeDeploySchema` silently ignores unknown keys and does not validate
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import (
     DeploymentSchema,
@@ -22,7 +25,7 @@ from ray.serve.schema import (
     gRPCOptionsSchema,
 )
 
-from kiki.config import SERVICES, Settings
+from kiki.config import SECRET_SETTINGS, SERVICES, Settings
 from kiki.errors import ConfigError
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "serve_config.yaml"
@@ -93,7 +96,8 @@ def validate_strict(data: dict[str, Any]) -> ServeDeploySchema:
 def adapt_for_machine(data: dict[str, Any], settings: Settings, gpus: float) -> dict[str, Any]:
     """A copy of the config for this machine: ports from settings, small CPU shares so six
     apps fit on a laptop, no GPU requests where there is no GPU, and the replicas' KIKI_*
-    settings passed through `runtime_env` so they reach workers on any node."""
+    settings (secrets excepted) passed through `runtime_env` so they reach workers on any
+    node."""
     out = copy.deepcopy(data)
     out["http_options"] = {**out.get("http_options", {}), "host": settings.http_host,
                            "port": settings.http_port}  # fmt: skip
@@ -114,16 +118,49 @@ def adapt_for_machine(data: dict[str, Any], settings: Settings, gpus: float) -> 
 
 def replica_env(settings: Settings) -> dict[str, str]:
     """The settings a replica needs, as environment variables: the state folder and the
-    database always, and every other setting that differs from its default (settings built
-    in code, as tests do, would otherwise not reach the replicas)."""
+    database port always, and every other setting that differs from its default (settings
+    built in code, as tests do, would otherwise not reach the replicas); secrets excepted
+    (see `secret_env`)."""
     env = {
         "KIKI_PG_PORT": str(settings.pg_port),
         "KIKI_LOG_LEVEL": settings.log_level,
         "KIKI_HOME": str(Path(settings.home).resolve()),
     }
+    for name, value in _changed(settings):
+        if name != "ray_address" and not _is_secret(name):
+            env.setdefault(f"KIKI_{name.upper()}", str(value))
+    return env
+
+
+def secret_env(settings: Settings) -> dict[str, str]:
+    """The secret settings that are set, as environment variables: a local run gives them to
+    the raylet when it starts (its workers inherit them); a cluster's nodes must have them."""
+    return {f"KIKI_{name.upper()}": str(value) for name, value in _changed(settings)
+            if _is_secret(name)}  # fmt: skip
+
+
+def _changed(settings: Settings) -> Iterator[tuple[str, Any]]:
     for name, field in Settings.model_fields.items():
         value = getattr(settings, name)
-        if name == "ray_address" or value is None or value == field.default:
-            continue
-        env.setdefault(f"KIKI_{name.upper()}", str(value))
-    return env
+        if value is not None and value != field.default:
+            yield name, value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def _is_secret(name: str) -> bool:
+    return name in SECRET_SETTINGS or Settings.model_fields[name].annotation is SecretStr
+
+
+@contextmanager
+def inherited_env(env: dict[str, str]) -> Iterator[None]:
+    """`env` in this process's environment for the block only: processes started inside it
+    (the raylet) keep it, this process does not."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -14,7 +14,7 @@ from kiki.db import migrate
 from kiki.db.pool import connect
 from kiki.engage import registry
 from kiki.engage.churn import MODEL_FEATURES, ChurnConfig, TrainedChurnModel
-from kiki.errors import Conflict, NotFound
+from kiki.errors import Conflict, InvalidInput, NotFound
 from tests.integration.conftest import RunningPlatform
 from tests.unit.test_engage_churn import END, simulate
 from training.churn import train_churn
@@ -66,6 +66,10 @@ def test_registry_versions_and_promotion(fresh_db: str) -> None:
                 await registry.promote(conn, tenant.id, 2)
             with pytest.raises(NotFound):
                 await registry.promote(conn, tenant.id, 9)
+            with pytest.raises(InvalidInput, match="one version at a time"):
+                await registry.promote(conn, tenant.id, 1, traffic_percent=50)
+            assert (await registry.rollback(conn, tenant.id)).version == 1
+            assert (await registry.production(conn, tenant.id)).traffic_percent == 100
         finally:
             await conn.close()
 

@@ -258,8 +258,21 @@ async def predictions_billed(url: str, tenant_id: uuid.UUID) -> int:
     return int(total)
 
 
+def settled_billed(url: str, tenant_id: uuid.UUID) -> int:
+    """The billed count once earlier tests' reports have landed: unchanged over longer than
+    the replicas' 5 s report interval."""
+    count = asyncio.run(predictions_billed(url, tenant_id))
+    for _ in range(10):
+        time.sleep(6)
+        again = asyncio.run(predictions_billed(url, tenant_id))
+        if again == count:
+            return count
+        count = again
+    raise AssertionError("predictions_served never settled")
+
+
 def test_predictions_served_are_metered_for_billing(value: dict, platform: RunningPlatform) -> None:
-    before = asyncio.run(predictions_billed(platform.database_url, value["tenant_id"]))
+    before = settled_billed(platform.database_url, value["tenant_id"])
     customers = [{"customer_id": f"cust_{c:04d}"} for c in range(100, 112)]
     resp = value["client"].post("/api/v1/predict", json={"customers": customers})
     assert resp.status_code == 200, resp.text

@@ -1,4 +1,5 @@
 import copy
+import os
 
 import pytest
 
@@ -94,3 +95,31 @@ def test_the_creative_generator_asks_for_a_gpu_and_scales_to_zero(config: dict) 
     assert adapted_generator(0)["ray_actor_options"]["num_gpus"] == 0
     assert adapted_generator(1)["ray_actor_options"]["num_gpus"] == 1
     assert adapted_generator(0)["autoscaling_config"]["min_replicas"] == 0
+
+
+def test_secrets_never_travel_in_runtime_env(config: dict, monkeypatch) -> None:
+    settings = Settings(
+        database_url="postgresql://kiki:pw@db:5432/kiki",
+        stripe_api_key="sk_test_123",
+        smtp_password="hunter2",
+        flow_tick_s=1.0,
+    )
+    adapted = serve_config.adapt_for_machine(config, settings, gpus=0)
+    for app in adapted["applications"]:
+        env = app["runtime_env"]["env_vars"]
+        assert env["KIKI_FLOW_TICK_S"] == "1.0"
+        assert not {"KIKI_DATABASE_URL", "KIKI_STRIPE_API_KEY", "KIKI_SMTP_PASSWORD"} & set(env)
+        assert "pw@" not in str(env) and "sk_test_123" not in str(env)
+    secrets = serve_config.secret_env(settings)
+    assert secrets == {
+        "KIKI_DATABASE_URL": "postgresql://kiki:pw@db:5432/kiki",
+        "KIKI_STRIPE_API_KEY": "sk_test_123",
+        "KIKI_SMTP_PASSWORD": "hunter2",
+    }
+    monkeypatch.setenv("KIKI_SMTP_PASSWORD", "outer")
+    monkeypatch.delenv("KIKI_STRIPE_API_KEY", raising=False)
+    with serve_config.inherited_env(secrets):
+        assert os.environ["KIKI_STRIPE_API_KEY"] == "sk_test_123"
+        assert os.environ["KIKI_SMTP_PASSWORD"] == "hunter2"
+    assert "KIKI_STRIPE_API_KEY" not in os.environ
+    assert os.environ["KIKI_SMTP_PASSWORD"] == "outer"
