@@ -7,8 +7,9 @@ the vendor's own error bodies, keeps state a test can seed and read (bids, budge
 rows), and pages reports as the vendor does. A connector under test talks to one through
 `httpx.ASGITransport`, so no socket is opened.
 
-Shared here: the log of every request as sent, and scripted failures (`fail_next`) that each
-fake renders in its vendor's shape, for circuit-breaker and throttle tests.
+Shared here: the log of every request as sent, scripted failures (`fail_next`) that each
+fake renders in its vendor's shape, for circuit-breaker and throttle tests, and an OAuth 2.0
+token endpoint (`serve_oauth`) for the platforms that issue refresh tokens.
 """
 
 from __future__ import annotations
@@ -65,6 +66,46 @@ class FakeApi:
     def fail_next(self, failure: Failure, *, times: int = 1, retry_after_s: int = 30) -> None:
         """Answer the next `times` requests with a failure instead of serving them."""
         self._failures += [(failure, retry_after_s)] * times
+
+    def serve_oauth(
+        self,
+        path: str,
+        *,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        expires_in: int = 3600,
+        rotate: bool = False,
+    ) -> None:
+        """Answer a refresh-token grant (RFC 6749 section 6) at `path` as the vendor's token
+        endpoint does: form body, client credentials in it, `invalid_client` /
+        `invalid_grant` as 400/401 JSON errors. Each grant issues a new access token and
+        makes it the only one the API accepts (`access_token`); `rotate` also replaces the
+        refresh token, as LinkedIn may. `tokens_issued` counts the grants."""
+        self.refresh_token = refresh_token
+        self.tokens_issued = 0
+
+        @self.app.post(path)
+        async def token(request: Request) -> Response:
+            form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+            if form.get("grant_type") != "refresh_token":
+                return reply(400, {"error": "unsupported_grant_type"})
+            if form.get("client_id") != client_id or form.get("client_secret") != client_secret:
+                return reply(401, {"error": "invalid_client", "error_description": "bad client"})
+            if form.get("refresh_token") != self.refresh_token:
+                return reply(
+                    400, {"error": "invalid_grant", "error_description": "Token has been revoked."}
+                )
+            self.tokens_issued += 1
+            self.access_token = f"access-{self.tokens_issued}-{uuid.uuid4().hex[:8]}"
+            body: dict[str, Any] = {
+                "access_token": self.access_token,
+                "token_type": "Bearer",
+                "expires_in": expires_in,
+            }
+            if rotate:
+                self.refresh_token = body["refresh_token"] = f"refresh-{uuid.uuid4().hex[:8]}"
+            return reply(200, body)
 
     def client(self, base_url: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=base_url)

@@ -30,8 +30,11 @@ from kiki.flow.connectors import (
     TikTokSettings,
     build_connector,
 )
+from kiki.flow.connectors.amazon import AmazonAdsOAuth
 from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
+from kiki.flow.connectors.google_ads import GoogleAdsOAuth
 from kiki.flow.connectors.http import dumps
+from kiki.flow.connectors.linkedin import LinkedInOAuth
 from tests.fakes.ad_platforms import FakeApi
 from tests.fakes.fake_amazon_ads import FakeAmazonAds
 from tests.fakes.fake_google_ads import FakeGoogleAds
@@ -287,6 +290,104 @@ def test_refused_credentials_are_unavailable_and_name_the_setting(platform: str)
     with pytest.raises(Unavailable, match="access_token"):
         setup.run(lambda c: c.push_bids([setup.bid]), settings=wrong)
     assert setup.stored_bid() != setup.expected_bid
+
+
+# --- OAuth refresh (the platforms that issue refresh tokens) --------------------------------
+
+OAUTH = {
+    "google_ads": (GoogleAdsOAuth, "/token"),
+    "linkedin": (LinkedInOAuth, "/oauth/v2/accessToken"),
+    "amazon": (AmazonAdsOAuth, "/auth/o2/token"),
+}
+
+
+def with_refresh(
+    platform: str, *, expires_in: int = 3600, rotate: bool = False, refresh_token: str = "rt-1"
+) -> tuple[Setup, PlatformSettings]:
+    """The platform's setup whose access token has expired, with a refresh token the fake's
+    token endpoint honours (or not, when `refresh_token` differs)."""
+    setup = SETUPS[platform]()
+    oauth_type, path = OAUTH[platform]
+    setup.fake.serve_oauth(
+        path, client_id="client-1", client_secret="s3cret", refresh_token="rt-1",
+        expires_in=expires_in, rotate=rotate,
+    )  # fmt: skip
+    oauth = oauth_type(
+        client_id="client-1",
+        client_secret=SecretStr("s3cret"),
+        refresh_token=SecretStr(refresh_token),
+    )
+    update = {"access_token": SecretStr("expired"), "oauth": oauth}
+    return setup, setup.settings.model_copy(update=update)
+
+
+def token_calls(setup: Setup) -> int:
+    return sum(r.path == OAUTH[setup.platform][1] for r in setup.fake.requests)
+
+
+@pytest.mark.parametrize("platform", list(OAUTH))
+def test_a_refused_token_is_refreshed_once_and_the_call_sent_again(platform: str) -> None:
+    setup, settings = with_refresh(platform)
+    [result] = setup.run(lambda c: c.push_bids([setup.bid]), settings=settings)
+    assert result.ok and setup.stored_bid() == setup.expected_bid
+    assert setup.fake.tokens_issued == 1
+    grant = next(r for r in setup.fake.requests if r.path == OAUTH[platform][1]).form()
+    assert grant == {
+        "grant_type": "refresh_token",
+        "refresh_token": "rt-1",
+        "client_id": "client-1",
+        "client_secret": "s3cret",
+    }
+    sent = [r for r in setup.fake.requests if r.path != OAUTH[platform][1]]
+    assert sent[0].headers["authorization"] == "Bearer expired"
+    assert sent[-1].headers["authorization"] == f"Bearer {setup.fake.access_token}"
+
+
+@pytest.mark.parametrize("platform", list(OAUTH))
+def test_concurrent_calls_share_one_refresh(platform: str) -> None:
+    setup, settings = with_refresh(platform)
+
+    async def five(connector: PlatformConnector) -> list[list[ChangeResult]]:
+        return await asyncio.gather(*(connector.push_bids([setup.bid]) for _ in range(5)))
+
+    results = setup.run(five, settings=settings)
+    assert all(r.ok for [r] in results)
+    assert setup.fake.tokens_issued == 1
+
+
+def test_a_token_near_its_expiry_is_renewed_before_the_call() -> None:
+    # Expires in 60 s, renewed 120 s ahead: every call after the first refresh renews first.
+    setup, settings = with_refresh("google_ads", expires_in=60, rotate=True)
+
+    async def twice(connector: PlatformConnector) -> None:
+        await connector.push_bids([setup.bid])
+        before = len(setup.fake.requests)
+        await connector.push_bids([setup.bid])
+        # The second call: one grant (with the rotated refresh token), then one API call.
+        assert next(r.path for r in setup.fake.requests[before:]) == "/token"
+        assert len(setup.fake.requests) - before == 2
+
+    setup.run(twice, settings=settings)
+    assert setup.fake.tokens_issued == 2
+
+
+@pytest.mark.parametrize("platform", list(OAUTH))
+def test_a_revoked_refresh_token_is_unavailable_and_says_what_to_do(platform: str) -> None:
+    setup, settings = with_refresh(platform, refresh_token="revoked")
+    refused = r"refused to refresh .*HTTP 400: Token has been revoked.*oauth\.refresh_token"
+    with pytest.raises(Unavailable, match=refused):
+        setup.run(lambda c: c.push_bids([setup.bid]), settings=settings)
+    assert token_calls(setup) == 1 and setup.stored_bid() != setup.expected_bid
+
+
+def test_oauth_settings_need_a_client_and_an_http_token_url() -> None:
+    with pytest.raises(ValidationError, match="token_url"):
+        GoogleAdsOAuth(
+            token_url="ftp://x", client_id="c", client_secret=SecretStr("s"),
+            refresh_token=SecretStr("r"),
+        )  # fmt: skip
+    with pytest.raises(ValidationError, match="client_id"):
+        LinkedInOAuth(client_secret=SecretStr("s"), refresh_token=SecretStr("r"))  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize("platform", [p for p in PLATFORMS if p != "meta"])

@@ -28,6 +28,7 @@ from kiki.errors import InvalidInput, Unavailable
 from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
 from kiki.flow.connectors.http import (
     HttpConnector,
+    OAuthRefresh,
     PlatformSettings,
     Reply,
     chunks,
@@ -52,12 +53,19 @@ REPORT_COLUMNS = ["adGroupId", "date", "impressions", "clicks", "cost", "purchas
 _DUPLICATE = re.compile(r"duplicate of\s*:\s*(\S+)")
 
 
+class AmazonAdsOAuth(OAuthRefresh):
+    """Login with Amazon (North America)'s token endpoint."""
+
+    token_url: str = "https://api.amazon.com/auth/o2/token"
+
+
 class AmazonAdsSettings(PlatformSettings):
     """A Login with Amazon client id and access token, and how patiently to wait for reports."""
 
     base_url: str = "https://advertising-api.amazon.com"
     client_id: str
     access_token: SecretStr
+    oauth: AmazonAdsOAuth | None = Field(None, description="renews access_token when set")
     report_poll_interval_s: float = Field(30.0, ge=0)
     report_max_polls: int = Field(120, ge=1)
 
@@ -105,7 +113,7 @@ class AmazonAdsConnector(HttpConnector[AmazonAdsSettings]):
 
     def _headers(self, profile_id: str, media_type: str) -> dict[str, str]:
         return {
-            "Authorization": f"Bearer {self._settings.access_token.get_secret_value()}",
+            "Authorization": self._bearer(),
             "Amazon-Advertising-API-ClientId": self._settings.client_id,
             "Amazon-Advertising-API-Scope": require_digits(profile_id, "profile id"),
             "Content-Type": media_type,

@@ -24,6 +24,7 @@ from kiki.errors import InvalidInput
 from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
 from kiki.flow.connectors.http import (
     HttpConnector,
+    OAuthRefresh,
     PlatformSettings,
     Reply,
     check_range,
@@ -35,13 +36,20 @@ from kiki.flow.connectors.http import (
 )
 
 
+class GoogleAdsOAuth(OAuthRefresh):
+    """Google's token endpoint."""
+
+    token_url: str = "https://oauth2.googleapis.com/token"
+
+
 class GoogleAdsSettings(PlatformSettings):
-    """Credentials of one Google Ads API client (refreshing the OAuth token is not ours)."""
+    """Credentials of one Google Ads API client; with `oauth` the access token is renewed."""
 
     base_url: str = "https://googleads.googleapis.com"
     api_version: str = Field("v20", pattern=r"^v\d+$", description="a version Google still serves")
     developer_token: SecretStr
     access_token: SecretStr
+    oauth: GoogleAdsOAuth | None = Field(None, description="renews access_token when set")
     login_customer_id: str | None = Field(None, pattern=r"^\d+$", description="the manager account")
 
 
@@ -117,7 +125,7 @@ class GoogleAdsConnector(HttpConnector[GoogleAdsSettings]):
 
     def _headers(self) -> dict[str, str]:
         headers = {
-            "Authorization": f"Bearer {self._settings.access_token.get_secret_value()}",
+            "Authorization": self._bearer(),
             "developer-token": self._settings.developer_token.get_secret_value(),
             "Content-Type": "application/json",
         }

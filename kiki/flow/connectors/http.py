@@ -9,20 +9,26 @@ caller's circuit breaker:
 - HTTP 429 or the platform's own throttle codes -> RateLimited (Retry-After when given)
 - rejected credentials -> Unavailable naming the setting to fix: it is a configuration error
   that no retry heals, but the bid loop must stop calling the platform all the same.
+
+Where a platform issues OAuth 2.0 refresh tokens (Google Ads, LinkedIn, Amazon Ads) and the
+settings carry one (`oauth`), the access token is renewed (RFC 6749 section 6) shortly before
+it expires and once when the platform refuses it, and the call is sent again: a token that
+lives an hour must not stop the bids.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from kiki.clock import Clock, WallClock
 from kiki.errors import ConfigError, InvalidInput, RateLimited, Unavailable
@@ -49,6 +55,27 @@ class PlatformSettings(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
         return value.rstrip("/")
+
+
+class OAuthRefresh(BaseModel):
+    """A refresh token and the OAuth client it was issued to. Platforms set `token_url`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    token_url: str
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    refresh_token: SecretStr
+    refresh_before_s: float = Field(
+        120.0, ge=0, description="renew this long before the token's stated expiry"
+    )
+
+    @field_validator("token_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("token_url must start with http:// or https://")
+        return value
 
 
 # --- JSON that never passes money through a float -------------------------------------------
@@ -152,6 +179,7 @@ class Reply:
     body: Any
     content: bytes
     headers: httpx.Headers
+    request_token: str = ""  # the access token the request carried, if any
 
     @property
     def text(self) -> str:
@@ -191,6 +219,15 @@ class HttpConnector(PlatformConnector, Generic[S]):
         self._base = settings.base_url
         self._settings: S = settings
         self._clock: Clock = clock or WallClock()
+        token = getattr(settings, "access_token", None)
+        self._access_token = token.get_secret_value() if isinstance(token, SecretStr) else ""
+        self._oauth: OAuthRefresh | None = getattr(settings, "oauth", None)
+        self._refresh_token = self._oauth.refresh_token.get_secret_value() if self._oauth else ""
+        self._expires_at: datetime | None = None  # unknown until a refresh says
+        self._refreshing = asyncio.Lock()
+
+    def _bearer(self) -> str:
+        return f"Bearer {self._access_token}"
 
     async def _push_by_account(
         self,
@@ -212,7 +249,23 @@ class HttpConnector(PlatformConnector, Generic[S]):
         return [results[i] for i in range(len(changes))]
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> Reply:
-        """Send one request; raise for platform failures, return everything else (4xx too)."""
+        """Send one request; raise for platform failures, return everything else (4xx too).
+        A request with an `Authorization` header goes with a fresh token, and once more after
+        a refresh when the platform refused the token."""
+        authorized = "Authorization" in kwargs.get("headers", {})
+        if authorized and self._oauth and self._expiring():
+            await self._refresh(self._access_token)
+        reply = await self._send(method, url, authorized, **kwargs)
+        if authorized and self._oauth and reply.status == 401:
+            await self._refresh(reply.request_token)
+            reply = await self._send(method, url, authorized, **kwargs)
+        self._raise_for_platform(reply)
+        return reply
+
+    async def _send(self, method: str, url: str, authorized: bool, **kwargs: Any) -> Reply:
+        token = self._access_token
+        if authorized:
+            kwargs["headers"] = {**kwargs["headers"], "Authorization": f"Bearer {token}"}
         try:
             response = await self._client.request(
                 method, url, timeout=self._settings.timeout_s, **kwargs
@@ -228,9 +281,56 @@ class HttpConnector(PlatformConnector, Generic[S]):
             body = loads(response.content) if response.content else None
         except ValueError:
             body = None  # an HTML error page from a proxy; the status still says enough
-        reply = Reply(response.status_code, body, response.content, response.headers)
-        self._raise_for_platform(reply)
-        return reply
+        return Reply(response.status_code, body, response.content, response.headers, token)
+
+    def _expiring(self) -> bool:
+        assert self._oauth is not None
+        return self._expires_at is not None and self._clock.now() >= self._expires_at - timedelta(
+            seconds=self._oauth.refresh_before_s
+        )
+
+    async def _refresh(self, stale: str) -> None:
+        """Trade the refresh token for a new access token, once for all the calls that saw
+        `stale` (concurrent calls wait for the first one's refresh)."""
+        assert self._oauth is not None
+        async with self._refreshing:
+            if self._access_token != stale:
+                return
+            try:
+                response = await self._client.post(
+                    self._oauth.token_url,
+                    data={
+                        "grant_type": "refresh_token",
+                        "refresh_token": self._refresh_token,
+                        "client_id": self._oauth.client_id,
+                        "client_secret": self._oauth.client_secret.get_secret_value(),
+                    },
+                    timeout=self._settings.timeout_s,
+                )
+            except httpx.HTTPError as exc:
+                message = f"{self.platform}'s OAuth server could not be reached: {exc!r}"
+                raise Unavailable(message) from exc
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if response.status_code != 200 or not isinstance(token, str) or not token:
+                reason = body.get("error_description") or body.get("error") if body else None
+                raise Unavailable(
+                    f"{self.platform} refused to refresh the access token "
+                    f"(HTTP {response.status_code}: {reason or response.text[:200]}); "
+                    "authorize the app again and set oauth.refresh_token"
+                )
+            self._access_token = token
+            # Some servers rotate the refresh token (LinkedIn may); keep the newest one.
+            self._refresh_token = body.get("refresh_token") or self._refresh_token
+            expires_in = body.get("expires_in")
+            self._expires_at = (
+                self._clock.now() + timedelta(seconds=float(expires_in))
+                if isinstance(expires_in, int | float)
+                else None
+            )
 
     def _raise_for_platform(self, reply: Reply) -> None:
         if self._is_throttled(reply):

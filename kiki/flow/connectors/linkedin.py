@@ -27,6 +27,7 @@ from kiki.errors import InvalidInput
 from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
 from kiki.flow.connectors.http import (
     HttpConnector,
+    OAuthRefresh,
     PlatformSettings,
     Reply,
     check_range,
@@ -45,12 +46,19 @@ ANALYTICS_FIELDS = (
 )
 
 
+class LinkedInOAuth(OAuthRefresh):
+    """LinkedIn's token endpoint."""
+
+    token_url: str = "https://www.linkedin.com/oauth/v2/accessToken"
+
+
 class LinkedInSettings(PlatformSettings):
     """A member access token with the rw_ads scope, and the API version to ask for."""
 
     base_url: str = "https://api.linkedin.com"
     api_version: str = Field("202505", pattern=r"^\d{6}$", description="an active YYYYMM version")
     access_token: SecretStr
+    oauth: LinkedInOAuth | None = Field(None, description="renews access_token when set")
 
 
 class LinkedInConnector(HttpConnector[LinkedInSettings]):
@@ -96,7 +104,7 @@ class LinkedInConnector(HttpConnector[LinkedInSettings]):
 
     def _headers(self) -> dict[str, str]:
         return {
-            "Authorization": f"Bearer {self._settings.access_token.get_secret_value()}",
+            "Authorization": self._bearer(),
             "LinkedIn-Version": self._settings.api_version,
             "X-Restli-Protocol-Version": "2.0.0",
         }
