@@ -21,6 +21,7 @@ from kiki.config import Settings
 from kiki.db.pool import create_pool
 from kiki.engage import messaging
 from kiki.engage.connectors import configured_channels
+from kiki.engage.crm.vault import Vault
 from kiki.engage.schedule import run_round
 
 AUTOMATION_NAME = "kiki-engage-automation"
@@ -53,6 +54,7 @@ class EngageAutomationShell:
             report = await run_round(
                 self._pool,
                 self._client,
+                Vault.from_settings(s),
                 configured_channels(s, self._client, self._pool),
                 messaging.Caps(per_day=s.engage_cap_per_day, per_week=s.engage_cap_per_week),
                 datetime.now(UTC).date(),

@@ -40,7 +40,8 @@ from kiki.engage.connectors import configured_channels
 from kiki.engage.connectors.base import Channel, MessageChannel
 from kiki.engage.crm import sources
 from kiki.engage.crm.base import SourceName
-from kiki.engage.crm.sync import SyncResult, sync
+from kiki.engage.crm.sync import SyncResult, sync_configured
+from kiki.engage.crm.vault import Vault
 from kiki.engage.registry import NO_CHURN_MODEL
 from kiki.engage.risk import Reason, RiskTable, risk_table
 from kiki.engage.rules import Rule
@@ -76,6 +77,7 @@ class EngageService:
         # Tests hosting the app in-process hand in a client routed to the provider fakes.
         self.client = runtime.extras.get("http_client") or httpx.AsyncClient()
         self._channels: dict[Channel, MessageChannel] | None = None
+        self._vault: Vault | None = None
         s = runtime.settings
         self.caps = messaging.Caps(per_day=s.engage_cap_per_day, per_week=s.engage_cap_per_week)
 
@@ -84,6 +86,13 @@ class EngageService:
             pool = await self.runtime.pool()
             self._channels = configured_channels(self.runtime.settings, self.client, pool)
         return self._channels
+
+    def vault(self) -> Vault:
+        """The CRM credentials' key, read on first use: a bad key fails the CRM calls
+        with its reason, not the whole app."""
+        if self._vault is None:
+            self._vault = Vault.from_settings(self.runtime.settings)
+        return self._vault
 
     async def _record(self, kind: str, tenant_id: UUID) -> Any:
         """The production record of a registry ('churn' or 'ltv'), re-read every few seconds."""
@@ -508,10 +517,11 @@ class SourceIn(BaseModel):
 
 @api.put("/api/v1/crm/{source}", response_model=sources.SourceConfig, tags=["crm"])
 async def put_crm_source(
-    source: SourcePath, body: SourceIn, tenant: CurrentTenant, conn: Connection
+    source: SourcePath, body: SourceIn, tenant: CurrentTenant, conn: Connection, request: Request
 ) -> sources.SourceConfig:
-    """Configure a CRM source; answers with its secrets masked."""
-    return await sources.put(conn, tenant.id, source, body.config, body.enabled)
+    """Configure a CRM source; its secrets are stored encrypted and answered masked."""
+    vault = _service(request).vault()
+    return await sources.put(conn, tenant.id, source, body.config, body.enabled, vault)
 
 
 @api.get("/api/v1/crm", response_model=list[sources.SourceConfig], tags=["crm"])
@@ -526,14 +536,19 @@ async def delete_crm_source(source: SourcePath, tenant: CurrentTenant, conn: Con
 
 @api.post("/api/v1/crm/{source}/sync", response_model=SyncResult, tags=["crm"])
 async def sync_crm_source(
-    source: SourcePath, tenant: CurrentTenant, request: Request
+    source: SourcePath,
+    tenant: CurrentTenant,
+    request: Request,
+    full: Annotated[
+        bool, Query(description="read everything again, not just changes since the cursors")
+    ] = False,
 ) -> SyncResult:
-    """Sync now: contacts and orders changed since the stored cursors."""
+    """Sync now: contacts and orders changed since the stored cursors (or all, `full`)."""
+    service = _service(request)
     pool = await runtime_of(request).pool()
-    async with pool.acquire() as conn:
-        name, config = await sources.stored(conn, tenant.id, source)
-    crm = sources.build(name, config, _service(request).client)
-    return await sync(pool, tenant.id, crm)
+    return await sync_configured(
+        pool, tenant.id, source, service.client, service.vault(), full=full
+    )
 
 
 # --- retention rules --------------------------------------------------------------------------

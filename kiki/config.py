@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kiki.errors import ConfigError
@@ -27,6 +27,7 @@ SECRET_SETTINGS: frozenset[str] = frozenset(
         "smtp_password",
         "twilio_auth_token",
         "fcm_access_token",
+        "secret_key",
     }
 )
 
@@ -113,6 +114,11 @@ class Settings(BaseSettings):
         0.5, gt=0, lt=1, description="unsafe-label probability at which an image is withheld"
     )
     dev_tenant: str = Field("dev", min_length=1, max_length=64)
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Fernet key that encrypts stored credentials (CRM sources); unset = one "
+        "generated once into $KIKI_HOME/secret.key",
+    )
     # SyncEngage's channels: a channel whose settings are unset is not offered.
     smtp_host: str | None = Field(None, description="SMTP server for email; unset = no email")
     smtp_port: int = Field(25, ge=1, le=65535)

@@ -6,21 +6,37 @@ module is imported, as launcher.cli does), so both models train the same way.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import asyncpg
 import click
+import httpx
 import pandas as pd
+from pydantic import BaseModel
 
-from kiki.auth import Tenant
-from kiki.config import load_settings
-from kiki.engage import registry
-from kiki.errors import InvalidInput
+from kiki.auth import Tenant, ensure_tenant
+from kiki.config import Settings, load_settings
+from kiki.db.pool import create_pool
+from kiki.engage import messaging, registry, retention
+from kiki.engage.connectors import configured_channels
+from kiki.engage.crm import sources
+from kiki.engage.crm.base import SOURCES, SourceName
+from kiki.engage.crm.sync import SyncResult, cursor, sync_configured
+from kiki.engage.crm.vault import Vault
+from kiki.errors import FailedPrecondition, InvalidInput, KikiError, Unavailable
+from kiki.money import micros_to_decimal_str
 from kiki.value import transactions
+from launcher.platform import database
 from launcher.value_cli import TENANT_OPTION, train, with_tenant
+
+T = TypeVar("T")
 
 
 @train.command("churn")
@@ -120,7 +136,7 @@ def train_churn_command(
 
 @click.group()
 def engage() -> None:
-    """SyncEngage: churn model versions."""
+    """SyncEngage: churn model versions, CRM sources and sync, retention rules."""
 
 
 @engage.command("models")
@@ -155,3 +171,316 @@ def engage_promote(version: int, tenant: str | None) -> None:
 
     record = with_tenant(load_settings(), tenant, work)
     click.echo(f"churn model version {record.version} is now in production")
+
+
+# --- CRM sources and sync ---------------------------------------------------------------------
+
+
+def with_pool(
+    settings: Settings, tenant: str | None, work: Callable[[asyncpg.Pool, Tenant], Awaitable[T]]
+) -> T:
+    """Run `work` with a pool and the tenant (created if new): a sync and a rule run write
+    page by page and send in between, which one connection (`with_tenant`) cannot serve."""
+
+    async def run(url: str) -> T:
+        pool = await create_pool(url, min_size=1, max_size=4)
+        try:
+            async with pool.acquire() as conn:
+                owner = await ensure_tenant(conn, tenant or settings.dev_tenant)
+            return await work(pool, owner)
+        finally:
+            await pool.close()
+
+    with database(settings, click.echo) as url:
+        return asyncio.run(run(url))
+
+
+def model_options(models: dict[str, type[BaseModel]], skip: tuple[str, ...] = ()) -> Any:
+    """One `--field-name` option per field of `models` (text, checked by the model itself),
+    its help from the field: the API's own models, so the options cannot drift from them."""
+    fields: dict[str, dict[str, list[str]]] = {}  # field -> its help -> the models saying so
+    for label, model in models.items():
+        for name, field in model.model_fields.items():
+            if name in skip:
+                continue
+            about = field.description or ""
+            if get_origin(field.annotation) is Literal:
+                about = f"{about} one of {', '.join(get_args(field.annotation))}".strip()
+            if not field.is_required() and field.default is not None:
+                about = f"{about} [default: {field.default}]".strip()
+            fields.setdefault(name, {}).setdefault(about, []).append(label)
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for name, helps in reversed(fields.items()):
+            parts = []
+            for about, labels in helps.items():
+                who = ", ".join(labels) if len(models) > 1 else ""
+                joiner = ": " if who and about[:1].isalnum() else " "
+                parts.append(f"{who}{joiner}{about}".strip())
+            flag = f"--{name.replace('_', '-')}"
+            command = click.option(flag, name, default=None, help="; ".join(parts))(command)
+        return command
+
+    return apply
+
+
+def given(options: dict[str, str | None], file: Path | None) -> dict[str, Any]:
+    """The JSON object in `file` (if any) with the options given on top."""
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"{file}: not a readable JSON object ({exc})") from None
+        if not isinstance(data, dict):
+            raise InvalidInput(f"{file}: expected a JSON object, got {type(data).__name__}")
+    return data | {k: v for k, v in options.items() if v is not None}
+
+
+def json_file(flag: str, about: str) -> Any:
+    return click.option(
+        flag,
+        "file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help=f"JSON file: {about} (options given override it).",
+    )
+
+
+@engage.group("crm")
+def crm() -> None:
+    """CRM sources (HubSpot, Salesforce, Shopify, PostgreSQL) and their sync."""
+
+
+@crm.command("add-source")
+@click.argument("kind", type=click.Choice(SOURCES))
+@json_file("--config", "the settings as PUT /crm/KIND takes them; keeps tokens out of history")
+@model_options(sources.SETTINGS)
+@click.option("--disabled", is_flag=True, help="Store it, but leave it out of scheduled syncs.")
+@TENANT_OPTION
+def crm_add_source(
+    kind: SourceName, file: Path | None, disabled: bool, tenant: str | None, **options: str | None
+) -> None:
+    """Configure the tenant's KIND source (one per kind; adding it again replaces it).
+
+    Settings are checked as `PUT /engage/api/v1/crm/KIND` checks them; secrets are stored
+    encrypted with KIKI_SECRET_KEY (or $KIKI_HOME/secret.key) and shown masked.
+    """
+    settings = load_settings()
+    config = given(options, file)
+    vault = Vault.from_settings(settings)
+
+    async def work(conn: asyncpg.Connection, owner: Tenant) -> sources.SourceConfig:
+        return await sources.put(conn, owner.id, kind, config, not disabled, vault)
+
+    saved = with_tenant(settings, tenant, work)
+    state = "enabled" if saved.enabled else "disabled"
+    click.echo(f"{saved.source} CRM source saved ({state}): {_shown(saved.config)}")
+
+
+def _shown(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(config.items()))
+
+
+@crm.command("sources")
+@TENANT_OPTION
+def crm_sources(tenant: str | None) -> None:
+    """The tenant's CRM sources, their cursors (the last change read) and settings (secrets
+    masked)."""
+
+    async def work(
+        conn: asyncpg.Connection, owner: Tenant
+    ) -> list[tuple[sources.SourceConfig, list[datetime | None]]]:
+        found = await sources.listed(conn, owner.id)
+        return [
+            (s, [await cursor(conn, owner.id, s.source, k) for k in ("contacts", "orders")])
+            for s in found
+        ]
+
+    found = with_tenant(load_settings(), tenant, work)
+    if not found:
+        click.echo("no CRM sources yet: add one with `kiki engage crm add-source KIND`")
+        return
+    click.echo(
+        f"{'SOURCE':<10} {'ENABLED':<7}  {'CONTACTS CURSOR':<25} {'ORDERS CURSOR':<25} SETTINGS"
+    )
+    for source, marks in found:
+        c, o = (m.isoformat() if m else "-" for m in marks)
+        click.echo(
+            f"{source.source:<10} {'yes' if source.enabled else 'no':<7}  {c:<25} {o:<25} "
+            f"{_shown(source.config)}"
+        )
+
+
+@crm.command("sync")
+@click.argument("source", type=click.Choice(SOURCES), required=False, metavar="[SOURCE]")
+@click.option(
+    "--full", is_flag=True, help="Read everything again, not just changes since the cursors."
+)
+@TENANT_OPTION
+def crm_sync(source: SourceName | None, full: bool, tenant: str | None) -> None:
+    """Sync SOURCE now (default: every enabled source of the tenant): contacts and orders
+    changed since the stored cursors, as the engage actor does on its schedule."""
+    settings = load_settings()
+    vault = Vault.from_settings(settings)
+
+    async def work(pool: asyncpg.Pool, owner: Tenant) -> list[str]:
+        if source is None:
+            async with pool.acquire() as conn:
+                names = [s.source for s in await sources.listed(conn, owner.id) if s.enabled]
+            if not names:
+                click.echo("no enabled CRM sources: add one with `kiki engage crm add-source`")
+        else:
+            names = [source]
+        failed = []
+        async with httpx.AsyncClient() as client:
+            for name in names:
+                try:
+                    done = await sync_configured(pool, owner.id, name, client, vault, full=full)
+                except KikiError as exc:
+                    if source is not None:
+                        raise
+                    click.echo(f"{name}: error: {exc.message}", err=True)
+                    failed.append(name)
+                    continue
+                click.echo(_summary(done))
+        return failed
+
+    failed = with_pool(settings, tenant, work)
+    if failed:
+        raise Unavailable(f"{len(failed)} CRM source(s) failed to sync: {', '.join(failed)}")
+
+
+def _summary(r: SyncResult) -> str:
+    updated = r.contacts - r.customers_created - r.customers_merged
+    loaded = r.orders - r.orders_new - r.orders_unmatched
+
+    def mark(at: datetime | None) -> str:
+        return at.isoformat() if at else "none yet"
+
+    return (
+        f"{r.source}: contacts {r.contacts} read, {r.contacts} upserted ({r.customers_created} "
+        f"new, {r.customers_merged} merged by email, {updated} updated), cursor "
+        f"{mark(r.contacts_cursor)}\n"
+        f"{' ' * len(r.source)}  orders {r.orders} read, {r.orders_new} new, {loaded} already "
+        f"loaded, {r.orders_unmatched} unmatched (no such customer yet), cursor "
+        f"{mark(r.orders_cursor)}"
+    )
+
+
+# --- retention rules --------------------------------------------------------------------------
+
+
+@engage.group("rules")
+def rules() -> None:
+    """Retention rules: who gets which message when churn risk (and LTV) run high."""
+
+
+@rules.command("add")
+@click.argument("rule_id")
+@json_file("--file", "the rule as POST /rules takes it, without rule_id")
+@model_options({"rule": retention.RuleIn}, skip=("enabled",))
+@click.option("--disabled", is_flag=True, help="Store it, but leave it out of scheduled runs.")
+@TENANT_OPTION
+def rules_add(
+    rule_id: str, file: Path | None, disabled: bool, tenant: str | None, **options: str | None
+) -> None:
+    """Store retention rule RULE_ID (lower-case letters, digits, _ and -), as
+    `POST /engage/api/v1/rules` does; the engage actor runs the enabled ones on its schedule."""
+    if not re.match(retention.RULE_ID, rule_id):
+        raise InvalidInput(f"rule id {rule_id!r}: use 1 to 64 of a-z, 0-9, _ and -")
+    data = given(options, file) | ({"enabled": False} if disabled else {})
+    rule = sources.checked(retention.RuleIn, data, f"rule {rule_id}")
+
+    async def work(conn: asyncpg.Connection, owner: Tenant) -> retention.Rule:
+        return await retention.create(conn, owner.id, rule_id, rule)
+
+    saved = with_tenant(load_settings(), tenant, work)
+    click.echo(f"retention rule {saved.rule_id} stored: {_condition(saved)}")
+
+
+def _condition(r: retention.Rule) -> str:
+    ltv = f" and LTV >= {r.min_ltv}" if r.min_ltv is not None else ""
+    within = f" in segment {r.segment_id}" if r.segment_id else ""
+    state = "" if r.enabled else " (disabled)"
+    return (
+        f"churn risk >= {r.min_churn_risk:g}{ltv}{within} -> {r.template} by {r.channel}, "
+        f"at most once per {r.period_days} days{state}"
+    )
+
+
+@rules.command("list")
+@TENANT_OPTION
+def rules_list(tenant: str | None) -> None:
+    """The tenant's retention rules."""
+
+    async def work(conn: asyncpg.Connection, owner: Tenant) -> list[retention.Rule]:
+        return await retention.list_rules(conn, owner.id)
+
+    found = with_tenant(load_settings(), tenant, work)
+    if not found:
+        click.echo("no retention rules yet: add one with `kiki engage rules add`")
+    for r in found:
+        click.echo(f"{r.rule_id}  {r.name}: {_condition(r)}")
+
+
+@rules.command("delete")
+@click.argument("rule_id")
+@TENANT_OPTION
+def rules_delete(rule_id: str, tenant: str | None) -> None:
+    """Delete retention rule RULE_ID (the messages it sent stay in the delivery log)."""
+
+    async def work(conn: asyncpg.Connection, owner: Tenant) -> None:
+        await retention.delete(conn, owner.id, rule_id)
+
+    with_tenant(load_settings(), tenant, work)
+    click.echo(f"retention rule {rule_id} deleted")
+
+
+@rules.command("run")
+@click.argument("rule_ids", metavar="[RULE_ID]...", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="List who would get what; send nothing.")
+@click.option(
+    "--as-of",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Score customers as of this day [default: today, UTC].",
+)
+@TENANT_OPTION
+def rules_run(
+    rule_ids: tuple[str, ...], dry_run: bool, as_of: datetime | None, tenant: str | None
+) -> None:
+    """Run the tenant's enabled rules now (or the RULE_IDs named) on the production churn and
+    LTV models. A customer gets a rule's message at most once per period, so running again
+    sends nothing new within it."""
+    settings = load_settings()
+    day = as_of.date() if as_of else datetime.now(UTC).date()
+    caps = messaging.Caps(
+        per_day=settings.engage_cap_per_day, per_week=settings.engage_cap_per_week
+    )
+
+    async def work(
+        pool: asyncpg.Pool, owner: Tenant
+    ) -> tuple[list[retention.RunResult], list[str]]:
+        async with httpx.AsyncClient() as client:
+            return await retention.run_rules(
+                pool, owner.id, configured_channels(settings, client, pool), caps, day,
+                dry_run=dry_run, rule_ids=list(rule_ids) or None,
+            )  # fmt: skip
+
+    runs, errors = with_pool(settings, tenant, work)
+    for run in runs:
+        verb = "would send" if dry_run else "sent"
+        click.echo(
+            f"rule {run.rule_id} as of {run.as_of}: {run.template} by {run.channel}, "
+            f"{sum(t.outcome in ('would_send', 'sent') for t in run.targets)} {verb}, "
+            f"{len(run.targets)} picked"
+        )
+        for t in run.targets:
+            ltv = f"LTV {micros_to_decimal_str(t.ltv_micros)}" if t.ltv_micros is not None else ""
+            why = f" ({t.reason})" if t.reason else ""
+            click.echo(f"  {t.customer_id:<24} risk {t.churn_risk:.4f}  {ltv:<16} {t.outcome}{why}")
+    if not runs and not errors:
+        click.echo("no enabled retention rules: add one with `kiki engage rules add`")
+    if errors:
+        raise FailedPrecondition("; ".join(errors))

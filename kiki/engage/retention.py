@@ -27,7 +27,7 @@ from kiki.engage.churn import TrainedChurnModel
 from kiki.engage.connectors.base import Channel, MessageChannel
 from kiki.engage.risk import RiskTable, risk_table
 from kiki.engage.templates import TEMPLATES
-from kiki.errors import Conflict, FailedPrecondition, NotFound
+from kiki.errors import Conflict, FailedPrecondition, KikiError, NotFound
 from kiki.money import MICROS_PER_UNIT, decimal_to_micros, micros_to_decimal_str
 from kiki.value import registry as ltv_registry
 from kiki.value import transactions
@@ -40,7 +40,7 @@ Outcome = Literal["would_send", "already_sent", "sent", "refused", "failed"]
 class RuleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, description="what the rule is for")
     min_churn_risk: float = Field(0.7, ge=0, le=1, description="churn risk at or above")
     min_ltv: str | None = Field(
         None,
@@ -49,7 +49,9 @@ class RuleIn(BaseModel):
     )
     segment_id: str | None = Field(None, pattern=RULE_ID, description="only its members")
     channel: Channel
-    template: str = Field(min_length=1, max_length=64)
+    template: str = Field(
+        min_length=1, max_length=64, description=f"one of {', '.join(sorted(TEMPLATES))}"
+    )
     period_days: int = Field(30, ge=1, le=366, description="at most one message per period")
     enabled: bool = True
 
@@ -294,6 +296,41 @@ async def run(
         targets.append(target)
     return RunResult(rule_id=rule.rule_id, dry_run=dry_run, as_of=day, channel=rule.channel,
                      template=rule.template, targets=targets)  # fmt: skip
+
+
+async def run_rules(
+    pool: asyncpg.Pool,
+    tenant_id: UUID,
+    channels: Mapping[Channel, MessageChannel],
+    caps: messaging.Caps,
+    day: date,
+    *,
+    dry_run: bool,
+    rule_ids: list[str] | None = None,
+) -> tuple[list[RunResult], list[str]]:
+    """The tenant's enabled rules (or those named, enabled or not) on its scores as of `day`:
+    what the schedule and `kiki engage rules run` do. A rule that fails is reported as
+    "rule <id>: why" and the others still run; "rules: why" when none could (no model)."""
+    try:
+        async with pool.acquire() as conn:
+            if rule_ids is None:
+                rules = await list_rules(conn, tenant_id, enabled_only=True)
+            else:
+                rules = [await get(conn, tenant_id, rule_id) for rule_id in rule_ids]
+            if not rules:
+                return [], []
+            table, currency = await score(conn, tenant_id, day)
+    except KikiError as exc:
+        return [], [f"rules: {exc.message}"]
+    runs, errors = [], []
+    for rule in rules:
+        try:
+            runs.append(
+                await run(pool, tenant_id, rule, table, channels, caps, currency, dry_run=dry_run)
+            )
+        except KikiError as exc:
+            errors.append(f"rule {rule.rule_id}: {exc.message}")
+    return runs, errors
 
 
 async def score(

@@ -17,7 +17,8 @@ from pydantic import BaseModel
 from kiki.engage import messaging, retention
 from kiki.engage.connectors.base import Channel, MessageChannel
 from kiki.engage.crm import sources
-from kiki.engage.crm.sync import SyncResult, sync
+from kiki.engage.crm.sync import SyncResult, sync_configured
+from kiki.engage.crm.vault import Vault
 from kiki.errors import KikiError
 
 
@@ -30,6 +31,7 @@ class RoundReport(BaseModel):
 async def run_round(
     pool: asyncpg.Pool,
     client: httpx.AsyncClient,
+    vault: Vault,
     channels: Mapping[Channel, MessageChannel],
     caps: messaging.Caps,
     day: date,
@@ -37,28 +39,17 @@ async def run_round(
     report = RoundReport(syncs=[], runs=[], errors=[])
     async with pool.acquire() as conn:
         configured = await sources.due(conn)
-    for tenant_id, name, config in configured:
+    for tenant_id, name in configured:
         try:
-            report.syncs.append(await sync(pool, tenant_id, sources.build(name, config, client)))
+            report.syncs.append(await sync_configured(pool, tenant_id, name, client, vault))
         except KikiError as exc:
             report.errors.append(f"{tenant_id} {name}: {exc.message}")
     async with pool.acquire() as conn:
         tenants = await retention.tenants_with_rules(conn)
     for tenant_id in tenants:
-        try:
-            async with pool.acquire() as conn:
-                rules = await retention.list_rules(conn, tenant_id, enabled_only=True)
-                table, currency = await retention.score(conn, tenant_id, day)
-        except KikiError as exc:
-            report.errors.append(f"{tenant_id} rules: {exc.message}")
-            continue
-        for rule in rules:
-            try:
-                report.runs.append(
-                    await retention.run(
-                        pool, tenant_id, rule, table, channels, caps, currency, dry_run=False
-                    )
-                )
-            except KikiError as exc:
-                report.errors.append(f"{tenant_id} rule {rule.rule_id}: {exc.message}")
+        runs, errors = await retention.run_rules(
+            pool, tenant_id, channels, caps, day, dry_run=False
+        )
+        report.runs += runs
+        report.errors += [f"{tenant_id} {e}" for e in errors]
     return report

@@ -1,12 +1,14 @@
-"""FAKE of HubSpot's CRM v3 API (not HubSpot): contacts search and the orders list.
+"""FAKE of HubSpot's CRM API (not HubSpot): contacts and orders search and the v4
+associations batch read (orders to contacts).
 
 Checked as HubSpot does: a private app token (`Authorization: Bearer`; 401 category
-INVALID_AUTHENTICATION otherwise); search bodies with `filterGroups` of `filters`
-(`propertyName`, `operator`, `value` — dates in epoch milliseconds), `sorts`, `properties`,
+INVALID_AUTHENTICATION otherwise); search bodies with `filterGroups` (OR) of `filters` (AND;
+`propertyName`, `operator`, `value` — dates in epoch milliseconds), `sorts`, `properties`,
 `limit` up to 200 and a string `after`; search pages stop at 10,000 results as HubSpot's do.
-Lists take `limit` up to 100, `after`, comma-separated `properties` and `associations`.
 Records are `{id, properties (all strings), createdAt, updatedAt, archived}`; more pages are
-announced by `paging.next.after`. Errors are `{status, message, correlationId, category}`.
+announced by `paging.next.after`. The batch read takes up to 1,000 `inputs` and answers 207
+with an `errors` entry for the records that have no association. Errors are
+`{status, message, correlationId, category}`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from fastapi import FastAPI, Request, Response
 
 from tests.fakes.ad_platforms import Failure, FakeApi, bearer, parse_json, reply
 
-SEARCH_MAX, LIST_MAX, SEARCH_WINDOW = 200, 100, 10_000
+SEARCH_MAX, SEARCH_WINDOW, BATCH_MAX = 200, 10_000, 1000
+# the property each searchable object is last modified by
+MODIFIED = {"contacts": "lastmodifieddate", "orders": "hs_lastmodifieddate"}
 OPERATORS = {
     "EQ": lambda a, b: a == b,
     "GT": lambda a, b: a > b,
@@ -78,10 +82,12 @@ class FakeHubSpot(FakeApi):
         }
 
     def add_routes(self, app: FastAPI) -> None:
-        @app.post("/crm/v3/objects/contacts/search")
-        async def search(request: Request) -> Response:
+        @app.post("/crm/v3/objects/{kind}/search")
+        async def search(kind: str, request: Request) -> Response:
             if bearer(request) != self.token:
                 return _unauthorized()
+            if kind not in MODIFIED:
+                return _error(404, f"Unable to infer object type from: {kind}", "OBJECT_NOT_FOUND")
             body = parse_json(await request.body())
             if not isinstance(body, dict):
                 return _error(400, "Invalid input JSON", "VALIDATION_ERROR")
@@ -90,48 +96,73 @@ class FakeHubSpot(FakeApi):
                 return _error(400, f"limit must be between 1 and {SEARCH_MAX}", "VALIDATION_ERROR")
             if not isinstance(after, str) or not after.isdigit():
                 return _error(400, "after must be a numeric string", "VALIDATION_ERROR")
-            found = list(self.contacts.values())
-            for group in body.get("filterGroups", []):
-                for f in group.get("filters", []):
-                    test = OPERATORS.get(f.get("operator"))
-                    if f.get("propertyName") != "lastmodifieddate" or test is None:
-                        return _error(400, f"unsupported filter {f}", "VALIDATION_ERROR")
-                    if not str(f.get("value", "")).isdigit():
-                        return _error(400, "date values are epoch milliseconds", "VALIDATION_ERROR")
-                    value = int(f["value"])
-                    found = [c for c in found if test(_ms(_parse(c["updatedAt"])), value)]
+            records = self.contacts if kind == "contacts" else self.orders
+            modified = MODIFIED[kind]
+
+            def holds(record: dict[str, Any], f: dict[str, Any]) -> bool:
+                moment = _ms(_parse(record["properties"][modified]))
+                return bool(OPERATORS[f["operator"]](moment, int(f["value"])))
+
+            groups = body.get("filterGroups") or []
+            for f in (f for g in groups for f in g.get("filters", [])):
+                if f.get("propertyName") != modified or f.get("operator") not in OPERATORS:
+                    return _error(400, f"unsupported filter {f}", "VALIDATION_ERROR")
+                if not str(f.get("value", "")).isdigit():
+                    return _error(400, "date values are epoch milliseconds", "VALIDATION_ERROR")
+            found = [
+                r for r in records.values()
+                if not groups or any(all(holds(r, f) for f in g.get("filters", [])) for g in groups)
+            ]  # fmt: skip
+            found.sort(key=lambda r: int(r["id"]))
             for sort in body.get("sorts", []):
+                if sort.get("propertyName") != modified:
+                    return _error(400, f"unsupported sort {sort}", "VALIDATION_ERROR")
                 found.sort(
-                    key=lambda c: c["updatedAt"], reverse=sort.get("direction") == "DESCENDING"
+                    key=lambda r: r["properties"][modified],
+                    reverse=sort.get("direction") == "DESCENDING",
                 )
             start = int(after)
             if start + limit > SEARCH_WINDOW:
                 return _error(400, "search results are limited to 10,000", "VALIDATION_ERROR")
-            wanted = set(body.get("properties") or ["email", "firstname", "lastname"])
-            page = [_only(c, wanted | {"hs_object_id", "createdate", "lastmodifieddate"})
-                    for c in found[start : start + limit]]  # fmt: skip
+            wanted = set(body.get("properties") or DEFAULT_PROPERTIES[kind])
+            page = [_only(r, wanted | {"hs_object_id", "createdate", modified})
+                    for r in found[start : start + limit]]  # fmt: skip
             return reply(200, _page(page, start + limit, len(found), total=len(found)))
 
-        @app.get("/crm/v3/objects/orders")
-        async def list_orders(request: Request) -> Response:
+        @app.post("/crm/v4/associations/{from_kind}/{to_kind}/batch/read")
+        async def associations(from_kind: str, to_kind: str, request: Request) -> Response:
             if bearer(request) != self.token:
                 return _unauthorized()
-            q = request.query_params
-            limit, after = q.get("limit", "10"), q.get("after", "0")
-            if not limit.isdigit() or not 1 <= int(limit) <= LIST_MAX:
-                return _error(400, f"limit must be between 1 and {LIST_MAX}", "VALIDATION_ERROR")
-            if not after.isdigit():
-                return _error(400, "Invalid after cursor", "VALIDATION_ERROR")
-            wanted = set(filter(None, q.get("properties", "").split(",")))
-            everything = sorted(self.orders.values(), key=lambda o: int(o["id"]))
-            start, size = int(after), int(limit)
-            page = []
-            for order in everything[start : start + size]:
-                shown = _only(order, wanted | {"hs_object_id", "createdate"})
-                if "contacts" in q.get("associations", "").split(","):
-                    shown["associations"] = order["associations"]
-                page.append(shown)
-            return reply(200, _page(page, start + size, len(everything)))
+            if (from_kind, to_kind) != ("orders", "contacts"):
+                return _error(400, f"unsupported association {from_kind} -> {to_kind}",
+                              "VALIDATION_ERROR")  # fmt: skip
+            body = parse_json(await request.body())
+            inputs = body.get("inputs") if isinstance(body, dict) else None
+            if not isinstance(inputs, list) or not 1 <= len(inputs) <= BATCH_MAX:
+                return _error(400, f"inputs must hold 1 to {BATCH_MAX} ids", "VALIDATION_ERROR")
+            results, missing = [], []
+            for item in inputs:
+                linked = (self.orders.get(str(item.get("id"))) or {}).get("associations") or {}
+                contacts = (linked.get("contacts") or {}).get("results") or []
+                if not contacts:
+                    missing.append(str(item.get("id")))
+                    continue
+                to = [{"toObjectId": int(c["id"]), "associationTypes": [
+                    {"category": "HUBSPOT_DEFINED", "typeId": 507, "label": None}]}
+                    for c in contacts]  # fmt: skip
+                results.append({"from": {"id": str(item["id"])}, "to": to})
+            answer: dict[str, Any] = {"status": "COMPLETE", "results": results,
+                                      "startedAt": _iso(datetime.now(UTC)),
+                                      "completedAt": _iso(datetime.now(UTC))}  # fmt: skip
+            if missing:
+                answer["numErrors"] = len(missing)
+                answer["errors"] = [
+                    {"status": "error", "category": "OBJECT_NOT_FOUND",
+                     "message": f"No {to_kind} is associated with {from_kind} {i}.",
+                     "context": {"fromObjectId": [i]}}
+                    for i in missing
+                ]  # fmt: skip
+            return reply(207 if missing else 200, answer)
 
     def failure_response(self, failure: Failure, retry_after_s: int) -> Response:
         if failure == "throttle":
@@ -140,6 +171,12 @@ class FakeHubSpot(FakeApi):
                 {"Retry-After": str(retry_after_s)},
             )  # fmt: skip
         return _error(502, "Bad Gateway", "INTERNAL_ERROR")
+
+
+DEFAULT_PROPERTIES = {
+    "contacts": ["email", "firstname", "lastname"],
+    "orders": ["hs_order_name", "hs_total_price", "hs_currency_code"],
+}
 
 
 def _parse(text: str) -> datetime:

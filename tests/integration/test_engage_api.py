@@ -6,11 +6,14 @@ Serve is covered by test_engage_serve.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import asyncpg
 import httpx
 
 from deployments.common import ServiceRuntime
@@ -21,6 +24,7 @@ from kiki.db import migrate
 from kiki.db.pool import connect
 from kiki.engage import registry
 from kiki.engage.churn import MODEL_FEATURES, fit_churn_model
+from kiki.engage.crm.vault import is_token
 from kiki.engage.rfm import SEGMENTS as RFM_SEGMENTS
 from kiki.shield.consent import ConsentRecord, Purpose, record_consent
 from kiki.value import transactions
@@ -37,29 +41,37 @@ AS_OF = END.date().isoformat()
 Call = Callable[..., Awaitable[httpx.Response]]
 
 
+async def purchases_and_churn_model(
+    conn: asyncpg.Connection, tenant_id: UUID, models: Path
+) -> None:
+    """The simulated purchases (order ids `sim-…`) and a small churn model trained on them up
+    to END, promoted."""
+    history = simulate()
+    rows = transactions.from_frame(history.assign(quantity=1), "sim-")
+    async with conn.transaction():
+        await transactions.insert(conn, tenant_id, rows)
+    model = fit_churn_model(history[history["ts"] <= END], END, SMALL)
+    saved = await registry.register(
+        conn,
+        tenant_id,
+        metrics={},
+        feature_schema=list(MODEL_FEATURES),
+        config=SMALL.model_dump(),
+        calibration_end=END.date(),
+        horizon_days=SMALL.horizon_days,
+        data_window={},
+        artifact_path=str(model.save(models / "churn")),
+    )
+    await registry.promote(conn, tenant_id, saved.version)
+
+
 async def prepare(url: str, models: Path) -> str:
     """Tenant, purchases, a promoted churn model, a profile and consent; returns an API key."""
     conn = await connect(url)
     try:
         await migrate.migrate(conn, migrate.discover())
         tenant = await ensure_tenant(conn, "engage_api")
-        history = simulate()
-        rows = transactions.from_frame(history.assign(quantity=1), "sim-")
-        async with conn.transaction():
-            await transactions.insert(conn, tenant.id, rows)
-        model = fit_churn_model(history[history["ts"] <= END], END, SMALL)
-        saved = await registry.register(
-            conn,
-            tenant.id,
-            metrics={},
-            feature_schema=list(MODEL_FEATURES),
-            config=SMALL.model_dump(),
-            calibration_end=END.date(),
-            horizon_days=SMALL.horizon_days,
-            data_window={},
-            artifact_path=str(model.save(models / "churn")),
-        )
-        await registry.promote(conn, tenant.id, saved.version)
+        await purchases_and_churn_model(conn, tenant.id, models)
         await record_consent(
             conn,
             tenant.id,
@@ -250,11 +262,19 @@ def test_crm_sources_and_retention_rules(
         config = {"base_url": shop, "access_token": "shpat_api"}
         r = await call("PUT", "/api/v1/crm/shopify", json={"config": config})
         assert r.status_code == 200 and r.json()["config"]["access_token"] == "***"
+        conn = await connect(fresh_db)
+        try:  # stored encrypted, with the key generated into $KIKI_HOME
+            stored = json.loads(await conn.fetchval("SELECT config FROM engage_crm_sources"))
+        finally:
+            await conn.close()
+        assert is_token(stored["access_token"]) and (tmp_path / "secret.key").exists()
         assert [s["source"] for s in (await call("GET", "/api/v1/crm")).json()] == ["shopify"]
         r = await call("POST", "/api/v1/crm/shopify/sync")
         assert r.status_code == 200, r.text
         assert (r.json()["customers_created"], r.json()["orders_new"]) == (1, 1)
         assert (await call("POST", "/api/v1/crm/shopify/sync")).json()["orders_new"] == 0
+        again = (await call("POST", "/api/v1/crm/shopify/sync?full=true")).json()
+        assert (again["orders"], again["orders_new"], again["customers_created"]) == (1, 0, 0)
         assert (await call("GET", "/api/v1/customers/shopify-42")).json()["email"] == (
             "lee@example.com"
         )

@@ -13,6 +13,7 @@ from kiki.auth import ensure_tenant
 from kiki.db.pool import connect
 from kiki.engage import retention
 from kiki.engage.crm import sources
+from kiki.engage.crm.vault import Vault
 from tests.integration.conftest import RunningPlatform, run
 
 
@@ -41,7 +42,9 @@ def test_actor_syncs_crm_and_reports_rules(platform: RunningPlatform) -> None:
                 "contacts_table": "auto_crm.people",
                 "orders_table": "auto_crm.sales",
             }
-            await sources.put(conn, tenant.id, "postgres", config, True)
+            # sealed with the key the platform's processes share ($KIKI_HOME/secret.key)
+            vault = Vault.from_settings(platform.settings)
+            await sources.put(conn, tenant.id, "postgres", config, True, vault)
             rule = retention.RuleIn(name="wb", channel="in_app", template="win_back")
             await retention.create(conn, tenant.id, "wb", rule)
             return str(tenant.id)

@@ -9,14 +9,23 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from kiki.auth import ensure_tenant
+from kiki.auth import Tenant, ensure_tenant
 from kiki.db import migrate
+from kiki.db.pool import create_pool
 from kiki.engage.crm.hubspot import HubSpotSettings, HubSpotSource
 from kiki.engage.crm.postgres import PostgresSettings, PostgresSource
 from kiki.engage.crm.sync import cursor, sync
 from tests.fakes.fake_hubspot import FakeHubSpot
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+async def migrated(pool: asyncpg.Pool, name: str) -> Tenant:
+    async with pool.acquire() as conn:
+        await migrate.migrate(conn, migrate.discover())
+        return await ensure_tenant(conn, name)
+
+
 CRM_SCHEMA = """
 CREATE TABLE crm.people (id int PRIMARY KEY, email text, phone text, first_name text,
                          updated_at timestamptz NOT NULL);
@@ -120,6 +129,46 @@ def test_sync_dedupes_merges_and_is_idempotent(fresh_db: str) -> None:
             assert await conn.fetchval(
                 "SELECT count(*) FROM engage_crm_links WHERE customer_id = 'alice'"
             ) == 0  # fmt: skip
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_hubspot_orders_sync_incrementally(fresh_db: str) -> None:
+    """Only orders changed since the orders cursor are read again, through the search API
+    on `hs_lastmodifieddate`; a re-read order inserts nothing; --full reads them all."""
+
+    async def scenario() -> None:
+        pool = await create_pool(fresh_db, min_size=1, max_size=3)
+        tenant = await migrated(pool, "crm_orders")
+        hubspot = FakeHubSpot(token="pat")
+        hubspot.add_contact("1", T0, email="dana@example.com")
+        for i in range(250):
+            hubspot.add_order(str(100 + i), T0 + timedelta(seconds=i), contact="1",
+                              total="2.50", currency="USD")  # fmt: skip
+        crm = HubSpotSource(
+            hubspot.client("https://api.hubapi.com"), HubSpotSettings(access_token="pat")
+        )
+        first = await sync(pool, tenant.id, crm)
+        assert (first.orders, first.orders_new, first.orders_unmatched) == (250, 250, 0)
+        assert first.orders_cursor == T0 + timedelta(seconds=249)
+        hubspot.requests.clear()
+        hubspot.add_order("999", T0 + timedelta(hours=1), contact="1", total="7", currency="USD")
+        second = await sync(pool, tenant.id, crm)
+        # inclusive cursor: the last order of the first sync, and the new one
+        assert (second.orders, second.orders_new) == (2, 1)
+        searches = [r.json() for r in hubspot.requests if r.path.endswith("orders/search")]
+        assert [s["filterGroups"][0]["filters"][0]["value"] for s in searches] == [
+            str(int((T0 + timedelta(seconds=249)).timestamp() * 1000))
+        ]
+        async with pool.acquire() as conn:
+            assert await cursor(conn, tenant.id, "hubspot", "orders") == T0 + timedelta(hours=1)
+            total = await conn.fetchval(
+                "SELECT sum(amount_micros) FROM transactions WHERE tenant_id = $1", tenant.id
+            )
+            assert total == 250 * 2_500_000 + 7_000_000
+        full = await sync(pool, tenant.id, crm, full=True)
+        assert (full.orders, full.orders_new) == (251, 0)
         await pool.close()
 
     asyncio.run(scenario())

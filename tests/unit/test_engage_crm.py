@@ -12,12 +12,14 @@ from typing import Any, TypeVar
 import pytest
 
 from kiki.engage.connectors.base import Rejected
+from kiki.engage.crm import hubspot
 from kiki.engage.crm.base import CrmContact, CrmOrder
 from kiki.engage.crm.hubspot import HubSpotSettings, HubSpotSource
 from kiki.engage.crm.salesforce import SalesforceSettings, SalesforceSource
 from kiki.engage.crm.shopify import ShopifySettings, ShopifySource
 from kiki.engage.crm.sources import build, validate
 from kiki.errors import InvalidInput, RateLimited, Unavailable
+from tests.fakes import fake_hubspot
 from tests.fakes.fake_hubspot import FakeHubSpot
 from tests.fakes.fake_salesforce import FakeSalesforce
 from tests.fakes.fake_shopify import FakeShopify
@@ -45,14 +47,14 @@ def test_hubspot_searches_contacts_by_lastmodifieddate_and_pages_with_after() ->
         fake.client("https://api.hubapi.com"), HubSpotSettings(access_token="pat-1")
     )
     every = pages(source.contacts(None))
-    assert [len(p) for p in every] == [100, 100, 50]
+    assert [len(p) for p in every] == [200, 50]  # HubSpot's largest search page
     first = every[0][0]
     assert first == CrmContact(
         external_id="1", email="c0@example.com", phone="+14155550100", first_name=None,
         updated_at=at(0),
     )  # fmt: skip
     assert fake.requests[0].headers["authorization"] == "Bearer pat-1"
-    assert fake.requests[1].json()["after"] == "100"
+    assert fake.requests[1].json()["after"] == "200"
     since = pages(source.contacts(at(240)))
     assert [c.external_id for c in since[0]] == [str(i) for i in range(241, 251)]
     sent = fake.requests[-1].json()["filterGroups"][0]["filters"][0]
@@ -69,12 +71,64 @@ def test_hubspot_orders_carry_their_contact_and_exact_amounts() -> None:
     )
     (page,) = pages(source.orders(None))
     assert [(o.external_id, o.contact_id, o.amount_micros, o.currency) for o in page] == [
+        ("8", None, 1, "USD"),  # oldest change first; no contact: HubSpot answers 207
         ("7", "3", 19_990_000, "EUR"),
-        ("8", None, 1, "USD"),
     ]
-    (later,) = pages(source.orders(at(2)))
-    assert [o.external_id for o in later] == ["7"]
-    assert "associations=contacts" in fake.requests[0].query
+    search, linked = fake.requests
+    assert search.path == "/crm/v3/objects/orders/search" and search.json()["filterGroups"] == []
+    assert linked.path == "/crm/v4/associations/orders/contacts/batch/read"
+    assert linked.json() == {"inputs": [{"id": "8"}, {"id": "7"}]}
+
+
+def test_hubspot_orders_are_searched_incrementally_on_hs_lastmodifieddate() -> None:
+    fake = FakeHubSpot(token="pat-1")
+    for i in range(450):
+        fake.add_order(str(i + 1), at(i), contact=str(i % 7 + 1), total="1.00", currency="USD")
+    source = HubSpotSource(
+        fake.client("https://api.hubapi.com"), HubSpotSettings(access_token="pat-1")
+    )
+    every = pages(source.orders(None))
+    assert [len(p) for p in every] == [200, 200, 50]
+    assert [o.external_id for p in every for o in p] == [str(i + 1) for i in range(450)]
+    searches = [r.json() for r in fake.requests if r.path.endswith("/search")]
+    assert [s.get("after") for s in searches] == [None, "200", "400"]
+    fake.requests.clear()
+    since = pages(source.orders(at(440)))  # inclusive: the order of the cursor's own minute too
+    assert [o.external_id for p in since for o in p] == [str(i) for i in range(441, 451)]
+    assert since[0][0].contact_id == str(440 % 7 + 1)
+    body = fake.requests[0].json()
+    assert body["filterGroups"] == [{"filters": [
+        {"propertyName": "hs_lastmodifieddate", "operator": "GTE",
+         "value": str(int(at(440).timestamp() * 1000))}]}]  # fmt: skip
+    assert body["sorts"] == [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}]
+    fake.add_order("1", at(1000), contact="2", total="5.00", currency="USD")  # changed again
+    assert [o.external_id for p in pages(source.orders(at(450))) for o in p] == ["1"]
+
+
+def test_hubspot_search_starts_again_past_its_result_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HubSpot refuses to page a search past 10,000 results (here 400): the connector
+    searches again from the last modification time it read."""
+    monkeypatch.setattr(fake_hubspot, "SEARCH_WINDOW", 400)
+    monkeypatch.setattr(hubspot, "SEARCH_WINDOW", 400)
+    fake = FakeHubSpot(token="pat-1")
+    for i in range(900):
+        fake.add_contact(str(i + 1), at(i // 2), email=f"w{i}@example.com")  # two a minute
+    source = HubSpotSource(
+        fake.client("https://api.hubapi.com"), HubSpotSettings(access_token="pat-1")
+    )
+    seen = [c.external_id for p in pages(source.contacts(None)) for c in p]
+    assert set(seen) == {str(i + 1) for i in range(900)}
+    assert len(seen) == 904  # each new search reads the last minute of the one before again
+    filters = [r.json()["filterGroups"] for r in fake.requests]
+    starts = {f[0]["filters"][0]["value"] for f in filters if f}
+    assert starts == {str(int(at(m).timestamp() * 1000)) for m in (199, 398)}
+    for i in range(900, 1300):  # 400 changes in one millisecond: no search can page past them
+        fake.add_contact(str(i + 1), at(1000), email=None)
+    fake.add_contact("9999", at(1001), email=None)
+    with pytest.raises(Unavailable, match="more than 400 HubSpot contacts were modified at"):
+        pages(source.contacts(at(1000)))
 
 
 def test_hubspot_bad_token_and_throttle() -> None:

@@ -1,11 +1,12 @@
 """A tenant's configured CRM sources: settings validated per vendor, stored in
-`engage_crm_sources`, and built into connectors. Secrets never leave in an answer."""
+`engage_crm_sources` with their secrets sealed (kiki.engage.crm.vault), and built into
+connectors. Secrets are opened only for a sync and never leave in an answer."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -18,6 +19,7 @@ from kiki.engage.crm.hubspot import HubSpotSettings, HubSpotSource
 from kiki.engage.crm.postgres import PostgresSettings, PostgresSource
 from kiki.engage.crm.salesforce import SalesforceSettings, SalesforceSource
 from kiki.engage.crm.shopify import ShopifySettings, ShopifySource
+from kiki.engage.crm.vault import Vault, is_token
 from kiki.errors import InvalidInput, NotFound
 
 SETTINGS: dict[SourceName, type[BaseModel]] = {
@@ -26,6 +28,7 @@ SETTINGS: dict[SourceName, type[BaseModel]] = {
     "shopify": ShopifySettings,
     "postgres": PostgresSettings,
 }
+M = TypeVar("M", bound=BaseModel)
 SECRETS = ("access_token", "url")  # the database URL carries its password
 
 
@@ -36,17 +39,23 @@ class SourceConfig(BaseModel):
     updated_at: datetime
 
 
-def validate(source: str, config: dict[str, Any]) -> BaseModel:
-    """The source's settings, or InvalidInput naming every field that is wrong."""
-    if source not in SETTINGS:
-        raise InvalidInput(f"unknown CRM source {source!r}; one of {', '.join(SOURCES)}")
+def checked(model: type[M], data: dict[str, Any], what: str) -> M:
+    """`data` as `model`, or InvalidInput naming every field that is wrong (for callers
+    without FastAPI's validation: the settings stored, the CLI)."""
     try:
-        return SETTINGS[source].model_validate(config)  # type: ignore[index]
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
         )
-        raise InvalidInput(f"{source} settings: {problems}") from None
+        raise InvalidInput(f"{what}: {problems}") from None
+
+
+def validate(source: str, config: dict[str, Any]) -> BaseModel:
+    """The source's settings, or InvalidInput naming every field that is wrong."""
+    if source not in SETTINGS:
+        raise InvalidInput(f"unknown CRM source {source!r}; one of {', '.join(SOURCES)}")
+    return checked(SETTINGS[source], config, f"{source} settings")  # type: ignore[index]
 
 
 def build(source: SourceName, config: dict[str, Any], client: httpx.AsyncClient) -> CrmSource:
@@ -72,6 +81,7 @@ async def put(
     source: str,
     config: dict[str, Any],
     enabled: bool,
+    vault: Vault,
 ) -> SourceConfig:
     settings = validate(source, config)
     row = await conn.fetchrow(
@@ -80,9 +90,16 @@ async def put(
            ON CONFLICT (tenant_id, source) DO UPDATE
                SET config = $3, enabled = $4, updated_at = now()
            RETURNING *""",
-        tenant_id, source, settings.model_dump_json(), enabled,
+        tenant_id, source, json.dumps(_sealed(settings.model_dump(), vault)), enabled,
     )  # fmt: skip
     return _view(row)
+
+
+def _sealed(config: dict[str, Any], vault: Vault) -> dict[str, Any]:
+    return {
+        k: vault.seal(v) if k in SECRETS and isinstance(v, str) and not is_token(v) else v
+        for k, v in config.items()
+    }
 
 
 async def listed(conn: asyncpg.Connection, tenant_id: UUID) -> list[SourceConfig]:
@@ -93,17 +110,31 @@ async def listed(conn: asyncpg.Connection, tenant_id: UUID) -> list[SourceConfig
 
 
 async def stored(
-    conn: asyncpg.Connection, tenant_id: UUID, source: str
+    conn: asyncpg.Connection, tenant_id: UUID, source: str, vault: Vault
 ) -> tuple[SourceName, dict[str, Any]]:
-    """The unmasked settings, for building the connector."""
+    """The settings with their secrets opened, for a sync. Secrets stored before encryption
+    are sealed now (unless the row changed meanwhile, which sealed them itself)."""
     row = await conn.fetchrow(
         "SELECT source, config FROM engage_crm_sources WHERE tenant_id = $1 AND source = $2",
         tenant_id,
         source,
     )
     if row is None:
-        raise NotFound(f"no {source} CRM source configured; PUT /api/v1/crm/{source} first")
-    return row["source"], json.loads(row["config"])
+        raise NotFound(
+            f"no {source} CRM source configured; add it first (PUT /api/v1/crm/{source}, or "
+            f"`kiki engage crm add-source {source}`)"
+        )
+    config = json.loads(row["config"])
+    what = f"the {source} CRM source's"
+    opened = {k: vault.open(v, f"{what} {k}") if k in SECRETS else v for k, v in config.items()}
+    sealed = _sealed(config, vault)
+    if sealed != config:
+        await conn.execute(
+            """UPDATE engage_crm_sources SET config = $4
+               WHERE tenant_id = $1 AND source = $2 AND config = $3::jsonb""",
+            tenant_id, source, row["config"], json.dumps(sealed),
+        )  # fmt: skip
+    return row["source"], opened
 
 
 async def remove(conn: asyncpg.Connection, tenant_id: UUID, source: str) -> None:
@@ -114,10 +145,9 @@ async def remove(conn: asyncpg.Connection, tenant_id: UUID, source: str) -> None
         raise NotFound(f"no {source} CRM source configured")
 
 
-async def due(conn: asyncpg.Connection) -> list[tuple[UUID, SourceName, dict[str, Any]]]:
+async def due(conn: asyncpg.Connection) -> list[tuple[UUID, SourceName]]:
     """Every enabled source of every tenant, for the scheduled sync."""
     rows = await conn.fetch(
-        "SELECT tenant_id, source, config FROM engage_crm_sources WHERE enabled "
-        "ORDER BY tenant_id, source"
+        "SELECT tenant_id, source FROM engage_crm_sources WHERE enabled ORDER BY tenant_id, source"
     )
-    return [(r["tenant_id"], r["source"], json.loads(r["config"])) for r in rows]
+    return [(r["tenant_id"], r["source"]) for r in rows]

@@ -18,9 +18,12 @@ from typing import Literal
 from uuid import UUID
 
 import asyncpg
+import httpx
 from pydantic import BaseModel
 
+from kiki.engage.crm import sources
 from kiki.engage.crm.base import CrmContact, CrmOrder, CrmSource
+from kiki.engage.crm.vault import Vault
 from kiki.value.transactions import Transaction, insert
 
 Kind = Literal["contacts", "orders"]
@@ -145,11 +148,14 @@ async def _orders(
     result.orders_new += await insert(conn, tenant_id, rows)
 
 
-async def sync(pool: asyncpg.Pool, tenant_id: UUID, source: CrmSource) -> SyncResult:
-    """Contacts first (orders name their buyers), then orders, each from its own cursor."""
+async def sync(
+    pool: asyncpg.Pool, tenant_id: UUID, source: CrmSource, *, full: bool = False
+) -> SyncResult:
+    """Contacts first (orders name their buyers), then orders, each from its own cursor, or
+    with `full` everything again (to repair data; the upserts keep it idempotent)."""
     result = SyncResult(source=source.name)
     async with pool.acquire() as conn:
-        since = await cursor(conn, tenant_id, source.name, "contacts")
+        since = None if full else await cursor(conn, tenant_id, source.name, "contacts")
     latest = since
     async for contacts in source.contacts(since):
         async with pool.acquire() as conn, conn.transaction():
@@ -162,7 +168,7 @@ async def sync(pool: asyncpg.Pool, tenant_id: UUID, source: CrmSource) -> SyncRe
     async with pool.acquire() as conn:
         if latest is not None:
             await _advance(conn, tenant_id, source.name, "contacts", latest)
-        since = await cursor(conn, tenant_id, source.name, "orders")
+        since = None if full else await cursor(conn, tenant_id, source.name, "orders")
     latest = since
     async for orders in source.orders(since):
         async with pool.acquire() as conn, conn.transaction():
@@ -175,6 +181,22 @@ async def sync(pool: asyncpg.Pool, tenant_id: UUID, source: CrmSource) -> SyncRe
         async with pool.acquire() as conn:
             await _advance(conn, tenant_id, source.name, "orders", latest)
     return result
+
+
+async def sync_configured(
+    pool: asyncpg.Pool,
+    tenant_id: UUID,
+    source: str,
+    client: httpx.AsyncClient,
+    vault: Vault,
+    *,
+    full: bool = False,
+) -> SyncResult:
+    """Sync the tenant's stored source now: what the HTTP API, the schedule and
+    `kiki engage crm sync` run."""
+    async with pool.acquire() as conn:
+        name, config = await sources.stored(conn, tenant_id, source, vault)
+    return await sync(pool, tenant_id, sources.build(name, config, client), full=full)
 
 
 def _latest(current: datetime | None, seen: list[datetime]) -> datetime | None:
