@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -32,9 +31,8 @@ from kiki.engage.crm.sync import SyncResult, cursor, sync_configured
 from kiki.engage.crm.vault import Vault
 from kiki.errors import FailedPrecondition, InvalidInput, KikiError, Unavailable
 from kiki.money import micros_to_decimal_str
-from kiki.value import transactions
 from launcher.platform import database
-from launcher.value_cli import TENANT_OPTION, train, with_tenant
+from launcher.value_cli import TENANT_OPTION, TrainingRun, train, train_and_register, with_tenant
 
 T = TypeVar("T")
 
@@ -82,56 +80,26 @@ def train_churn_command(
 ) -> None:
     """Search XGBoost settings with Ray Tune on the tenant's purchases up to
     --calibration-end, fit the best, and register it as the next churn model version."""
-    from benchmarks.serving import local_ray
     from training.churn import train_churn
 
-    settings = load_settings()
-    cut = calibration_end.date()
-
-    async def read(conn: asyncpg.Connection, owner: Tenant) -> tuple[Tenant, pd.DataFrame]:
-        return owner, await transactions.history(conn, owner.id, datetime.now(UTC))
-
-    owner, history = with_tenant(settings, tenant, read)
-    known = history[history["ts"] <= pd.Timestamp(transactions.end_of(cut)).tz_localize(None)]
-    if known["customer_id"].nunique() < 50:
-        raise InvalidInput(
-            f"tenant {owner.name} has {known['customer_id'].nunique()} customers with "
-            f"purchases by {cut}; load more data first (`kiki ingest transactions` or "
-            "`kiki demo load cdnow`)"
-        )
-    click.echo(
-        f"training on {len(known):,} purchases of {known['customer_id'].nunique():,} "
-        f"customers up to {cut}, {trials} Ray Tune trials ..."
-    )
-    with local_ray("kiki-train"):
-        result = train_churn(
+    def fit(history: pd.DataFrame, cut: date) -> Any:
+        return train_churn(
             history, cut, horizon_days, trials, seed, rounds, cpus_per_trial=cpus_per_trial
         )
-    folder = Path(settings.home).resolve() / "models" / owner.name / f"churn-{uuid.uuid4().hex}"
-    result.model.save(folder)
 
-    async def record(conn: asyncpg.Connection, me: Tenant) -> registry.ModelRecord:
-        saved = await registry.register(
-            conn,
-            me.id,
-            metrics=result.metrics,
-            feature_schema=list(result.model.meta.feature_names),
-            config={**result.config.model_dump(), "seed": seed, "trials": trials},
-            calibration_end=cut,
-            horizon_days=horizon_days,
-            data_window=result.data_window,
-            artifact_path=str(folder),
-        )
-        return await registry.promote(conn, me.id, saved.version) if promote else saved
-
-    saved = with_tenant(settings, owner.name, record)
-    shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if isinstance(v, float))
-    click.echo(
-        f"registered churn model version {saved.version} ({saved.status}) in "
-        f"{result.seconds:.0f}s: {shown} [{result.metrics['evaluated_on']}]"
+    train_and_register(
+        TrainingRun(registry.CHURN_MODELS, "churn-", "kiki engage promote"),
+        tenant,
+        calibration_end.date(),
+        horizon_days,
+        trials,
+        fit,
+        lambda r: {
+            "feature_schema": list(r.model.meta.feature_names),
+            "config": {**r.config.model_dump(), "seed": seed, "trials": trials},
+        },
+        promote,
     )
-    if not promote:
-        click.echo(f"serve it with `kiki engage promote {saved.version}`")
 
 
 @click.group()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from kiki.auth import Tenant, ensure_tenant
 from kiki.config import Settings, load_settings
 from kiki.db.pool import connect
 from kiki.errors import InvalidInput
+from kiki.model_registry import ModelRecord, ModelRegistry
 from kiki.value import registry, transactions
 from launcher.platform import database
 
@@ -203,62 +205,99 @@ def train_ltv_command(
 ) -> None:
     """Search ZILN hyper-parameters with Ray Tune on the tenant's purchases up to
     --calibration-end, fit the best, and register it as the next model version."""
+    from training.ltv import train_ltv
+
+    def fit(history: pd.DataFrame, cut: date) -> Any:
+        return train_ltv(
+            history, cut, horizon_days, trials, seed, max_epochs, cpus_per_trial=cpus_per_trial
+        )
+
+    train_and_register(
+        TrainingRun(registry.LTV_MODELS, "", "kiki models promote"),
+        tenant,
+        calibration_end.date(),
+        horizon_days,
+        trials,
+        fit,
+        lambda r: {
+            "feature_schema": list(r.model.feature_names),
+            "config": {**r.config.model_dump(), "currency": "USD", "seed": seed, "trials": trials},
+            "reference": {k: v.model_dump() for k, v in r.reference.items()},
+        },
+        promote,
+    )
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """Where a `kiki train` command registers its model and how it names the result."""
+
+    models: ModelRegistry
+    folder_prefix: str  # of the model's folder under $KIKI_HOME/models/<tenant>/
+    promote_command: str
+
+
+def train_and_register(
+    run: TrainingRun,
+    tenant: str | None,
+    cut: date,
+    horizon_days: int,
+    trials: int,
+    fit: Callable[[pd.DataFrame, date], Any],
+    registration: Callable[[Any], dict[str, Any]],
+    promote: bool,
+) -> None:
+    """Read the tenant's purchases, `fit(history, cut)` on a local Ray (the result has
+    `model.save`, `metrics`, `data_window`, `seconds`), save the model, register it with
+    `registration(result)`'s fields, and promote it when asked."""
     import uuid
 
     from benchmarks.serving import local_ray
-    from training.ltv import train_ltv
 
     settings = load_settings()
-    cut = calibration_end.date()
 
-    async def read(conn: asyncpg.Connection, owner: Tenant) -> tuple[Tenant, Any]:
+    async def read(conn: asyncpg.Connection, owner: Tenant) -> tuple[Tenant, pd.DataFrame]:
         # Everything loaded: training sees only up to the cut, later days (if any) score it.
         return owner, await transactions.history(conn, owner.id, datetime.now(UTC))
 
     owner, history = with_tenant(settings, tenant, read)
     known = history[history["ts"] <= pd.Timestamp(transactions.end_of(cut)).tz_localize(None)]
-    if known["customer_id"].nunique() < 50:
+    customers = known["customer_id"].nunique()
+    if customers < 50:
         raise InvalidInput(
-            f"tenant {owner.name} has {history['customer_id'].nunique()} "
-            "customers with purchases by then; load more data first "
-            "(`kiki ingest transactions` or `kiki demo load cdnow`)"
+            f"tenant {owner.name} has {customers} customers with purchases by {cut}; load more "
+            "data first (`kiki ingest transactions` or `kiki demo load cdnow`)"
         )
     click.echo(
-        f"training on {len(history):,} purchases of {history['customer_id'].nunique():,} "
-        f"customers up to {cut}, {trials} Ray Tune trials ..."
+        f"training on {len(known):,} purchases of {customers:,} customers up to {cut}, "
+        f"{trials} Ray Tune trials ..."
     )
     with local_ray("kiki-train"):
-        result = train_ltv(
-            history, cut, horizon_days, trials, seed, max_epochs, cpus_per_trial=cpus_per_trial
-        )
-    folder = Path(settings.home).resolve() / "models" / owner.name / uuid.uuid4().hex
+        result = fit(history, cut)
+    folder = (
+        Path(settings.home).resolve() / "models" / owner.name
+        / f"{run.folder_prefix}{uuid.uuid4().hex}"
+    )  # fmt: skip
     result.model.save(folder)
 
-    async def record(conn: asyncpg.Connection, me: Tenant) -> registry.ModelRecord:
-        saved = await registry.register(
+    async def record(conn: asyncpg.Connection, me: Tenant) -> ModelRecord:
+        saved = await run.models.register(
             conn,
             me.id,
             metrics=result.metrics,
-            feature_schema=list(result.model.feature_names),
-            config={
-                **result.config.model_dump(),
-                "currency": "USD",
-                "seed": seed,
-                "trials": trials,
-            },
             calibration_end=cut,
             horizon_days=horizon_days,
             data_window=result.data_window,
             artifact_path=str(folder),
-            reference={k: v.model_dump() for k, v in result.reference.items()},
+            **registration(result),
         )
-        return await registry.promote(conn, me.id, saved.version) if promote else saved
+        return await run.models.promote(conn, me.id, saved.version) if promote else saved
 
     saved = with_tenant(settings, owner.name, record)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if isinstance(v, float))
     click.echo(
-        f"registered version {saved.version} ({saved.status}) in {result.seconds:.0f}s: "
-        f"{shown} [{result.metrics['evaluated_on']}]"
+        f"registered {run.models.noun} version {saved.version} ({saved.status}) in "
+        f"{result.seconds:.0f}s: {shown} [{result.metrics['evaluated_on']}]"
     )
     if not promote:
-        click.echo(f"serve it with `kiki models promote {saved.version}`")
+        click.echo(f"serve it with `{run.promote_command} {saved.version}`")

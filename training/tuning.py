@@ -3,7 +3,6 @@ free, results kept under one storage folder, the best configuration handed back.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -47,8 +46,8 @@ def asha_search(
     cpus_per_trial: float | None = None,
 ) -> dict[str, Any]:
     """Run `trials` samples of `space`, each `trainable(config, data)` reporting `metric`
-    (lower is better) against `time_attr`; ASHA stops weak trials after `grace_period`."""
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    (lower is better) against `time_attr`; ASHA stops weak trials after `grace_period`.
+    Each trial's results stay under `storage` (result.json, progress.csv)."""
     tuner = tune.Tuner(
         tune.with_resources(
             tune.with_parameters(trainable, data=data), {"cpu": trial_cpus(cpus_per_trial)}
