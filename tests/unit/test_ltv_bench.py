@@ -1,6 +1,7 @@
 """The benchmark's stacked training examples: labels come only from inside the calibration
 period, and every cut sees only the customers who had bought by then. Its forecast over a
-longer horizon keeps the network's total rate and reshapes it by BG/NBD."""
+longer horizon grows the book halfway (in logs) between the network's rate holding and
+fading as BG/NBD expects, and shares it among customers by BG/NBD."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_purchases_after_the_end_change_nothing(transactions: pd.DataFrame) -> N
     assert with_future[1].tolist() == without[1].tolist()
 
 
-def test_forecast_keeps_the_books_rate_and_shares_it_as_bgnbd_expects(
+def test_forecast_grows_the_book_between_holding_and_fading_and_shares_it_as_bgnbd_expects(
     transactions: pd.DataFrame,
 ) -> None:
     x, y, _ = training_examples(transactions, END, CONFIG)
@@ -60,8 +61,20 @@ def test_forecast_keeps_the_books_rate_and_shares_it_as_bgnbd_expects(
     window = forecast(model, transactions, END, CONFIG.horizon_days)["expected"]
     np.testing.assert_allclose(window, own)  # its own window: the network's forecast as is
 
-    longer = forecast(model, transactions, END, 4 * CONFIG.horizon_days)["expected"]
-    assert longer.sum() == pytest.approx(4 * own.sum())
     features = compute_features(transactions, END)
     ratio = BGNBD.fit(features).purchase_ratio(features, 40, 10)
+    fades = np.average(ratio, weights=own)  # the book's purchases over 40 days / over 10
+    holds = forecast(model, transactions, END, 40, rate_holds=1.0)["expected"]
+    assert holds.sum() == pytest.approx(4 * own.sum())  # the rate holds: 40 / 10
+    fading = forecast(model, transactions, END, 40, rate_holds=0.0)["expected"]
+    np.testing.assert_allclose(fading, own * ratio)  # each customer as BG/NBD expects
+    longer = forecast(model, transactions, END, 40)["expected"]
+    assert longer.sum() == pytest.approx(np.sqrt(4 * fades) * own.sum())  # halfway, in logs
     np.testing.assert_allclose(longer / own / ratio, (longer / own / ratio).iloc[0])
+
+
+def test_forecast_refuses_a_weight_outside_0_1(transactions: pd.DataFrame) -> None:
+    x, y, _ = training_examples(transactions, END, CONFIG)
+    model = train_ziln(x, y, ZILNConfig(hidden=(4,), max_epochs=1), horizon_days=10)
+    with pytest.raises(ValueError, match="rate_holds"):
+        forecast(model, transactions, END, 40, rate_holds=1.5)
