@@ -32,18 +32,24 @@ from kiki.engage.crm.vault import Vault
 from kiki.errors import FailedPrecondition, InvalidInput, KikiError, Unavailable
 from kiki.money import micros_to_decimal_str
 from launcher.platform import database
-from launcher.value_cli import TENANT_OPTION, TrainingRun, train, train_and_register, with_tenant
+from launcher.value_cli import (
+    CALIBRATION_END_OPTION,
+    CPUS_PER_TRIAL_OPTION,
+    PROMOTE_OPTION,
+    SEED_OPTION,
+    TENANT_OPTION,
+    TRIALS_OPTION,
+    TrainingRun,
+    train,
+    train_and_register,
+    with_tenant,
+)
 
 T = TypeVar("T")
 
 
 @train.command("churn")
-@click.option(
-    "--calibration-end",
-    type=click.DateTime(["%Y-%m-%d"]),
-    required=True,
-    help="Last day of data the model may learn from.",
-)
+@CALIBRATION_END_OPTION
 @click.option(
     "--horizon-days",
     default=90,
@@ -51,22 +57,11 @@ T = TypeVar("T")
     type=click.IntRange(7, 365),
     help="Churned = no purchase in this many days (the training label).",
 )
-@click.option(
-    "--trials",
-    default=6,
-    show_default=True,
-    type=click.IntRange(1, 200),
-    help="Ray Tune trials (ASHA stops the weak ones early).",
-)
+@TRIALS_OPTION
 @click.option("--rounds", default=300, show_default=True, type=click.IntRange(1, 5000))
-@click.option(
-    "--cpus-per-trial",
-    type=click.FloatRange(0.1, 64),
-    default=None,
-    help="CPUs Ray reserves per trial [default: what is free, split over two trials, <= 1].",
-)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--promote", is_flag=True, help="Put the new version in production at once.")
+@CPUS_PER_TRIAL_OPTION
+@SEED_OPTION
+@PROMOTE_OPTION
 @TENANT_OPTION
 def train_churn_command(
     calibration_end: Any,

@@ -25,6 +25,30 @@ T = TypeVar("T")
 TENANT_OPTION = click.option(
     "--tenant", default=None, help="Tenant name (default: KIKI_DEV_TENANT, 'dev')."
 )
+# The options every `kiki train` command takes (besides its horizon and model size).
+CALIBRATION_END_OPTION = click.option(
+    "--calibration-end",
+    type=click.DateTime(["%Y-%m-%d"]),
+    required=True,
+    help="Last day of data the model may learn from.",
+)
+TRIALS_OPTION = click.option(
+    "--trials",
+    default=6,
+    show_default=True,
+    type=click.IntRange(1, 200),
+    help="Ray Tune trials (ASHA stops the weak ones early).",
+)
+CPUS_PER_TRIAL_OPTION = click.option(
+    "--cpus-per-trial",
+    type=click.FloatRange(0.1, 64),
+    default=None,
+    help="CPUs Ray reserves per trial [default: what is free, split over two trials, <= 1].",
+)
+SEED_OPTION = click.option("--seed", default=0, show_default=True)
+PROMOTE_OPTION = click.option(
+    "--promote", is_flag=True, help="Put the new version in production at once."
+)
 
 
 def with_tenant(
@@ -163,12 +187,7 @@ def train() -> None:
 
 
 @train.command("ltv")
-@click.option(
-    "--calibration-end",
-    type=click.DateTime(["%Y-%m-%d"]),
-    required=True,
-    help="Last day of data the model may learn from.",
-)
+@CALIBRATION_END_OPTION
 @click.option(
     "--horizon-days",
     default=90,
@@ -176,22 +195,11 @@ def train() -> None:
     type=click.IntRange(7, 730),
     help="How far ahead the model predicts spend.",
 )
-@click.option(
-    "--trials",
-    default=6,
-    show_default=True,
-    type=click.IntRange(1, 200),
-    help="Ray Tune trials (ASHA stops the weak ones early).",
-)
+@TRIALS_OPTION
 @click.option("--max-epochs", default=40, show_default=True, type=click.IntRange(1, 1000))
-@click.option(
-    "--cpus-per-trial",
-    type=click.FloatRange(0.1, 64),
-    default=None,
-    help="CPUs Ray reserves per trial [default: what is free, split over two trials, <= 1].",
-)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--promote", is_flag=True, help="Put the new version in production at once.")
+@CPUS_PER_TRIAL_OPTION
+@SEED_OPTION
+@PROMOTE_OPTION
 @TENANT_OPTION
 def train_ltv_command(
     calibration_end: Any,

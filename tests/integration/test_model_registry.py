@@ -1,0 +1,109 @@
+"""kiki.model_registry on PostgreSQL, over both tables that use it: dense versions per tenant,
+promotion, rollback; A/B candidates for LTV models only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import date
+from uuid import UUID
+
+import asyncpg
+import pytest
+
+from kiki.auth import ensure_tenant
+from kiki.db import migrate
+from kiki.db.pool import connect
+from kiki.engage.registry import CHURN_MODELS
+from kiki.errors import Conflict, InvalidInput, NotFound
+from kiki.model_registry import ModelRecord, ModelRegistry
+from kiki.value.registry import LTV_MODELS, ab_bucket
+
+Scenario = Callable[[asyncpg.Connection, UUID], Awaitable[None]]
+
+
+def run(url: str, scenario: Scenario) -> None:
+    async def go() -> None:
+        conn = await connect(url)
+        try:
+            await migrate.migrate(conn, migrate.discover())
+            await scenario(conn, (await ensure_tenant(conn, "acme")).id)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+async def register(models: ModelRegistry, conn: asyncpg.Connection, tenant: UUID) -> ModelRecord:
+    return await models.register(
+        conn,
+        tenant,
+        metrics={"score": 0.7},
+        feature_schema=["recency"],
+        config={},
+        calibration_end=date(1997, 9, 30),
+        horizon_days=90,
+        data_window={},
+        artifact_path="/models/x",
+    )
+
+
+@pytest.mark.parametrize("models", [LTV_MODELS, CHURN_MODELS], ids=lambda m: m.table)
+def test_versions_promotion_and_rollback(fresh_db: str, models: ModelRegistry) -> None:
+    async def scenario(conn: asyncpg.Connection, tenant: UUID) -> None:
+        made = [await register(models, conn, tenant) for _ in range(3)]
+        assert [m.version for m in made] == [1, 2, 3]
+        assert await models.production(conn, tenant) is None
+        await models.promote(conn, tenant, 1)
+        await models.promote(conn, tenant, 2)
+        serving = await models.production(conn, tenant)
+        assert serving is not None and (serving.version, serving.traffic_percent) == (2, 100)
+        assert [m.status for m in await models.list_models(conn, tenant)] == [
+            "retired", "production", "registered",
+        ]  # fmt: skip
+        with pytest.raises(Conflict, match="already in production"):
+            await models.promote(conn, tenant, 2)
+        with pytest.raises(NotFound, match=f"no {models.noun} version 9"):
+            await models.promote(conn, tenant, 9)
+        assert (await models.rollback(conn, tenant)).version == 1
+        assert [m.status for m in await models.list_models(conn, tenant)] == [
+            "production", "retired", "registered",
+        ]  # fmt: skip
+
+    run(fresh_db, scenario)
+
+
+def test_an_ltv_candidate_serves_a_share_beside_production(fresh_db: str) -> None:
+    async def scenario(conn: asyncpg.Connection, tenant: UUID) -> None:
+        for _ in range(3):
+            await register(LTV_MODELS, conn, tenant)
+        await LTV_MODELS.promote(conn, tenant, 1)
+        await LTV_MODELS.promote(conn, tenant, 2, traffic_percent=20)
+        production, candidate = await LTV_MODELS.serving(conn, tenant)
+        assert (production.version, candidate.version, candidate.traffic_percent) == (1, 2, 20)
+        await LTV_MODELS.promote(conn, tenant, 3)
+        production, candidate = await LTV_MODELS.serving(conn, tenant)
+        assert production.version == 3 and candidate.version == 2
+        assert (await LTV_MODELS.rollback(conn, tenant)).version == 1
+        production, candidate = await LTV_MODELS.serving(conn, tenant)
+        assert production.version == 1 and candidate is None
+        with pytest.raises(InvalidInput, match="between 1 and 100"):
+            await LTV_MODELS.promote(conn, tenant, 2, traffic_percent=0)
+
+    run(fresh_db, scenario)
+
+
+def test_churn_models_refuse_a_candidate(fresh_db: str) -> None:
+    async def scenario(conn: asyncpg.Connection, tenant: UUID) -> None:
+        await register(CHURN_MODELS, conn, tenant)
+        with pytest.raises(InvalidInput, match="one version at a time"):
+            await CHURN_MODELS.promote(conn, tenant, 1, traffic_percent=50)
+        assert (await CHURN_MODELS.list_models(conn, tenant))[0].status == "registered"
+
+    run(fresh_db, scenario)
+
+
+def test_ab_buckets_are_stable_and_even() -> None:
+    buckets = [ab_bucket(f"cust_{i}") for i in range(10_000)]
+    assert buckets[:50] == [ab_bucket(f"cust_{i}") for i in range(50)]
+    assert 0.17 < sum(b < 20 for b in buckets) / len(buckets) < 0.23
