@@ -45,7 +45,7 @@ from kiki.engage.metrics import (
     pr_auc,
     roc_auc,
 )
-from kiki.value.cdnow import load_cdnow
+from kiki.value.cdnow import split
 
 STANDARD_CALIBRATION_END = date(1997, 9, 30)
 STANDARD_HOLDOUT_END = date(1998, 6, 30)
@@ -153,12 +153,9 @@ def run_churn_benchmark(
     """Fits every model on purchases up to calibration_end and scores whether each customer
     bought again by holdout_end."""
     config = config or ChurnConfig()
-    data = load_cdnow() if transactions is None else transactions
-    cal, end = pd.Timestamp(calibration_end).normalize(), pd.Timestamp(holdout_end).normalize()
-    holdout_days = (end - cal).days
-    if holdout_days <= 0:
-        raise ValueError("holdout_end must come after calibration_end")
-    calibration = data.loc[data["ts"].dt.normalize() <= cal]  # nothing later is ever passed on
+    cut = split(calibration_end, holdout_end, transactions)
+    data, calibration, cal, end = cut.data, cut.calibration, cut.calibration_end, cut.holdout_end
+    holdout_days = cut.holdout_days  # nothing after cal is ever passed to a model
 
     started = time.perf_counter()
     model = fit_churn_model(calibration, cal, config, seed)

@@ -7,6 +7,8 @@ its split helpers break under pandas 3, so we never import it.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -39,3 +41,29 @@ def load_cdnow() -> pd.DataFrame:
             "quantity": raw["number_of_cds"].astype("int64"),
         }
     )
+
+
+@dataclass(frozen=True)
+class Split:
+    """A benchmark's calibration/holdout split: `calibration` holds every purchase up to
+    `calibration_end` and nothing later, the only data a model may fit on."""
+
+    data: pd.DataFrame
+    calibration: pd.DataFrame
+    calibration_end: pd.Timestamp
+    holdout_end: pd.Timestamp
+
+    @property
+    def holdout_days(self) -> int:
+        return (self.holdout_end - self.calibration_end).days
+
+
+def split(
+    calibration_end: date | str, holdout_end: date | str, transactions: pd.DataFrame | None = None
+) -> Split:
+    """CDNOW (or `transactions`) split at calibration_end; the holdout runs to holdout_end."""
+    data = load_cdnow() if transactions is None else transactions
+    cal, end = pd.Timestamp(calibration_end).normalize(), pd.Timestamp(holdout_end).normalize()
+    if end <= cal:
+        raise ValueError("holdout_end must come after calibration_end")
+    return Split(data, data.loc[data["ts"].dt.normalize() <= cal], cal, end)

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kiki.errors import InvalidInput
 from kiki.value.baselines import bgnbd_gamma_gamma, naive_extrapolation
 from kiki.value.bgnbd import BGNBD
-from kiki.value.cdnow import load_cdnow
+from kiki.value.cdnow import split
 from kiki.value.features import compute_features
 from kiki.value.metrics import evaluate
 from kiki.value.training import examples, spend_between
@@ -222,12 +222,9 @@ def run_ltv_benchmark(
     customer's spend from the next day to holdout_end (0 for customers who do not buy).
     The population is every customer with a purchase by calibration_end."""
     config = config or LTVTrainingConfig()
-    data = load_cdnow() if transactions is None else transactions
-    cal, end = pd.Timestamp(calibration_end).normalize(), pd.Timestamp(holdout_end).normalize()
-    holdout_days = (end - cal).days
-    if holdout_days <= 0:
-        raise ValueError("holdout_end must come after calibration_end")
-    calibration = data.loc[data["ts"].dt.normalize() <= cal]  # nothing later is ever passed on
+    cut = split(calibration_end, holdout_end, transactions)
+    data, calibration, cal, end = cut.data, cut.calibration, cut.calibration_end, cut.holdout_end
+    holdout_days = cut.holdout_days  # nothing after cal is ever passed to a model
 
     started = time.perf_counter()
     model = fit_ltv_model(calibration, cal, config, seed)
