@@ -136,6 +136,18 @@ def engage_promote(version: int, tenant: str | None) -> None:
     click.echo(f"churn model version {record.version} is now in production")
 
 
+@engage.command("rollback")
+@TENANT_OPTION
+def engage_rollback(tenant: str | None) -> None:
+    """Serve the previous production churn model again."""
+
+    async def work(conn: asyncpg.Connection, owner: Tenant) -> registry.ModelRecord:
+        return await registry.rollback(conn, owner.id)
+
+    record = with_tenant(load_settings(), tenant, work)
+    click.echo(f"rolled back: churn model version {record.version} is in production")
+
+
 # --- CRM sources and sync ---------------------------------------------------------------------
 
 
