@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import BeforeValidator, PlainSerializer
 
 from kiki.errors import InvalidInput
@@ -165,3 +166,11 @@ DecimalAmount = Annotated[
     PlainSerializer(lambda d: format(d, "f"), return_type=str),
 ]
 """A money amount at the public edge: accepts "12.34", 12.34 or 12 and keeps it exact."""
+
+
+def sum_micros_by(group: np.ndarray, micros: np.ndarray, groups: int) -> np.ndarray:
+    """Exact int64 sums of integer micros per group (`np.bincount` would add them as floats,
+    inexact past 2**53)."""
+    out = np.zeros(groups, dtype=np.int64)
+    np.add.at(out, group, np.asarray(micros, dtype=np.int64))
+    return out

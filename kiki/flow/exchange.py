@@ -29,6 +29,7 @@ from kiki.flow.connectors.base import (
     SpendRow,
 )
 from kiki.flow.pacing import HOURLY_TRAFFIC
+from kiki.money import sum_micros_by
 
 # The hourly curve scaled to mean 1, so auctions_per_s is the daily average rate.
 _HOURLY_RATE = HOURLY_TRAFFIC * len(HOURLY_TRAFFIC)
@@ -121,19 +122,16 @@ class SandboxExchange:
         kept[order] = within & (price > 0)
         conversions = rng.random(unit.size) < units.true_cvr[unit]
         converted = kept & conversions
-        values = units.true_value_micros[unit] * rng.lognormal(
-            -(self.config.value_sigma**2) / 2, self.config.value_sigma, unit.size
-        )
+        values = np.floor(
+            units.true_value_micros[unit]
+            * rng.lognormal(-(self.config.value_sigma**2) / 2, self.config.value_sigma, unit.size)
+        ).astype(np.int64)  # a conversion's value, whole micros
         delivery = Delivery(
             auctions=counts,
-            clicks=np.bincount(unit, weights=kept, minlength=n).astype(np.int64),
-            spend_micros=np.bincount(unit, weights=np.where(kept, competing, 0), minlength=n)
-            .round()
-            .astype(np.int64),
-            conversions=np.bincount(unit, weights=converted, minlength=n).astype(np.int64),
-            value_micros=np.bincount(unit, weights=np.where(converted, values, 0), minlength=n)
-            .round()
-            .astype(np.int64),
+            clicks=np.bincount(unit, minlength=n, weights=kept).astype(np.int64),
+            spend_micros=sum_micros_by(unit, np.where(kept, competing, 0), n),
+            conversions=np.bincount(unit, minlength=n, weights=converted).astype(np.int64),
+            value_micros=sum_micros_by(unit, np.where(converted, values, 0), n),
         )
         self._record(start.date(), delivery)
         return delivery

@@ -1,10 +1,11 @@
 from decimal import Decimal
 
+import numpy as np
 import pytest
 from pydantic import BaseModel
 
 from kiki.errors import InvalidInput
-from kiki.money import DecimalAmount, Money, micros_to_decimal_str
+from kiki.money import DecimalAmount, Money, micros_to_decimal_str, sum_micros_by
 
 
 def test_amounts_convert_exactly_to_micros() -> None:
@@ -64,3 +65,10 @@ def test_decimal_amount_field_accepts_strings_ints_decimals_and_refuses_floats()
     assert _Body(amount=Decimal("0.1")).model_dump(mode="json") == {"amount": "0.1"}
     with pytest.raises(InvalidInput):
         _Body(amount=0.1)
+
+
+def test_micros_sum_per_group_exactly_where_floats_would_not() -> None:
+    groups = np.array([0, 0, 0, 2])
+    micros = np.array([2**53, 1, 1, 7])
+    assert sum_micros_by(groups, micros, 3).tolist() == [2**53 + 2, 0, 7]
+    assert np.bincount(groups, weights=micros)[0] != 2**53 + 2  # why floats will not do
