@@ -8,7 +8,7 @@ A tick, for all of a shard's campaigns at once (kiki.flow.engine does the arithm
 2. read each segment's value (one batched call, cached for the tick);
 3. decide allowances and bids;
 4. renew the budget leases that are due (kiki.flow.leases: commit what a lease used, reserve
-   the next window), one batched call per budget actor;
+   the next window), one batched call per budget actor; and meanwhile
 5. push the bids that moved more than the threshold, through the guard actor's breaker and
    rate limit (one admission call per tick), one connector call per platform;
 6. hand the decisions to the audit writer (COPY in the background, `decision:` log lines).
@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-from uuid import UUID
+from typing import Any, TypeVar
+from uuid import uuid4
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -58,6 +59,7 @@ from kiki.flow.live import Delivered, SpendDeltas, parse_credentials
 from kiki.shield.book import BudgetOp, OpResult, shard_of
 
 logger = logging.getLogger("kiki.flow")
+T = TypeVar("T")
 ACTOR_PREFIX = "kiki-bidloop"
 PUSH_BATCH = 100  # bid changes per platform API call
 MAX_AUDIT_BACKLOG = 500_000  # rows; past this a tick waits for the writer
@@ -99,7 +101,7 @@ def _segment_traits(segment: str, default_value: int) -> tuple[float, float]:
 
 
 class AuditWriter:
-    """Buffers decision rows; a background task COPYs them and appends the log lines. With
+    """Buffers ticks' decisions; a background task COPYs them and appends the log lines. With
     `bill`, the same transaction reports the decisions to Billing (`bid_decisions`), so
     usage matches the trail exactly."""
 
@@ -107,7 +109,8 @@ class AuditWriter:
         self.pool = pool
         self.log_path = log_path
         self.bill = bill
-        self.rows: list[tuple] = []
+        self.batches: list[audit.Decisions] = []
+        self.backlog = 0  # rows in self.batches
         self.written = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -116,10 +119,11 @@ class AuditWriter:
         if log_path:
             log_path.parent.mkdir(parents=True, exist_ok=True)
 
-    async def add(self, rows: list[tuple]) -> None:
-        if len(self.rows) > MAX_AUDIT_BACKLOG:
+    async def add(self, decisions: audit.Decisions) -> None:
+        if self.backlog > MAX_AUDIT_BACKLOG:
             await self.flush()  # back-pressure: never let the trail fall far behind
-        self.rows.extend(rows)
+        self.batches.append(decisions)
+        self.backlog += len(decisions)
         self._idle.clear()
         self._wake.set()
 
@@ -127,33 +131,41 @@ class AuditWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self.rows:
-                batch, self.rows = self.rows, []
+            while self.batches:
+                batches, self.batches = self.batches, []
+                rows = sum(len(b) for b in batches)
                 try:
                     async with self.pool.acquire() as conn, conn.transaction():
-                        await store.copy_decisions(conn, batch)
+                        await store.copy_decisions(conn, _rows(batches))
                         if self.bill:
-                            await metering.record_many(conn, audit.usage(batch))
+                            await metering.record_many(conn, audit.usage(_rows(batches)))
                 except Exception as exc:
                     # Keep the rows: the next pass retries them first.
                     logger.warning("audit write failed; retrying", extra={"error": repr(exc)})
-                    self.rows = batch + self.rows
+                    self.batches = batches + self.batches
                     await asyncio.sleep(0.5)
                     continue
-                self.written += len(batch)
+                self.backlog -= rows
+                self.written += rows
                 if self.log_path:
                     with self.log_path.open("a") as out:
-                        out.write(audit.log_lines(batch))
+                        for batch in batches:
+                            out.write(audit.log_lines(batch))
+                            await asyncio.sleep(0)  # let a tick waiting on I/O go on
             self._idle.set()
 
     async def flush(self) -> None:
         """Wait until every row handed in so far is in PostgreSQL."""
         self._wake.set()
-        while self.rows or not self._idle.is_set():
+        while self.batches or not self._idle.is_set():
             await self._idle.wait()
-            if self.rows:
+            if self.batches:
                 self._idle.clear()
                 self._wake.set()
+
+
+def _rows(batches: list[audit.Decisions]) -> Iterator[tuple]:
+    return itertools.chain.from_iterable(b.rows() for b in batches)
 
 
 class BidLoopShard:
@@ -221,9 +233,9 @@ class BidLoopShard:
         self.exchange: SandboxExchange | None = None
         self.connectors: dict[str, PlatformConnector] = {}
         self.lease_ticks = lease_ticks
+        self._incarnation = uuid4().hex[:12]  # tells this process's lease keys from earlier ones
         self.leases = LeaseBook(0, lease_ticks)  # one SyncShield reservation per pool
         self.pending_commits: list[BudgetOp] = []  # commits that failed, retried next tick
-        self.tenant_uuids: list[UUID] = []
         self.tick_id = 0
         self.slow_ticks = 0
         self.last_tick_at: datetime | None = None
@@ -317,7 +329,6 @@ class BidLoopShard:
         index = {k: i for i, k in enumerate(self._value_keys)}
         self._unit_value_key = np.array([index[k] for k in unit_keys], dtype=np.int64)
         self.leases = LeaseBook(len(engine.pool_campaign), self.lease_ticks)
-        self.tenant_uuids = [UUID(c.tenant_id) for c in campaigns]
         self._build_market()
 
     async def _settle_reservations(self, old: BidEngine) -> None:
@@ -325,10 +336,8 @@ class BidLoopShard:
         owes for the interval, commit it, and start fresh."""
         self.leases.spend(self._deliver(old, self.clock.now()))
         keys = old.campaign_keys()
-        ops = [
-            BudgetOp("commit", *keys[old.pool_campaign[p]], reservation_id=rid, amount_micros=used)
-            for p, rid, used in self.leases.close_all()
-        ]
+        closing = self.leases.close_all()
+        ops = [_commit(keys[old.pool_campaign[p]], rid, used) for p, rid, used in closing]
         await self._run_budget_ops(ops)
         old.granted(np.zeros(len(old.pool_campaign)))
 
@@ -545,7 +554,6 @@ class BidLoopShard:
         phases: dict[str, float] = {}
         engine = self.engine
         self.tick_id += 1
-        keys = engine.campaign_keys()
 
         self.leases.spend(self._deliver(engine, now))
         mark = _lap(phases, "deliver", started)
@@ -554,15 +562,52 @@ class BidLoopShard:
         plan = engine.decide(now, now + timedelta(seconds=self.tick_s), values)
         mark = _lap(phases, "decide", mark)
 
+        # Renewing the leases and pushing the bids touch separate state (the bids do not
+        # depend on the grants; the caps bound the next interval's delivery): both wait on
+        # other processes at once. Both finish before a failure of either ends the tick.
+        renewed, sent = await asyncio.gather(
+            _timed(phases, "budget", self._renew_leases(engine, plan)),
+            _timed(phases, "push", self._push(plan, now)),
+            return_exceptions=True,
+        )
+        for failure in (renewed, sent):
+            if isinstance(failure, BaseException):
+                raise failure
+        denied, (connector_result, pushed, refused) = renewed, sent
+        mark = time.perf_counter()
+
+        outcome = audit.TickOutcome(audit.budget_reasons(engine, plan, denied), connector_result)
+        decisions = audit.records(engine, plan, outcome, self.tick_id, now, self.shard)
+        assert self._audit is not None
+        await self._audit.add(decisions)
+        _lap(phases, "audit", mark)
+
+        ms = (time.perf_counter() - started) * 1000
+        self._tick_ms.observe(ms)
+        if decisions:
+            self._decisions.inc(len(decisions))
+        if ms > self.tick_s * 1000:
+            self.slow_ticks += 1
+            self._slow.inc()
+            logger.warning("slow tick", extra={"shard": self.shard, "ms": round(ms)})
+        return TickReport(
+            self.tick_id, now, len(decisions), ms, phases, pushed, refused, engine.spent.tolist()
+        )
+
+    async def _renew_leases(self, engine: BidEngine, plan: TickPlan) -> dict[int, str]:
+        """Commit the leases that are due and reserve their next windows; set each pool's cap
+        for the tick. Returns the pools whose reservation was refused, with the reason."""
+        keys = engine.campaign_keys()
         renewals = self.leases.renewals(self.tick_id, plan.reserve, plan.live[engine.pool_campaign])
         commits = self.pending_commits + [
-            BudgetOp("commit", *keys[engine.pool_campaign[p]], reservation_id=rid,
-                     amount_micros=used)
-            for p, rid, used in renewals.commits
-        ]  # fmt: skip
+            _commit(keys[engine.pool_campaign[p]], rid, used) for p, rid, used in renewals.commits
+        ]
+        # Keys made here, not by BudgetClient.with_keys (a uuid4 and a dataclass copy per op):
+        # this incarnation, tick and pool name each reservation once.
+        tag = f"lease:{self._incarnation}:{self.tick_id}"
         reserves = [
-            BudgetOp("reserve", *keys[engine.pool_campaign[p]], amount_micros=micros,
-                     platform=engine.pool_platform[p])
+            BudgetOp("reserve", *keys[engine.pool_campaign[p]], f"{tag}:{p}", micros,
+                     engine.pool_platform[p])
             for p, micros in renewals.reserves
         ]  # fmt: skip
         results = await self._run_budget_ops(commits + reserves)
@@ -573,30 +618,7 @@ class BidLoopShard:
             else:
                 denied[p] = result.rule or result.error_code or result.outcome
         engine.granted(self.leases.caps(plan.reserve))
-        mark = _lap(phases, "budget", mark)
-
-        connector_result, pushed, refused = await self._push(plan, now)
-        mark = _lap(phases, "push", mark)
-
-        outcome = audit.TickOutcome(audit.budget_reasons(engine, plan, denied), connector_result)
-        rows = audit.records(
-            engine, plan, outcome, self.tick_id, now, self.shard, self.tenant_uuids
-        )
-        assert self._audit is not None
-        await self._audit.add(rows)
-        _lap(phases, "audit", mark)
-
-        ms = (time.perf_counter() - started) * 1000
-        self._tick_ms.observe(ms)
-        if rows:
-            self._decisions.inc(len(rows))
-        if ms > self.tick_s * 1000:
-            self.slow_ticks += 1
-            self._slow.inc()
-            logger.warning("slow tick", extra={"shard": self.shard, "ms": round(ms)})
-        return TickReport(
-            self.tick_id, now, len(rows), ms, phases, pushed, refused, engine.spent.tolist()
-        )
+        return denied
 
     async def _run_budget_ops(self, ops: list[BudgetOp]) -> list:
         """One call per budget actor. Commits that fail are kept and retried next tick (the
@@ -693,10 +715,24 @@ class BidLoopShard:
         return np.array(ok, dtype=bool), texts, failed
 
 
+async def _timed(phases: dict[str, float], name: str, step: Awaitable[T]) -> T:
+    """Await `step`, recording how long it took as phase `name` (steps may overlap)."""
+    started = time.perf_counter()
+    result = await step
+    phases[name] = (time.perf_counter() - started) * 1000
+    return result
+
+
 def _lap(phases: dict[str, float], name: str, since: float) -> float:
     now = time.perf_counter()
     phases[name] = (now - since) * 1000
     return now
+
+
+def _commit(key: tuple[str, str], reservation_id: str, used: int) -> BudgetOp:
+    """Close a lease: a reservation is committed once, so its id is the idempotency key."""
+    return BudgetOp("commit", *key, f"commit:{reservation_id}", used,
+                    reservation_id=reservation_id)  # fmt: skip
 
 
 def _unavailable(op: BudgetOp) -> OpResult:
@@ -745,6 +781,10 @@ class BidLoopClient:
 
     async def stats(self) -> list[ShardStats]:
         return await asyncio.gather(*(a.stats.remote() for a in self.actors))
+
+    async def flush(self) -> int:
+        """Wait until every shard's audit trail is written; returns the rows written."""
+        return sum(await asyncio.gather(*(a.flush.remote() for a in self.actors)))
 
     async def stop(self) -> int:
         return sum(await asyncio.gather(*(a.stop.remote() for a in self.actors)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from tempfile import TemporaryDirectory
 
 import click
 
@@ -20,7 +21,8 @@ def bench_flow(
     campaigns: int, minutes: float, tick_s: float, lease_ticks: int, as_json: bool
 ) -> None:
     """Decisions logged per second and tick latency for CAMPAIGNS x 5 platforms x 4 ad
-    groups on the simulator (real bid-loop and budget actors, audit trail in PostgreSQL):
+    groups on the simulator (real bid-loop and budget actors, audit trail in PostgreSQL and
+    `decision:` log lines):
     the baseline reserves and commits every pool every tick (leases of one tick), ours holds
     leases of --lease-ticks. Both on one scratch PostgreSQL and one local Ray."""
     from benchmarks.serving import local_ray
@@ -33,9 +35,10 @@ def bench_flow(
         )
 
     runs: dict[str, SimulationResult] = {}
-    with scratch_database() as url, local_ray("kiki-bench"):
+    # The decision log lines are written too (to a scratch folder): they are part of the trail.
+    with scratch_database() as url, local_ray("kiki-bench"), TemporaryDirectory() as logs:
         for name, lease in (("baseline (lease 1)", 1), (f"leases of {lease_ticks}", lease_ticks)):
-            runs[name] = asyncio.run(run_simulation(url, options(lease)))
+            runs[name] = asyncio.run(run_simulation(url, options(lease), log_dir=logs))
     base = next(iter(runs.values()))
     rows = {
         name: {

@@ -169,6 +169,8 @@ async def run_simulation(
             ahead = (k + 1) * options.tick_s / options.speed - (time.perf_counter() - began)
             if ahead > 0:
                 await asyncio.sleep(ahead)
+    # A decision counts once it is logged: the audit trail's backlog is written in the time.
+    await loops.flush()
     wall_s = time.perf_counter() - began
     audit_rows = await loops.stop()
     stats = await loops.stats()

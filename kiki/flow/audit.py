@@ -1,16 +1,17 @@
 """The audit trail: one record per bidding unit per tick, and the `decision:` log line for it.
 
 Records are built from the engine's columns in one pass (no per-decision objects) and travel
-to PostgreSQL with COPY; the log lines go to a file in one write per tick.
+to PostgreSQL with COPY; the log lines go to a file in one write per batch.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from uuid import UUID
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +65,21 @@ def budget_reasons(engine: BidEngine, plan: TickPlan, denied: dict[int, str]) ->
     return reason
 
 
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """One tick's records as columns, in COLUMNS order. Rows are made one at a time while
+    they are written (COPY, log lines) and freed at once: holding 20,000 tuples a tick would
+    keep the garbage collector busy scanning them."""
+
+    columns: tuple[list, ...]
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def rows(self) -> Iterator[tuple]:
+        return zip(*self.columns, strict=True)
+
+
 def records(
     engine: BidEngine,
     plan: TickPlan,
@@ -71,24 +87,28 @@ def records(
     tick_id: int,
     decided_at: datetime,
     shard: int,
-    tenant_uuids: list[UUID],
-) -> list[tuple]:
-    """Rows for COPY into flow_decisions, in COLUMNS order: one per unit of a live campaign
-    (a campaign outside its schedule or not running makes no decisions)."""
+) -> Decisions:
+    """The records for flow_decisions: one per unit of a live campaign (a campaign outside
+    its schedule or not running makes no decisions). The labels are the engine's prebuilt
+    lists, the numbers one `tolist()` each."""
     units = np.flatnonzero(plan.live[engine.unit_campaign])
-    c = engine.unit_campaign[units]
     n = len(units)
-    campaign_ids = [k[1] for k in engine.campaign_keys()]
+    labels = [
+        engine.unit_tenant,
+        engine.unit_campaign_id,
+        engine.unit_ad_group,
+        engine.unit_platform,
+    ]
+    if n < len(engine.unit_campaign):
+        pick = units.tolist()
+        labels = [[column[u] for u in pick] for column in labels]
+    c = engine.unit_campaign[units]
     spent = engine.spent[c]
-    pick = units.tolist()
-    return list(
-        zip(
+    return Decisions(
+        (
             [tick_id] * n,
             [decided_at] * n,
-            [tenant_uuids[i] for i in c.tolist()],
-            [campaign_ids[i] for i in c.tolist()],
-            [engine.unit_ad_group[u] for u in pick],
-            [engine.unit_platform[u] for u in pick],
+            *labels,
             plan.value[units].tolist(),
             plan.cvr[units].tolist(),
             engine.multiplier[c].tolist(),
@@ -100,13 +120,25 @@ def records(
             outcome.reason[units].tolist(),
             outcome.connector_result[units].tolist(),
             [shard] * n,
-            strict=True,
         )
     )
 
 
-# %-formatting, not json.dumps per field set: a tick writes 20,000 of these. Ids are validated
-# to [A-Za-z0-9_.:-] at the edge; the free-text fields go through json.dumps.
+class _Memo(dict):
+    """Formats each distinct value once: a batch repeats one time and a few texts."""
+
+    def __init__(self, render: Callable[[Any], str]) -> None:
+        super().__init__()
+        self.render = render
+
+    def __missing__(self, key: Any) -> str:
+        text = self[key] = self.render(key)
+        return text
+
+
+# %-formatting mapped over the columns in C, not json.dumps or Python code per row: a tick
+# writes 20,000 of these. Ids are validated to [A-Za-z0-9_.:-] at the edge; the free-text
+# fields go through json.dumps (once per distinct text).
 _LINE = (
     'decision: {"tick":%d,"at":"%s","tenant":"%s","campaign":"%s","ad_group":"%s",'
     '"platform":"%s","value_micros":%d,"cvr":%.5f,"multiplier":%.4f,"target_micros":%d,'
@@ -115,15 +147,22 @@ _LINE = (
 )
 
 
-def log_lines(rows: list[tuple]) -> str:
+def log_lines(decisions: Decisions) -> str:
     """One `decision: {json}` line per record (the old SyncFlow's log contract)."""
-    dumps = json.dumps
-    return "".join(
-        _LINE % (*r[:1], r[1].isoformat(), *r[2:14], dumps(r[14]), dumps(r[15])) for r in rows
+    c = decisions.columns
+    at, text = _Memo(datetime.isoformat), _Memo(json.dumps)
+    fields = zip(
+        c[0],
+        map(at.__getitem__, c[1]),
+        *c[2:14],
+        map(text.__getitem__, c[14]),
+        map(text.__getitem__, c[15]),
+        strict=True,
     )
+    return "".join(map(_LINE.__mod__, fields))
 
 
-def usage(rows: list[tuple]) -> list[metering.Usage]:
+def usage(rows: Iterable[tuple]) -> list[metering.Usage]:
     """Billing's `bid_decisions` for these rows: one report per tenant, tick time and shard,
     keyed so that writing the same rows twice bills them once."""
     counts = Counter((r[2], r[1], r[16]) for r in rows)

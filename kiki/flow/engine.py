@@ -96,6 +96,9 @@ class BidEngine:
         self._normalise_weights()
         self.unit_campaign = np.array([u[0] for u in unit_rows], dtype=np.int64)
         self.unit_pool = np.array([u[1] for u in unit_rows], dtype=np.int64)
+        # Labels per unit, built once: the audit trail writes them on every row of every tick.
+        self.unit_tenant = [self.campaigns[u[0]].tenant_id for u in unit_rows]
+        self.unit_campaign_id = [self.campaigns[u[0]].campaign_id for u in unit_rows]
         self.unit_platform = [u[2] for u in unit_rows]
         self.unit_ad_group = [u[3] for u in unit_rows]
         self.unit_segment = [u[4] for u in unit_rows]
@@ -205,13 +208,7 @@ class BidEngine:
             ],
             dtype=np.int64,
         )
-        allowance = np.array(
-            [
-                allowance_micros(curve, int(b), int(s), tick_end) if ok else 0
-                for curve, b, s, ok in zip(self.curves, self.budget, self.spent, live, strict=True)
-            ],
-            dtype=np.int64,
-        )
+        allowance = np.where(live, allowance_micros(target, self.budget, self.spent), 0)
         self.last_allowance = allowance
         reserve = np.floor(allowance[self.pool_campaign] * self.pool_weight).astype(np.int64)
 

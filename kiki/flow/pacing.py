@@ -99,12 +99,11 @@ class TargetCurve:
 
 
 def allowance_micros(
-    curve: TargetCurve, budget_micros: int, spent_micros: int, tick_end: datetime
-) -> int:
-    """What may be spent before `tick_end`: the curve's target then minus what was spent,
-    never negative and never past the budget."""
-    target = curve.target_micros(tick_end, budget_micros)
-    return max(0, min(target, budget_micros) - spent_micros)
+    target_micros: np.ndarray, budget_micros: np.ndarray, spent_micros: np.ndarray
+) -> np.ndarray:
+    """What each campaign may spend before the tick ends: the curve's target then minus what
+    was spent, never negative and never past the budget."""
+    return np.maximum(0, np.minimum(target_micros, budget_micros) - spent_micros)
 
 
 @dataclass(frozen=True, slots=True)

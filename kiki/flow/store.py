@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from uuid import UUID
 
@@ -113,7 +114,7 @@ async def stop_simulation(conn: asyncpg.Connection, tenant_id: str) -> None:
     )
 
 
-async def copy_decisions(conn: asyncpg.Connection, rows: list[tuple]) -> None:
+async def copy_decisions(conn: asyncpg.Connection, rows: Iterable[tuple]) -> None:
     await conn.copy_records_to_table("flow_decisions", columns=COLUMNS, records=rows)
 
 

@@ -6,7 +6,6 @@ import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from uuid import UUID
 
 import numpy as np
 import pytest
@@ -52,10 +51,13 @@ def test_traffic_curve_follows_the_local_day_and_is_monotone() -> None:
 
 def test_allowance_never_runs_past_the_curve_or_the_budget() -> None:
     c = curve()
-    assert allowance_micros(c, 1_000, 0, START + timedelta(hours=48)) == 1_000
-    assert allowance_micros(c, 1_000, 1_000, START + timedelta(hours=48)) == 0
-    ahead = c.target_micros(START + timedelta(hours=12), 1_000_000) + 10
-    assert allowance_micros(c, 1_000_000, ahead, START + timedelta(hours=12)) == 0
+    done = c.target_micros(START + timedelta(hours=48), 1_000)
+    assert allowance_micros(done, 1_000, 0) == 1_000
+    assert allowance_micros(done, 1_000, 1_000) == 0
+    noon = c.target_micros(START + timedelta(hours=12), 1_000_000)
+    assert allowance_micros(noon, 1_000_000, noon + 10) == 0
+    targets, budgets = np.array([noon, 5_000]), np.array([1_000_000, 4_000])
+    assert allowance_micros(targets, budgets, np.array([noon - 7, 0])).tolist() == [7, 4_000]
 
 
 def make_campaign(budget: int, hours: float, shape: str = "even", goal: str = "3") -> Campaign:
@@ -168,6 +170,23 @@ def test_leases_renew_when_due_short_or_stopped_and_cap_each_tick() -> None:
     assert book.close_all() == [(1, "r1b", 0)]
 
 
+def test_records_cover_only_live_campaigns_with_their_labels() -> None:
+    running = make_campaign(10**9, hours=1)
+    later = running.model_copy(
+        update={"campaign_id": "c2", "starts_at": START + timedelta(hours=1),
+                "ends_at": START + timedelta(hours=2)}
+    )  # fmt: skip
+    engine = BidEngine([later, running])
+    plan = engine.decide(START, START + timedelta(seconds=2), np.zeros(8, dtype=np.int64))
+    unchanged = np.full(8, "unchanged", dtype=object)
+    outcome = audit.TickOutcome(audit.budget_reasons(engine, plan, {}), unchanged)
+    rows = list(audit.records(engine, plan, outcome, 3, START, 1).rows())
+    assert [(r[3], r[4], r[5]) for r in rows] == [
+        ("c1", group, platform) for platform in ("google_ads", "meta") for group in ("a", "b")
+    ]
+    assert {(r[0], r[1], r[2], r[16]) for r in rows} == {(3, START, running.tenant_id, 1)}
+
+
 def test_decision_log_lines_are_json_and_complete() -> None:
     engine = BidEngine([make_campaign(10**9, hours=1)])
     plan = engine.decide(START, START + timedelta(seconds=2), np.zeros(4, dtype=np.int64))
@@ -175,10 +194,10 @@ def test_decision_log_lines_are_json_and_complete() -> None:
         audit.budget_reasons(engine, plan, {1: "schedule"}),
         np.array(["pushed", 'rejected: "bad" bid', "pushed", "unchanged"], dtype=object),
     )
-    tenants = [UUID(engine.campaigns[0].tenant_id)]
-    rows = audit.records(engine, plan, outcome, 7, START, 0, tenants)
-    assert len(rows) == 4 and len(rows[0]) == len(audit.COLUMNS)
-    lines = audit.log_lines(rows).splitlines()
+    decisions = audit.records(engine, plan, outcome, 7, START, 0)
+    rows = list(decisions.rows())
+    assert len(rows) == len(decisions) == 4 and len(rows[0]) == len(audit.COLUMNS)
+    lines = audit.log_lines(decisions).splitlines()
     assert all(line.startswith("decision: ") for line in lines)
     parsed = [json.loads(line.removeprefix("decision: ")) for line in lines]
     assert {p["result"] for p in parsed} >= {'rejected: "bad" bid'}
