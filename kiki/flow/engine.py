@@ -25,7 +25,7 @@ import numpy as np
 
 from kiki.flow.campaigns import Campaign
 from kiki.flow.pacing import ControllerConfig, TargetCurve, allowance_micros, update_multipliers
-from kiki.money import decimal_to_micros, minor_unit_micros
+from kiki.money import decimal_to_micros, minor_unit_micros, sum_micros_by
 
 PRIOR_CVR = 0.05
 PRIOR_CLICKS = 50.0
@@ -149,13 +149,11 @@ class BidEngine:
         self.clicks += clicks
         self.conversions += conversions
         pools = len(self.pool_campaign)
-        pool_spend = np.bincount(self.unit_pool, weights=spend, minlength=pools).astype(np.int64)
+        pool_spend = sum_micros_by(self.unit_pool, spend, pools)
         campaigns = len(self.campaigns)
-        campaign_spend = np.bincount(self.pool_campaign, weights=pool_spend, minlength=campaigns)
-        self.spent += campaign_spend.astype(np.int64)
-        self.value_total += np.bincount(
-            self.unit_campaign, weights=value, minlength=campaigns
-        ).astype(np.int64)
+        campaign_spend = sum_micros_by(self.pool_campaign, pool_spend, campaigns)
+        self.spent += campaign_spend
+        self.value_total += sum_micros_by(self.unit_campaign, value, campaigns)
         # Pools that used their cap earn a larger share; pools that could not, a smaller one.
         had_cap = self.pool_cap > 0
         fill = np.divide(pool_spend, self.pool_cap, out=np.zeros(pools), where=had_cap)
