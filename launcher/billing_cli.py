@@ -56,7 +56,7 @@ def _close_all(settings: Settings, as_of: datetime) -> list[tuple[str, CloseRepo
         finally:
             await conn.close()
 
-    with database(settings, click.echo) as url:
+    with database(settings) as url:
         return asyncio.run(run(url))
 
 

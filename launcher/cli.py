@@ -246,7 +246,7 @@ def db() -> None:
 def db_migrate() -> None:
     """Apply pending migrations, each once, in its own transaction."""
     settings = settings_or_exit()
-    with database(settings, click.echo, migrated=False) as url:
+    with database(settings, migrated=False) as url:
         applied = asyncio.run(run_migrations(url))
     for m in applied:
         click.echo(f"applied {m.version:04d}_{m.name}")
@@ -266,7 +266,7 @@ def db_status() -> None:
         finally:
             await conn.close()
 
-    with database(settings, click.echo, migrated=False) as url:
+    with database(settings, migrated=False) as url:
         states = asyncio.run(run(url))
     for st in states:
         when = st.applied_at.isoformat(timespec="seconds") if st.applied_at else "pending"

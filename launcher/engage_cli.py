@@ -166,7 +166,7 @@ def with_pool(
         finally:
             await pool.close()
 
-    with database(settings, click.echo) as url:
+    with database(settings) as url:
         return asyncio.run(run(url))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
@@ -80,7 +81,7 @@ def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
 
 
 @contextmanager
-def database(settings: Settings, echo: Echo | None = None, migrated: bool = True):
+def database(settings: Settings, migrated: bool = True):
     """The database URL for one-off commands (`kiki db`, `kiki keys`, `kiki ingest` ...),
     with the schema up to date unless `migrated=False`. The embedded server is started if it
     is not running and stopped again afterwards, leaving things as they were."""
@@ -91,8 +92,9 @@ def database(settings: Settings, echo: Echo | None = None, migrated: bool = True
         return
     pg = embedded_postgres(settings)
     was_running = pg.is_running()
-    if not was_running and echo:
-        echo(f"starting embedded PostgreSQL ({pg.pgdata}) for this command")
+    if not was_running:
+        # On stderr: a command's own output (`--json` above all) stays clean on stdout.
+        sys.stderr.write(f"starting embedded PostgreSQL ({pg.pgdata}) for this command\n")
     url = pg.start()
     try:
         if migrated:

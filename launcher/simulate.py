@@ -326,7 +326,7 @@ def simulate(
         fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", 2)
     settings = settings_or_exit()
     log_dir = str(settings.log_dir)
-    with database(settings, echo=click.echo) as url, local_ray("kiki-simulate"):
+    with database(settings) as url, local_ray("kiki-simulate"):
         result = asyncio.run(run_simulation(url, options, log_dir, shards))
     write_chart(result, chart)
     if as_json:

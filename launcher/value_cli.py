@@ -65,7 +65,7 @@ def with_tenant(
         finally:
             await conn.close()
 
-    with database(settings, click.echo) as url:
+    with database(settings) as url:
         return asyncio.run(run(url))
 
 
