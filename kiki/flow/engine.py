@@ -24,7 +24,13 @@ from datetime import datetime
 import numpy as np
 
 from kiki.flow.campaigns import Campaign
-from kiki.flow.pacing import ControllerConfig, TargetCurve, allowance_micros, update_multipliers
+from kiki.flow.pacing import (
+    ControllerConfig,
+    TargetCurve,
+    allowance_micros,
+    pool_caps,
+    update_multipliers,
+)
 from kiki.money import decimal_to_micros, minor_unit_micros, sum_micros_by
 
 PRIOR_CVR = 0.05
@@ -208,7 +214,9 @@ class BidEngine:
         )
         allowance = np.where(live, allowance_micros(target, self.budget, self.spent), 0)
         self.last_allowance = allowance
-        reserve = np.floor(allowance[self.pool_campaign] * self.pool_weight).astype(np.int64)
+        reserve = pool_caps(
+            allowance, self.pool_campaign, self.pool_weight, self.controller.pool_overcommit
+        )
 
         value = np.where(values > 0, values, self.unit_default_value).astype(float)
         cvr = (self.conversions + PRIOR_CLICKS * PRIOR_CVR) / (self.clicks + PRIOR_CLICKS)

