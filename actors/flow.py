@@ -32,7 +32,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import uuid4
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -53,7 +52,7 @@ from kiki.flow.campaigns import Campaign
 from kiki.flow.connectors import build_connector
 from kiki.flow.connectors.base import BidChange, PlatformConnector
 from kiki.flow.engine import BidEngine, TickPlan
-from kiki.flow.exchange import ExchangeConfig, SandboxConnector, SandboxExchange, Units
+from kiki.flow.exchange import ExchangeConfig, SandboxConnector, SandboxExchange, sandbox_units
 from kiki.flow.leases import LeaseBook
 from kiki.flow.live import Delivered, SpendDeltas, parse_credentials
 from kiki.shield.book import BudgetOp, OpResult, shard_of
@@ -91,13 +90,6 @@ class ShardStats:
     ticks: int
     slow_ticks: int
     audit_rows: int
-
-
-def _segment_traits(segment: str, default_value: int) -> tuple[float, float]:
-    """A sandbox segment's hidden truth, fixed by its name: conversion rate 2-8 % and a true
-    value per conversion 0.7-1.3x the ad group's stated one."""
-    rng = np.random.default_rng(int.from_bytes(segment.encode()[:8].ljust(8, b"\0"), "big"))
-    return float(rng.uniform(0.02, 0.08)), default_value * float(rng.uniform(0.7, 1.3))
 
 
 class AuditWriter:
@@ -365,21 +357,7 @@ class BidLoopShard:
     def _build_exchange(self) -> None:
         engine = self.engine
         keys = engine.campaign_keys()
-        offsets = []
-        for c in engine.campaigns:
-            offset = c.starts_at.astimezone(ZoneInfo(c.timezone)).utcoffset() or timedelta(0)
-            offsets.append(offset.total_seconds() / 3600)
-        traits = [
-            _segment_traits(seg, int(v))
-            for seg, v in zip(engine.unit_segment, engine.unit_default_value, strict=True)
-        ]
-        units = Units(
-            pool=engine.unit_pool,
-            platform=engine.unit_platform,
-            utc_offset_h=np.array(offsets)[engine.unit_campaign] if offsets else np.zeros(0),
-            true_cvr=np.array([t[0] for t in traits]),
-            true_value_micros=np.array([t[1] for t in traits]),
-        )
+        units = sandbox_units(engine)
         previous = self.exchange
         self.exchange = SandboxExchange(units, self.exchange_config, self.seed + self.shard)
         if previous is not None:

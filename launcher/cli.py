@@ -27,7 +27,7 @@ from kiki.db import migrate
 from kiki.db.pool import connect
 from kiki.errors import ConfigError, InvalidInput, KikiError
 from launcher.bench import bench
-from launcher.bench_flow import bench_flow
+from launcher.bench_flow import bench_flow, bench_pacing
 from launcher.billing_cli import billing
 from launcher.engage_cli import engage
 from launcher.platform import (
@@ -324,6 +324,7 @@ def keys_revoke(prefix: str) -> None:
 
 
 bench.add_command(bench_flow)
+bench.add_command(bench_pacing)
 for command in (bench, ingest, demo, models, train, simulate, billing, engage):
     main.add_command(command)
 

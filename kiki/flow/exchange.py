@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +32,9 @@ from kiki.flow.connectors.base import (
 )
 from kiki.flow.pacing import HOURLY_TRAFFIC
 from kiki.money import sum_micros_by
+
+if TYPE_CHECKING:
+    from kiki.flow.engine import BidEngine
 
 # The hourly curve scaled to mean 1, so auctions_per_s is the daily average rate.
 _HOURLY_RATE = HOURLY_TRAFFIC * len(HOURLY_TRAFFIC)
@@ -77,6 +82,34 @@ class Delivery:
     spend_micros: np.ndarray
     conversions: np.ndarray
     value_micros: np.ndarray
+
+
+def segment_traits(segment: str, default_value: int) -> tuple[float, float]:
+    """A sandbox segment's hidden truth, fixed by its name: conversion rate 2-8 % and a true
+    value per conversion 0.7-1.3x the ad group's stated one."""
+    rng = np.random.default_rng(int.from_bytes(segment.encode()[:8].ljust(8, b"\0"), "big"))
+    return float(rng.uniform(0.02, 0.08)), default_value * float(rng.uniform(0.7, 1.3))
+
+
+def sandbox_units(engine: BidEngine) -> Units:
+    """The engine's bidding units as the sandbox market sees them: each campaign's time zone
+    and each segment's hidden conversion rate and value."""
+    offsets = [
+        (c.starts_at.astimezone(ZoneInfo(c.timezone)).utcoffset() or timedelta(0)).total_seconds()
+        / 3600
+        for c in engine.campaigns
+    ]
+    traits = [
+        segment_traits(seg, int(v))
+        for seg, v in zip(engine.unit_segment, engine.unit_default_value, strict=True)
+    ]
+    return Units(
+        pool=engine.unit_pool,
+        platform=engine.unit_platform,
+        utc_offset_h=np.array(offsets)[engine.unit_campaign] if offsets else np.zeros(0),
+        true_cvr=np.array([t[0] for t in traits]),
+        true_value_micros=np.array([t[1] for t in traits]),
+    )
 
 
 class SandboxExchange:

@@ -1,18 +1,24 @@
-"""The simulator's pure parts: seeded synthetic campaigns and the report arithmetic."""
+"""The simulator's pure parts: seeded synthetic campaigns, the report arithmetic, and the
+pacing replay behind `kiki bench pacing`."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from click.testing import CliRunner
 
+from kiki.flow.pacing import ControllerConfig
 from kiki.flow.simulation import (
     CampaignResult,
     SimulationOptions,
     campaign_result,
+    replay_pacing,
     summaries,
     synthetic_campaigns,
 )
+from launcher.cli import main
 
 START = datetime(2026, 6, 1, 8, tzinfo=UTC)
 TENANT = "00000000-0000-0000-0000-00000000000a"
@@ -64,3 +70,28 @@ def test_summaries_split_campaigns_that_lacked_demand() -> None:
     allowed = out["demand_allowed"]
     assert allowed.campaigns == 2 and allowed.within_2pct == 1
     assert allowed.pacing_error_max == pytest.approx(0.03)
+
+
+def test_the_pacing_replay_is_deterministic_and_overcommit_changes_only_the_caps() -> None:
+    options = SimulationOptions(campaigns=40, hours=0.1, seed=3)
+    ours = replay_pacing(options, START)
+    assert ours == replay_pacing(options, START) and len(ours) == 40
+    assert all(r.spend_micros > 0 for r in ours)
+    # Without overcommit a pool never spends past its share: the same market, other caps.
+    strict = replay_pacing(options, START, ControllerConfig(pool_overcommit=1.0))
+    assert [r.campaign_id for r in strict] == [r.campaign_id for r in ours]
+    assert [r.spend_micros for r in strict] != [r.spend_micros for r in ours]
+
+
+def test_kiki_bench_pacing_prints_both_controllers_and_refuses_bad_hours() -> None:
+    runner = CliRunner()
+    done = runner.invoke(main, ["bench", "pacing", "--campaigns", "20", "--hours", "0.05",
+                                "--start-hours", "8,19", "--json"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    rows = json.loads(done.output)
+    assert [(r["start_utc"][11:16], r["controller"][:4]) for r in rows] == [
+        ("08:00", "base"), ("08:00", "ours"), ("19:00", "base"), ("19:00", "ours"),
+    ]  # fmt: skip
+    assert all(0 <= r["within_2pct"] <= r["demand_allowed"] <= 20 for r in rows)
+    bad = runner.invoke(main, ["bench", "pacing", "--start-hours", "24"])
+    assert bad.exit_code == 2 and "each hour must be 0..23" in bad.output
