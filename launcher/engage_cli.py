@@ -40,6 +40,7 @@ from launcher.value_cli import (
     TENANT_OPTION,
     TRIALS_OPTION,
     TrainingRun,
+    registry_commands,
     train,
     train_and_register,
     with_tenant,
@@ -102,50 +103,7 @@ def engage() -> None:
     """SyncEngage: churn model versions, CRM sources and sync, retention rules."""
 
 
-@engage.command("models")
-@TENANT_OPTION
-def engage_models(tenant: str | None) -> None:
-    """Churn model versions with their status and metrics."""
-
-    async def work(conn: asyncpg.Connection, owner: Tenant) -> list[registry.ModelRecord]:
-        return await registry.list_models(conn, owner.id)
-
-    found = with_tenant(load_settings(), tenant, work)
-    if not found:
-        click.echo("no churn models yet: train one with `kiki train churn`")
-        return
-    click.echo(f"{'VERSION':>7}  {'STATUS':<10} {'CALIBRATION END':<15} {'HORIZON':>7}  METRICS")
-    for m in found:
-        shown = ", ".join(f"{k}={v:.3g}" for k, v in m.metrics.items() if isinstance(v, float))
-        click.echo(
-            f"{m.version:>7}  {m.status:<10} {m.calibration_end.isoformat():<15} "
-            f"{m.horizon_days:>6}d  {shown}"
-        )
-
-
-@engage.command("promote")
-@click.argument("version", type=int)
-@TENANT_OPTION
-def engage_promote(version: int, tenant: str | None) -> None:
-    """Serve churn model VERSION (the engage app re-reads the registry within seconds)."""
-
-    async def work(conn: asyncpg.Connection, owner: Tenant) -> registry.ModelRecord:
-        return await registry.promote(conn, owner.id, version)
-
-    record = with_tenant(load_settings(), tenant, work)
-    click.echo(f"churn model version {record.version} is now in production")
-
-
-@engage.command("rollback")
-@TENANT_OPTION
-def engage_rollback(tenant: str | None) -> None:
-    """Serve the previous production churn model again."""
-
-    async def work(conn: asyncpg.Connection, owner: Tenant) -> registry.ModelRecord:
-        return await registry.rollback(conn, owner.id)
-
-    record = with_tenant(load_settings(), tenant, work)
-    click.echo(f"rolled back: churn model version {record.version} is in production")
+registry_commands(engage, registry.CHURN_MODELS, "models", "kiki train churn")
 
 
 # --- CRM sources and sync ---------------------------------------------------------------------

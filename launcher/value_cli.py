@@ -128,57 +128,75 @@ def models() -> None:
     """LTV model versions: list, promote (all traffic or an A/B share), roll back."""
 
 
-@models.command("list")
-@TENANT_OPTION
-def models_list(tenant: str | None) -> None:
-    """Versions with their status, traffic share, data window and holdout metrics."""
+def registry_commands(
+    group: click.Group, models: ModelRegistry, list_name: str, train_command: str
+) -> None:
+    """`list_name`, `promote VERSION` (with `--traffic` where the registry allows A/B
+    candidates) and `rollback` under `group`, for one model registry. Serving replicas pick
+    a change up within seconds, without a restart."""
 
-    async def work(conn: asyncpg.Connection, owner: Tenant) -> list[registry.ModelRecord]:
-        return await registry.list_models(conn, owner.id)
+    @group.command(list_name)
+    @TENANT_OPTION
+    def list_versions(tenant: str | None) -> None:
+        async def work(conn: asyncpg.Connection, owner: Tenant) -> list[ModelRecord]:
+            return await models.list_models(conn, owner.id)
 
-    found = with_tenant(load_settings(), tenant, work)
-    if not found:
-        click.echo("no models yet: train one with `kiki train ltv`")
-        return
-    click.echo(f"{'VERSION':>7}  {'STATUS':<10} {'TRAFFIC':>7}  {'CALIBRATION END':<15} METRICS")
-    for m in found:
-        shown = ", ".join(f"{k}={v:.3g}" for k, v in m.metrics.items() if isinstance(v, float))
+        found = with_tenant(load_settings(), tenant, work)
+        if not found:
+            click.echo(f"no {models.noun}s yet: train one with `{train_command}`")
+            return
         click.echo(
-            f"{m.version:>7}  {m.status:<10} {m.traffic_percent:>6}%  "
-            f"{m.calibration_end.isoformat():<15} {shown}"
+            f"{'VERSION':>7}  {'STATUS':<10} {'TRAFFIC':>7}  {'CALIBRATION END':<15} "
+            f"{'HORIZON':>7}  METRICS"
+        )
+        for m in found:
+            shown = ", ".join(f"{k}={v:.3g}" for k, v in m.metrics.items() if isinstance(v, float))
+            click.echo(
+                f"{m.version:>7}  {m.status:<10} {m.traffic_percent:>6}%  "
+                f"{m.calibration_end.isoformat():<15} {m.horizon_days:>6}d  {shown}"
+            )
+
+    noun = models.noun[0].upper() + models.noun[1:]
+    list_versions.help = f"{noun} versions: status, traffic share, metrics."
+
+    def promote(version: int, tenant: str | None, traffic: int = 100) -> None:
+        async def work(conn: asyncpg.Connection, owner: Tenant) -> ModelRecord:
+            return await models.promote(conn, owner.id, version, traffic)
+
+        record = with_tenant(load_settings(), tenant, work)
+        click.echo(
+            f"{models.noun} version {record.version} is now {record.status} "
+            f"({record.traffic_percent}%)"
         )
 
+    if models.candidates:
+        promote = click.option(
+            "--traffic",
+            default=100,
+            show_default=True,
+            type=click.IntRange(1, 100),
+            help="Percent of customers; below 100 makes it the A/B candidate.",
+        )(promote)
+    promote.__doc__ = f"Serve {models.noun} VERSION" + (
+        " to every customer, or to --traffic percent of them as an A/B test."
+        if models.candidates
+        else "."
+    )
+    group.command("promote")(click.argument("version", type=int)(TENANT_OPTION(promote)))
 
-@models.command("promote")
-@click.argument("version", type=int)
-@click.option(
-    "--traffic",
-    default=100,
-    show_default=True,
-    help="Percent of customers; below 100 makes it the A/B candidate.",
-)
-@TENANT_OPTION
-def models_promote(version: int, traffic: int, tenant: str | None) -> None:
-    """Serve VERSION to every customer, or to --traffic percent of them as an A/B test.
-    Serving replicas pick the change up within seconds, without a restart."""
+    @group.command("rollback")
+    @TENANT_OPTION
+    def rollback(tenant: str | None) -> None:
+        async def work(conn: asyncpg.Connection, owner: Tenant) -> ModelRecord:
+            return await models.rollback(conn, owner.id)
 
-    async def work(conn: asyncpg.Connection, owner: Tenant) -> registry.ModelRecord:
-        return await registry.promote(conn, owner.id, version, traffic)
+        record = with_tenant(load_settings(), tenant, work)
+        click.echo(f"rolled back: {models.noun} version {record.version} is in production")
 
-    record = with_tenant(load_settings(), tenant, work)
-    click.echo(f"version {record.version} is now {record.status} ({record.traffic_percent}%)")
+    rollback.help = f"Serve the previous production {models.noun} again (ending any A/B test)."
 
 
-@models.command("rollback")
-@TENANT_OPTION
-def models_rollback(tenant: str | None) -> None:
-    """Serve the previous production version again (and end any A/B test)."""
-
-    async def work(conn: asyncpg.Connection, owner: Tenant) -> registry.ModelRecord:
-        return await registry.rollback(conn, owner.id)
-
-    record = with_tenant(load_settings(), tenant, work)
-    click.echo(f"rolled back: version {record.version} is in production")
+registry_commands(models, registry.LTV_MODELS, "list", "kiki train ltv")
 
 
 @click.group()

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import date
+from pathlib import Path
 from uuid import UUID
 
 import asyncpg
 import pytest
+from click.testing import CliRunner
 
 from kiki.auth import ensure_tenant
 from kiki.db import migrate
@@ -18,6 +20,7 @@ from kiki.engage.registry import CHURN_MODELS
 from kiki.errors import Conflict, InvalidInput, NotFound
 from kiki.model_registry import ModelRecord, ModelRegistry
 from kiki.value.registry import LTV_MODELS, ab_bucket
+from launcher.cli import main
 
 Scenario = Callable[[asyncpg.Connection, UUID], Awaitable[None]]
 
@@ -107,3 +110,40 @@ def test_ab_buckets_are_stable_and_even() -> None:
     buckets = [ab_bucket(f"cust_{i}") for i in range(10_000)]
     assert buckets[:50] == [ab_bucket(f"cust_{i}") for i in range(50)]
     assert 0.17 < sum(b < 20 for b in buckets) / len(buckets) < 0.23
+
+
+@pytest.mark.parametrize(
+    ("models", "group"),
+    [(LTV_MODELS, ["models"]), (CHURN_MODELS, ["engage"])],
+    ids=["ltv", "churn"],
+)
+def test_the_cli_lists_promotes_and_rolls_back(
+    fresh_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models: ModelRegistry,
+    group: list[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("KIKI_DATABASE_URL", fresh_db)
+    monkeypatch.setenv("KIKI_HOME", str(tmp_path))
+
+    async def scenario(conn: asyncpg.Connection, tenant: UUID) -> None:
+        for _ in range(2):
+            await register(models, conn, tenant)
+
+    run(fresh_db, scenario)
+    runner = CliRunner()
+
+    def kiki(*args: str) -> str:
+        done = runner.invoke(main, [*group, *args, "--tenant", "acme"])
+        assert done.exit_code == 0, done.output
+        return done.output
+
+    listing = "list" if group == ["models"] else "models"
+    assert "      1  registered" in kiki(listing)
+    assert f"{models.noun} version 1 is now production (100%)" in kiki("promote", "1")
+    assert f"{models.noun} version 2 is now production (100%)" in kiki("promote", "2")
+    assert f"rolled back: {models.noun} version 1 is in production" in kiki("rollback")
+    assert "      1  production    100%  1997-09-30          90d" in kiki(listing)
+    ab = runner.invoke(main, [*group, "promote", "2", "--traffic", "20", "--tenant", "acme"])
+    if models.candidates:
+        assert ab.exit_code == 0 and "version 2 is now candidate (20%)" in ab.output
+    else:
+        assert ab.exit_code == 2 and "No such option '--traffic'" in ab.output
