@@ -17,8 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kiki.errors import ConfigError
 
 SERVICES: tuple[str, ...] = ("value", "shield", "flow", "create", "engage", "billing")
-# Settings that carry credentials. They never travel in Ray's runtime_env, which the dashboard
-# and `serve status` show: a local run hands them to the raylet's own environment instead.
+# Settings that carry credentials besides those typed SecretStr. They never travel in Ray's
+# runtime_env, which the dashboard and `serve status` show: a local run hands them to the
+# raylet's own environment instead.
 SECRET_SETTINGS: frozenset[str] = frozenset(
     {
         "database_url",
@@ -27,7 +28,6 @@ SECRET_SETTINGS: frozenset[str] = frozenset(
         "smtp_password",
         "twilio_auth_token",
         "fcm_access_token",
-        "secret_key",
     }
 )
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -147,7 +147,9 @@ def _changed(settings: Settings) -> Iterator[tuple[str, Any]]:
 
 
 def _is_secret(name: str) -> bool:
-    return name in SECRET_SETTINGS or Settings.model_fields[name].annotation is SecretStr
+    """Named in SECRET_SETTINGS, or typed SecretStr (alone or optional)."""
+    annotation = Settings.model_fields[name].annotation
+    return name in SECRET_SETTINGS or SecretStr in (annotation, *get_args(annotation))
 
 
 @contextmanager

@@ -3,6 +3,7 @@ free, results kept under one storage folder, the best configuration handed back.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,7 +23,10 @@ def trial_cpus(requested: float | None) -> float:
     and actors hold most CPUs, and whole-CPU trials would wait for ever."""
     if requested is not None:
         return requested
-    free = float(ray.available_resources().get("CPU", 0.0)) if ray.is_initialized() else 2.0
+    if ray.is_initialized():
+        free = float(ray.available_resources().get("CPU", 0.0))
+    else:  # Tune starts a local Ray with every CPU of this machine
+        free = float(os.cpu_count() or 1)
     if free < MIN_TRIAL_CPUS:
         raise RuntimeError(
             f"the Ray cluster has {free:.2f} CPUs free, too few for a Tune trial; "

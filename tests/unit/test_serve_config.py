@@ -123,3 +123,12 @@ def test_secrets_never_travel_in_runtime_env(config: dict, monkeypatch) -> None:
         assert os.environ["KIKI_SMTP_PASSWORD"] == "hunter2"
     assert "KIKI_STRIPE_API_KEY" not in os.environ
     assert os.environ["KIKI_SMTP_PASSWORD"] == "outer"
+
+
+def test_a_secretstr_setting_is_a_secret_without_being_listed(config: dict) -> None:
+    settings = Settings(secret_key="k" * 44)
+    adapted = serve_config.adapt_for_machine(config, settings, gpus=0)
+    assert all(
+        "KIKI_SECRET_KEY" not in a["runtime_env"]["env_vars"] for a in adapted["applications"]
+    )
+    assert serve_config.secret_env(settings) == {"KIKI_SECRET_KEY": "k" * 44}

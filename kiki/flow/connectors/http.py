@@ -313,10 +313,12 @@ class HttpConnector(PlatformConnector, Generic[S]):
             try:
                 body = response.json()
             except ValueError:
-                body = {}
-            token = body.get("access_token") if isinstance(body, dict) else None
+                body = None
+            if not isinstance(body, dict):
+                body = {}  # an HTML error page or other non-object: the status says enough
+            token = body.get("access_token")
             if response.status_code != 200 or not isinstance(token, str) or not token:
-                reason = body.get("error_description") or body.get("error") if body else None
+                reason = body.get("error_description") or body.get("error")
                 raise Unavailable(
                     f"{self.platform} refused to refresh the access token "
                     f"(HTTP {response.status_code}: {reason or response.text[:200]}); "
