@@ -53,7 +53,7 @@ from kiki.flow.connectors import build_connector
 from kiki.flow.connectors.base import BidChange, PlatformConnector
 from kiki.flow.engine import BidEngine, TickPlan
 from kiki.flow.exchange import ExchangeConfig, SandboxConnector, SandboxExchange, sandbox_units
-from kiki.flow.leases import LeaseBook
+from kiki.flow.leases import LeaseBook, commit_op, reserve_op
 from kiki.flow.live import Delivered, SpendDeltas, parse_credentials
 from kiki.shield.book import BudgetOp, OpResult, shard_of
 
@@ -226,7 +226,9 @@ class BidLoopShard:
         self.connectors: dict[str, PlatformConnector] = {}
         self.lease_ticks = lease_ticks
         self._incarnation = uuid4().hex[:12]  # tells this process's lease keys from earlier ones
-        self.leases = LeaseBook(0, lease_ticks)  # one SyncShield reservation per pool
+        self.leases = LeaseBook(
+            np.zeros(0, dtype=np.int64), lease_ticks
+        )  # one SyncShield reservation per pool
         self.pending_commits: list[BudgetOp] = []  # commits that failed, retried next tick
         self.tick_id = 0
         self.slow_ticks = 0
@@ -320,7 +322,7 @@ class BidLoopShard:
         self._value_keys = sorted(set(unit_keys))
         index = {k: i for i, k in enumerate(self._value_keys)}
         self._unit_value_key = np.array([index[k] for k in unit_keys], dtype=np.int64)
-        self.leases = LeaseBook(len(engine.pool_campaign), self.lease_ticks)
+        self.leases = LeaseBook(engine.pool_campaign, self.lease_ticks)
         self._build_market()
 
     async def _settle_reservations(self, old: BidEngine) -> None:
@@ -329,7 +331,7 @@ class BidLoopShard:
         self.leases.spend(self._deliver(old, self.clock.now()))
         keys = old.campaign_keys()
         closing = self.leases.close_all()
-        ops = [_commit(keys[old.pool_campaign[p]], rid, used) for p, rid, used in closing]
+        ops = [commit_op(keys[old.pool_campaign[p]], rid, used) for p, rid, used in closing]
         await self._run_budget_ops(ops)
         old.granted(np.zeros(len(old.pool_campaign)))
 
@@ -576,18 +578,22 @@ class BidLoopShard:
         """Commit the leases that are due and reserve their next windows; set each pool's cap
         for the tick. Returns the pools whose reservation was refused, with the reason."""
         keys = engine.campaign_keys()
-        renewals = self.leases.renewals(self.tick_id, plan.reserve, plan.live[engine.pool_campaign])
+        renewals = self.leases.renewals(
+            self.tick_id,
+            plan.reserve,
+            plan.live[engine.pool_campaign],
+            engine.budget - engine.spent,
+        )
         commits = self.pending_commits + [
-            _commit(keys[engine.pool_campaign[p]], rid, used) for p, rid, used in renewals.commits
+            commit_op(keys[engine.pool_campaign[p]], rid, used) for p, rid, used in renewals.commits
         ]
         # Keys made here, not by BudgetClient.with_keys (a uuid4 and a dataclass copy per op):
         # this incarnation, tick and pool name each reservation once.
         tag = f"lease:{self._incarnation}:{self.tick_id}"
         reserves = [
-            BudgetOp("reserve", *keys[engine.pool_campaign[p]], f"{tag}:{p}", micros,
-                     engine.pool_platform[p])
+            reserve_op(keys[engine.pool_campaign[p]], tag, p, micros, engine.pool_platform[p])
             for p, micros in renewals.reserves
-        ]  # fmt: skip
+        ]
         results = await self._run_budget_ops(commits + reserves)
         denied: dict[int, str] = {}
         for (p, _), result in zip(renewals.reserves, results[len(commits) :], strict=True):
@@ -705,12 +711,6 @@ def _lap(phases: dict[str, float], name: str, since: float) -> float:
     now = time.perf_counter()
     phases[name] = (now - since) * 1000
     return now
-
-
-def _commit(key: tuple[str, str], reservation_id: str, used: int) -> BudgetOp:
-    """Close a lease: a reservation is committed once, so its id is the idempotency key."""
-    return BudgetOp("commit", *key, f"commit:{reservation_id}", used,
-                    reservation_id=reservation_id)  # fmt: skip
 
 
 def _unavailable(op: BudgetOp) -> OpResult:

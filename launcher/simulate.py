@@ -260,6 +260,18 @@ def _table(result: SimulationResult) -> str:
     return "\n".join([head, *rows])
 
 
+def _parse_start(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not ISO 8601, e.g. 2026-11-28T00:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 @click.command("simulate")
 @click.option("--campaigns", default=10, show_default=True, help="Synthetic campaigns.")
 @click.option("--hours", default=2.0, show_default=True, help="Virtual hours to run.")
@@ -271,6 +283,13 @@ def _table(result: SimulationResult) -> str:
 @click.option("--platforms", default=5, show_default=True, help="Platforms per campaign (1-5).")
 @click.option("--ad-groups", default=4, show_default=True, help="Ad groups per campaign.")
 @click.option("--shards", default=2, show_default=True, help="Bid-loop actors.")
+@click.option(
+    "--start",
+    "start_at",
+    callback=_parse_start,
+    help="Virtual start, ISO 8601 (UTC unless it has an offset), e.g. 2026-11-28T00:00; "
+    "default: this hour. Time zones and traffic-shaped curves make pacing depend on it.",
+)
 @click.option(
     "--fail-platform",
     "outages",
@@ -295,6 +314,7 @@ def simulate(
     platforms: int,
     ad_groups: int,
     shards: int,
+    start_at: datetime | None,
     outages: tuple[str, ...],
     chart: Path,
     as_json: bool,
@@ -320,6 +340,7 @@ def simulate(
             platforms=platforms,
             ad_groups=ad_groups,
             outages=list(outages),
+            start=start_at,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

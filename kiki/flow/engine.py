@@ -102,6 +102,8 @@ class BidEngine:
         self._normalise_weights()
         self.unit_campaign = np.array([u[0] for u in unit_rows], dtype=np.int64)
         self.unit_pool = np.array([u[1] for u in unit_rows], dtype=np.int64)
+        # A pool's units are contiguous (built pool by pool above): reduceat over them.
+        self.pool_first_unit = np.searchsorted(self.unit_pool, np.arange(len(pools)))
         # Labels per unit, built once: the audit trail writes them on every row of every tick.
         self.unit_tenant = [self.campaigns[u[0]].tenant_id for u in unit_rows]
         self.unit_campaign_id = [self.campaigns[u[0]].campaign_id for u in unit_rows]
@@ -163,16 +165,18 @@ class BidEngine:
         # Pools that used their cap earn a larger share; pools that could not, a smaller one.
         had_cap = self.pool_cap > 0
         fill = np.divide(pool_spend, self.pool_cap, out=np.zeros(pools), where=had_cap)
+        # Not spending a cap smaller than one click at the pool's bid says nothing about its
+        # demand. Penalising it shrank the next cap further, a spiral that stranded campaigns
+        # whose per-tick allowance is a few clicks (most of them at night) on one platform.
+        top_bid = np.maximum.reduceat(self.bids, self.pool_first_unit)
+        informative = had_cap & ((self.pool_cap >= top_bid) | (fill >= 0.95))
         self.pool_weight = np.where(
-            had_cap,
+            informative,
             self.pool_weight * np.where(fill >= 0.95, 1.2, 0.5 + 0.5 * fill),
             self.pool_weight,
         )
         self._normalise_weights()
-        goal_met = self.goal_met()
-        ceiling = np.where(
-            goal_met, self.controller.max_multiplier_goal_met, self.controller.max_multiplier
-        )
+        ceiling = self.multiplier_ceiling()
         # Demand-limited: more than 1 % of the budget behind the curve although the bid was
         # as high as the goal allows; catching up would have meant missing the goal.
         asked = self.last_allowance > 0
@@ -184,10 +188,16 @@ class BidEngine:
             self.integral,
             self.last_allowance,
             campaign_spend,
-            goal_met,
+            ceiling,
             self.controller,
         )
         return pool_spend
+
+    def multiplier_ceiling(self) -> np.ndarray:
+        """Per campaign: the highest pacing multiplier its goal allows now."""
+        return np.where(
+            self.goal_met(), self.controller.max_multiplier_goal_met, self.controller.max_multiplier
+        )
 
     def goal_met(self) -> np.ndarray:
         """Per campaign: has it shown (over MIN_GOAL_CONVERSIONS) that it meets its goal?
@@ -215,7 +225,11 @@ class BidEngine:
         allowance = np.where(live, allowance_micros(target, self.budget, self.spent), 0)
         self.last_allowance = allowance
         reserve = pool_caps(
-            allowance, self.pool_campaign, self.pool_weight, self.controller.pool_overcommit
+            allowance,
+            self.pool_campaign,
+            self.pool_weight,
+            self.controller.pool_overcommit,
+            np.maximum(self.budget - self.spent, 0),
         )
 
         value = np.where(values > 0, values, self.unit_default_value).astype(float)

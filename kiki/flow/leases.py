@@ -7,6 +7,11 @@ is renewed (commit what was used, reserve the next window) when its window ends,
 runs short of the next tick's need, or when the campaign stops bidding. Windows are staggered
 by pool, so renewals spread evenly over ticks. The guarantee is unchanged: a pool never spends
 more in a tick than what is left of a reservation SyncShield granted.
+
+A new lease never takes more than its pool's part of the campaign's budget that is neither
+spent nor held by another lease (parts in proportion to this tick's needs). SyncShield grants
+first come, first served: without this, near the end of a budget the leases of pools that
+could not spend held the last of it while a pool with demand was refused.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from kiki.money import sum_micros_by
+from kiki.shield.book import BudgetOp
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +33,13 @@ class Renewals:
 
 
 class LeaseBook:
-    def __init__(self, pools: int, window: int = 5) -> None:
+    def __init__(self, pool_campaign: np.ndarray, window: int = 5) -> None:
+        """`pool_campaign`: the campaign (index) of each pool."""
         if window < 1:
             raise ValueError("a lease window is at least one tick")
         self.window = window
+        self.pool_campaign = pool_campaign
+        pools = len(pool_campaign)
         self.reservation: list[str | None] = [None] * pools
         self.amount = np.zeros(pools, dtype=np.int64)
         self.used = np.zeros(pools, dtype=np.int64)
@@ -41,9 +52,12 @@ class LeaseBook:
         """Record what each pool spent in the last tick."""
         self.used += pool_spend
 
-    def renewals(self, tick: int, need: np.ndarray, live: np.ndarray) -> Renewals:
-        """Which leases to close and open before `tick`, given each pool's need for the tick
-        and whether its campaign is bidding. Closed leases are forgotten at once."""
+    def renewals(
+        self, tick: int, need: np.ndarray, live: np.ndarray, budget_left: np.ndarray
+    ) -> Renewals:
+        """Which leases to close and open before `tick`, given each pool's need for the tick,
+        whether its campaign is bidding and each campaign's budget not yet spent. Closed leases
+        are forgotten at once."""
         held = np.array([r is not None for r in self.reservation], dtype=bool)
         close = held & ((tick >= self.due) | (self.remaining() < need) | ~live)
         commits = []
@@ -51,9 +65,19 @@ class LeaseBook:
             commits.append((p, self.reservation[p], int(self.used[p])))
             self.reservation[p] = None
             self.amount[p] = self.used[p] = 0
-        open_ = (~held | close) & live & (need > 0)
-        reserves = [(p, int(need[p]) * self.window) for p in np.flatnonzero(open_).tolist()]
+        amount = np.minimum(need * self.window, self._room(need, budget_left))
+        open_ = (~held | close) & live & (amount > 0)
+        reserves = [(p, int(amount[p])) for p in np.flatnonzero(open_).tolist()]
         return Renewals(commits, reserves)
+
+    def _room(self, need: np.ndarray, budget_left: np.ndarray) -> np.ndarray:
+        """Each pool's part of its campaign's budget neither spent nor held by a lease."""
+        campaigns = len(budget_left)
+        held = sum_micros_by(self.pool_campaign, self.remaining(), campaigns)
+        free = np.maximum(budget_left - held, 0)[self.pool_campaign]
+        total = sum_micros_by(self.pool_campaign, need, campaigns)[self.pool_campaign]
+        share = np.divide(need, total, out=np.zeros(len(need)), where=total > 0)
+        return np.floor(free * share).astype(np.int64)
 
     def opened(self, pool: int, reservation_id: str, micros: int, tick: int) -> None:
         """A reservation was granted. A pool's first window is shortened by pool % window so
@@ -77,3 +101,14 @@ class LeaseBook:
         self.reservation = [None] * pools
         self.amount[:] = self.used[:] = 0
         return out
+
+
+def commit_op(key: tuple[str, str], reservation_id: str, used: int) -> BudgetOp:
+    """Close a lease: a reservation is committed once, so its id is the idempotency key."""
+    return BudgetOp("commit", *key, f"commit:{reservation_id}", used,
+                    reservation_id=reservation_id)  # fmt: skip
+
+
+def reserve_op(key: tuple[str, str], tag: str, pool: int, micros: int, platform: str) -> BudgetOp:
+    """Open a lease. `tag` names the lease holder and tick: with the pool, the idempotency key."""
+    return BudgetOp("reserve", *key, f"{tag}:{pool}", micros, platform)

@@ -129,11 +129,21 @@ class ControllerConfig:
 
 
 def pool_caps(
-    allowance: np.ndarray, pool_campaign: np.ndarray, share: np.ndarray, overcommit: float
+    allowance: np.ndarray,
+    pool_campaign: np.ndarray,
+    share: np.ndarray,
+    overcommit: float,
+    remaining: np.ndarray,
 ) -> np.ndarray:
     """Micros each pool may spend next tick: up to `overcommit` times its share of its
-    campaign's allowance, never more than the whole allowance."""
-    return np.floor(allowance[pool_campaign] * np.minimum(1.0, share * overcommit)).astype(np.int64)
+    campaign's allowance, never more than the whole allowance, and a campaign's pools
+    together never more than the `remaining` budget (scaled down alike when they would be)."""
+    caps = np.floor(allowance[pool_campaign] * np.minimum(1.0, share * overcommit))
+    total = np.bincount(pool_campaign, weights=caps, minlength=len(allowance))
+    over = total > remaining
+    # Each scaled cap is floored, so their sum stays within `remaining` (float error < 1 micro).
+    scale = np.divide(remaining, total, out=np.ones(len(total)), where=over)
+    return np.floor(caps * scale[pool_campaign]).astype(np.int64)
 
 
 def update_multipliers(
@@ -141,20 +151,18 @@ def update_multipliers(
     integral: np.ndarray,
     allowance: np.ndarray,
     spend: np.ndarray,
-    goal_met: np.ndarray,
+    ceiling: np.ndarray,
     config: ControllerConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One PI step for many campaigns at once. Fill = spend / allowance of the last tick;
     the error (target_fill - fill) moves the multiplier multiplicatively, so a campaign bidding
     $0.10 and one bidding $10 react alike. Campaigns that had no allowance keep their state.
-    The ceiling is max_multiplier, or max_multiplier_goal_met where `goal_met`.
-    Returns (multiplier, integral)."""
+    `ceiling` is each campaign's highest multiplier. Returns (multiplier, integral)."""
     active = allowance > 0
     fill = np.divide(spend, allowance, out=np.ones_like(multiplier), where=active)
     error = np.where(active, config.target_fill - np.minimum(fill, 1.0), 0.0)
     integral = np.clip(integral + error, -config.integral_limit, config.integral_limit)
     step = np.exp(config.kp * error + config.ki * integral * active)
-    ceiling = np.where(goal_met, config.max_multiplier_goal_met, config.max_multiplier)
     multiplier = np.clip(multiplier * step, config.min_multiplier, ceiling)
     return multiplier, integral
 

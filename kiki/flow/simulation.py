@@ -3,8 +3,9 @@ the pacing alone.
 
 `kiki simulate` (launcher/simulate.py) runs the real bid-loop actors, budget actors, audit
 trail and sandbox exchange on a virtual clock; this module decides what to run and scores it.
-`replay_pacing` runs the same engine against the same sandbox without Ray or a database, in
-seconds for 1,000 campaigns: what `kiki bench pacing` compares controllers with.
+`replay_pacing` runs the same engine, leases and ledger rules against the same sandbox without
+Ray or a database, in seconds for 1,000 campaigns: what `kiki bench pacing` compares
+controllers with.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from decimal import Decimal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from kiki.flow.campaigns import AdGroup, Campaign, CampaignStatus, PacingSettings
+from kiki.flow.campaigns import AdGroup, Campaign, CampaignStatus, PacingSettings, budget_op
 from kiki.flow.connectors.base import PLATFORMS
 from kiki.flow.engine import BidEngine
 from kiki.flow.exchange import ExchangeConfig, SandboxExchange, sandbox_units
+from kiki.flow.leases import LeaseBook, commit_op, reserve_op
 from kiki.flow.pacing import ControllerConfig, TargetCurve, pacing_error
+from kiki.shield.book import BudgetBook, BudgetOp, OpResult
 
 _ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo")
 
@@ -171,13 +174,17 @@ REPLAY_TENANT = "00000000-0000-0000-0000-000000000000"
 def replay_pacing(
     options: SimulationOptions, start: datetime, controller: ControllerConfig | None = None
 ) -> list[CampaignResult]:
-    """Pace `options`' synthetic campaigns from `start` with one engine against the sandbox,
-    each tick's pool caps granted in full (as while the budget leases hold), and score them.
-    No budget actors: spend is what the sandbox delivered, so overspend is not measured here
-    (SyncShield's ledger does that in `kiki simulate`)."""
+    """Pace `options`' synthetic campaigns from `start` with one engine against the sandbox and
+    score them: the bid loop's tick without Ray or a database. Budget leases are renewed as
+    the bid-loop actor renews them and granted by SyncShield's own ledger logic (`BudgetBook`,
+    in memory), so spend and overspend come from the same rules `kiki simulate` runs."""
     campaigns = synthetic_campaigns(REPLAY_TENANT, options, start)
     engine = BidEngine(campaigns, controller)
     exchange = SandboxExchange(sandbox_units(engine), ExchangeConfig(), options.seed)
+    keys, pool_campaign = engine.campaign_keys(), engine.pool_campaign
+    ledger = BudgetBook()
+    _execute(ledger, [budget_op(c) for c in campaigns], start)
+    leases = LeaseBook(pool_campaign, options.lease_ticks)
     none = np.zeros(len(engine.unit_pool), dtype=np.int64)  # no segment values: defaults
     engine.observe(none, none, none, none)
     tick = timedelta(seconds=options.tick_s)
@@ -187,17 +194,35 @@ def replay_pacing(
         now = start + k * tick
         if k:
             delivered = exchange.run(now - tick, options.tick_s, engine.pool_cap)
-            engine.observe(
-                delivered.spend_micros,
-                delivered.clicks,
-                delivered.conversions,
-                delivered.value_micros,
+            leases.spend(
+                engine.observe(
+                    delivered.spend_micros,
+                    delivered.clicks,
+                    delivered.conversions,
+                    delivered.value_micros,
+                )
             )
         plan = engine.decide(now, now + tick, none)
-        engine.granted(plan.reserve)
+        renewals = leases.renewals(
+            k, plan.reserve, plan.live[pool_campaign], engine.budget - engine.spent
+        )
+        commits = [commit_op(keys[pool_campaign[p]], r, used) for p, r, used in renewals.commits]
+        reserves = [
+            reserve_op(keys[pool_campaign[p]], f"replay:{k}", p, micros, engine.pool_platform[p])
+            for p, micros in renewals.reserves
+        ]
+        results = _execute(ledger, commits + reserves, now)[len(commits) :]
+        for (p, _), result in zip(renewals.reserves, results, strict=True):
+            if result.outcome in ("granted", "partial"):
+                leases.opened(p, result.reservation_id, result.amount_micros, k)
+        engine.granted(leases.caps(plan.reserve))
         exchange.bids[:] = plan.bids
         moments.append(now)
         spent.append(engine.spent.copy())
+    end = start + timedelta(hours=options.hours)
+    _execute(
+        ledger, [commit_op(keys[pool_campaign[p]], *lease) for p, *lease in leases.close_all()], end
+    )
     over_time = np.array(spent)
     limited = engine.limited_ticks / np.maximum(engine.live_ticks, 1)
     return [
@@ -205,10 +230,19 @@ def replay_pacing(
             c,
             moments,
             over_time[:, i].tolist(),
-            ledger_committed=int(engine.spent[i]),
+            ledger_committed=ledger.campaigns[keys[i]].committed,
             over_delivered=0,
             value_micros=int(engine.value_total[i]),
             demand_limited=float(limited[i]),
         )
         for i, c in enumerate(campaigns)
     ]
+
+
+def _execute(ledger: BudgetBook, ops: list[BudgetOp], now: datetime) -> list[OpResult]:
+    events: list = []
+    created: list = []
+    results = [ledger.execute(op, now, events, created) for op in ops]
+    for result in results:
+        result.raise_for_error()
+    return results

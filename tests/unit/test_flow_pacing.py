@@ -148,26 +148,43 @@ def test_bids_follow_value_goal_and_max_bid() -> None:
 
 
 def test_leases_renew_when_due_short_or_stopped_and_cap_each_tick() -> None:
-    book = LeaseBook(pools=3, window=4)
+    book = LeaseBook(np.arange(3), window=4)  # three campaigns, one pool each
     need = np.array([100, 100, 0])
     live = np.array([True, True, True])
-    first = book.renewals(1, need, live)
+    plenty = np.full(3, 10**9)
+    first = book.renewals(1, need, live, plenty)
     assert first.commits == [] and first.reserves == [(0, 400), (1, 400)]
     book.opened(0, "r0", 400, 1)
     book.opened(1, "r1", 250, 1)  # partially granted
     assert book.caps(np.array([150, 150, 10])).tolist() == [150, 150, 0]
     book.spend(np.array([100, 200, 0]))
     # Pool 1 has 50 left, less than its need; pool 0's first window was staggered to 1 tick.
-    second = book.renewals(2, need, live)
+    second = book.renewals(2, need, live, plenty)
     assert second.commits == [(0, "r0", 100), (1, "r1", 200)]
     assert second.reserves == [(0, 400), (1, 400)]
     book.opened(0, "r0b", 400, 2)
     book.opened(1, "r1b", 400, 2)
     assert book.due.tolist()[:2] == [6, 6]  # later windows are full length
-    assert book.renewals(3, need, live).commits == []  # room left and not due
-    stopped = book.renewals(3, need, np.array([False, True, True]))
+    assert book.renewals(3, need, live, plenty).commits == []  # room left and not due
+    stopped = book.renewals(3, need, np.array([False, True, True]), plenty)
     assert stopped.commits == [(0, "r0b", 0)] and stopped.reserves == []
     assert book.close_all() == [(1, "r1b", 0)]
+
+
+def test_a_new_lease_takes_only_its_part_of_the_budget_not_spent_or_leased() -> None:
+    book = LeaseBook(np.array([0, 0, 0]), window=10)  # one campaign on three platforms
+    need = np.array([300, 100, 100])
+    live = np.ones(3, dtype=bool)
+    # 1,000 left: parts in proportion to the needs (600/200/200), each below 10 ticks' need.
+    assert book.renewals(1, need, live, np.array([1_000])).reserves == [
+        (0, 600), (1, 200), (2, 200)
+    ]  # fmt: skip
+    book.opened(0, "r0", 600, 5)  # pool 0's lease runs to tick 6
+    # Pool 0 holds 600 of the 700 left; of the 100 nobody holds, pools 1 and 2 take their
+    # parts (100/500 of the needs each), leaving the rest for whichever pool renews next.
+    assert book.renewals(5, need, live, np.array([700])).reserves == [(1, 20), (2, 20)]
+    # Nothing free: no reservation is asked for (SyncShield would refuse it anyway).
+    assert book.renewals(5, need, live, np.array([600])).reserves == []
 
 
 def test_records_cover_only_live_campaigns_with_their_labels() -> None:
@@ -208,9 +225,34 @@ def test_decision_log_lines_are_json_and_complete() -> None:
     assert usage.transaction_id == audit.usage(rows)[0].transaction_id  # the same rows bill once
 
 
-def test_a_pool_may_take_a_multiple_of_its_share_but_never_more_than_the_allowance() -> None:
+def test_a_pool_may_take_a_multiple_of_its_share_but_never_more_than_allowance_or_budget() -> None:
     allowance = np.array([1_000, 0])
     pool_campaign = np.array([0, 0, 0, 1])
     share = np.array([0.5, 0.25, 0.25, 1.0])
-    assert pool_caps(allowance, pool_campaign, share, 3.0).tolist() == [1_000, 750, 750, 0]
-    assert pool_caps(allowance, pool_campaign, share, 1.0).tolist() == [500, 250, 250, 0]
+    plenty = np.array([10**9, 10**9])
+    assert pool_caps(allowance, pool_campaign, share, 3.0, plenty).tolist() == [1_000, 750, 750, 0]
+    assert pool_caps(allowance, pool_campaign, share, 1.0, plenty).tolist() == [500, 250, 250, 0]
+    # Near the end of the budget the pools share what is left, in proportion, never more.
+    last = pool_caps(allowance, pool_campaign, share, 3.0, np.array([1_001, 0]))
+    assert last.tolist() == [400, 300, 300, 0] and last[:3].sum() <= 1_001
+    odd = pool_caps(np.array([999_999_999]), np.zeros(3, dtype=np.int64),
+                    np.full(3, 1 / 3), 3.0, np.array([999_999_997]))  # fmt: skip
+    assert odd.sum() <= 999_999_997
+
+
+def test_a_pool_learns_nothing_from_a_cap_too_small_for_one_click_at_its_bid() -> None:
+    engine = BidEngine([make_campaign(10**12, hours=1)])  # pools: google_ads, meta
+    engine.decide(START, START + timedelta(seconds=2), np.zeros(4, dtype=np.int64))
+    bid = int(engine.bids.max())
+    nothing = np.zeros(4, dtype=np.int64)
+    # google_ads could have paid for a click and spent nothing: it loses share. meta's cap
+    # was below its bid, so not spending it shows nothing: its weight stays as it was.
+    engine.granted(np.array([bid, bid - 1]))
+    engine.observe(nothing, nothing, nothing, nothing)
+    google, meta = engine.pool_weight
+    assert google < meta
+    assert google / meta == pytest.approx(0.5)  # google's weight halved, meta's kept
+    # Filling even a small cap is evidence of demand: the pool gains share.
+    engine.granted(np.array([bid, 10]))
+    engine.observe(np.array([0, 0, 10, 0]), nothing, nothing, nothing)
+    assert engine.pool_weight[1] / engine.pool_weight[0] == pytest.approx(2 * 1.2 / 0.5)

@@ -77,6 +77,8 @@ def test_the_pacing_replay_is_deterministic_and_overcommit_changes_only_the_caps
     ours = replay_pacing(options, START)
     assert ours == replay_pacing(options, START) and len(ours) == 40
     assert all(r.spend_micros > 0 for r in ours)
+    # Spend is what SyncShield's ledger committed from the leases: never past a budget.
+    assert all(r.overspend_micros == 0 and r.spend_micros <= r.budget_micros for r in ours)
     # Without overcommit a pool never spends past its share: the same market, other caps.
     strict = replay_pacing(options, START, ControllerConfig(pool_overcommit=1.0))
     assert [r.campaign_id for r in strict] == [r.campaign_id for r in ours]
@@ -95,3 +97,8 @@ def test_kiki_bench_pacing_prints_both_controllers_and_refuses_bad_hours() -> No
     assert all(0 <= r["within_2pct"] <= r["demand_allowed"] <= 20 for r in rows)
     bad = runner.invoke(main, ["bench", "pacing", "--start-hours", "24"])
     assert bad.exit_code == 2 and "each hour must be 0..23" in bad.output
+
+
+def test_kiki_simulate_refuses_a_start_that_is_not_iso_8601() -> None:
+    bad = CliRunner().invoke(main, ["simulate", "--start", "yesterday"])
+    assert bad.exit_code == 2 and "'yesterday' is not ISO 8601" in bad.output
