@@ -55,6 +55,7 @@ from kiki.flow.engine import BidEngine, TickPlan
 from kiki.flow.exchange import ExchangeConfig, SandboxConnector, SandboxExchange, sandbox_units
 from kiki.flow.leases import LeaseBook, commit_op, reserve_op
 from kiki.flow.live import Delivered, SpendDeltas, parse_credentials
+from kiki.money import sum_micros_by
 from kiki.shield.book import BudgetOp, OpResult, shard_of
 
 logger = logging.getLogger("kiki.flow")
@@ -76,6 +77,9 @@ class TickReport:
     pushed: int = 0
     refused: dict[str, str] = field(default_factory=dict)  # platform -> breaker/rate reason
     spent: list[int] = field(default_factory=list)  # per campaign, in the shard's order
+    # Per campaign: what the sandbox offered at the goal's highest bids in the interval (the
+    # simulator's measure of demand; empty in the live market).
+    reachable: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -86,7 +90,6 @@ class ShardStats:
     budget: list[int]
     spent: list[int]
     value: list[int]
-    demand_limited: list[float]  # share of ticks the goal capped the bid below the pace
     ticks: int
     slow_ticks: int
     audit_rows: int
@@ -230,6 +233,7 @@ class BidLoopShard:
             np.zeros(0, dtype=np.int64), lease_ticks
         )  # one SyncShield reservation per pool
         self.pending_commits: list[BudgetOp] = []  # commits that failed, retried next tick
+        self._reachable: np.ndarray | None = None  # the sandbox's last TickReport.reachable
         self.tick_id = 0
         self.slow_ticks = 0
         self.last_tick_at: datetime | None = None
@@ -422,7 +426,6 @@ class BidLoopShard:
             budget=e.budget.tolist(),
             spent=e.spent.tolist(),
             value=e.value_total.tolist(),
-            demand_limited=(e.limited_ticks / np.maximum(e.live_ticks, 1)).tolist(),
             ticks=self.tick_id,
             slow_ticks=self.slow_ticks,
             audit_rows=self._audit.written if self._audit else 0,
@@ -456,6 +459,8 @@ class BidLoopShard:
         seconds = (now - self.last_tick_at).total_seconds()
         d = self.exchange.run(self.last_tick_at, seconds, engine.pool_cap)
         self.last_tick_at = now
+        campaigns = len(engine.campaigns)
+        self._reachable = sum_micros_by(engine.unit_campaign, d.reachable_micros, campaigns)
         return engine.observe(d.spend_micros, d.clicks, d.conversions, d.value_micros)
 
     def _deliver_reported(self, engine: BidEngine) -> np.ndarray:
@@ -535,11 +540,14 @@ class BidLoopShard:
         engine = self.engine
         self.tick_id += 1
 
+        self._reachable = None
         self.leases.spend(self._deliver(engine, now))
         mark = _lap(phases, "deliver", started)
 
         values = self._values()
         plan = engine.decide(now, now + timedelta(seconds=self.tick_s), values)
+        if self.exchange is not None:
+            self.exchange.reach_bids = plan.ceiling_bids
         mark = _lap(phases, "decide", mark)
 
         # Renewing the leases and pushing the bids touch separate state (the bids do not
@@ -570,9 +578,11 @@ class BidLoopShard:
             self.slow_ticks += 1
             self._slow.inc()
             logger.warning("slow tick", extra={"shard": self.shard, "ms": round(ms)})
+        reachable = [] if self._reachable is None else self._reachable.tolist()
         return TickReport(
-            self.tick_id, now, len(decisions), ms, phases, pushed, refused, engine.spent.tolist()
-        )
+            self.tick_id, now, len(decisions), ms, phases, pushed, refused,
+            engine.spent.tolist(), reachable,
+        )  # fmt: skip
 
     async def _renew_leases(self, engine: BidEngine, plan: TickPlan) -> dict[int, str]:
         """Commit the leases that are due and reserve their next windows; set each pool's cap

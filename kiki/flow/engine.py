@@ -48,6 +48,7 @@ class TickPlan:
     reserve: np.ndarray  # per pool: micros to reserve (0 = none)
     bids: np.ndarray  # per unit: the bid for the next tick, micros
     push: np.ndarray  # per unit: bool, moved more than the threshold since the last push
+    ceiling_bids: np.ndarray  # per unit: the highest bid the goal allows now, micros
     cvr: np.ndarray  # per unit: conversion-rate estimate used
     value: np.ndarray  # per unit: value per conversion used, micros
     live: np.ndarray  # per campaign: bool
@@ -73,8 +74,6 @@ class BidEngine:
         self.multiplier = np.full(n, controller.max_multiplier)
         self.integral = np.zeros(n)
         self.last_allowance = np.zeros(n, dtype=np.int64)
-        self.limited_ticks = np.zeros(n, dtype=np.int64)
-        self.live_ticks = np.zeros(n, dtype=np.int64)
         self.max_bid = np.array(
             [c.max_bid_micros or np.iinfo(np.int64).max for c in self.campaigns], dtype=np.int64
         )
@@ -139,7 +138,6 @@ class BidEngine:
             if j is not None:
                 self.spent[i], self.value_total[i] = old.spent[j], old.value_total[j]
                 self.multiplier[i], self.integral[i] = old.multiplier[j], old.integral[j]
-                self.limited_ticks[i], self.live_ticks[i] = old.limited_ticks[j], old.live_ticks[j]
         old_u = {k: i for i, k in enumerate(old.unit_keys())}
         for i, key in enumerate(self.unit_keys()):
             j = old_u.get(key)
@@ -176,19 +174,12 @@ class BidEngine:
             self.pool_weight,
         )
         self._normalise_weights()
-        ceiling = self.multiplier_ceiling()
-        # Demand-limited: more than 1 % of the budget behind the curve although the bid was
-        # as high as the goal allows; catching up would have meant missing the goal.
-        asked = self.last_allowance > 0
-        behind = (self.last_allowance - campaign_spend) > self.budget // 100
-        self.limited_ticks += asked & behind & (self.multiplier >= ceiling * 0.999)
-        self.live_ticks += asked
         self.multiplier, self.integral = update_multipliers(
             self.multiplier,
             self.integral,
             self.last_allowance,
             campaign_spend,
-            ceiling,
+            self.multiplier_ceiling(),
             self.controller,
         )
         return pool_spend
@@ -236,13 +227,21 @@ class BidEngine:
         cvr = (self.conversions + PRIOR_CLICKS * PRIOR_CVR) / (self.clicks + PRIOR_CLICKS)
         c = self.unit_campaign
         base = np.where(self.is_roas[c], cvr * value / self.goal[c], cvr * self.goal[c])
-        bids = np.minimum(np.floor(base * self.multiplier[c]), self.max_bid[c]).astype(np.int64)
-        # Platforms take bids in whole minor units (cents): round down, never above the bid.
-        bids -= bids % self.bid_step[c]
-        bids = np.where(live[c], bids, 0)
+        bids = self._whole_bids(base * self.multiplier[c], live)
         moved = np.abs(bids - self.pushed_bids) > self.push_threshold * self.pushed_bids
         self.bids = bids
-        return TickPlan(allowance, target, reserve, bids, moved, cvr, value.astype(np.int64), live)
+        ceiling_bids = self._whole_bids(base * self.multiplier_ceiling()[c], live)
+        return TickPlan(
+            allowance, target, reserve, bids, moved, ceiling_bids, cvr, value.astype(np.int64), live
+        )
+
+    def _whole_bids(self, raw: np.ndarray, live: np.ndarray) -> np.ndarray:
+        """Per unit: capped at the max bid and rounded down to whole minor units (cents, as
+        the platforms take them: never above the bid); 0 where the campaign is not live."""
+        c = self.unit_campaign
+        bids = np.minimum(np.floor(raw), self.max_bid[c]).astype(np.int64)
+        bids -= bids % self.bid_step[c]
+        return np.where(live[c], bids, 0)
 
     def granted(self, pool_caps: np.ndarray) -> None:
         """What SyncShield granted each pool for this tick: the most it may spend."""

@@ -82,6 +82,9 @@ class Delivery:
     spend_micros: np.ndarray
     conversions: np.ndarray
     value_micros: np.ndarray
+    # What a bidder seeing every auction in advance could have bought at `reach_bids`,
+    # uncapped: the market's limit, by which the simulator tells demand from pacing.
+    reachable_micros: np.ndarray
 
 
 def segment_traits(segment: str, default_value: int) -> tuple[float, float]:
@@ -121,6 +124,7 @@ class SandboxExchange:
         self.rng = np.random.default_rng(seed)
         n = len(units.pool)
         self.bids = np.zeros(n, dtype=np.int64)
+        self.reach_bids = np.zeros(n, dtype=np.int64)  # the highest bids the goals allow
         unknown = set(units.platform) - set(config.market_price_micros)
         if unknown:
             raise InvalidInput(f"the sandbox has no market for {sorted(unknown)}")
@@ -165,6 +169,9 @@ class SandboxExchange:
             spend_micros=sum_micros_by(unit, np.where(kept, competing, 0), n),
             conversions=np.bincount(unit, minlength=n, weights=converted).astype(np.int64),
             value_micros=sum_micros_by(unit, np.where(converted, values, 0), n),
+            reachable_micros=sum_micros_by(
+                unit, np.where(self.reach_bids[unit] >= competing, competing, 0), n
+            ),
         )
         self._record(start.date(), delivery)
         return delivery
@@ -186,6 +193,7 @@ def _fields(delivery: Delivery) -> tuple[np.ndarray, ...]:
         delivery.spend_micros,
         delivery.conversions,
         delivery.value_micros,
+        delivery.reachable_micros,
     )
 
 

@@ -15,7 +15,13 @@ from kiki.flow.campaigns import AdGroup, Campaign, CampaignStatus, PacingSetting
 from kiki.flow.engine import BidEngine
 from kiki.flow.exchange import ExchangeConfig, SandboxExchange, Units
 from kiki.flow.leases import LeaseBook
-from kiki.flow.pacing import PacingPlan, TargetCurve, allowance_micros, pool_caps
+from kiki.flow.pacing import (
+    PacingPlan,
+    TargetCurve,
+    allowance_micros,
+    market_shortfall,
+    pool_caps,
+)
 
 START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 
@@ -133,6 +139,20 @@ def test_campaign_that_beats_its_goal_may_bid_above_value_but_not_one_that_misse
     assert engine.goal_met()[0]
     engine.value_total[0] = 150
     assert not engine.goal_met()[0]
+
+
+def test_the_highest_bids_the_goal_allows_are_the_value_bids_until_it_is_shown_met() -> None:
+    engine = BidEngine([make_campaign(10**12, hours=1, goal="2")])
+    no_values = np.zeros(4, dtype=np.int64)
+    plan = engine.decide(START, START + timedelta(seconds=2), no_values)
+    assert plan.ceiling_bids.tolist() == plan.bids.tolist()  # multiplier 1: the value bids
+    engine.spent[0], engine.value_total[0] = 100, 250
+    engine.conversions[:] = 10  # 40 conversions, ROAS 2.5 against a target of 2
+    engine.multiplier[0] = 0.5
+    shaded = engine.decide(START, START + timedelta(seconds=2), no_values)
+    # cvr (10 + 2.5) / 50 = 0.25: value per click 15.00 (a) and 10.00 (b), / ROAS 2, x 3.
+    assert sorted(set(shaded.ceiling_bids.tolist())) == [15_000_000, 22_500_000]
+    assert sorted(set(shaded.bids.tolist())) == [2_500_000, 3_750_000]  # x 0.5
 
 
 def test_bids_follow_value_goal_and_max_bid() -> None:
@@ -256,3 +276,33 @@ def test_a_pool_learns_nothing_from_a_cap_too_small_for_one_click_at_its_bid() -
     engine.granted(np.array([bid, 10]))
     engine.observe(np.array([0, 0, 10, 0]), nothing, nothing, nothing)
     assert engine.pool_weight[1] / engine.pool_weight[0] == pytest.approx(2 * 1.2 / 0.5)
+
+
+def test_market_shortfall_is_what_even_a_bidder_seeing_every_auction_falls_behind() -> None:
+    c = curve(slow_start=0.0, fast_finish=0.0, hours=4)  # 25 % of the budget an hour
+    hours = [START + timedelta(hours=h) for h in (1, 2, 3, 4)]
+    # Offered 300, 100, 400, 1,000 an hour for a 1,000 budget: an hour's surplus cannot be
+    # banked for later, so the second hour leaves it 150 behind (250 + 100 of 500), the third
+    # makes it up to 750, the fourth to 1,000.
+    assert market_shortfall(c, 1_000, hours, [300, 100, 400, 1_000]) == pytest.approx(0.15)
+    assert market_shortfall(c, 1_000, hours, [1_000] * 4) == 0.0
+    assert market_shortfall(c, 0, hours, [0] * 4) == 0.0
+
+
+def test_the_sandbox_offers_at_least_what_was_bought_at_the_same_bids() -> None:
+    units = Units(
+        pool=np.array([0, 0, 1]),
+        platform=["google_ads", "google_ads", "meta"],
+        utc_offset_h=np.zeros(3),
+        true_cvr=np.full(3, 0.05),
+        true_value_micros=np.full(3, 50e6),
+    )
+    exchange = SandboxExchange(units, ExchangeConfig(auctions_per_s=5.0), seed=4)
+    exchange.bids[:] = exchange.reach_bids[:] = [2_000_000, 500_000, 0]
+    uncapped = exchange.run(START, 60, np.full(2, 10**12))
+    # Uncapped, the same bids buy exactly what an omniscient bidder could have at them.
+    assert (uncapped.reachable_micros == uncapped.spend_micros).all()
+    assert uncapped.spend_micros[2] == 0 and uncapped.spend_micros[:2].all()
+    capped = exchange.run(START, 60, np.array([1_000_000, 0]))
+    assert (capped.spend_micros <= capped.reachable_micros).all()
+    assert capped.reachable_micros.sum() > capped.spend_micros.sum()

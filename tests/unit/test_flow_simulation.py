@@ -39,16 +39,17 @@ def test_campaign_result_scores_against_the_curve() -> None:
     (campaign,) = synthetic_campaigns(TENANT, SimulationOptions(campaigns=1, hours=1), START)
     budget = campaign.budget_micros
     moments = [START + timedelta(minutes=30)]
-    exact = campaign_result(campaign, moments, [0], budget // 2, 0, budget, 0.0)
+    exact = campaign_result(campaign, moments, [0], budget // 2, 0, budget, [budget])
     assert exact.utilisation == pytest.approx(0.5)
     assert exact.roas == pytest.approx(2.0)
     # Nothing spent at half time: the error is the whole target at that moment (~half).
     assert 0.4 < exact.max_pacing_error < 0.5
-    over = campaign_result(campaign, moments, [0], budget + 5, 0, 0, 0.0)
+    assert exact.market_shortfall == 0.0  # the market offered all of it
+    over = campaign_result(campaign, moments, [0], budget + 5, 0, 0, [0])
     assert over.overspend_micros == 5
 
 
-def result(util: float, error: float, limited: float) -> CampaignResult:
+def result(util: float, error: float, shortfall: float) -> CampaignResult:
     return CampaignResult(
         campaign_id="c",
         budget_micros=1_000,
@@ -58,12 +59,12 @@ def result(util: float, error: float, limited: float) -> CampaignResult:
         overspend_micros=0,
         over_delivered_micros=0,
         roas=None,
-        demand_limited=limited,
+        market_shortfall=shortfall,
     )
 
 
 def test_summaries_split_campaigns_that_lacked_demand() -> None:
-    rows = [result(0.99, 0.01, 0.0), result(1.0, 0.03, 0.1), result(0.6, 0.4, 0.9)]
+    rows = [result(0.99, 0.01, 0.0), result(1.0, 0.03, 0.02), result(0.6, 0.4, 0.35)]
     out = summaries(rows)
     assert out["all"].campaigns == 3 and out["all"].at_least_98pct == 2
     assert out["all"].utilisation == pytest.approx((990 + 1000 + 600) / 3000)
