@@ -25,7 +25,6 @@ from kiki.engage.churn import (
     churned,
     fit_booster,
     fit_churn_model,
-    mean_correction,
     scoring_matrix,
     training_set,
 )
@@ -64,13 +63,11 @@ def _trainable(config: dict[str, Any], data: dict[str, Any]) -> None:
     every REPORT_EVERY rounds."""
     settings = ChurnConfig(**config, horizon_days=data["horizon_days"], rounds=data["rounds"])
     train, val, labels = data["train"], data["val"], data["labels"]
-    matrix = train.matrix()
 
     def report(done: int, booster: xgb.Booster) -> None:
         if done % REPORT_EVERY and done != settings.rounds:
             return
-        shift = mean_correction(booster, matrix, train.prior)
-        p = booster.predict(scoring_matrix(val, shift))
+        p = booster.predict(scoring_matrix(booster, val))
         tune.report({"val_logloss": log_loss(labels, p), "round": done})
 
     fit_booster(train, settings, seed=data["seed"], on_round=report)

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost as xgb
 from lifetimes import BetaGeoFitter
+from scipy.special import expit
 
 from kiki.engage import metrics
 from kiki.engage.churn import (
@@ -21,6 +23,7 @@ from kiki.engage.churn import (
     churn_inputs,
     churned,
     fit_churn_model,
+    level_shift,
     logit,
     training_set,
 )
@@ -111,6 +114,28 @@ def test_model_saves_loads_and_explains_its_scores(history: pd.DataFrame, tmp_pa
     contributions = model.contributions(inputs)
     np.testing.assert_allclose(contributions.sum(axis=1), logit(p), atol=1e-4)
     assert list(contributions.columns) == [*MODEL_FEATURES, "bgnbd_prior"]
+
+
+def test_bgnbd_sets_the_level_and_the_trees_the_order(history: pd.DataFrame) -> None:
+    model = fit_churn_model(history, END, SMALL)
+    for horizon in (30, 120):
+        inputs = model.inputs(history, END, horizon)
+        p = model.predict(inputs)
+        # The population's mean P(churn) is BG/NBD's, whatever the horizon ...
+        assert p.mean() == pytest.approx(inputs.prior.mean(), abs=1e-6)
+        # ... and the order is the trees': one offset on every row's log-odds.
+        offset = logit(p) - model.booster.predict(
+            xgb.DMatrix(inputs.features[list(MODEL_FEATURES)], base_margin=logit(inputs.prior)),
+            output_margin=True,
+        )
+        assert np.ptp(offset) < 1e-4
+
+
+def test_level_shift_solves_for_the_mean() -> None:
+    margins = np.array([-2.0, 0.0, 1.0, 3.0])
+    shift = level_shift(margins, np.array([0.2, 0.3, 0.4, 0.5]))
+    assert expit(margins - shift).mean() == pytest.approx(0.35, abs=1e-9)
+    assert level_shift(np.zeros(0), np.zeros(0)) == 0.0
 
 
 def test_the_model_ranks_better_than_chance(history: pd.DataFrame) -> None:
