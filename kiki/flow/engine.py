@@ -35,7 +35,6 @@ from kiki.money import decimal_to_micros, minor_unit_micros, sum_micros_by
 
 PRIOR_CVR = 0.05
 PRIOR_CLICKS = 50.0
-MIN_POOL_SHARE = 0.02  # every platform keeps a little budget, so it can show it can deliver
 MIN_GOAL_CONVERSIONS = 20  # evidence needed before bidding above the value-based bid
 
 
@@ -96,13 +95,9 @@ class BidEngine:
                     )
         self.pool_campaign = np.array([p[0] for p in pools], dtype=np.int64)
         self.pool_platform = [p[1] for p in pools]
-        self.pool_weight = np.ones(len(pools))
         self.pool_cap = np.zeros(len(pools), dtype=np.int64)
-        self._normalise_weights()
         self.unit_campaign = np.array([u[0] for u in unit_rows], dtype=np.int64)
         self.unit_pool = np.array([u[1] for u in unit_rows], dtype=np.int64)
-        # A pool's units are contiguous (built pool by pool above): reduceat over them.
-        self.pool_first_unit = np.searchsorted(self.unit_pool, np.arange(len(pools)))
         # Labels per unit, built once: the audit trail writes them on every row of every tick.
         self.unit_tenant = [self.campaigns[u[0]].tenant_id for u in unit_rows]
         self.unit_campaign_id = [self.campaigns[u[0]].campaign_id for u in unit_rows]
@@ -150,8 +145,8 @@ class BidEngine:
     def observe(
         self, spend: np.ndarray, clicks: np.ndarray, conversions: np.ndarray, value: np.ndarray
     ) -> np.ndarray:
-        """Take in what each unit delivered since the last tick; update the pool shares and
-        the pacing controllers. Returns spend per pool (what to commit)."""
+        """Take in what each unit delivered since the last tick; update the pacing
+        controllers. Returns spend per pool (what to commit)."""
         self.clicks += clicks
         self.conversions += conversions
         pools = len(self.pool_campaign)
@@ -160,20 +155,6 @@ class BidEngine:
         campaign_spend = sum_micros_by(self.pool_campaign, pool_spend, campaigns)
         self.spent += campaign_spend
         self.value_total += sum_micros_by(self.unit_campaign, value, campaigns)
-        # Pools that used their cap earn a larger share; pools that could not, a smaller one.
-        had_cap = self.pool_cap > 0
-        fill = np.divide(pool_spend, self.pool_cap, out=np.zeros(pools), where=had_cap)
-        # Not spending a cap smaller than one click at the pool's bid says nothing about its
-        # demand. Penalising it shrank the next cap further, a spiral that stranded campaigns
-        # whose per-tick allowance is a few clicks (most of them at night) on one platform.
-        top_bid = np.maximum.reduceat(self.bids, self.pool_first_unit)
-        informative = had_cap & ((self.pool_cap >= top_bid) | (fill >= 0.95))
-        self.pool_weight = np.where(
-            informative,
-            self.pool_weight * np.where(fill >= 0.95, 1.2, 0.5 + 0.5 * fill),
-            self.pool_weight,
-        )
-        self._normalise_weights()
         self.multiplier, self.integral = update_multipliers(
             self.multiplier,
             self.integral,
@@ -218,9 +199,8 @@ class BidEngine:
         reserve = pool_caps(
             allowance,
             self.pool_campaign,
-            self.pool_weight,
-            self.controller.pool_overcommit,
             np.maximum(self.budget - self.spent, 0),
+            self.controller.platform_split,
         )
 
         value = np.where(values > 0, values, self.unit_default_value).astype(float)
@@ -251,17 +231,3 @@ class BidEngine:
         """Record which bid changes the platforms accepted."""
         accepted = units[ok]
         self.pushed_bids[accepted] = self.bids[accepted]
-
-    def _normalise_weights(self) -> None:
-        campaigns = max(len(self.campaigns), 1)
-        weight = np.maximum(self.pool_weight, 1e-9)
-        totals = np.bincount(self.pool_campaign, weights=weight, minlength=campaigns)
-        share = weight / totals[self.pool_campaign]
-        # A floor keeps every pool in play; renormalise so a campaign's shares sum to 1.
-        share = np.maximum(share, MIN_POOL_SHARE)
-        self.pool_weight = (
-            share
-            / np.bincount(self.pool_campaign, weights=share, minlength=campaigns)[
-                self.pool_campaign
-            ]
-        )

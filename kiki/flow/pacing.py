@@ -7,9 +7,9 @@ Two layers, after LinkedIn's budget pacing (Agarwal et al., KDD 2014):
   *fast finish* aims to be done a little before the end so late shortfalls can still be made up;
 - each tick, the **allowance** for the next tick is what the curve says should be spent by
   then minus what was spent, and a shortfall is carried into the next ticks rather than lost;
-  each platform pool may take up to `pool_overcommit` times its learned share of it (never
-  more than the whole), so a platform that cannot deliver does not strand the budget while
-  another is capped; spending runs ahead of the curve by at most a few ticks' allowance;
+  any of the campaign's platforms may spend all of it (the market decides which delivers: a
+  share set aside for a platform strands budget when that platform's next click costs more
+  than its share), so spending can run ahead of the curve by a few allowances in one tick;
 - a **PI controller** sets a bid multiplier from how much of the last allowance was filled:
   when supply is plentiful it shades the bid down (cheaper clicks, better ROAS), when delivery
   falls short it raises it back towards the full value-based bid.
@@ -36,6 +36,7 @@ _HOURLY = np.array(
 HOURLY_TRAFFIC: np.ndarray = _HOURLY / _HOURLY.sum()
 
 PacingShape = Literal["even", "traffic"]
+PlatformSplit = Literal["whole", "even"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,29 +122,23 @@ class ControllerConfig:
     # above its value-based bid, up to this, while the goal keeps being met.
     max_multiplier_goal_met: float = 3.0
     integral_limit: float = 3.0
-    # A pool's cap is min(allowance, pool_overcommit x its share of it). 3 was chosen on
-    # replays (seed 1) against 1 and 5; since pools learn only from caps that could buy a
-    # click, larger factors change little (seed 1, starts 00/07/19 UTC, campaigns of 3,000
-    # within 2 %: 2,701 at 3, 2,711 at 5, 2,715 at 10).
-    pool_overcommit: float = 3.0
+    # "whole": any platform may spend the campaign's whole allowance for the tick; "even": each
+    # gets an equal part of it (no platform can run the campaign ahead of its curve).
+    platform_split: PlatformSplit = "whole"
 
 
 def pool_caps(
     allowance: np.ndarray,
     pool_campaign: np.ndarray,
-    share: np.ndarray,
-    overcommit: float,
     remaining: np.ndarray,
+    split: PlatformSplit = "whole",
 ) -> np.ndarray:
-    """Micros each pool may spend next tick: up to `overcommit` times its share of its
-    campaign's allowance, never more than the whole allowance, and a campaign's pools
-    together never more than the `remaining` budget (scaled down alike when they would be)."""
-    caps = np.floor(allowance[pool_campaign] * np.minimum(1.0, share * overcommit))
-    total = np.bincount(pool_campaign, weights=caps, minlength=len(allowance))
-    over = total > remaining
-    # Each scaled cap is floored, so their sum stays within `remaining` (float error < 1 micro).
-    scale = np.divide(remaining, total, out=np.ones(len(total)), where=over)
-    return np.floor(caps * scale[pool_campaign]).astype(np.int64)
+    """Micros each pool (campaign x platform) may spend next tick: the campaign's whole
+    allowance, or with split="even" an equal part of it; either way a campaign's pools together
+    never more than its `remaining` budget (an equal part each when they would be)."""
+    pools = np.maximum(np.bincount(pool_campaign, minlength=len(allowance)), 1)
+    each = allowance // pools if split == "even" else allowance
+    return np.minimum(each, remaining // pools)[pool_campaign].astype(np.int64)
 
 
 def update_multipliers(

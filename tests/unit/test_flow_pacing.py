@@ -245,37 +245,16 @@ def test_decision_log_lines_are_json_and_complete() -> None:
     assert usage.transaction_id == audit.usage(rows)[0].transaction_id  # the same rows bill once
 
 
-def test_a_pool_may_take_a_multiple_of_its_share_but_never_more_than_allowance_or_budget() -> None:
-    allowance = np.array([1_000, 0])
-    pool_campaign = np.array([0, 0, 0, 1])
-    share = np.array([0.5, 0.25, 0.25, 1.0])
-    plenty = np.array([10**9, 10**9])
-    assert pool_caps(allowance, pool_campaign, share, 3.0, plenty).tolist() == [1_000, 750, 750, 0]
-    assert pool_caps(allowance, pool_campaign, share, 1.0, plenty).tolist() == [500, 250, 250, 0]
-    # Near the end of the budget the pools share what is left, in proportion, never more.
-    last = pool_caps(allowance, pool_campaign, share, 3.0, np.array([1_001, 0]))
-    assert last.tolist() == [400, 300, 300, 0] and last[:3].sum() <= 1_001
-    odd = pool_caps(np.array([999_999_999]), np.zeros(3, dtype=np.int64),
-                    np.full(3, 1 / 3), 3.0, np.array([999_999_997]))  # fmt: skip
-    assert odd.sum() <= 999_999_997
-
-
-def test_a_pool_learns_nothing_from_a_cap_too_small_for_one_click_at_its_bid() -> None:
-    engine = BidEngine([make_campaign(10**12, hours=1)])  # pools: google_ads, meta
-    engine.decide(START, START + timedelta(seconds=2), np.zeros(4, dtype=np.int64))
-    bid = int(engine.bids.max())
-    nothing = np.zeros(4, dtype=np.int64)
-    # google_ads could have paid for a click and spent nothing: it loses share. meta's cap
-    # was below its bid, so not spending it shows nothing: its weight stays as it was.
-    engine.granted(np.array([bid, bid - 1]))
-    engine.observe(nothing, nothing, nothing, nothing)
-    google, meta = engine.pool_weight
-    assert google < meta
-    assert google / meta == pytest.approx(0.5)  # google's weight halved, meta's kept
-    # Filling even a small cap is evidence of demand: the pool gains share.
-    engine.granted(np.array([bid, 10]))
-    engine.observe(np.array([0, 0, 10, 0]), nothing, nothing, nothing)
-    assert engine.pool_weight[1] / engine.pool_weight[0] == pytest.approx(2 * 1.2 / 0.5)
+def test_any_platform_may_take_the_whole_allowance_but_together_never_past_the_budget() -> None:
+    allowance = np.array([1_000, 0, 900])
+    pool_campaign = np.array([0, 0, 0, 1, 2, 2])
+    plenty = np.array([10**9, 10**9, 10**9])
+    assert pool_caps(allowance, pool_campaign, plenty).tolist() == [1_000] * 3 + [0, 900, 900]
+    # Near the end of the budget the platforms share what is left equally, never more.
+    last = pool_caps(allowance, pool_campaign, np.array([1_001, 0, 500]))
+    assert last.tolist() == [333, 333, 333, 0, 250, 250]
+    even = pool_caps(allowance, pool_campaign, plenty, "even")
+    assert even.tolist() == [333, 333, 333, 0, 450, 450]
 
 
 def test_market_shortfall_is_what_even_a_bidder_seeing_every_auction_falls_behind() -> None:

@@ -73,15 +73,15 @@ def test_summaries_split_campaigns_that_lacked_demand() -> None:
     assert allowed.pacing_error_max == pytest.approx(0.03)
 
 
-def test_the_pacing_replay_is_deterministic_and_overcommit_changes_only_the_caps() -> None:
+def test_the_pacing_replay_is_deterministic_and_the_platform_split_changes_only_the_caps() -> None:
     options = SimulationOptions(campaigns=40, hours=0.1, seed=3)
     ours = replay_pacing(options, START)
     assert ours == replay_pacing(options, START) and len(ours) == 40
     assert all(r.spend_micros > 0 for r in ours)
     # Spend is what SyncShield's ledger committed from the leases: never past a budget.
     assert all(r.overspend_micros == 0 and r.spend_micros <= r.budget_micros for r in ours)
-    # Without overcommit a pool never spends past its share: the same market, other caps.
-    strict = replay_pacing(options, START, ControllerConfig(pool_overcommit=1.0))
+    # Split evenly, a platform never spends past its part: the same market, other caps.
+    strict = replay_pacing(options, START, ControllerConfig(platform_split="even"))
     assert [r.campaign_id for r in strict] == [r.campaign_id for r in ours]
     assert [r.spend_micros for r in strict] != [r.spend_micros for r in ours]
 
