@@ -53,7 +53,7 @@ from kiki.flow.connectors import build_connector
 from kiki.flow.connectors.base import BidChange, PlatformConnector
 from kiki.flow.engine import BidEngine, TickPlan
 from kiki.flow.exchange import ExchangeConfig, SandboxConnector, SandboxExchange, sandbox_units
-from kiki.flow.leases import LeaseBook, commit_op, reserve_op
+from kiki.flow.leases import LeaseBook, commit_op
 from kiki.flow.live import Delivered, SpendDeltas, parse_credentials
 from kiki.money import sum_micros_by
 from kiki.shield.book import BudgetOp, OpResult, shard_of
@@ -229,9 +229,8 @@ class BidLoopShard:
         self.connectors: dict[str, PlatformConnector] = {}
         self.lease_ticks = lease_ticks
         self._incarnation = uuid4().hex[:12]  # tells this process's lease keys from earlier ones
-        self.leases = LeaseBook(
-            np.zeros(0, dtype=np.int64), lease_ticks
-        )  # one SyncShield reservation per pool
+        # One SyncShield reservation per pool; pools come with the first campaigns loaded.
+        self.leases = LeaseBook(np.zeros(0, dtype=np.int64), lease_ticks)
         self.pending_commits: list[BudgetOp] = []  # commits that failed, retried next tick
         self._reachable: np.ndarray | None = None  # the sandbox's last TickReport.reachable
         self.tick_id = 0
@@ -594,23 +593,12 @@ class BidLoopShard:
             plan.live[engine.pool_campaign],
             engine.budget - engine.spent,
         )
-        commits = self.pending_commits + [
-            commit_op(keys[engine.pool_campaign[p]], rid, used) for p, rid, used in renewals.commits
-        ]
         # Keys made here, not by BudgetClient.with_keys (a uuid4 and a dataclass copy per op):
         # this incarnation, tick and pool name each reservation once.
         tag = f"lease:{self._incarnation}:{self.tick_id}"
-        reserves = [
-            reserve_op(keys[engine.pool_campaign[p]], tag, p, micros, engine.pool_platform[p])
-            for p, micros in renewals.reserves
-        ]
-        results = await self._run_budget_ops(commits + reserves)
-        denied: dict[int, str] = {}
-        for (p, _), result in zip(renewals.reserves, results[len(commits) :], strict=True):
-            if result.outcome in ("granted", "partial"):
-                self.leases.opened(p, result.reservation_id, result.amount_micros, self.tick_id)
-            else:
-                denied[p] = result.rule or result.error_code or result.outcome
+        commits, reserves = self.leases.ops(renewals, keys, engine.pool_platform, tag)
+        results = await self._run_budget_ops(self.pending_commits + commits + reserves)
+        denied = self.leases.settle(renewals, results[len(results) - len(reserves) :], self.tick_id)
         engine.granted(self.leases.caps(plan.reserve))
         return denied
 

@@ -340,6 +340,7 @@ def scoring_matrix(
     frame = inputs.features[list(feature_names)]
     start = logit(inputs.prior)
     margins = booster.predict(xgb.DMatrix(frame, base_margin=start), output_margin=True)
+    # A new matrix, not set_base_margin on the first: XGBoost caches predictions per matrix.
     return xgb.DMatrix(frame, base_margin=start - level_shift(margins, inputs.prior))
 
 

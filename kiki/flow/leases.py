@@ -16,12 +16,13 @@ could not spend held the last of it while a pool with demand was refused.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from kiki.money import sum_micros_by
-from kiki.shield.book import BudgetOp
+from kiki.shield.book import BudgetOp, OpResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,35 @@ class LeaseBook:
         reserves = [(p, int(amount[p])) for p in np.flatnonzero(open_).tolist()]
         return Renewals(commits, reserves)
 
+    def ops(
+        self,
+        renewals: Renewals,
+        keys: Sequence[tuple[str, str]],
+        platforms: Sequence[str],
+        tag: str,
+    ) -> tuple[list[BudgetOp], list[BudgetOp]]:
+        """SyncShield's commands for `renewals`: (commits, reserves). `keys` per campaign,
+        `platforms` per pool; `tag` names the lease holder and tick, which with the pool is each
+        reservation's idempotency key."""
+        at = self.pool_campaign
+        commits = [commit_op(keys[at[p]], rid, used) for p, rid, used in renewals.commits]
+        reserves = [
+            BudgetOp("reserve", *keys[at[p]], f"{tag}:{p}", micros, platforms[p])
+            for p, micros in renewals.reserves
+        ]
+        return commits, reserves
+
+    def settle(self, renewals: Renewals, results: Sequence[OpResult], tick: int) -> dict[int, str]:
+        """Open the leases SyncShield granted (`results` of the reserves, in order). Returns the
+        pools it refused, with the reason."""
+        denied: dict[int, str] = {}
+        for (p, _), result in zip(renewals.reserves, results, strict=True):
+            if result.outcome in ("granted", "partial"):
+                self.opened(p, result.reservation_id or "", result.amount_micros, tick)
+            else:
+                denied[p] = result.rule or result.error_code or result.outcome
+        return denied
+
     def _room(self, need: np.ndarray, budget_left: np.ndarray) -> np.ndarray:
         """Each pool's part of its campaign's budget neither spent nor held by a lease."""
         campaigns = len(budget_left)
@@ -107,8 +137,3 @@ def commit_op(key: tuple[str, str], reservation_id: str, used: int) -> BudgetOp:
     """Close a lease: a reservation is committed once, so its id is the idempotency key."""
     return BudgetOp("commit", *key, f"commit:{reservation_id}", used,
                     reservation_id=reservation_id)  # fmt: skip
-
-
-def reserve_op(key: tuple[str, str], tag: str, pool: int, micros: int, platform: str) -> BudgetOp:
-    """Open a lease. `tag` names the lease holder and tick: with the pool, the idempotency key."""
-    return BudgetOp("reserve", *key, f"{tag}:{pool}", micros, platform)

@@ -20,7 +20,7 @@ from kiki.flow.campaigns import AdGroup, Campaign, CampaignStatus, PacingSetting
 from kiki.flow.connectors.base import PLATFORMS
 from kiki.flow.engine import BidEngine
 from kiki.flow.exchange import ExchangeConfig, SandboxExchange, sandbox_units
-from kiki.flow.leases import LeaseBook, commit_op, reserve_op
+from kiki.flow.leases import LeaseBook, commit_op
 from kiki.flow.pacing import ControllerConfig, TargetCurve, market_shortfall, pacing_error
 from kiki.money import sum_micros_by
 from kiki.shield.book import BudgetBook, BudgetOp, OpResult
@@ -216,15 +216,8 @@ def replay_pacing(
         renewals = leases.renewals(
             k, plan.reserve, plan.live[pool_campaign], engine.budget - engine.spent
         )
-        commits = [commit_op(keys[pool_campaign[p]], r, used) for p, r, used in renewals.commits]
-        reserves = [
-            reserve_op(keys[pool_campaign[p]], f"replay:{k}", p, micros, engine.pool_platform[p])
-            for p, micros in renewals.reserves
-        ]
-        results = _execute(ledger, commits + reserves, now)[len(commits) :]
-        for (p, _), result in zip(renewals.reserves, results, strict=True):
-            if result.outcome in ("granted", "partial"):
-                leases.opened(p, result.reservation_id, result.amount_micros, k)
+        commits, reserves = leases.ops(renewals, keys, engine.pool_platform, f"replay:{k}")
+        leases.settle(renewals, _execute(ledger, commits + reserves, now)[len(commits) :], k)
         engine.granted(leases.caps(plan.reserve))
         exchange.bids[:] = plan.bids
         exchange.reach_bids[:] = plan.ceiling_bids
