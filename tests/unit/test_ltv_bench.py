@@ -1,7 +1,8 @@
 """The benchmark's stacked training examples: labels come only from inside the calibration
 period, and every cut sees only the customers who had bought by then. Its forecast over a
 longer horizon grows the book halfway (in logs) between the network's rate holding and
-fading as BG/NBD expects, and shares it among customers by BG/NBD."""
+fading as BG/NBD expects, shares it among customers by BG/NBD, and moves its total halfway
+(in logs) to another model's when given one."""
 
 from __future__ import annotations
 
@@ -73,8 +74,26 @@ def test_forecast_grows_the_book_between_holding_and_fading_and_shares_it_as_bgn
     np.testing.assert_allclose(longer / own / ratio, (longer / own / ratio).iloc[0])
 
 
-def test_forecast_refuses_a_weight_outside_0_1(transactions: pd.DataFrame) -> None:
+def test_an_anchor_moves_the_book_total_halfway_in_logs_and_keeps_every_share(
+    transactions: pd.DataFrame,
+) -> None:
+    x, y, _ = training_examples(transactions, END, CONFIG)
+    model = train_ziln(x, y, ZILNConfig(hidden=(4,), max_epochs=2), horizon_days=10)
+    alone = forecast(model, transactions, END, 40)["expected"]
+    anchor = 9.0 * alone.sum()
+    combined = forecast(model, transactions, END, 40, anchor_total=anchor)["expected"]
+    assert combined.sum() == pytest.approx(3.0 * alone.sum())  # sqrt(ours · 9 ours)
+    np.testing.assert_allclose(combined / combined.sum(), alone / alone.sum())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"rate_holds": 1.5}, "rate_holds"), ({"anchor_total": 0.0}, "anchor_total")],
+)
+def test_forecast_refuses_a_weight_outside_0_1_and_a_book_total_that_is_not_positive(
+    transactions: pd.DataFrame, options: dict[str, float], message: str
+) -> None:
     x, y, _ = training_examples(transactions, END, CONFIG)
     model = train_ziln(x, y, ZILNConfig(hidden=(4,), max_epochs=1), horizon_days=10)
-    with pytest.raises(ValueError, match="rate_holds"):
-        forecast(model, transactions, END, 40, rate_holds=1.5)
+    with pytest.raises(ValueError, match=message):
+        forecast(model, transactions, END, 40, **options)
