@@ -370,7 +370,7 @@ def bench_create(
 ) -> None:
     """Creatives/s and request latency: SyncCreate over HTTP on Serve (safety check,
     generator replica, storage) vs Studio.make called directly in this process. The model is
-    KIKI_CREATIVE_MODEL, else the built-in placeholder pipeline."""
+    KIKI_CREATIVE_MODEL, else the built-in small random-weight pipeline."""
     from benchmarks import create
     from benchmarks.common import table
 
