@@ -49,13 +49,12 @@ from kiki.value.baselines import bgnbd_gamma_gamma, naive_extrapolation
 from kiki.value.bgnbd import BGNBD
 from kiki.value.cdnow import split
 from kiki.value.features import compute_features
-from kiki.value.metrics import evaluate
+from kiki.value.metrics import METRICS, evaluate, win_shares
 from kiki.value.training import examples, spend_between
 from kiki.value.ziln import EpochCallback, TrainedLTVModel, ZILNConfig, train_ziln, ziln_loss
 
 STANDARD_CALIBRATION_END = date(1997, 9, 30)
 STANDARD_HOLDOUT_END = date(1998, 6, 30)
-METRICS = ("gini", "spearman", "mae", "rmse", "decile_mape", "total_error")
 # weight, in log space, of "the network's spend rate holds" against "it fades as BG/NBD
 # expects" in the book's growth over the horizon (see `forecast`)
 RATE_HOLDS_WEIGHT = 0.5
@@ -203,10 +202,11 @@ def choose_config(
 @dataclass
 class LTVBenchResult:
     """Metrics per model (ziln, bgnbd_gg, naive), fit seconds per model (ziln's include the
-    BG/NBD + Gamma-Gamma fit whose book total it is combined with), and per-customer
-    predictions: actual holdout spend, each model's forecast of it (ziln_expected, bgnbd_gg,
-    naive) and the ZILN distribution over its own horizon_days window (ziln_p_purchase,
-    ziln_p10, ziln_p50, ziln_p90)."""
+    BG/NBD + Gamma-Gamma fit whose book total it is combined with), per metric the share of
+    customer bootstrap resamples in which ziln beats bgnbd_gg (`metrics.win_shares`; empty
+    when none were asked for), and per-customer predictions: actual holdout spend, each
+    model's forecast of it (ziln_expected, bgnbd_gg, naive) and the ZILN distribution over its
+    own horizon_days window (ziln_p_purchase, ziln_p10, ziln_p50, ziln_p90)."""
 
     calibration_end: date
     holdout_end: date
@@ -215,6 +215,7 @@ class LTVBenchResult:
     config: LTVTrainingConfig
     metrics: dict[str, dict[str, float]]
     fit_seconds: dict[str, float]
+    win_share: dict[str, float]
     predictions: pd.DataFrame
 
     def table(self) -> str:
@@ -226,6 +227,9 @@ class LTVBenchResult:
                 f"{values[m]:+.1%}" if m == "total_error" else f"{values[m]:.3f}" for m in METRICS
             ]
             rows.append(f"| {name} | " + " | ".join(cells) + f" | {self.fit_seconds[name]:.1f} |")
+        if self.win_share:
+            shares = " | ".join(f"{self.win_share[m]:.0%}" for m in METRICS)
+            rows.append(f"| ziln beats bgnbd_gg in resamples | {shares} | |")
         return "\n".join(rows)
 
 
@@ -235,10 +239,12 @@ def run_ltv_benchmark(
     config: LTVTrainingConfig | None = None,
     seed: int = 0,
     transactions: pd.DataFrame | None = None,
+    resamples: int = 0,
 ) -> LTVBenchResult:
     """Fits every model on purchases up to calibration_end and scores its forecast of each
     customer's spend from the next day to holdout_end (0 for customers who do not buy).
-    The population is every customer with a purchase by calibration_end."""
+    The population is every customer with a purchase by calibration_end. With `resamples`,
+    also how firm each column's outcome against BG/NBD + Gamma-Gamma is (`win_shares`)."""
     config = config or LTVTrainingConfig()
     cut = split(calibration_end, holdout_end, transactions)
     data, calibration, cal, end = cut.data, cut.calibration, cut.calibration_end, cut.holdout_end
@@ -276,5 +282,8 @@ def run_ltv_benchmark(
         config=config,
         metrics=metrics,
         fit_seconds=fit_seconds,
+        win_share=win_shares(actual, ours["expected"], predictions["bgnbd_gg"], resamples, seed)
+        if resamples
+        else {},
         predictions=predictions,
     )

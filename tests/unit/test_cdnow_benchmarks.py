@@ -10,6 +10,7 @@ import pytest
 from kiki.engage.churn_bench import run_churn_benchmark
 from kiki.value.cdnow import split
 from kiki.value.ltv_bench import LTVTrainingConfig, run_ltv_benchmark
+from kiki.value.metrics import win_shares
 from kiki.value.ziln import ZILNConfig
 from tests.unit.test_engage_churn import END, SMALL, simulate
 
@@ -53,11 +54,19 @@ def test_churn_benchmark_scores_never_see_the_holdout(purchases: pd.DataFrame) -
 
 
 def test_ltv_benchmark_forecasts_never_see_the_holdout(purchases: pd.DataFrame) -> None:
-    full = run_ltv_benchmark(END.date(), HOLDOUT_END.date(), TINY_LTV, transactions=purchases)
+    full = run_ltv_benchmark(
+        END.date(), HOLDOUT_END.date(), TINY_LTV, transactions=purchases, resamples=20
+    )
     assert set(full.metrics) == {"ziln", "bgnbd_gg", "naive"}
+    predictions = full.predictions
+    assert full.win_share == win_shares(
+        predictions["actual"], predictions["ziln_expected"], predictions["bgnbd_gg"], 20
+    )
+    assert "ziln beats bgnbd_gg in resamples" in full.table()
     assert full.customers == purchases.loc[purchases["ts"] <= END, "customer_id"].nunique()
     other = another_holdout(purchases)
     blind = run_ltv_benchmark(END.date(), HOLDOUT_END.date(), TINY_LTV, transactions=other)
+    assert blind.win_share == {}  # none asked for
     assert not blind.predictions["actual"].equals(full.predictions["actual"])
     for column in ("ziln_expected", "bgnbd_gg", "naive"):
         pd.testing.assert_series_equal(full.predictions[column], blind.predictions[column])
