@@ -295,7 +295,7 @@ def train_ziln(
     config = config or ZILNConfig()
     started = time.perf_counter()
     x_all = _matrix(X, feature_names)
-    y_all = np.asarray(y, dtype=np.float64).reshape(-1)
+    y_all = np.array(y, dtype=np.float64).reshape(-1)  # a copy: torch needs it writable
     scaler = Standardizer.fit(x_all)
     inputs, targets = torch.from_numpy(scaler.transform(x_all)), torch.from_numpy(y_all)
     targets = targets.float()
