@@ -16,6 +16,10 @@ from pathlib import Path
 from benchmarks.common import Result
 from kiki.errors import FailedPrecondition
 
+# wrk's default of 2 s would drop slow but successful answers (a batch of 1,000 takes 1-2 s
+# here under load) and cut the latency figures short: only past this is a request failed
+REQUEST_TIMEOUT_S = 30
+
 _LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -101,6 +105,7 @@ def run_wrk(
                 f"-t{threads}",
                 f"-c{connections}",
                 f"-d{int(seconds)}s",
+                f"--timeout={REQUEST_TIMEOUT_S}s",
                 "--latency",
                 "-s",
                 handle.name,
