@@ -26,17 +26,27 @@ import ray
 from ray.util import metrics
 
 from actors import shard_options
+from actors.resilience import Supervisor, command, within
 from kiki.clock import Clock, VirtualClock, WallClock
 from kiki.config import Settings
 from kiki.db.pool import create_pool
-from kiki.errors import FailedPrecondition, Unavailable
+from kiki.errors import FailedPrecondition, KikiError, Unavailable
 from kiki.shield import store
-from kiki.shield.book import BudgetBook, BudgetOp, CampaignKey, NewCampaign, OpResult, shard_of
+from kiki.shield.book import (
+    OP_KINDS,
+    BudgetBook,
+    BudgetOp,
+    CampaignKey,
+    NewCampaign,
+    OpResult,
+    shard_of,
+)
 from kiki.shield.budget import LedgerEvent
 
 logger = logging.getLogger("kiki.budget")
 ACTOR_PREFIX = "kiki-budget"
 EXPIRY_INTERVAL_S = 1.0
+READY_TIMEOUT_S = 120.0
 # Commands that change state must carry a key, so Ray's retries cannot apply them twice.
 _WRITES = {"allocate", "policy", "reserve", "commit", "release", "unblock"}
 
@@ -58,8 +68,10 @@ class BudgetShard:
         self.book = BudgetBook(timedelta(seconds=reservation_ttl_s))
         self._pool: asyncpg.Pool | None = None
         self._ready: asyncio.Task | None = None
-        self._queue: list[tuple[Sequence[BudgetOp], asyncio.Future]] = []
+        self._queue: list[Waiting] = []
+        self._inflight: list[Waiting] = []  # the batch being committed
         self._wakeup = asyncio.Event()
+        self._supervisor = Supervisor(f"budget-{shard}")
         tags = {"shard": str(shard)}
         self._ops = metrics.Counter(
             "kiki_budget_ops", "budget commands by outcome", tag_keys=("shard", "kind", "outcome")
@@ -86,8 +98,9 @@ class BudgetShard:
                 "ms": round((time.perf_counter() - started) * 1000),
             },
         )
-        asyncio.get_running_loop().create_task(self._writer())
+        self._supervisor.start("group_commit", self._writer)
 
+    @command("budget")
     async def ready(self) -> int:
         """Wait until the book is rebuilt; returns the number of campaigns held."""
         if self._ready is None:
@@ -102,22 +115,38 @@ class BudgetShard:
     def pid(self) -> int:
         return os.getpid()
 
+    @command("budget")
     def advance_clock(self, moment: datetime) -> None:
         """Move a simulation's virtual clock to `moment` (the simulator drives time)."""
         if not isinstance(self.clock, VirtualClock):
             raise FailedPrecondition("only a simulation's budget shard has a virtual clock")
         self.clock.advance((moment - self.clock.now()).total_seconds())
 
+    @command("budget")
     async def execute(self, ops: Sequence[BudgetOp]) -> list[OpResult]:
         """Run a batch of commands; answered only after their ledger rows are committed."""
         await self.ready()
         future = asyncio.get_running_loop().create_future()
-        self._queue.append((ops, future))
+        self._queue.append((list(ops), future))
         self._wakeup.set()
         return await future
 
+    @command("budget")
+    async def probe(self) -> dict[str, int]:
+        """A cheap command through the group commit (an empty batch), so a health check sees
+        what every caller would: the writer serving, or not."""
+        await self.execute([])
+        return {"campaigns": len(self.book.campaigns), "restarts": self._restarts()}
+
+    def _restarts(self) -> int:
+        return self._supervisor.restarts.get("group_commit", 0)
+
     async def _writer(self) -> None:
-        """The only task that changes the book: queued batches and due expiries, in order."""
+        """The only task that changes the book: queued batches and due expiries, in order.
+        A batch a previous run of this task was committing when it died is answered first."""
+        if self._inflight:
+            self._inflight, interrupted = [], self._inflight
+            await self._recover(interrupted, "the budget shard's writer restarted")
         next_expiry = time.monotonic() + EXPIRY_INTERVAL_S
         while True:
             with suppress(TimeoutError):
@@ -131,40 +160,88 @@ class BudgetShard:
                 if not batch and not expire:
                     break
                 started = time.perf_counter()
-                await self._commit_batch(batch, expire)
+                self._inflight = batch
+                try:
+                    await self._commit_batch(batch, expire)
+                except Exception:
+                    logger.exception(
+                        "group commit failed outside any one command",
+                        extra={"shard": self.shard, "commands": _describe(batch)},
+                    )
+                    await self._recover(batch, "internal error in the budget shard")
+                self._inflight = []
                 if batch:
                     self._batch_ms.observe((time.perf_counter() - started) * 1000)
 
-    async def _commit_batch(
-        self, batch: list[tuple[Sequence[BudgetOp], asyncio.Future]], expire: bool
-    ) -> None:
+    async def _recover(self, batch: list[Waiting], why: str) -> None:
+        """Answer a batch whose outcome is unknown and make memory match the ledger again."""
+        self._fail(batch, f"{why}; nothing of this request is acknowledged, retry it")
+        await self._reload(set(self.book.campaigns))
+
+    def _run(
+        self, batch: list[Waiting], expire: bool, now: datetime
+    ) -> tuple[list[list[OpResult]], list[NewCampaign], list[tuple[CampaignKey, LedgerEvent]]]:
+        events: list[tuple[CampaignKey, LedgerEvent]] = []
+        created: list[NewCampaign] = []
+        if expire:
+            self.book.expire(now, events)
+        answers = [[self.book.execute(op, now, events, created) for op in ops] for ops, _ in batch]
+        return answers, created, events
+
+    async def _commit_batch(self, batch: list[Waiting], expire: bool) -> None:
         for attempt in (1, 2):
-            now = self.clock.now()
-            events: list[tuple[CampaignKey, LedgerEvent]] = []
-            created: list[NewCampaign] = []
-            if expire:
-                self.book.expire(now, events)
-            answers = [
-                [self.book.execute(op, now, events, created) for op in ops] for ops, _ in batch
-            ]
-            touched = {key for key, _ in events} | {(c.tenant_id, c.campaign_id) for c in created}
+            answers, created, events = self._run(batch, expire, self.clock.now())
             try:
                 await self._persist(created, events)
                 break
             except asyncpg.UniqueViolationError:
                 # Another incarnation of this shard wrote a key we had not seen: reload the
                 # touched campaigns and run the batch again; the keys now replay.
-                await self._reload(touched)
+                await self._reload(_touched(created, events))
                 if attempt == 2:
                     return self._fail(batch, "conflicting ledger writes; retry the request")
+            except _REFUSED as exc:
+                # The database refused some command's data: commit the others one by one.
+                logger.warning("ledger refused a batch", extra={"error": repr(exc)})
+                await self._reload(_touched(created, events))
+                answers = await self._commit_alone(batch)
+                break
             except Exception as exc:
                 logger.warning("ledger write failed", extra={"error": repr(exc)})
-                await self._reload(touched)
+                await self._reload(_touched(created, events))
                 return self._fail(batch, f"budget ledger unavailable ({exc.__class__.__name__})")
+        self._answer(batch, answers)
+
+    async def _commit_alone(self, batch: list[Waiting]) -> list[list[OpResult]]:
+        """Each command in its own transaction, so the one the ledger refuses is answered
+        with an error and every other is committed (slow; only after a refused batch)."""
+        answers = []
+        for ops, _ in batch:
+            results = []
+            for op in ops:
+                ((result,),), created, events = self._run([([op], None)], False, self.clock.now())
+                try:
+                    await self._persist(created, events)
+                except Exception as exc:
+                    await self._reload(_touched(created, events))
+                    refused = isinstance(exc, _REFUSED)
+                    result = OpResult(
+                        "error",
+                        op.campaign_id,
+                        message=f"the budget ledger refused this command ({exc})"
+                        if refused
+                        else f"budget ledger unavailable ({exc.__class__.__name__})",
+                        error_code="invalid_input" if refused else "unavailable",
+                    )
+                results.append(result)
+            answers.append(results)
+        return answers
+
+    def _answer(self, batch: list[Waiting], answers: list[list[OpResult]]) -> None:
         outcomes: Counter[tuple[str, str]] = Counter()
         for (ops, future), results in zip(batch, answers, strict=True):
-            outcomes.update((op.kind, r.outcome) for op, r in zip(ops, results, strict=True))
-            if not future.done():
+            outcomes.update((_kind(op), r.outcome) for op, r in zip(ops, results, strict=True))
+            if future is not None and not future.done():
                 future.set_result(results)
         for (kind, outcome), count in outcomes.items():
             self._ops.inc(count, tags={"shard": str(self.shard), "kind": kind, "outcome": outcome})
@@ -188,22 +265,40 @@ class BudgetShard:
             os._exit(1)
 
     @staticmethod
-    def _fail(batch: list[tuple[Sequence[BudgetOp], asyncio.Future]], message: str) -> None:
+    def _fail(batch: list[Waiting], message: str) -> None:
         for _, future in batch:
-            if not future.done():
-                future.set_exception(Unavailable(message))
+            if future is not None and not future.done():
+                future.set_exception(Unavailable(message, retry_after_s=1.0))
 
-    def snapshot_all(self) -> dict[str, dict]:
-        """Every campaign's state, for tests and operators (keyed 'tenant:campaign')."""
-        now = self.clock.now()
-        return {f"{t}:{c}": b.snapshot(now) for (t, c), b in self.book.campaigns.items()}
+
+# A caller's commands and the future its answers go to (None: not awaited by anyone).
+Waiting = tuple[list[BudgetOp], "asyncio.Future[list[OpResult]] | None"]
+# The database refused a command's data (class 22 data exceptions, class 23 constraint
+# violations other than the unique keys handled above), not the connection.
+_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+def _kind(op: BudgetOp) -> str:
+    """The command's kind as a metric tag (a malformed one is counted, not trusted)."""
+    return op.kind if isinstance(op.kind, str) and op.kind in OP_KINDS else "malformed"
+
+
+def _touched(created: list[NewCampaign], events: list) -> set[CampaignKey]:
+    return {key for key, _ in events} | {(c.tenant_id, c.campaign_id) for c in created}
+
+
+def _describe(batch: list[Waiting]) -> str:
+    ops = [op for ops, _ in batch for op in ops]
+    return f"{len(ops)} commands, first {ops[:3]!r}"[:1000]
 
 
 BudgetShardActor = ray.remote(max_restarts=-1, max_task_retries=-1)(BudgetShard)
 
 
 class BudgetClient:
-    """Routes commands to the shard that holds each campaign; one call per shard per batch."""
+    """Routes commands to the shard that holds each campaign; one call per shard per batch.
+    Every call has a deadline: a shard that misses it (or is restarting) answers its own
+    commands with `unavailable` errors, and the other shards' answers still count."""
 
     def __init__(
         self,
@@ -214,10 +309,12 @@ class BudgetClient:
         reservation_ttl_s: float = 900.0,
         clock: Clock | None = None,
         detached: bool = True,
+        call_timeout_s: float = 10.0,
     ) -> None:
         """`clock` and `detached=False` are for simulations: shards on a virtual clock that
         end with the driver that made them."""
         self.shards = shards
+        self.call_timeout_s = call_timeout_s
         self.actors = [
             BudgetShardActor.options(
                 **shard_options(
@@ -241,6 +338,7 @@ class BudgetClient:
             shards=settings.budget_shards,
             num_cpus=min(0.1, settings.replica_cpus),
             reservation_ttl_s=settings.reservation_ttl_s,
+            call_timeout_s=settings.actor_call_timeout_s,
         )
 
     def with_keys(self, ops: Sequence[BudgetOp]) -> list[BudgetOp]:
@@ -260,16 +358,48 @@ class BudgetClient:
             by_shard.setdefault(shard_of(op.tenant_id, op.campaign_id, self.shards), []).append(i)
         shard_ids = list(by_shard)
         replies = await asyncio.gather(
-            *(self.actors[s].execute.remote([ops[i] for i in by_shard[s]]) for s in shard_ids)
+            *(
+                within(
+                    self.actors[s].execute.remote([ops[i] for i in by_shard[s]]),
+                    self.call_timeout_s,
+                    f"budget shard {s}",
+                )
+                for s in shard_ids
+            ),
+            return_exceptions=True,
         )
         results: list[OpResult | None] = [None] * len(ops)
         for s, reply in zip(shard_ids, replies, strict=True):
+            if isinstance(reply, BaseException):
+                reply = [_failed(ops[i], reply) for i in by_shard[s]]
             for i, result in zip(by_shard[s], reply, strict=True):
                 results[i] = result
         return results  # type: ignore[return-value]
 
     async def ready(self) -> int:
-        return sum(await asyncio.gather(*(a.ready.remote() for a in self.actors)))
+        """Wait until every shard has rebuilt its book from the ledger (a cold start may
+        replay many events: a longer deadline than a command's)."""
+        return sum(
+            await asyncio.gather(
+                *(
+                    within(a.ready.remote(), READY_TIMEOUT_S, f"budget shard {i}")
+                    for i, a in enumerate(self.actors)
+                )
+            )
+        )
+
+    async def probe(self, timeout_s: float) -> dict[str, str]:
+        """Each shard's health: "ok" when an empty batch went through its group commit."""
+
+        async def one(i: int) -> str:
+            try:
+                await within(self.actors[i].probe.remote(), timeout_s, f"budget shard {i}")
+            except Exception as exc:
+                return f"failed: {getattr(exc, 'message', None) or repr(exc)}"
+            return "ok"
+
+        states = await asyncio.gather(*(one(i) for i in range(self.shards)))
+        return {f"budget_shard_{i}": state for i, state in enumerate(states)}
 
     def kill(self) -> None:
         """End the shards: for a simulation's own budget actors, never the platform's."""
@@ -277,4 +407,18 @@ class BudgetClient:
             ray.kill(actor, no_restart=True)
 
     async def advance_clock(self, moment: datetime) -> None:
-        await asyncio.gather(*(a.advance_clock.remote(moment) for a in self.actors))
+        await asyncio.gather(
+            *(
+                within(a.advance_clock.remote(moment), self.call_timeout_s, f"budget shard {i}")
+                for i, a in enumerate(self.actors)
+            )
+        )
+
+
+def _failed(op: BudgetOp, exc: BaseException) -> OpResult:
+    """The answer to a command whose shard did not answer (or failed as a whole)."""
+    if isinstance(exc, KikiError):
+        code, message = exc.code, exc.message
+    else:
+        code, message = "unavailable", f"budget shard failed ({exc.__class__.__name__})"
+    return OpResult("error", op.campaign_id, message=message, error_code=code)

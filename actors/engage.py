@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import ray
 
+from actors.resilience import Supervisor, command
 from kiki.config import Settings
 from kiki.db.pool import create_pool
 from kiki.engage import messaging
@@ -35,16 +36,22 @@ class EngageAutomationShell:
         self._pool: asyncpg.Pool | None = None
         self._client = httpx.AsyncClient()
         self._lock = asyncio.Lock()
-        self._loop: asyncio.Task[None] | None = None
+        self._supervisor = Supervisor("engage-automation")
         self.rounds = 0
 
+    @command("engage-automation")
     async def ready(self) -> bool:
         """Starts the schedule (once) and says it runs."""
-        if self._loop is None:
-            self._pool = await create_pool(self.database_url, min_size=1, max_size=4)
-            self._loop = asyncio.create_task(self._run())
-        return True
+        if self._pool is None:
+            pool = await create_pool(self.database_url, min_size=1, max_size=4)
+            if self._pool is None:
+                self._pool = pool
+            else:  # a concurrent first call won
+                await pool.close()
+        self._supervisor.start("schedule", self._run)
+        return self._supervisor.running("schedule")
 
+    @command("engage-automation")
     async def run_once(self) -> dict[str, Any]:
         """One round now (rounds never overlap); its report as JSON."""
         await self.ready()
@@ -78,10 +85,10 @@ class EngageAutomationShell:
             except Exception:  # a round's failure must not end the schedule
                 logger.exception("engage round failed; the next one runs on schedule")
 
+    @command("engage-automation")
     async def stop(self) -> int:
         """Ends the schedule; returns the rounds run."""
-        if self._loop is not None:
-            self._loop.cancel()
+        await self._supervisor.stop()
         if self._pool is not None:
             await self._pool.close()
         await self._client.aclose()

@@ -21,7 +21,6 @@ one starts at once (missed ticks are skipped, not stacked). In a simulation the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -43,6 +42,7 @@ from ray.util import metrics
 from actors import shard_options
 from actors.budget import BudgetClient
 from actors.guard import platform_guard
+from actors.resilience import Supervisor, command, within
 from kiki.billing import metering
 from kiki.clock import Clock, VirtualClock, WallClock
 from kiki.db.pool import create_pool
@@ -53,7 +53,7 @@ from kiki.flow.connectors import build_connector
 from kiki.flow.connectors.base import BidChange, PlatformConnector
 from kiki.flow.engine import BidEngine, TickPlan
 from kiki.flow.exchange import ExchangeConfig, SandboxConnector, SandboxExchange, sandbox_units
-from kiki.flow.leases import LeaseBook, commit_op
+from kiki.flow.leases import UNANSWERED, LeaseBook, commit_op
 from kiki.flow.live import Delivered, SpendDeltas, parse_credentials
 from kiki.money import sum_micros_by
 from kiki.shield.book import BudgetOp, OpResult, shard_of
@@ -95,12 +95,42 @@ class ShardStats:
     audit_rows: int
 
 
+@dataclass
+class Heartbeat:
+    """A shard's liveness: a wall-clock loop that has not completed a tick for a few tick
+    intervals is stalled (its campaigns are not bidding)."""
+
+    shard: int
+    ticks: int
+    autorun: bool
+    ticking: bool
+    up_s: float
+    last_tick_age_s: float | None
+    restarts: int
+
+    def problem(self, tick_s: float, grace_s: float) -> str | None:
+        """Why this shard is unhealthy, or None. A shard gets `grace_s` to load and tick."""
+        if not self.autorun:
+            return None  # a simulation's shard, driven tick by tick
+        if not self.ticking or self.last_tick_age_s is None:
+            if self.up_s < grace_s:
+                return None  # still loading its campaigns
+            if not self.ticking:
+                return "its tick loop is not running (the shard could not load its campaigns)"
+            return f"no tick completed in {self.up_s:.0f} s"
+        if self.last_tick_age_s > max(3 * tick_s, 10.0):
+            return f"last tick completed {self.last_tick_age_s:.0f} s ago"
+        return None
+
+
 class AuditWriter:
     """Buffers ticks' decisions; a background task COPYs them and appends the log lines. With
     `bill`, the same transaction reports the decisions to Billing (`bid_decisions`), so
     usage matches the trail exactly."""
 
-    def __init__(self, pool: asyncpg.Pool, log_path: Path | None, bill: bool = True) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, log_path: Path | None, supervisor: Supervisor, bill: bool = True
+    ) -> None:
         self.pool = pool
         self.log_path = log_path
         self.bill = bill
@@ -110,7 +140,7 @@ class AuditWriter:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        supervisor.start("audit_writer", self._run)
         if log_path:
             log_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -142,12 +172,21 @@ class AuditWriter:
                     continue
                 self.backlog -= rows
                 self.written += rows
-                if self.log_path:
-                    with self.log_path.open("a") as out:
-                        for batch in batches:
-                            out.write(audit.log_lines(batch))
-                            await asyncio.sleep(0)  # let a tick waiting on I/O go on
+                await self._log(batches)
             self._idle.set()
+
+    async def _log(self, batches: list[audit.Decisions]) -> None:
+        """The `decision:` lines. The rows are already in PostgreSQL, so a failed file write
+        (disk full, folder gone) is logged and skipped, never retried into duplicates."""
+        if not self.log_path:
+            return
+        try:
+            with self.log_path.open("a") as out:
+                for batch in batches:
+                    out.write(audit.log_lines(batch))
+                    await asyncio.sleep(0)  # let a tick waiting on I/O go on
+        except OSError as exc:
+            logger.warning("decision log not written", extra={"error": repr(exc)})
 
     async def flush(self) -> None:
         """Wait until every row handed in so far is in PostgreSQL."""
@@ -188,8 +227,10 @@ class BidLoopShard:
         detached: bool = True,
         tenant_id: str | None = None,
         lease_ticks: int = 10,
+        call_timeout_s: float = 10.0,
     ) -> None:
         self.shard, self.shards = shard, shards
+        self.call_timeout_s = call_timeout_s
         self.database_url = database_url
         self.tick_s = tick_s
         self.clock = clock or WallClock()
@@ -221,6 +262,7 @@ class BidLoopShard:
             namespace=namespace,
             clock=clock if isinstance(clock, VirtualClock) else None,
             detached=detached,
+            call_timeout_s=call_timeout_s,
         )
         self.guard = platform_guard(namespace=namespace, rate=guard_rate)
         self.log_path = Path(log_dir) / f"decisions-{shard}-of-{shards}.log" if log_dir else None
@@ -240,7 +282,9 @@ class BidLoopShard:
         self._audit: AuditWriter | None = None
         self._ready: asyncio.Task | None = None
         self._tick_lock = asyncio.Lock()
-        self._loop_task: asyncio.Task | None = None
+        self._supervisor = Supervisor(f"bidloop-{shard}")
+        self._created = time.monotonic()
+        self._last_tick_ok: float | None = None  # monotonic time the last tick completed
         tags = {"shard": str(shard)}
         self._tick_ms = metrics.Histogram(
             "kiki_flow_tick_ms",
@@ -260,6 +304,7 @@ class BidLoopShard:
 
     # --- life cycle ------------------------------------------------------------------------
 
+    @command("bidloop")
     async def ready(self) -> int:
         """Load this shard's running campaigns; start the loop unless driven by a simulator.
         Returns the number of campaigns held."""
@@ -275,12 +320,15 @@ class BidLoopShard:
     async def _start(self) -> None:
         self._pool = await create_pool(self.database_url, min_size=1, max_size=4)
         # A simulation's decisions are not billed.
-        self._audit = AuditWriter(self._pool, self.log_path, bill=self.tenant_id is None)
+        self._audit = AuditWriter(
+            self._pool, self.log_path, self._supervisor, bill=self.tenant_id is None
+        )
         await self.budgets.ready()
         await self._load()
         if self.autorun:
-            self._loop_task = asyncio.get_running_loop().create_task(self._run())
+            self._supervisor.start("tick_loop", self._run)
 
+    @command("bidloop")
     async def reload(self) -> int:
         """Pick up created, started, paused or stopped campaigns (the API calls this)."""
         await self.ready()
@@ -392,17 +440,16 @@ class BidLoopShard:
                 await self.tick()
             except Exception:
                 logger.exception("tick failed; the next one runs on schedule")
+            else:
+                self._last_tick_ok = time.monotonic()
             next_at = max(next_at + self.tick_s, time.monotonic())
             await asyncio.sleep(next_at - time.monotonic())
 
+    @command("bidloop")
     async def stop(self) -> int:
         """Stop ticking, settle open reservations and flush the audit trail. Returns rows
         written in total."""
-        if self._loop_task:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
+        await self._supervisor.stop("tick_loop")
         if self._report_call is not None:  # the last spend report counts
             await asyncio.gather(self._report_call, return_exceptions=True)
         async with self._tick_lock:
@@ -413,11 +460,13 @@ class BidLoopShard:
             await client.aclose()
         return self._audit.written if self._audit else 0
 
+    @command("bidloop")
     async def flush(self) -> int:
         assert self._audit is not None
         await self._audit.flush()
         return self._audit.written
 
+    @command("bidloop")
     def stats(self) -> ShardStats:
         e = self.engine
         return ShardStats(
@@ -433,8 +482,23 @@ class BidLoopShard:
     def pid(self) -> int:
         return os.getpid()
 
+    @command("bidloop")
+    def heartbeat(self) -> Heartbeat:
+        """How recently this shard completed a tick, for the flow app's health check."""
+        now = time.monotonic()
+        return Heartbeat(
+            shard=self.shard,
+            ticks=self.tick_id,
+            autorun=self.autorun,
+            ticking=self._supervisor.running("tick_loop"),
+            up_s=now - self._created,
+            last_tick_age_s=None if self._last_tick_ok is None else now - self._last_tick_ok,
+            restarts=sum(self._supervisor.restarts.values()),
+        )
+
     # --- the tick --------------------------------------------------------------------------
 
+    @command("bidloop")
     async def tick(self, now: datetime | None = None) -> TickReport:
         """One tick at `now` (a simulation's virtual time) or at the clock's now."""
         await self.ready()
@@ -531,7 +595,9 @@ class BidLoopShard:
         for tenant, segment in self._value_keys:
             requests.setdefault(tenant, []).append(segment)
         handle = serve.get_app_handle(self.value_app)
-        return await handle.segment_values.remote(requests)
+        return await within(
+            handle.segment_values.remote(requests), self.call_timeout_s, "SyncValue"
+        )
 
     async def _tick(self, now: datetime) -> TickReport:
         started = time.perf_counter()
@@ -618,8 +684,14 @@ class BidLoopShard:
         self.pending_commits = [
             op
             for op, r in zip(ops, results, strict=True)
-            if op.kind == "commit" and r.outcome == "error" and r.error_code == "unavailable"
+            if op.kind == "commit" and r.outcome == "error" and r.error_code in UNANSWERED
         ]
+        unanswered = [r for r in results if r.outcome == "error" and r.error_code in UNANSWERED]
+        if unanswered:  # each pool's decision says lease_skipped:<error>
+            logger.warning(
+                "lease renewals skipped this tick",
+                extra={"shard": self.shard, "ops": len(unanswered), "error": unanswered[0].message},
+            )
         return results
 
     async def _push(self, plan: TickPlan, now: datetime) -> tuple[np.ndarray, int, dict[str, str]]:
@@ -632,7 +704,14 @@ class BidLoopShard:
         platforms = np.array(engine.unit_platform, dtype=object)
         by_platform = {p: moved[platforms[moved] == p] for p in sorted(set(platforms[moved]))}
         calls = [(p, -(-len(units) // PUSH_BATCH)) for p, units in by_platform.items()]
-        admissions = await self.guard.admit_many.remote(calls)
+        try:
+            admissions = await within(
+                self.guard.admit_many.remote(calls), self.call_timeout_s, "the platform guard"
+            )
+        except Unavailable as exc:  # no admission, no push: the bids wait for the next tick
+            logger.warning("bids not pushed", extra={"error": exc.message})
+            result[moved] = "guard_unavailable"
+            return result, 0, dict.fromkeys(by_platform, "guard_unavailable")
         refused: dict[str, str] = {}
         jobs = []
         for admission, (platform, units) in zip(admissions, by_platform.items(), strict=True):
@@ -668,7 +747,12 @@ class BidLoopShard:
             pushed += int(ok.sum())
             reports.append((platform, not failed))
         if reports:
-            await self.guard.record_many.remote(reports)
+            try:
+                await within(
+                    self.guard.record_many.remote(reports), self.call_timeout_s, "the guard"
+                )
+            except Unavailable as exc:  # the breakers miss one tick's outcomes
+                logger.warning("push outcomes not recorded", extra={"error": exc.message})
         return result, pushed, refused
 
     async def _send(
@@ -726,6 +810,7 @@ class BidLoopClient:
         self, database_url: str, shards: int = 2, num_cpus: float = 0.2, **options
     ) -> None:
         self.shards = shards
+        self.call_timeout_s = float(options.get("call_timeout_s", 10.0))
         detached = options.get("detached", True)
         namespace = options.get("namespace", "kiki")
         self.actors = [
@@ -750,7 +835,26 @@ class BidLoopClient:
         return sum(await asyncio.gather(*(a.ready.remote() for a in self.actors)))
 
     async def reload(self, tenant_id: str, campaign_id: str) -> None:
-        await self.actor_for(tenant_id, campaign_id).reload.remote()
+        shard = shard_of(tenant_id, campaign_id, self.shards)
+        await within(
+            self.actors[shard].reload.remote(), self.call_timeout_s, f"bid-loop shard {shard}"
+        )
+
+    async def health(self, tick_s: float, grace_s: float, timeout_s: float) -> dict[str, str]:
+        """Each shard's state: "ok" when it completed a tick in the last few intervals."""
+
+        async def one(i: int) -> str:
+            try:
+                beat = await within(
+                    self.actors[i].heartbeat.remote(), timeout_s, f"bid-loop shard {i}"
+                )
+            except KikiError as exc:
+                return f"failed: {exc.message}"
+            problem = beat.problem(tick_s, grace_s)
+            return "ok" if problem is None else f"failed: {problem}"
+
+        states = await asyncio.gather(*(one(i) for i in range(self.shards)))
+        return {f"bidloop_shard_{i}": state for i, state in enumerate(states)}
 
     async def tick_all(self, now: datetime) -> list[TickReport]:
         return await asyncio.gather(*(a.tick.remote(now) for a in self.actors))

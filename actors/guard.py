@@ -8,7 +8,9 @@ from __future__ import annotations
 import ray
 from ray.util import metrics
 
+from actors.resilience import command
 from kiki.clock import WallClock
+from kiki.errors import InvalidInput
 from kiki.shield.breaker import BreakerConfig, BreakerState
 from kiki.shield.guard import Admission, PlatformGuard, PlatformStatus
 from kiki.shield.ratelimit import RateLimitConfig
@@ -40,7 +42,12 @@ class GuardShell:
         for status in self.guard.status():
             self._state.set(_STATE_VALUE[status.breaker.state], tags={"platform": status.platform})
 
+    @command("guard")
     def admit_many(self, requests: list[tuple[str, int]]) -> list[Admission]:
+        """Admit each (platform, calls). All are checked before any is admitted, so a
+        refused request spends no platform's budget."""
+        for platform, calls in _pairs(requests):
+            self.guard.check(platform, calls)
         answers = [self.guard.admit(platform, calls) for platform, calls in requests]
         for a in answers:
             if not a.allowed:
@@ -48,22 +55,36 @@ class GuardShell:
         self._publish()
         return answers
 
+    @command("guard")
     def record_many(self, outcomes: list[tuple[str, bool]]) -> dict[str, BreakerState]:
+        for platform, success in _pairs(outcomes):
+            self.guard.check(platform, success=success)
         states = {platform: self.guard.record(platform, ok) for platform, ok in outcomes}
         self._publish()
         return states
 
+    @command("guard")
     def reset(self, platform: str) -> None:
         self.guard.reset(platform)
         self._publish()
 
+    @command("guard")
     def force_open(self, platform: str) -> None:
         self.guard.force_open(platform)
         self._publish()
 
+    @command("guard")
     def status(self) -> list[PlatformStatus]:
         self._publish()
         return self.guard.status()
+
+
+def _pairs(items: object) -> list[tuple]:
+    if not isinstance(items, list | tuple) or not all(
+        isinstance(item, list | tuple) and len(item) == 2 for item in items
+    ):
+        raise InvalidInput("send a list of (platform, value) pairs")
+    return list(items)  # type: ignore[arg-type]
 
 
 GuardActor = ray.remote(max_restarts=-1, max_task_retries=-1)(GuardShell)

@@ -15,7 +15,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -51,6 +51,7 @@ from kiki.errors import (
     Unauthenticated,
     Unavailable,
 )
+from kiki.model_registry import LoadCheck
 from kiki.money import Money
 from kiki.shield.ratelimit import RateLimiter
 
@@ -104,6 +105,10 @@ class WhoAmI(BaseModel):
     service: str
 
 
+# A dependency check of /health: its named checks, each "ok" or "failed: <why>".
+Probe = Callable[[], Awaitable[dict[str, str]]]
+
+
 class ServiceRuntime:
     """Per-replica state: created once per process, the database pool opened on first use."""
 
@@ -119,6 +124,9 @@ class ServiceRuntime:
         self.key_limits = RateLimiter(
             self.settings.api_rate_per_s, self.settings.api_burst, WallClock()
         )
+        # What the app depends on besides the database (actors, models), by check name.
+        self.probes: dict[str, Probe] = {}
+        self.started = time.monotonic()
 
     @property
     def database_url(self) -> str:
@@ -166,8 +174,23 @@ class ServiceRuntime:
             return f"failed: {exc.__class__.__name__}: {exc} ({redact(self.database_url)})"
         return "ok"
 
-    async def health(self, extra: dict[str, str] | None = None) -> HealthReport:
-        checks = {"database": await self.check_database(), **(extra or {})}
+    async def _probe(self, name: str, probe: Probe) -> dict[str, str]:
+        timeout = self.settings.health_probe_timeout_s
+        try:
+            return await asyncio.wait_for(probe(), timeout)
+        except TimeoutError:
+            return {name: f"failed: no answer within {timeout:g} s"}
+        except Exception as exc:
+            return {name: f"failed: {getattr(exc, 'message', None) or repr(exc)}"}
+
+    async def health(self) -> HealthReport:
+        """The database and every registered probe, checked at once."""
+        found = await asyncio.gather(
+            self.check_database(), *(self._probe(n, p) for n, p in self.probes.items())
+        )
+        checks = {"database": found[0]}
+        for more in found[1:]:
+            checks.update(more)
         ok = all(v == "ok" for v in checks.values())
         return HealthReport(
             status="ok" if ok else "unavailable",
@@ -175,6 +198,16 @@ class ServiceRuntime:
             version=__version__,
             checks=checks,
         )
+
+    def watch_models(self, name: str, check: LoadCheck) -> None:
+        """Probe, on /health, that every serving version of a model family loads here."""
+
+        async def probe() -> dict[str, str]:
+            pool = await self.pool()
+            async with pool.acquire() as conn:
+                return {name: await check.check(conn)}
+
+        self.probes[name] = probe
 
     def meter(self, metric: str) -> UsageMeter:
         """The replica's meter of a billable metric (kiki.billing.metering.PLATFORM_METRICS)."""
@@ -445,3 +478,16 @@ class ServiceIngress:
 
     def __init__(self) -> None:
         self.runtime = runtime_for(self.service)
+
+    async def check_health(self) -> None:
+        """Serve's own health check of this replica: the probes of /health, so Serve replaces
+        a replica that cannot reach what it depends on. A new replica is given
+        `health_grace_s` first (its actors and pool may still be starting)."""
+        report = await self.runtime.health()
+        if report.status == "ok":
+            return
+        failing = {k: v for k, v in report.checks.items() if v != "ok"}
+        if time.monotonic() - self.runtime.started < self.runtime.settings.health_grace_s:
+            logger.warning("dependencies not ready yet", extra={"checks": failing})
+            return
+        raise RuntimeError(f"{self.service} cannot reach its dependencies: {failing}")

@@ -32,6 +32,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.util import metrics
 
+from actors.resilience import within
 from deployments.common import (
     CurrentTenant,
     ServiceIngress,
@@ -423,7 +424,11 @@ async def generate(
     )
     create_metrics: CreateMetrics = runtime.extras["metrics"]
     with create_metrics.generating(placement.name):
-        batch: Batch = await runtime.extras["generator"].make.remote(job)
+        batch: Batch = await within(
+            runtime.extras["generator"].make.remote(job),
+            runtime.settings.creative_timeout_s,
+            "the creative generator",
+        )
     create_metrics.count(batch, placement.name)
     if not batch.creatives:
         raise InvalidInput(

@@ -24,6 +24,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from ray import serve
 
 from actors.engage import engage_automation
+from actors.resilience import within
 from deployments.common import (
     CurrentTenant,
     MoneyOut,
@@ -46,6 +47,7 @@ from kiki.engage.registry import NO_CHURN_MODEL
 from kiki.engage.risk import Reason, RiskTable, risk_table
 from kiki.engage.rules import Rule
 from kiki.errors import FailedPrecondition, InvalidInput
+from kiki.model_registry import LoadCheck
 from kiki.money import normalize_currency
 from kiki.value import registry as ltv_registry
 from kiki.value import transactions
@@ -171,9 +173,17 @@ class EngageService:
 
 def _attach(app: FastAPI, runtime: ServiceRuntime) -> None:
     app.state.engage = EngageService(runtime)
+    runtime.watch_models("churn_models", LoadCheck(registry.CHURN_MODELS, TrainedChurnModel.load))
     if ray.is_initialized():  # under Serve; tests hosting the app in-process have no Ray
         automation = engage_automation(runtime.database_url, runtime.settings)
         automation.ready.remote()
+
+        async def automation_probe() -> dict[str, str]:
+            timeout = runtime.settings.health_probe_timeout_s
+            running = await within(automation.ready.remote(), timeout, "the engage automation")
+            return {"automation": "ok" if running else "failed: its schedule is not running"}
+
+        runtime.probes["automation"] = automation_probe
 
 
 api = create_service_api(

@@ -39,7 +39,7 @@ from kiki.flow.campaigns import (
     budget_op,
 )
 from kiki.flow.live import load_credentials
-from kiki.money import DecimalAmount, decimal_to_micros, micros_to_decimal_str
+from kiki.money import PositiveAmount, decimal_to_micros, micros_to_decimal_str
 from kiki.shield.book import BudgetOp
 
 
@@ -56,9 +56,13 @@ def _attach_actors(app: FastAPI, runtime: ServiceRuntime) -> None:
         guard_rate={"rate_per_s": s.platform_rate_per_s, "burst": s.platform_burst},
         credentials=load_credentials(s.platform_credentials) if s.platform_credentials else None,
         spend_poll_s=s.flow_spend_poll_s,
+        call_timeout_s=s.actor_call_timeout_s,
     )
     for actor in app.state.loops.actors:
         actor.ready.remote()  # start ticking now: campaigns already running resume at once
+    runtime.probes["bid_loops"] = lambda: app.state.loops.health(
+        s.flow_tick_s, s.health_grace_s, s.health_probe_timeout_s
+    )
 
 
 api = create_service_api(
@@ -128,9 +132,9 @@ class CampaignPatch(BaseModel):
 
     name: str | None = Field(None, min_length=1, max_length=200)
     ends_at: AwareDatetime | None = None
-    budget: DecimalAmount | None = None
+    budget: PositiveAmount | None = None
     goal: Goal | None = None
-    max_bid: DecimalAmount | None = None
+    max_bid: PositiveAmount | None = None
     pacing: PacingSettings | None = None
     ad_groups: list[AdGroup] | None = Field(None, min_length=1, max_length=100)
 

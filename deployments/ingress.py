@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from kiki.config import Settings
+from kiki.db.embedded import free_port
 from kiki.errors import ConfigError
 
 
@@ -59,4 +60,8 @@ def configure_ingress(settings: Settings) -> str:
             "RAY_SERVE_SHUTDOWN_TIER_TIMEOUT_S": "5",
         }
     )
+    # HAProxy's own stats and metrics listeners default to fixed ports (8404, 9101), which a
+    # second instance on the machine cannot bind: free ones, unless the operator chose.
+    for variable in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+        os.environ.setdefault(variable, str(free_port()))
     return f"HAProxy ({binary})"

@@ -10,11 +10,19 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Request
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from ray import serve
 
 from actors.budget import BudgetClient
 from actors.guard import platform_guard
+from actors.resilience import within
 from deployments.common import (
     CurrentTenant,
     MoneyOut,
@@ -23,8 +31,9 @@ from deployments.common import (
     create_service_api,
 )
 from deployments.shield_consent import router as consent_router
+from kiki.clock import TimeZoneName
 from kiki.errors import NotFound, RateLimited, Unavailable
-from kiki.money import DecimalAmount, decimal_to_micros
+from kiki.money import NonNegativeAmount, PositiveAmount, decimal_to_micros
 from kiki.shield.book import BudgetOp, OpResult
 from kiki.shield.breaker import BreakerSnapshot
 from kiki.shield.budget import PLATFORMS
@@ -32,10 +41,25 @@ from kiki.shield.budget import PLATFORMS
 
 def _attach_actors(app: FastAPI, runtime: ServiceRuntime) -> None:
     s = runtime.settings
-    app.state.budgets = BudgetClient.for_settings(runtime.database_url, s)
+    budgets = app.state.budgets = BudgetClient.for_settings(runtime.database_url, s)
     app.state.guard = platform_guard(
         num_cpus=min(0.05, s.replica_cpus),
         rate={"rate_per_s": s.platform_rate_per_s, "burst": s.platform_burst},
+    )
+
+    async def guard_probe() -> dict[str, str]:
+        await _call_guard(app, "status")
+        return {"guard": "ok"}
+
+    runtime.probes["budget_shards"] = lambda: budgets.probe(s.health_probe_timeout_s)
+    runtime.probes["guard"] = guard_probe
+
+
+async def _call_guard(app: FastAPI, method: str, *args: Any) -> Any:
+    """One call to the platform guard actor, within the platform's actor-call deadline."""
+    timeout = app.state.runtime.settings.actor_call_timeout_s
+    return await within(
+        getattr(app.state.guard, method).remote(*args), timeout, "the platform guard"
     )
 
 
@@ -50,7 +74,10 @@ api.include_router(consent_router, tags=["consent"])
 
 PlatformName = Literal["google_ads", "meta", "tiktok", "linkedin", "amazon"]
 CampaignId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
-IdempotencyKey = Annotated[str, Field(min_length=1, max_length=200)]
+# Printable text only: PostgreSQL refuses NUL, and keys end up in the ledger and in logs.
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$")]
+ReservationId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$")]
+Currency = Annotated[str, Field(pattern=r"^[A-Za-z]{3}$", description="ISO 4217 code")]
 KeyHeader = Annotated[
     str | None,
     Header(alias="Idempotency-Key", description="makes a retried write apply once"),
@@ -61,17 +88,35 @@ KeyHeader = Annotated[
 
 
 class BudgetSettings(BaseModel):
-    """Caps and policy; on an update, omitted fields keep their current value."""
+    """Caps and policy; on an update, omitted fields keep their current value. Everything an
+    actor would refuse is refused here first, with the field named."""
 
-    daily_budget: DecimalAmount | None = Field(None, description="cap per budget day; null = none")
-    platform_budgets: dict[PlatformName, DecimalAmount] | None = None
+    daily_budget: PositiveAmount | None = Field(None, description="cap per budget day; null = none")
+    platform_budgets: dict[PlatformName, NonNegativeAmount] | None = Field(
+        None, description="cap per platform; 0 keeps a platform from spending"
+    )
     status: Literal["active", "paused", "stopped"] | None = None
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
-    timezone: str | None = Field(None, description="IANA name; budget days follow it")
-    allowed_platforms: list[PlatformName] | None = None
-    bid_min: DecimalAmount | None = None
-    bid_max: DecimalAmount | None = None
+    starts_at: AwareDatetime | None = Field(None, description="null = no start")
+    ends_at: AwareDatetime | None = Field(None, description="null = no end")
+    timezone: TimeZoneName | None = Field(None, description="budget days follow it")
+    allowed_platforms: list[PlatformName] | None = Field(None, min_length=1)
+    bid_min: NonNegativeAmount | None = None
+    bid_max: NonNegativeAmount | None = None
+
+    @field_validator("status", "timezone", "allowed_platforms", "platform_budgets", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            raise ValueError(f"{info.field_name} cannot be null; omit it to keep its value")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BudgetSettings:
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        if self.bid_min is not None and self.bid_max is not None and self.bid_min > self.bid_max:
+            raise ValueError("bid_min must not exceed bid_max")
+        return self
 
     def patches(self, total: Any | None) -> tuple[dict | None, dict | None]:
         given = self.model_fields_set
@@ -102,13 +147,15 @@ class BudgetSettings(BaseModel):
 
 class AllocateRequest(BudgetSettings):
     campaign_id: CampaignId
-    budget: DecimalAmount = Field(description="total budget of the campaign")
-    currency: str = Field("USD", min_length=3, max_length=3)
+    budget: PositiveAmount = Field(description="total budget of the campaign")
+    currency: Currency = "USD"
     idempotency_key: IdempotencyKey | None = None
 
 
 class BudgetUpdate(BudgetSettings):
-    budget: DecimalAmount | None = Field(None, description="new total budget (raise or lower)")
+    budget: NonNegativeAmount | None = Field(
+        None, description="new total budget (raise or lower; 0 stops all spend)"
+    )
     idempotency_key: IdempotencyKey | None = None
 
 
@@ -172,7 +219,7 @@ class BudgetView(BaseModel):
 
 class CheckRequest(BaseModel):
     campaign_id: CampaignId
-    bid_amount: DecimalAmount
+    bid_amount: NonNegativeAmount
     platform: PlatformName
 
 
@@ -192,9 +239,9 @@ class CheckResponse(BaseModel):
 
 class ReserveRequest(BaseModel):
     campaign_id: CampaignId
-    amount: DecimalAmount = Field(description="spend to hold against the caps")
+    amount: PositiveAmount = Field(description="spend to hold against the caps")
     platform: PlatformName
-    bid: DecimalAmount | None = Field(None, description="checked against bid_min / bid_max")
+    bid: NonNegativeAmount | None = Field(None, description="checked against bid_min / bid_max")
     allow_partial: bool = Field(True, description="grant what is left when it is less")
     idempotency_key: IdempotencyKey | None = None
 
@@ -224,14 +271,14 @@ class BatchReserveResponse(BaseModel):
 
 class CommitRequest(BaseModel):
     campaign_id: CampaignId
-    reservation_id: str
-    actual_spend: DecimalAmount = Field(description="what the platform reports it spent")
+    reservation_id: ReservationId
+    actual_spend: NonNegativeAmount = Field(description="what the platform reports it spent")
     idempotency_key: IdempotencyKey | None = None
 
 
 class ReleaseRequest(BaseModel):
     campaign_id: CampaignId
-    reservation_id: str
+    reservation_id: ReservationId
     idempotency_key: IdempotencyKey | None = None
 
 
@@ -481,7 +528,7 @@ def _platform(platform: str) -> str:
 @api.get("/api/v1/platforms", response_model=list[PlatformView], tags=["platforms"])
 async def platforms(tenant: CurrentTenant, request: Request) -> list[PlatformView]:
     """Each platform's circuit breaker and rate budget."""
-    statuses = await request.app.state.guard.status.remote()
+    statuses = await _call_guard(request.app, "status")
     return [PlatformView(**s.model_dump()) for s in statuses]
 
 
@@ -489,7 +536,7 @@ async def platforms(tenant: CurrentTenant, request: Request) -> list[PlatformVie
 async def admit(platform: str, tenant: CurrentTenant, request: Request) -> AdmitResponse:
     """Ask to make one call to the platform: 200 when allowed, 503 while its breaker is open,
     429 when its rate budget is spent; both with Retry-After."""
-    (answer,) = await request.app.state.guard.admit_many.remote([(_platform(platform), 1)])
+    (answer,) = await _call_guard(request.app, "admit_many", [(_platform(platform), 1)])
     if answer.reason == "breaker_open":
         raise Unavailable(f"{platform} circuit breaker is open", retry_after_s=answer.retry_after_s)
     if answer.reason == "rate_limited":
@@ -502,27 +549,28 @@ async def record_outcome(
     platform: str, body: BreakerOutcome, tenant: CurrentTenant, request: Request
 ) -> PlatformView:
     """Report the outcome of calls to the platform; failures feed its breaker."""
-    guard = request.app.state.guard
-    await guard.record_many.remote([(_platform(platform), body.success)] * body.calls)
+    await _call_guard(
+        request.app, "record_many", [(_platform(platform), body.success)] * body.calls
+    )
     return await _platform_view(request, platform)
 
 
 @api.post("/api/v1/platforms/{platform}/reset", response_model=PlatformView, tags=["platforms"])
 async def reset_breaker(platform: str, tenant: CurrentTenant, request: Request) -> PlatformView:
     """Close the platform's breaker and clear its window."""
-    await request.app.state.guard.reset.remote(_platform(platform))
+    await _call_guard(request.app, "reset", _platform(platform))
     return await _platform_view(request, platform)
 
 
 @api.post("/api/v1/platforms/{platform}/open", response_model=PlatformView, tags=["platforms"])
 async def open_breaker(platform: str, tenant: CurrentTenant, request: Request) -> PlatformView:
     """Open the platform's breaker by hand (e.g. during a known outage)."""
-    await request.app.state.guard.force_open.remote(_platform(platform))
+    await _call_guard(request.app, "force_open", _platform(platform))
     return await _platform_view(request, platform)
 
 
 async def _platform_view(request: Request, platform: str) -> PlatformView:
-    statuses = await request.app.state.guard.status.remote()
+    statuses = await _call_guard(request.app, "status")
     return next(PlatformView(**s.model_dump()) for s in statuses if s.platform == platform)
 
 

@@ -26,6 +26,7 @@ from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 from ray.util import metrics
 
+from actors.resilience import within
 from deployments.common import (
     CurrentTenant,
     ServiceIngress,
@@ -38,6 +39,7 @@ from kiki.batching import KeyedBatcher
 from kiki.billing import metering
 from kiki.errors import FailedPrecondition, InvalidInput, KikiError, NotFound
 from kiki.flow import segments
+from kiki.model_registry import LoadCheck
 from kiki.money import DecimalAmount, micros_to_decimal_str
 from kiki.value import drift, registry, transactions
 from kiki.value.features import compute_features
@@ -103,13 +105,15 @@ class LocalScorer:
 
 
 class HandleScorer:
-    """Scoring on the LTVScorer deployment."""
+    """Scoring on the LTVScorer deployment, within a deadline."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, timeout_s: float) -> None:
         self.handle = handle
+        self.timeout_s = timeout_s
 
     async def score(self, artifact_path: str, features: pd.DataFrame) -> dict[str, np.ndarray]:
-        return await self.handle.predict.remote((artifact_path, features))
+        call = self.handle.predict.remote((artifact_path, features))
+        return await within(call, self.timeout_s, "the LTV scorer")
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
@@ -383,6 +387,7 @@ def _attach(app: FastAPI, runtime: ServiceRuntime) -> None:
     scorer = runtime.extras.get("scorer") or LocalScorer()
     app.state.value = ValueService(runtime, scorer)
     runtime.extras["value"] = app.state.value
+    runtime.watch_models("ltv_models", LoadCheck(registry.LTV_MODELS, TrainedLTVModel.load))
 
 
 api = create_service_api(
@@ -502,7 +507,8 @@ class ValueIngress(ServiceIngress):
 
     def __init__(self, scorer: Any) -> None:
         super().__init__()
-        self.runtime.extras["scorer"] = HandleScorer(scorer)
+        timeout = self.runtime.settings.actor_call_timeout_s
+        self.runtime.extras["scorer"] = HandleScorer(scorer, timeout)
 
     def _value(self) -> ValueService:
         return self.runtime.extras["value"]

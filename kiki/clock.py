@@ -5,7 +5,28 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Annotated, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, Field
+
+
+def valid_time_zone(name: object) -> str:
+    """An IANA time zone name, or ValueError saying what one looks like."""
+    try:
+        if not isinstance(name, str) or not name:
+            raise TypeError
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, TypeError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone such as 'Europe/Paris'") from None
+    return name
+
+
+TimeZoneName = Annotated[
+    str,
+    Field(max_length=64, description="IANA time zone, e.g. 'Europe/Paris'"),
+    AfterValidator(valid_time_zone),
+]
 
 
 class Clock(Protocol):

@@ -75,6 +75,23 @@ class Settings(BaseSettings):
         60.0, gt=0, description="seconds between spend reports fetched from live platforms"
     )
     reservation_ttl_s: float = Field(900.0, gt=0, description="unclaimed reservations expire")
+    actor_call_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="deadline of every call to a long-lived actor or another deployment; past "
+        "it the caller answers 503 with Retry-After instead of waiting",
+    )
+    health_probe_timeout_s: float = Field(
+        3.0, gt=0, le=60, description="deadline of each dependency probe of /health"
+    )
+    health_grace_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="a new replica's time to reach its dependencies before Serve's health check "
+        "counts their failure (and replaces it)",
+    )
     api_rate_per_s: float = Field(
         500.0, gt=0, description="requests per second per API key, per replica (token bucket)"
     )
@@ -101,6 +118,13 @@ class Settings(BaseSettings):
         "save_pretrained; unset = a small random-weight pipeline whose images are placeholders",
     )
     creative_steps: int = Field(4, ge=1, le=150, description="default denoising steps")
+    creative_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="deadline of one generate call on the generator (a GPU replica scaled to "
+        "zero may take minutes to start); past it the answer is 503 with Retry-After",
+    )
     creative_guidance: float = Field(
         0.0, ge=0, le=30, description="classifier-free guidance; 0 for Turbo models, ~7.5 for SD"
     )

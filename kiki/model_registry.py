@@ -8,7 +8,9 @@ advisory lock so concurrent registrations never collide.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -126,6 +128,14 @@ class ModelRegistry:
         found = {r["status"]: _record(r) for r in rows}
         return found.get("production"), found.get("candidate")
 
+    async def serving_everywhere(self, conn: asyncpg.Connection) -> list[tuple[UUID, int, str]]:
+        """(tenant, version, artifact path) of every version that serves, across tenants."""
+        rows = await conn.fetch(
+            f"""SELECT tenant_id, version, artifact_path FROM {self.table}
+                WHERE status IN ('production', 'candidate') ORDER BY tenant_id, version"""
+        )
+        return [(r["tenant_id"], r["version"], r["artifact_path"]) for r in rows]
+
     async def production(self, conn: asyncpg.Connection, tenant_id: UUID) -> ModelRecord | None:
         return (await self.serving(conn, tenant_id))[0]
 
@@ -189,3 +199,29 @@ class ModelRegistry:
             status,
             percent,
         )
+
+
+class LoadCheck:
+    """Health of an app that serves models: can every serving version's files be loaded here?
+    A version's files never change once registered, so each is loaded once per process
+    (off the event loop) and remembered; only failures are tried again."""
+
+    def __init__(self, registry: ModelRegistry, load: Callable[[str], object]) -> None:
+        self.registry = registry
+        self.load = load
+        self._loaded: set[str] = set()
+
+    async def check(self, conn: asyncpg.Connection) -> str:
+        failures = []
+        for tenant, version, path in await self.registry.serving_everywhere(conn):
+            if path in self._loaded:
+                continue
+            try:
+                await asyncio.to_thread(self.load, path)
+            except Exception as exc:
+                failures.append(f"{self.registry.noun} v{version} of tenant {tenant}: {exc!r}")
+                continue
+            self._loaded.add(path)
+        if failures:
+            return f"failed: {len(failures)} serving version(s) cannot be loaded: {failures[0]}"
+        return "ok"

@@ -12,7 +12,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, Field, PlainSerializer
 
 from kiki.errors import InvalidInput
 
@@ -157,7 +157,14 @@ class Money:
 
 def _parse_amount(value: Any) -> Decimal:
     # The HTTP layer parses JSON numbers as Decimal, so a float here is a programming error.
-    return to_decimal(value)
+    # Refused here as a ValueError, so the 422 names the field: not a number, finer than a
+    # micro, or beyond what integer micros can hold.
+    try:
+        amount = to_decimal(value)
+        decimal_to_micros(amount)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+    return amount
 
 
 DecimalAmount = Annotated[
@@ -166,6 +173,8 @@ DecimalAmount = Annotated[
     PlainSerializer(lambda d: format(d, "f"), return_type=str),
 ]
 """A money amount at the public edge: accepts "12.34", 12.34 or 12 and keeps it exact."""
+NonNegativeAmount = Annotated[DecimalAmount, Field(ge=0)]
+PositiveAmount = Annotated[DecimalAmount, Field(gt=0)]
 
 
 def sum_micros_by(group: np.ndarray, micros: np.ndarray, groups: int) -> np.ndarray:

@@ -48,7 +48,8 @@ class TickOutcome:
 
 
 def budget_reasons(engine: BidEngine, plan: TickPlan, denied: dict[int, str]) -> np.ndarray:
-    """Why each unit may or may not spend in the next tick."""
+    """Why each unit may or may not spend in the next tick (`denied`: the pools left without a
+    lease, with their reasons, from LeaseBook.settle)."""
     c = engine.unit_campaign
     spent_out = engine.spent >= engine.budget
     reason = np.where(
@@ -60,8 +61,8 @@ def budget_reasons(engine: BidEngine, plan: TickPlan, denied: dict[int, str]) ->
             np.where(plan.reserve[engine.unit_pool] > 0, "reserved", "ahead_of_pace"),
         ),
     ).astype(object)
-    for pool, rule in denied.items():
-        reason[engine.unit_pool == pool] = f"denied:{rule}"
+    for pool, why in denied.items():
+        reason[engine.unit_pool == pool] = why
     return reason
 
 

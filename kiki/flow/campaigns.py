@@ -12,13 +12,20 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kiki.clock import TimeZoneName
+from kiki.errors import InvalidInput
 from kiki.flow.connectors.base import PLATFORMS
 from kiki.flow.pacing import PacingPlan, PacingShape
-from kiki.money import DecimalAmount, decimal_to_micros, normalize_currency
+from kiki.money import (
+    DecimalAmount,
+    NonNegativeAmount,
+    PositiveAmount,
+    decimal_to_micros,
+    normalize_currency,
+)
 from kiki.shield.book import BudgetOp
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
@@ -69,7 +76,7 @@ class PlatformRef(BaseModel):
 class AdGroup(BaseModel):
     ad_group_id: Identifier
     segment: Identifier = Field(description="audience segment; its value comes from SyncValue")
-    value_per_conversion: DecimalAmount = Field(
+    value_per_conversion: NonNegativeAmount = Field(
         description="value of a conversion when SyncValue has no prediction for the segment"
     )
     platform_refs: dict[Platform, PlatformRef] = Field(default_factory=dict)
@@ -90,28 +97,22 @@ class CampaignSpec(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     starts_at: AwareDatetime
     ends_at: AwareDatetime
-    timezone: str = "UTC"
-    budget: DecimalAmount = Field(description="total budget in the campaign's currency")
+    timezone: TimeZoneName = "UTC"
+    budget: PositiveAmount = Field(description="total budget in the campaign's currency")
     currency: str = "USD"
     goal: Goal
     platforms: list[Platform] = Field(min_length=1)
     ad_groups: list[AdGroup] = Field(min_length=1, max_length=100)
-    max_bid: DecimalAmount | None = Field(None, description="never bid above this per click")
+    max_bid: PositiveAmount | None = Field(None, description="never bid above this per click")
     pacing: PacingSettings = PacingSettings()
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone such as 'Europe/Paris'") from None
-        return value
 
     @field_validator("currency")
     @classmethod
     def _currency(cls, value: str) -> str:
-        return normalize_currency(value)
+        try:
+            return normalize_currency(value)
+        except InvalidInput as exc:  # a ValueError, so the 422 names the field
+            raise ValueError(exc.message) from None
 
     @field_validator("platforms")
     @classmethod

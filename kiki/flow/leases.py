@@ -24,6 +24,10 @@ import numpy as np
 from kiki.money import sum_micros_by
 from kiki.shield.book import BudgetOp, OpResult
 
+# Error codes of a budget command that SyncShield never answered (shard restarting, deadline
+# missed): retried next tick, never read as a refusal.
+UNANSWERED = frozenset({"unavailable", "deadline_exceeded"})
+
 
 @dataclass(frozen=True, slots=True)
 class Renewals:
@@ -91,13 +95,16 @@ class LeaseBook:
 
     def settle(self, renewals: Renewals, results: Sequence[OpResult], tick: int) -> dict[int, str]:
         """Open the leases SyncShield granted (`results` of the reserves, in order). Returns the
-        pools it refused, with the reason."""
+        pools left without one, with the decision log's reason: `denied:<rule>` when SyncShield
+        refused, `lease_skipped:<error>` when it could not answer (the pool waits a tick)."""
         denied: dict[int, str] = {}
         for (p, _), result in zip(renewals.reserves, results, strict=True):
             if result.outcome in ("granted", "partial"):
                 self.opened(p, result.reservation_id or "", result.amount_micros, tick)
+            elif result.outcome == "error" and result.error_code in UNANSWERED:
+                denied[p] = f"lease_skipped:{result.error_code}"
             else:
-                denied[p] = result.rule or result.error_code or result.outcome
+                denied[p] = f"denied:{result.rule or result.error_code or result.outcome}"
         return denied
 
     def _room(self, need: np.ndarray, budget_left: np.ndarray) -> np.ndarray:

@@ -9,13 +9,15 @@ campaigns from the ledger (`forget()` + replay).
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+from uuid import UUID
 
 from kiki.errors import Conflict, InvalidInput, KikiError, NotFound, Unavailable
-from kiki.money import normalize_currency
+from kiki.money import MAX_MICROS, normalize_currency
 from kiki.shield.budget import (
     DEFAULT_RESERVATION_TTL,
     CampaignBudget,
@@ -27,8 +29,11 @@ from kiki.shield.budget import (
 )
 
 _ERRORS_BY_CODE = {e.code: e for e in (Conflict, InvalidInput, NotFound, Unavailable)}
+_ERRORS_BY_CODE["deadline_exceeded"] = Unavailable  # a shard that did not answer in time
 CampaignKey = tuple[str, str]  # (tenant_id, campaign_id)
 OpKind = Literal["allocate", "policy", "reserve", "commit", "release", "unblock", "status", "check"]
+OP_KINDS = frozenset(get_args(OpKind))
+logger = logging.getLogger("kiki.budget")
 
 
 def shard_of(tenant_id: str, campaign_id: str, shards: int) -> int:
@@ -86,13 +91,47 @@ class OpResult:
     def raise_for_error(self) -> None:
         if self.outcome == "error":
             error = _ERRORS_BY_CODE.get(self.error_code or "", KikiError)
-            raise error(self.message or "", code=self.error_code)
+            retry = 1.0 if error is Unavailable else None  # a shard restarting or overloaded
+            raise error(self.message or "", code=self.error_code, retry_after_s=retry)
 
 
 # Batches of ops and results cross the actor boundary every tick: pickled as constructor
 # arguments (one C call), not by dataclass pickling's walk over fields() for every object.
 _op_fields = attrgetter(*(f.name for f in fields(BudgetOp)))
 _result_fields = attrgetter(*(f.name for f in fields(OpResult)))
+
+
+_TEXT_LIMITS = {"tenant_id": 64, "campaign_id": 128, "idempotency_key": 200,
+                "reservation_id": 200, "platform": 32, "currency": 3}  # fmt: skip
+_MICROS = ("amount_micros", "bid_micros")
+
+
+def check_op(op: BudgetOp) -> None:
+    """Refuse a command whose fields could not be executed or written to the ledger (wrong
+    types, text PostgreSQL cannot store, amounts beyond a BIGINT) before it touches state."""
+    if not isinstance(op.kind, str) or op.kind not in OP_KINDS:
+        raise InvalidInput(f"unknown budget command {op.kind!r}; use one of {sorted(OP_KINDS)}")
+    for name, limit in _TEXT_LIMITS.items():
+        value = getattr(op, name)
+        if value is None and name not in ("tenant_id", "campaign_id"):
+            continue
+        if not isinstance(value, str) or not 0 < len(value) <= limit or "\x00" in value:
+            raise InvalidInput(f"{name} must be text of 1 to {limit} characters, without NUL")
+    try:
+        UUID(op.tenant_id)
+    except ValueError:
+        raise InvalidInput(f"tenant_id {op.tenant_id!r} is not a UUID") from None
+    for name in _MICROS:
+        value = getattr(op, name)
+        if value is None and name == "bid_micros":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MICROS:
+            raise InvalidInput(f"{name} must be whole micros between 0 and {MAX_MICROS}")
+    if not isinstance(op.allow_partial, bool):
+        raise InvalidInput("allow_partial must be true or false")
+    for name in ("caps_patch", "policy_patch"):
+        if getattr(op, name) is not None and not isinstance(getattr(op, name), dict):
+            raise InvalidInput(f"{name} must be an object")
 
 
 @dataclass
@@ -125,18 +164,32 @@ class BudgetBook:
     ) -> OpResult:
         """Run one command; append the events it produced (already applied) to `events`."""
         key = (op.tenant_id, op.campaign_id)
+        new = None
         try:
+            check_op(op)
             budget = self.campaigns.get(key)
             if budget is None:
                 if op.kind != "allocate":
                     raise NotFound(f"campaign {op.campaign_id} has no budget: allocate one first")
-                budget = self.load(op.tenant_id, op.campaign_id, normalize_currency(op.currency))
-                created.append(NewCampaign(op.tenant_id, op.campaign_id, budget.currency))
+                new = NewCampaign(op.tenant_id, op.campaign_id, normalize_currency(op.currency))
+                budget = CampaignBudget(op.campaign_id, new.currency)
             if op.idempotency_key and op.idempotency_key in budget.applied:
                 return self._replay(budget, budget.applied[op.idempotency_key])
             result, new_events = self._decide(budget, op, now)
         except KikiError as exc:
-            return OpResult("error", op.campaign_id, message=exc.message, error_code=exc.code)
+            return OpResult("error", str(op.campaign_id), message=exc.message, error_code=exc.code)
+        except Exception as exc:  # a bug: refuse this command only, change nothing
+            logger.exception("budget command failed", extra={"op": repr(op)[:500]})
+            return OpResult(
+                "error",
+                str(op.campaign_id),
+                message=f"internal error on this command ({exc.__class__.__name__}); nothing "
+                "was changed",
+                error_code="internal",
+            )
+        if new is not None:
+            self.campaigns[key] = budget
+            created.append(new)
         for event in new_events:
             budget.apply(event)
             events.append((key, event))

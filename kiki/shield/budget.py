@@ -19,9 +19,11 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from uuid import uuid4
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from kiki.clock import valid_time_zone
 from kiki.errors import Conflict, InvalidInput, NotFound
+from kiki.money import MAX_MICROS
 
 PLATFORMS: tuple[str, ...] = ("google_ads", "meta", "tiktok", "linkedin", "amazon")
 DEFAULT_RESERVATION_TTL = timedelta(minutes=15)
@@ -53,6 +55,20 @@ class Rule(StrEnum):
     INSUFFICIENT = "insufficient_budget"
 
 
+def check_time_zone(name: object) -> str:
+    try:
+        return valid_time_zone(name)
+    except ValueError as exc:
+        raise InvalidInput(f"time zone: {exc}") from None
+
+
+def _check_micros(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name} must be an amount in whole micros, not {value!r}")
+    if not 0 <= value <= MAX_MICROS:
+        raise InvalidInput(f"{name} must be between 0 and {MAX_MICROS} micros")
+
+
 @dataclass(frozen=True, slots=True)
 class Denial:
     rule: Rule
@@ -66,9 +82,13 @@ class Caps:
     platform_micros: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        values = [self.total_micros, self.daily_micros, *self.platform_micros.values()]
-        if any(v is not None and v < 0 for v in values):
-            raise InvalidInput("budget caps must not be negative")
+        if not isinstance(self.platform_micros, dict):
+            raise InvalidInput("platform caps must map platform names to amounts")
+        _check_micros("total budget", self.total_micros)
+        if self.daily_micros is not None:
+            _check_micros("daily budget", self.daily_micros)
+        for platform, cap in self.platform_micros.items():
+            _check_micros(f"{platform} budget", cap)
         unknown = set(self.platform_micros) - set(PLATFORMS)
         if unknown:
             raise InvalidInput(f"unknown platform(s) {sorted(unknown)}; use {list(PLATFORMS)}")
@@ -100,21 +120,25 @@ class Policy:
     def __post_init__(self) -> None:
         if self.status not in ("active", "paused", "stopped"):
             raise InvalidInput(f"status {self.status!r} must be active, paused or stopped")
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise InvalidInput(
-                f"time zone {self.timezone!r} is not an IANA name such as 'Europe/Paris'"
-            ) from None
+        check_time_zone(self.timezone)
         for moment in (self.starts_at, self.ends_at):
-            if moment is not None and moment.tzinfo is None:
+            if moment is not None and not isinstance(moment, datetime):
+                raise InvalidInput("schedule times must be ISO 8601 date-times")
+            if moment is not None and moment.utcoffset() is None:
                 raise InvalidInput("schedule times must carry a UTC offset")
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise InvalidInput("schedule end must be after its start")
+        if not isinstance(self.allowed_platforms, tuple) or not all(
+            isinstance(p, str) for p in self.allowed_platforms
+        ):
+            raise InvalidInput(f"allowed platforms must be a list of {list(PLATFORMS)}")
         unknown = set(self.allowed_platforms) - set(PLATFORMS)
         if unknown:
             raise InvalidInput(f"unknown platform(s) {sorted(unknown)}; use {list(PLATFORMS)}")
         lo, hi = self.bid_min_micros, self.bid_max_micros
+        for name, bid in (("bid_min", lo), ("bid_max", hi)):
+            if bid is not None:
+                _check_micros(name, bid)
         if lo is not None and hi is not None and lo > hi:
             raise InvalidInput("bid_min must not exceed bid_max")
 
@@ -132,7 +156,12 @@ class Policy:
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Policy:
         def moment(value: str | None) -> datetime | None:
-            return datetime.fromisoformat(value) if value else None
+            if value is None:
+                return None
+            try:
+                return datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise InvalidInput(f"{value!r} is not an ISO 8601 date-time") from None
 
         return cls(
             status=data["status"],

@@ -49,14 +49,20 @@ class PlatformGuard:
             p: TokenBucket(self.rate.rate_per_s, self.rate.burst, clock) for p in PLATFORMS
         }
 
-    def _check(self, platform: str) -> None:
-        if platform not in self.breakers:
+    def check(self, platform: str, calls: int = 1, success: bool = True) -> None:
+        """Refuse a request the guard cannot act on (a negative call count would refill a
+        rate budget), before anything changes."""
+        if not isinstance(platform, str) or platform not in self.breakers:
             raise InvalidInput(f"unknown platform {platform!r}; use one of {list(PLATFORMS)}")
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+            raise InvalidInput(f"calls must be a whole number of at least 1, not {calls!r}")
+        if not isinstance(success, bool):
+            raise InvalidInput(f"an outcome is true (success) or false, not {success!r}")
 
     def admit(self, platform: str, calls: int = 1) -> Admission:
         """May `calls` calls go to `platform` now? The breaker is asked first, so a refused
         call never spends rate budget."""
-        self._check(platform)
+        self.check(platform, calls)
         breaker = self.breakers[platform]
         if not breaker.try_acquire():
             snap = breaker.snapshot()
@@ -67,17 +73,17 @@ class PlatformGuard:
         return Admission(platform, True, "ok", 0.0, breaker.state)
 
     def record(self, platform: str, success: bool) -> BreakerState:
-        self._check(platform)
+        self.check(platform, success=success)
         breaker = self.breakers[platform]
         breaker.on_success() if success else breaker.on_failure()
         return breaker.state
 
     def reset(self, platform: str) -> None:
-        self._check(platform)
+        self.check(platform)
         self.breakers[platform].reset()
 
     def force_open(self, platform: str) -> None:
-        self._check(platform)
+        self.check(platform)
         self.breakers[platform].force_open()
 
     def status(self) -> list[PlatformStatus]:

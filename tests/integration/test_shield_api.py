@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from actors.budget import BudgetClient
+from kiki.shield.book import BudgetOp, shard_of
 from tests.integration.conftest import RunningPlatform, new_key, run
 
 
@@ -138,7 +140,8 @@ def test_clear_errors_and_tenant_isolation(shield: httpx.Client, platform: Runni
         "/api/v1/reserve",
         json={"campaign_id": "camp_mine", "amount": "0.0000001", "platform": "meta"},
     )
-    assert bad.status_code == 400 and "6 decimal places" in bad.json()["error"]["message"]
+    message = bad.json()["error"]["message"]  # refused at the edge, the field named
+    assert bad.status_code == 422 and "amount" in message and "6 decimal places" in message
     bad = shield.post(
         "/api/v1/reserve", json={"campaign_id": "camp_mine", "amount": 1, "platform": "myspace"}
     )
@@ -179,3 +182,39 @@ def test_breaker_opens_and_admission_says_when_to_retry(
         pytest.fail("ray_kiki_breaker_state for amazon never showed OPEN (2)")
     assert shield.post("/api/v1/platforms/amazon/reset").json()["breaker"]["state"] == "CLOSED"
     assert shield.post("/api/v1/platforms/nowhere/admit").status_code == 404
+
+
+def test_the_wedging_request_is_refused_and_every_campaign_on_its_shard_still_answers(
+    shield: httpx.Client, platform: RunningPlatform
+) -> None:
+    """Issue 16's report: `timezone: null` reached a budget shard and killed its group
+    commit, and every campaign on that shard hung. Now the edge refuses it naming the field;
+    and the same command sent past the edge (as a buggy caller could) is answered alone."""
+    bad = {"campaign_id": "tz_null", "budget": "1", "currency": "USD", "timezone": None}
+    resp = shield.post("/api/v1/allocate", json=bad)
+    assert resp.status_code == 422 and "timezone" in resp.json()["error"]["message"], resp.text
+
+    shards = platform.settings.budget_shards
+    tenant = shield.get("/api/v1/whoami").json()["tenant_id"]
+    campaigns = [f"wedge_{i}" for i in range(12)]
+    for c in campaigns:
+        assert shield.post("/api/v1/allocate", json={"campaign_id": c, "budget": 5}).is_success
+    assert {shard_of(tenant, c, shards) for c in campaigns} == set(range(shards))
+
+    past_the_edge = BudgetOp(
+        "allocate", tenant, "tz_null", "tz-null-1", currency="USD",
+        caps_patch={"total": 10**6}, policy_patch={"timezone": None},
+    )  # fmt: skip
+    budgets = BudgetClient(platform.database_url, shards=shards)
+    (answer,) = run(budgets.execute([past_the_edge]))
+    assert (answer.outcome, answer.error_code) == ("error", "invalid_input"), answer
+    for c in campaigns:  # every shard, the bad command's own included, still answers
+        got = shield.get(f"/api/v1/budget/{c}", timeout=10)
+        assert got.status_code == 200 and got.json()["budget"]["amount"] == "5"
+    assert shield.get("/api/v1/budget/tz_null").status_code == 404
+
+    health = httpx.get(f"{platform.base_url}/shield/health", timeout=10)
+    assert health.status_code == 200, health.text
+    checks = health.json()["checks"]
+    assert {f"budget_shard_{i}" for i in range(shards)} | {"guard", "database"} == set(checks)
+    assert set(checks.values()) == {"ok"}

@@ -228,7 +228,7 @@ def test_decision_log_lines_are_json_and_complete() -> None:
     engine = BidEngine([make_campaign(10**9, hours=1)])
     plan = engine.decide(START, START + timedelta(seconds=2), np.zeros(4, dtype=np.int64))
     outcome = audit.TickOutcome(
-        audit.budget_reasons(engine, plan, {1: "schedule"}),
+        audit.budget_reasons(engine, plan, {1: "denied:schedule"}),
         np.array(["pushed", 'rejected: "bad" bid', "pushed", "unchanged"], dtype=object),
     )
     decisions = audit.records(engine, plan, outcome, 7, START, 0)

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from kiki.errors import InvalidInput
 from kiki.money import DecimalAmount, Money, micros_to_decimal_str, sum_micros_by
@@ -63,8 +63,13 @@ def test_decimal_amount_field_accepts_strings_ints_decimals_and_refuses_floats()
     assert _Body(amount=12).amount == Decimal(12)
     assert _Body.model_validate_json('{"amount": "0.1"}').amount == Decimal("0.1")
     assert _Body(amount=Decimal("0.1")).model_dump(mode="json") == {"amount": "0.1"}
-    with pytest.raises(InvalidInput):
+    # Refused by pydantic, so the API's 422 names the field.
+    with pytest.raises(ValidationError, match=r"amount\n.*binary float"):
         _Body(amount=0.1)
+    with pytest.raises(ValidationError, match="more than 6 decimal places"):
+        _Body(amount="0.0000001")
+    with pytest.raises(ValidationError, match="too large"):
+        _Body(amount="1e40")
 
 
 def test_micros_sum_per_group_exactly_where_floats_would_not() -> None:
