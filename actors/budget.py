@@ -120,7 +120,7 @@ class BudgetShard:
         """Move a simulation's virtual clock to `moment` (the simulator drives time)."""
         if not isinstance(self.clock, VirtualClock):
             raise FailedPrecondition("only a simulation's budget shard has a virtual clock")
-        self.clock.advance((moment - self.clock.now()).total_seconds())
+        self.clock.advance_to(moment)
 
     @command("budget")
     async def execute(self, ops: Sequence[BudgetOp]) -> list[OpResult]:

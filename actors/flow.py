@@ -506,7 +506,7 @@ class BidLoopShard:
             if now is not None:
                 if not isinstance(self.clock, VirtualClock):
                     raise FailedPrecondition("only a simulation's bid loop is given the time")
-                self.clock.advance(max(0.0, (now - self.clock.now()).total_seconds()))
+                self.clock.advance_to(now)
             return await self._tick(self.clock.now())
 
     def _deliver(self, engine: BidEngine, now: datetime) -> np.ndarray:

@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field
 
+from kiki.errors import InvalidInput
+
 
 def valid_time_zone(name: object) -> str:
     """An IANA time zone name, or ValueError saying what one looks like."""
@@ -75,6 +77,13 @@ class VirtualClock:
             raise ValueError("time only moves forward")
         self._offset += timedelta(seconds=seconds)
         return self.now()
+
+    def advance_to(self, moment: datetime) -> datetime:
+        """Move forward to `moment` (a driver's command: an earlier moment leaves the clock
+        where it is); a naive or non-datetime moment is refused."""
+        if not isinstance(moment, datetime) or moment.utcoffset() is None:
+            raise InvalidInput(f"{moment!r} is not a timezone-aware date-time")
+        return self.advance(max(0.0, (moment - self.now()).total_seconds()))
 
     async def sleep(self, seconds: float) -> None:
         if self._speed == 0:
