@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from ray import serve
 
 from actors.budget import BudgetClient
-from actors.flow import BidLoopClient
+from actors.flow import BidLoopClient, BidLoopConfig
 from deployments.common import (
     CurrentTenant,
     MoneyOut,
@@ -38,7 +38,6 @@ from kiki.flow.campaigns import (
     PacingSettings,
     budget_op,
 )
-from kiki.flow.live import load_credentials
 from kiki.money import PositiveAmount, decimal_to_micros, micros_to_decimal_str
 from kiki.shield.book import BudgetOp
 
@@ -48,15 +47,9 @@ def _attach_actors(app: FastAPI, runtime: ServiceRuntime) -> None:
     app.state.budgets = BudgetClient.for_settings(runtime.database_url, s)
     app.state.loops = BidLoopClient(
         runtime.database_url,
+        BidLoopConfig.for_settings(s),
         shards=s.flow_shards,
         num_cpus=min(0.2, s.replica_cpus),
-        tick_s=s.flow_tick_s,
-        budget_shards=s.budget_shards,
-        log_dir=str(s.log_dir.resolve()),
-        guard_rate={"rate_per_s": s.platform_rate_per_s, "burst": s.platform_burst},
-        credentials=load_credentials(s.platform_credentials) if s.platform_credentials else None,
-        spend_poll_s=s.flow_spend_poll_s,
-        call_timeout_s=s.actor_call_timeout_s,
     )
     for actor in app.state.loops.actors:
         actor.ready.remote()  # start ticking now: campaigns already running resume at once

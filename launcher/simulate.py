@@ -22,7 +22,7 @@ import numpy as np
 import ray
 
 from actors.budget import BudgetClient
-from actors.flow import BidLoopClient, TickReport
+from actors.flow import BidLoopClient, BidLoopConfig, TickReport
 from actors.guard import platform_guard
 from kiki.auth import ensure_tenant
 from kiki.clock import VirtualClock
@@ -37,10 +37,11 @@ from kiki.flow.simulation import (
     synthetic_campaigns,
 )
 from kiki.shield.book import BudgetOp
+from kiki.shield.ratelimit import RateLimitConfig
 
 # The sandbox's platforms take as many calls as the loop makes; real ones are set by
 # KIKI_PLATFORM_RATE_PER_S.
-SANDBOX_RATE = {"rate_per_s": 1e6, "burst": 1_000_000}
+SANDBOX_RATE = RateLimitConfig(rate_per_s=1e6, burst=1_000_000)
 
 
 @dataclass
@@ -121,23 +122,21 @@ async def run_simulation(
     )
     for result in await budgets.execute([budget_op(c) for c in campaigns]):
         result.raise_for_error()
-    guard = platform_guard(namespace=namespace, rate=SANDBOX_RATE)
-    loops = BidLoopClient(
-        database_url,
-        shards=shards,
+    guard = platform_guard(namespace=namespace, rate=SANDBOX_RATE.model_dump())
+    config = BidLoopConfig(
         namespace=namespace,
         detached=False,
         tick_s=options.tick_s,
-        clock=VirtualClock(start),
         autorun=False,
         seed=options.seed,
-        outages=options.outages,
+        outages=tuple(options.outages),
         log_dir=log_dir,
         guard_rate=SANDBOX_RATE,
         tenant_id=str(tenant.id),
         value_app=None,  # synthetic segments: the ad groups' stated values
         lease_ticks=options.lease_ticks,
     )
+    loops = BidLoopClient(database_url, config, shards=shards, clock=VirtualClock(start))
     await loops.ready()
     order = [key[1] for stats in await loops.stats() for key in stats.keys]
 

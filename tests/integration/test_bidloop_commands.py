@@ -13,7 +13,7 @@ import ray
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.flow import BidLoopClient
+from actors.flow import BidLoopClient, BidLoopConfig
 from actors.resilience import InternalError
 from kiki.clock import VirtualClock
 from kiki.errors import KikiError
@@ -40,18 +40,16 @@ commands = st.one_of(
 
 @pytest.fixture(scope="module")
 def shard(platform: RunningPlatform) -> Iterator[ray.actor.ActorHandle]:
-    loops = BidLoopClient(
-        platform.database_url,
-        shards=1,
+    config = BidLoopConfig(
         namespace=f"bidloop-commands-{uuid.uuid4().hex[:8]}",
         detached=False,
         tick_s=2,
-        clock=VirtualClock(START),
         autorun=False,
         tenant_id=str(uuid.uuid4()),
         value_app=None,
         budget_shards=platform.settings.budget_shards,
     )
+    loops = BidLoopClient(platform.database_url, config, shards=1, clock=VirtualClock(START))
     run(loops.ready())
     yield loops.actors[0]
     run(loops.stop())

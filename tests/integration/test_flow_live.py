@@ -16,7 +16,7 @@ import ray
 import uvicorn
 
 from actors.budget import BudgetClient
-from actors.flow import BidLoopClient
+from actors.flow import BidLoopClient, BidLoopConfig
 from actors.guard import GUARD_NAME
 from kiki.auth import ensure_tenant
 from kiki.clock import VirtualClock
@@ -92,13 +92,10 @@ async def live_run(url: str, fake: FakeGoogleAds, base_url: str) -> dict:
                            detached=False)  # fmt: skip
     (allocated,) = await budgets.execute([budget_op(campaign)])
     allocated.raise_for_error()
-    loops = BidLoopClient(
-        url,
-        shards=1,
+    config = BidLoopConfig(
         namespace=namespace,
         detached=False,
         budget_shards=1,
-        clock=VirtualClock(start),
         autorun=False,
         tenant_id=str(tenant.id),
         value_app=None,
@@ -111,6 +108,7 @@ async def live_run(url: str, fake: FakeGoogleAds, base_url: str) -> dict:
             }
         },
     )
+    loops = BidLoopClient(url, config, shards=1, clock=VirtualClock(start))
     await loops.ready()
     reports = []
     for k in range(4):

@@ -95,13 +95,15 @@ def test_the_guard_answers_any_command_and_a_refused_one_changes_nothing(
         (shell.reset, (platform_name,)),
         (shell.force_open, (platform_name,)),
     ):
-        before = [(s.platform, s.breaker.state, s.tokens) for s in shell.status()]
+        before = shell.status()
         try:
             call(*args)
         except KikiError as exc:
             assert isinstance(exc, InvalidInput), exc  # never an internal error
-            after = [(s.platform, s.breaker.state, s.tokens) for s in shell.status()]
-            assert after == before
+            after = shell.status()
+            assert [s.breaker.state for s in after] == [s.breaker.state for s in before]
+            # Nothing spent; the buckets only refill with time.
+            assert all(a.tokens >= b.tokens for a, b in zip(after, before, strict=True))
     assert shell.admit_many([("meta", 1)])[0].platform == "meta"  # still serving
 
 

@@ -1,0 +1,52 @@
+"""What a bid-loop shard is set up with: one validated object, made by whoever creates the
+shards (the flow app from the platform's settings, `kiki simulate`, tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kiki.config import Settings
+from kiki.flow.exchange import ExchangeConfig
+from kiki.flow.live import load_credentials
+from kiki.shield.ratelimit import RateLimitConfig
+
+
+class BidLoopConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tick_s: float = Field(2.0, gt=0, description="seconds between ticks")
+    namespace: str = Field("kiki", description="Ray namespace of the shards and their peers")
+    budget_shards: int = Field(2, ge=1, description="budget actors the campaigns shard over")
+    autorun: bool = Field(True, description="tick on the wall clock; False: a driver ticks")
+    detached: bool = Field(True, description="outlive the driver (False: a simulation's)")
+    tenant_id: str | None = Field(None, description="run only this tenant (a simulation)")
+    exchange: ExchangeConfig = ExchangeConfig()
+    seed: int = 0
+    outages: tuple[str, ...] = Field((), description="sandbox platforms that fail every call")
+    value_app: str | None = Field("value", description="SyncValue's app; None: ad group values")
+    credentials: dict[str, Any] | None = Field(
+        None, description="raw platform credentials: the live market; None: the sandbox"
+    )
+    spend_poll_s: float = Field(60.0, gt=0)
+    log_dir: str | None = Field(None, description="folder of the `decision:` log files")
+    guard_rate: RateLimitConfig | None = None
+    lease_ticks: int = Field(10, ge=1, description="ticks a budget lease covers")
+    call_timeout_s: float = Field(10.0, gt=0, description="deadline of calls to other actors")
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> BidLoopConfig:
+        """The platform's bid loop, as the flow app runs it."""
+        s = settings
+        return cls(
+            tick_s=s.flow_tick_s,
+            budget_shards=s.budget_shards,
+            log_dir=str(s.log_dir.resolve()),
+            guard_rate=RateLimitConfig(rate_per_s=s.platform_rate_per_s, burst=s.platform_burst),
+            credentials=load_credentials(s.platform_credentials)
+            if s.platform_credentials
+            else None,
+            spend_poll_s=s.flow_spend_poll_s,
+            call_timeout_s=s.actor_call_timeout_s,
+        )

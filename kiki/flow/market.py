@@ -1,0 +1,191 @@
+"""Where a bid loop's bids meet a market: the sandbox exchange, or the live ad platforms.
+
+A bid-loop shard asks its market three things and holds no market logic itself: where each
+bidding unit lives on its platform (`unit_refs`: account, campaign, ad group), which
+connector takes its bids (`connectors`), and what was delivered since the last tick
+(`deliver`, which feeds the engine). Plain Python and asyncio: no Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import httpx
+import numpy as np
+
+from kiki.clock import Clock
+from kiki.flow.connectors import PlatformSettings, build_connector
+from kiki.flow.connectors.base import PlatformConnector
+from kiki.flow.engine import BidEngine, TickPlan
+from kiki.flow.exchange import ExchangeConfig, SandboxConnector, SandboxExchange, sandbox_units
+from kiki.flow.live import Delivered, SpendDeltas
+from kiki.money import sum_micros_by
+
+logger = logging.getLogger("kiki.flow")
+UnitRef = tuple[str, str, str]  # account, campaign ref, ad group ref
+
+
+class Market(Protocol):
+    connectors: dict[str, PlatformConnector]
+    unit_refs: list[UnitRef | None]
+    # Per campaign, what the market offered at the goal's highest bids in the last interval
+    # (the sandbox's measure of demand; None in the live market).
+    reachable: np.ndarray | None
+
+    def rebuild(self, engine: BidEngine) -> None:
+        """The shard's campaigns changed: map the engine's units anew."""
+
+    def offer(self, plan: TickPlan) -> None:
+        """The tick's plan, before its bids go out."""
+
+    def deliver(self, engine: BidEngine, now: datetime) -> np.ndarray:
+        """What was delivered since the last tick, fed to the engine; spend per pool."""
+
+    async def close(self) -> None: ...
+
+
+class SandboxMarket:
+    """The sandbox exchange (kiki.flow.exchange): auctions cleared for each interval, capped
+    at what each pool may spend."""
+
+    def __init__(self, config: ExchangeConfig, seed: int, outages: Iterable[str] = ()) -> None:
+        self.config, self.seed, self.outages = config, seed, set(outages)
+        self.exchange: SandboxExchange | None = None
+        self.connectors: dict[str, PlatformConnector] = {}
+        self.unit_refs: list[UnitRef | None] = []
+        self.reachable: np.ndarray | None = None
+        self.last_tick_at: datetime | None = None
+
+    def rebuild(self, engine: BidEngine) -> None:
+        keys = engine.campaign_keys()
+        previous = self.exchange
+        self.exchange = SandboxExchange(sandbox_units(engine), self.config, self.seed)
+        if previous is not None:
+            self.exchange.rng = previous.rng
+            self.exchange.daily = {}
+        self.exchange.bids[:] = engine.pushed_bids
+        self.unit_refs = [
+            ("sandbox", keys[c][1], f"{keys[c][1]}/{g}/{p}")
+            for c, g, p in zip(
+                engine.unit_campaign.tolist(),
+                engine.unit_ad_group,
+                engine.unit_platform,
+                strict=True,
+            )
+        ]
+        refs = {ref[2]: i for i, ref in enumerate(self.unit_refs) if ref}
+        self.connectors = {
+            p: SandboxConnector(p, self.exchange, refs, outage=p in self.outages)
+            for p in set(engine.unit_platform)
+        }
+
+    def offer(self, plan: TickPlan) -> None:
+        if self.exchange is not None:
+            self.exchange.reach_bids = plan.ceiling_bids
+
+    def deliver(self, engine: BidEngine, now: datetime) -> np.ndarray:
+        self.reachable = None
+        n = len(engine.unit_pool)
+        if self.exchange is None or self.last_tick_at is None or n == 0:
+            self.last_tick_at = now
+            zeros = np.zeros(n, dtype=np.int64)
+            return engine.observe(zeros, zeros, zeros, zeros)
+        seconds = (now - self.last_tick_at).total_seconds()
+        d = self.exchange.run(self.last_tick_at, seconds, engine.pool_cap)
+        self.last_tick_at = now
+        campaigns = len(engine.campaigns)
+        self.reachable = sum_micros_by(engine.unit_campaign, d.reachable_micros, campaigns)
+        return engine.observe(d.spend_micros, d.clicks, d.conversions, d.value_micros)
+
+    async def close(self) -> None:
+        return None
+
+
+class LiveMarket:
+    """The real platforms: bids to each ad group's `platform_refs`, spend from the
+    platforms' reports, polled every `spend_poll_s` by a task of its own (never awaited by a
+    tick) as increments of each ad group's daily total."""
+
+    def __init__(
+        self, credentials: dict[str, PlatformSettings], spend_poll_s: float, clock: Clock
+    ) -> None:
+        self.credentials, self.spend_poll_s, self.clock = credentials, spend_poll_s, clock
+        self.connectors: dict[str, PlatformConnector] = {}
+        self.unit_refs: list[UnitRef | None] = []
+        self.reachable: np.ndarray | None = None
+        self._http: dict[str, httpx.AsyncClient] = {}
+        self._platforms: list[str] = []
+        self._reported = SpendDeltas()
+        self._due: dict[tuple[str, str], Delivered] = {}  # (platform, ad group ref) -> due
+        self._report_call: asyncio.Task[None] | None = None
+        self._last_report = 0.0
+
+    def rebuild(self, engine: BidEngine) -> None:
+        refs: list[UnitRef | None] = []
+        for c, group_id, platform in zip(
+            engine.unit_campaign.tolist(), engine.unit_ad_group, engine.unit_platform, strict=True
+        ):
+            group = next(g for g in engine.campaigns[c].ad_groups if g.ad_group_id == group_id)
+            ref = group.platform_refs.get(platform)
+            refs.append((ref.account_id, ref.campaign_ref, ref.ad_group_ref) if ref else None)
+        self.unit_refs, self._platforms = refs, list(engine.unit_platform)
+        for platform, settings in self.credentials.items():
+            if platform not in self.connectors:
+                self._http[platform] = httpx.AsyncClient(timeout=settings.timeout_s)
+                self.connectors[platform] = build_connector(
+                    platform, self._http[platform], settings
+                )
+
+    def offer(self, plan: TickPlan) -> None:
+        return None
+
+    def deliver(self, engine: BidEngine, now: datetime) -> np.ndarray:
+        call = self._report_call
+        if call is not None and call.done():
+            self._report_call = None
+            if call.exception() is not None:
+                logger.warning("spend reports failed", extra={"error": repr(call.exception())})
+        if self._report_call is None and time.monotonic() - self._last_report >= self.spend_poll_s:
+            self._last_report = time.monotonic()
+            self._report_call = asyncio.get_running_loop().create_task(self._poll_reports())
+        columns = np.zeros((4, len(engine.unit_pool)), dtype=np.int64)
+        due, self._due = self._due, {}
+        units = zip(engine.unit_platform, self.unit_refs, strict=True)
+        for i, (platform, ref) in enumerate(units):
+            got = due.get((platform, ref[2])) if ref else None
+            if got is not None:
+                columns[:, i] = (got.spend_micros, got.clicks, got.conversions, got.value_micros)
+        return engine.observe(*columns)
+
+    async def _poll_reports(self) -> None:
+        """Today's (and yesterday's, for the hours around midnight) delivery of every account
+        the shard bids in, as increments since the last report."""
+        today = self.clock.now().date()
+        accounts = {
+            (p, ref[0]) for p, ref in zip(self._platforms, self.unit_refs, strict=True)
+            if ref and p in self.connectors
+        }  # fmt: skip
+        for platform, account in sorted(accounts):
+            rows = await self.connectors[platform].spend_report(
+                account, today - timedelta(days=1), today
+            )
+            for ref, delivered in self._reported.update(rows).items():
+                before = self._due.get((platform, ref), Delivered())
+                self._due[(platform, ref)] = Delivered(
+                    before.spend_micros + delivered.spend_micros,
+                    before.clicks + delivered.clicks,
+                    before.conversions + delivered.conversions,
+                    before.value_micros + delivered.value_micros,
+                )
+
+    async def close(self) -> None:
+        """The last report in flight counts; then the HTTP clients are closed."""
+        if self._report_call is not None:
+            await asyncio.gather(self._report_call, return_exceptions=True)
+        for client in self._http.values():
+            await client.aclose()
