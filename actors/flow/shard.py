@@ -371,28 +371,3 @@ def _unavailable(op: BudgetOp) -> OpResult:
 
 
 BidLoopActor = ray.remote(max_restarts=-1, max_task_retries=-1)(BidLoopShard)
-
-
-BidLoopActor = ray.remote(max_restarts=-1, max_task_retries=-1)(BidLoopShard)
-
-
-async def _timed(phases: dict[str, float], name: str, step: Awaitable[T]) -> T:
-    """Await `step`, recording how long it took as phase `name` (steps may overlap)."""
-    started = time.perf_counter()
-    result = await step
-    phases[name] = (time.perf_counter() - started) * 1000
-    return result
-
-
-def _lap(phases: dict[str, float], name: str, since: float) -> float:
-    now = time.perf_counter()
-    phases[name] = (now - since) * 1000
-    return now
-
-
-def _unavailable(op: BudgetOp) -> OpResult:
-    return OpResult("error", op.campaign_id, message="budget actors unavailable",
-                    error_code="unavailable")  # fmt: skip
-
-
-BidLoopActor = ray.remote(max_restarts=-1, max_task_retries=-1)(BidLoopShard)
