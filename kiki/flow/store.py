@@ -84,14 +84,6 @@ async def save_campaign(conn: asyncpg.Connection, campaign: Campaign) -> Campaig
     return campaign
 
 
-async def delete_campaign(conn: asyncpg.Connection, tenant_id: str, campaign_id: str) -> None:
-    await conn.execute(
-        "DELETE FROM flow_campaigns WHERE tenant_id = $1 AND campaign_id = $2",
-        UUID(tenant_id),
-        campaign_id,
-    )
-
-
 async def running_campaigns(
     conn: asyncpg.Connection, simulation_tenant: str | None = None
 ) -> list[Campaign]:
