@@ -1,7 +1,7 @@
 """SyncFlow (`/flow`): campaigns, their bid loop, and the decision audit trail.
 
 A thin HTTP shell: campaigns live in PostgreSQL, their budgets and policy in SyncShield's
-budget actors, and the bidding in the bid-loop actors (actors/flow.py), which this app creates
+budget actors, and the bidding in the bid-loop actors (actors/flow/), which this app creates
 on start-up and tells to reload a campaign whenever one changes.
 """
 

@@ -1,6 +1,6 @@
 """SyncShield (`/shield`): budget governance: caps, reservations, compliance, consent.
 
-A thin HTTP shell: budgets live in the sharded budget actors (actors/budget.py), breakers and
+A thin HTTP shell: budgets live in the sharded budget actors (actors/budget/), breakers and
 platform rate budgets in the guard actor (actors/guard.py), consent in PostgreSQL.
 """
 
@@ -36,7 +36,7 @@ from kiki.errors import NotFound, RateLimited, Unavailable
 from kiki.money import NonNegativeAmount, PositiveAmount, decimal_to_micros
 from kiki.shield.book import BudgetOp, OpResult
 from kiki.shield.breaker import BreakerSnapshot
-from kiki.shield.budget import PLATFORMS
+from kiki.shield.policy import PLATFORMS
 
 
 def _attach_actors(app: FastAPI, runtime: ServiceRuntime) -> None:

@@ -18,15 +18,8 @@ from uuid import UUID
 
 from kiki.errors import Conflict, InvalidInput, KikiError, NotFound, Unavailable
 from kiki.money import MAX_MICROS, normalize_currency
-from kiki.shield.budget import (
-    DEFAULT_RESERVATION_TTL,
-    CampaignBudget,
-    Caps,
-    Denial,
-    EventKind,
-    LedgerEvent,
-    Policy,
-)
+from kiki.shield.budget import DEFAULT_RESERVATION_TTL, CampaignBudget, EventKind, LedgerEvent
+from kiki.shield.policy import Caps, Denial, Policy
 
 _ERRORS_BY_CODE = {e.code: e for e in (Conflict, InvalidInput, NotFound, Unavailable)}
 _ERRORS_BY_CODE["deadline_exceeded"] = Unavailable  # a shard that did not answer in time

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from kiki.clock import Clock
 from kiki.errors import InvalidInput
 from kiki.shield.breaker import BreakerConfig, BreakerSnapshot, BreakerState, CircuitBreaker
-from kiki.shield.budget import PLATFORMS
+from kiki.shield.policy import PLATFORMS
 from kiki.shield.ratelimit import RateLimitConfig, TokenBucket
 
 

@@ -18,7 +18,7 @@ from actors.resilience import InternalError, Supervisor, command, within
 from kiki.errors import InvalidInput, KikiError, Unavailable
 from kiki.flow.leases import LeaseBook, Renewals
 from kiki.shield.book import OpResult
-from kiki.shield.budget import PLATFORMS
+from kiki.shield.policy import PLATFORMS
 
 
 def test_a_call_past_its_deadline_is_unavailable_with_retry_after() -> None:

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kiki.shield.book import BudgetBook, BudgetOp, shard_of
-from kiki.shield.budget import PLATFORMS, CampaignBudget, Caps, Policy
+from kiki.shield.budget import CampaignBudget
+from kiki.shield.policy import PLATFORMS, Caps, Policy
 
 T = "00000000-0000-0000-0000-000000000001"
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)

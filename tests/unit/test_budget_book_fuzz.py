@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kiki.shield.book import BudgetBook, BudgetOp, OpKind
-from kiki.shield.budget import PLATFORMS, Caps, Policy
+from kiki.shield.policy import PLATFORMS, Caps, Policy
 
 T = "00000000-0000-0000-0000-000000000001"
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
