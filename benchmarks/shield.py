@@ -182,7 +182,7 @@ def serve_and_uvicorn(
     and the same budget actors; yields (Serve URL, uvicorn URL, key, ingress description)."""
     from ray import serve
 
-    from deployments.shield import ShieldIngress
+    from deployments.shield.app import ShieldIngress
 
     env = {**BENCH_ENV, "KIKI_DATABASE_URL": url}
     with local_serve(ingress) as served:
@@ -193,7 +193,7 @@ def serve_and_uvicorn(
         )
         serve.run(deployment.bind(), name="shield", route_prefix="/shield")
         key = asyncio.run(_key_and_campaigns(url, campaigns))
-        with uvicorn_app("deployments.shield:api", env) as plain:
+        with uvicorn_app("deployments.shield.app:api", env) as plain:
             yield served["http"], plain, key, served["ingress"]
 
 

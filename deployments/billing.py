@@ -22,7 +22,7 @@ from fastapi import Depends, FastAPI, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 from ray import serve
 
-from deployments.common import (
+from deployments._serve import (
     CurrentTenant,
     MoneyOut,
     ServiceIngress,

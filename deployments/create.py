@@ -33,7 +33,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.util import metrics
 
 from actors.resilience import within
-from deployments.common import (
+from deployments._serve import (
     CurrentTenant,
     ServiceIngress,
     ServiceRuntime,

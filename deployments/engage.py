@@ -25,7 +25,8 @@ from ray import serve
 
 from actors.engage import engage_automation
 from actors.resilience import within
-from deployments.common import (
+from deployments._serve import (
+    Connection,  # a pooled connection per request
     CurrentTenant,
     MoneyOut,
     ServiceIngress,
@@ -33,7 +34,6 @@ from deployments.common import (
     create_service_api,
     runtime_of,
 )
-from deployments.shield_consent import Connection  # a pooled connection per request
 from kiki.auth import Tenant
 from kiki.engage import cohorts, messaging, registry, retention, rfm, segments
 from kiki.engage.churn import TrainedChurnModel

@@ -17,7 +17,7 @@ from ray import serve
 
 from actors.budget import BudgetClient
 from actors.flow import BidLoopClient, BidLoopConfig
-from deployments.common import (
+from deployments._serve import (
     CurrentTenant,
     MoneyOut,
     ServiceIngress,

@@ -27,7 +27,7 @@ from ray.serve.grpc_util import RayServegRPCContext
 from ray.util import metrics
 
 from actors.resilience import within
-from deployments.common import (
+from deployments._serve import (
     CurrentTenant,
     ServiceIngress,
     ServiceRuntime,

@@ -21,8 +21,8 @@ import pytest
 import stripe
 import uvicorn
 
+from deployments._serve import ServiceRuntime
 from deployments.billing import api
-from deployments.common import ServiceRuntime
 from kiki.billing import payments, webhooks
 from kiki.billing.stripe_gateway import StripeGateway
 from kiki.config import Settings

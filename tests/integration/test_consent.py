@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 from fastapi.testclient import TestClient
 
-from deployments.common import ServiceRuntime, create_service_api
-from deployments.shield_consent import router
+from deployments._serve import ServiceRuntime, create_service_api
+from deployments.shield.consent import router
 from kiki import gdpr
 from kiki.auth import Tenant, create_api_key, ensure_tenant
 from kiki.config import Settings

@@ -16,7 +16,7 @@ from uuid import UUID
 import asyncpg
 import httpx
 
-from deployments.common import ServiceRuntime
+from deployments._serve import ServiceRuntime
 from deployments.engage import api
 from kiki.auth import create_api_key, ensure_tenant
 from kiki.config import Settings

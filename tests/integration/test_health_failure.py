@@ -9,8 +9,8 @@ import httpx
 import pytest
 from ray import serve
 
-from deployments.common import ServiceIngress
-from deployments.shield import ShieldIngress
+from deployments._serve import ServiceIngress
+from deployments.shield.app import ShieldIngress
 from kiki.db.embedded import free_port
 from tests.integration.conftest import RunningPlatform
 

@@ -8,7 +8,7 @@ import grpc
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from deployments.common import ServiceRuntime, create_service_api, status_for
+from deployments._serve import ServiceRuntime, create_service_api, status_for
 from kiki.auth import Tenant, generate_api_key, hash_api_key
 from kiki.config import Settings
 from kiki.errors import (

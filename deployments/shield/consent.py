@@ -6,14 +6,12 @@ Thin: each route authenticates, takes a pooled connection and calls `kiki.shield
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import asyncpg
-from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi import APIRouter, Header, Path, Request
 from pydantic import BaseModel, Field, RootModel
 
-from deployments.common import CurrentTenant, DecimalJSONRoute, runtime_of
+from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
 from kiki import gdpr
 from kiki.shield.consent import (
     ConsentHistory,
@@ -28,15 +26,6 @@ from kiki.shield.consent import (
 router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute)
 
 
-async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    pool = await runtime_of(request).pool()
-    async with pool.acquire() as conn:
-        yield conn
-
-
-# Declared after CurrentTenant in each route, so a bad key is refused before a connection
-# is taken from the pool.
-Connection = Annotated[asyncpg.Connection, Depends(_connection)]
 CustomerPath = Annotated[str, Path(min_length=1, max_length=128, description="your customer id")]
 
 

@@ -1,0 +1,33 @@
+"""What every KIKI Serve application shares: the runtime of a replica (settings, typed args
+and context, pool, keys, probes, meters), the FastAPI app factory, errors mapped once to HTTP
+and gRPC, the views, the dependencies, and the base of the ingress deployments."""
+
+from deployments._serve.api import DecimalJSONRoute, create_service_api
+from deployments._serve.builder import AppArgs
+from deployments._serve.deps import Connection, CurrentTenant, context_of, runtime_of
+from deployments._serve.errors import ERROR_STATUS, error_body, status_for
+from deployments._serve.ingress import ServiceIngress
+from deployments._serve.metering import UsageMeter
+from deployments._serve.runtime import Probe, ServiceRuntime, runtime_for
+from deployments._serve.views import HealthReport, MoneyOut, WhoAmI
+
+__all__ = [
+    "ERROR_STATUS",
+    "AppArgs",
+    "Connection",
+    "CurrentTenant",
+    "DecimalJSONRoute",
+    "HealthReport",
+    "MoneyOut",
+    "Probe",
+    "ServiceIngress",
+    "ServiceRuntime",
+    "UsageMeter",
+    "WhoAmI",
+    "context_of",
+    "create_service_api",
+    "error_body",
+    "runtime_for",
+    "runtime_of",
+    "status_for",
+]

@@ -1,0 +1,168 @@
+"""Per-replica state of an app: settings, its typed args and context, the database pool, the
+API-key cache and rate limit, the health probes and the usage meters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+from pydantic import BaseModel
+
+from deployments._serve.metering import UsageMeter
+from deployments._serve.views import HealthReport
+from kiki import __version__
+from kiki.auth import ApiKeyCache, Tenant, authenticate, hash_api_key
+from kiki.clock import WallClock
+from kiki.config import Settings, get_settings
+from kiki.db.embedded import EmbeddedPostgres
+from kiki.db.pool import create_pool, redact
+from kiki.errors import KikiError, RateLimited
+from kiki.model_registry import LoadCheck
+from kiki.shield.ratelimit import RateLimiter
+
+C = TypeVar("C")
+
+# A dependency check of /health: its named checks, each "ok" or "failed: <why>".
+Probe = Callable[[], Awaitable[dict[str, str]]]
+
+
+class ServiceRuntime:
+    """Per-replica state: created once per process, the database pool opened on first use."""
+
+    def __init__(
+        self, service: str, settings: Settings | None = None, args: BaseModel | None = None
+    ) -> None:
+        self.service = service
+        self.settings = settings or get_settings()
+        # The app's own options, validated by its builder (serve_config.yaml `args:`).
+        self.args = args
+        # The app's clients and use cases, made once per replica by its startup hook.
+        self.context: object | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._keys = ApiKeyCache(self.settings.auth_cache_ttl_s)
+        # Service-specific objects (clients, scorers) shared by the ingress class and the app.
+        self.extras: dict[str, Any] = {}
+        self._meters: dict[str, UsageMeter] = {}
+        self.key_limits = RateLimiter(
+            self.settings.api_rate_per_s, self.settings.api_burst, WallClock()
+        )
+        # What the app depends on besides the database (actors, models), by check name.
+        self.probes: dict[str, Probe] = {}
+        self.started = time.monotonic()
+
+    def context_as(self, kind: type[C]) -> C:
+        if not isinstance(self.context, kind):
+            raise RuntimeError(f"{self.service} has no {kind.__name__} (app not started?)")
+        return self.context
+
+    @property
+    def database_url(self) -> str:
+        if self.settings.database_url:
+            return self.settings.database_url
+        # Embedded PostgreSQL, started by `kiki up` on this host.
+        return EmbeddedPostgres(self.settings.pgdata, self.settings.pg_port).url
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await create_pool(
+                        self.database_url,
+                        min_size=self.settings.db_pool_min,
+                        max_size=self.settings.db_pool_max,
+                    )
+        return self._pool
+
+    async def tenant(self, api_key: str | None) -> Tenant:
+        """The key's tenant; each key also draws on its own token bucket (429 when empty)."""
+        digest = hash_api_key(api_key or "")  # once per request: cache and bucket share it
+        tenant = self._keys.get(digest) if api_key else None
+        if tenant is None:
+            pool = await self.pool()
+            async with pool.acquire() as conn:
+                tenant = await authenticate(conn, api_key)
+            self._keys.put(digest, tenant)
+        wait = self.key_limits.check(digest)
+        if wait > 0:
+            raise RateLimited(
+                f"too many requests for this API key; retry in {wait:.2f}s",
+                retry_after_s=wait,
+            )
+        return tenant
+
+    async def check_database(self) -> str:
+        try:
+            pool = await self.pool()
+            async with pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1", timeout=2)
+        except KikiError as exc:
+            return f"failed: {exc.message}"
+        except Exception as exc:
+            return f"failed: {exc.__class__.__name__}: {exc} ({redact(self.database_url)})"
+        return "ok"
+
+    async def _probe(self, name: str, probe: Probe) -> dict[str, str]:
+        timeout = self.settings.health_probe_timeout_s
+        try:
+            return await asyncio.wait_for(probe(), timeout)
+        except TimeoutError:
+            return {name: f"failed: no answer within {timeout:g} s"}
+        except Exception as exc:
+            return {name: f"failed: {getattr(exc, 'message', None) or repr(exc)}"}
+
+    async def health(self) -> HealthReport:
+        """The database and every registered probe, checked at once."""
+        found = await asyncio.gather(
+            self.check_database(), *(self._probe(n, p) for n, p in self.probes.items())
+        )
+        checks = {"database": found[0]}
+        for more in found[1:]:
+            checks.update(more)
+        ok = all(v == "ok" for v in checks.values())
+        return HealthReport(
+            status="ok" if ok else "unavailable",
+            service=self.service,
+            version=__version__,
+            checks=checks,
+        )
+
+    def watch_models(self, name: str, check: LoadCheck) -> None:
+        """Probe, on /health, that every serving version of a model family loads here."""
+
+        async def probe() -> dict[str, str]:
+            pool = await self.pool()
+            async with pool.acquire() as conn:
+                return {name: await check.check(conn)}
+
+        self.probes[name] = probe
+
+    def meter(self, metric: str) -> UsageMeter:
+        """The replica's meter of a billable metric (kiki.billing.metering.PLATFORM_METRICS)."""
+        if metric not in self._meters:
+            self._meters[metric] = UsageMeter(self, metric)
+        return self._meters[metric]
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+_runtimes: dict[str, ServiceRuntime] = {}
+
+
+def runtime_for(service: str, args: BaseModel | None = None) -> ServiceRuntime:
+    """The process's one runtime for a service, shared by its HTTP routes and gRPC methods.
+
+    Serve hosts the ingress class and the FastAPI app as separately deserialised objects, so
+    state must be found by service name, not through the class. The ingress deployment,
+    constructed first, hands over the app's args."""
+    if service not in _runtimes:
+        _runtimes[service] = ServiceRuntime(service)
+    if args is not None:
+        _runtimes[service].args = args
+    return _runtimes[service]

@@ -1,0 +1,32 @@
+"""Response models every app shares."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from kiki.money import Money
+
+
+class MoneyOut(BaseModel):
+    """An amount at the public edge: exact decimal string, integer micros and currency."""
+
+    amount: str = Field(description="exact decimal in major units")
+    micros: int
+    currency: str
+
+    @classmethod
+    def of(cls, micros: int, currency: str) -> MoneyOut:
+        return cls(**Money(micros, currency).to_json())
+
+
+class HealthReport(BaseModel):
+    status: str
+    service: str
+    version: str
+    checks: dict[str, str]
+
+
+class WhoAmI(BaseModel):
+    tenant_id: str
+    tenant: str
+    service: str

@@ -1,0 +1,1 @@
+"""SyncShield's Serve application: `app.build_app` is its builder."""
