@@ -28,6 +28,9 @@ from kiki.auth import create_api_key
 from kiki.db.pool import connect
 
 BODY_EXCERPT = 300
+# Past this many hangs an app is wedged (issue 16): its other requests would only add a timeout
+# each, so they are not sent and the operations are listed as abandoned.
+MAX_HANGS_PER_APP = 2
 _KEY_PLACEHOLDER = "KIKI_API_KEY"
 _CLIENT_HEADERS = re.compile(r" -H '(User-Agent|Accept-Encoding|Accept|Connection): [^']*'")
 # Shield routes that change state shared by every tenant: opening, resetting or feeding an ad
@@ -76,8 +79,10 @@ class FuzzReport(BaseModel):
     timeouts: list[Failure]
     not_sent: int = Field(description="cases the HTTP client refused to send (e.g. bad headers)")
     excluded: list[str] = Field(description="operations left out, as 'app METHOD path'")
+    abandoned: list[str] = Field(description="operations not sent: their app hung before")
     slowest: Slowest | None
     campaigns_stopped: int = Field(description="flow campaigns the fuzz left running, stopped")
+    cleanup_error: str | None = Field(None, description="why the campaigns could not be stopped")
     seconds: float
 
     @property
@@ -105,6 +110,10 @@ class FuzzReport(BaseModel):
         if self.slowest:
             s = self.slowest
             lines.append(f"slowest: {s.seconds:.2f}s  {s.app} {s.method} {s.path} -> {s.status}")
+        if self.abandoned:
+            lines.append(f"abandoned after {MAX_HANGS_PER_APP} hangs: {', '.join(self.abandoned)}")
+        if self.cleanup_error:
+            lines.append(f"campaigns not stopped: {self.cleanup_error}")
         for title, found in (("answers >= 500", self.server_errors), ("timeouts", self.timeouts)):
             lines.append(f"\n{title}: {len(found)}")
             for f in found:
@@ -137,7 +146,12 @@ class _Recorder:
         self.not_sent = 0
         self.slowest: Slowest | None = None
 
+    def hung(self, app: str) -> bool:
+        return sum(f.app == app for f in self.timeouts) >= MAX_HANGS_PER_APP
+
     def send(self, app: str, counts: AppCounts, case: Case) -> None:
+        if self.hung(app):
+            return
         url = f"{self.base_url}/{app}"
         curl = reproducer(case, url)
         started = time.perf_counter()
@@ -213,7 +227,7 @@ def run_fuzz(
     running, so the bid loop does not keep spending the fuzz tenant's budgets."""
     started = time.perf_counter()
     recorder = _Recorder(base_url, api_key, timeout_s)
-    counted, excluded = [], []
+    counted, excluded, abandoned = [], [], []
     for app in apps:
         schema = schemathesis.openapi.from_url(f"{base_url}/{app}/openapi.json")
         # Reproducers must repeat the very request: sanitizing would blank idempotency keys.
@@ -227,12 +241,20 @@ def run_fuzz(
                 chosen.append(op)
         counts = AppCounts(app=app, operations=len(chosen))
         for op in chosen:
+            if recorder.hung(app):
+                abandoned.append(_label(app, op.method.upper(), op.path))
+                continue
             strategy = op.as_strategy(GenerationMode.POSITIVE, headers=recorder.headers) | (
                 op.as_strategy(GenerationMode.NEGATIVE, headers=recorder.headers)
             )
             _run_examples(strategy, partial(recorder.send, app, counts), examples, seed_value)
         counted.append(counts)
-    stopped = stop_running_campaigns(base_url, api_key) if "flow" in apps else 0
+    stopped, cleanup_error = 0, None
+    if "flow" in apps:
+        try:
+            stopped = stop_running_campaigns(base_url, api_key, timeout_s)
+        except httpx.HTTPError as exc:  # e.g. flow wedged by the fuzz: the report says so
+            cleanup_error = f"{exc.__class__.__name__}: {exc}"
     return FuzzReport(
         base_url=base_url,
         examples=examples,
@@ -242,8 +264,10 @@ def run_fuzz(
         timeouts=recorder.timeouts,
         not_sent=recorder.not_sent,
         excluded=excluded,
+        abandoned=abandoned,
         slowest=recorder.slowest,
         campaigns_stopped=stopped,
+        cleanup_error=cleanup_error,
         seconds=round(time.perf_counter() - started, 1),
     )
 
@@ -274,18 +298,19 @@ def _run_examples(
     draw()
 
 
-def stop_running_campaigns(base_url: str, api_key: str) -> int:
+def stop_running_campaigns(base_url: str, api_key: str, timeout_s: float) -> int:
     """Stop every campaign of the key's tenant that is running or paused; how many."""
     stopped = 0
     with httpx.Client(base_url=f"{base_url}/flow", headers={"X-API-Key": api_key}) as client:
         for status in ("running", "paused"):
             params: dict[str, str | int] = {"status": status, "limit": 500}
             while True:
-                page = client.get("/api/v1/campaigns", params=params, timeout=30).raise_for_status()
+                page = client.get("/api/v1/campaigns", params=params, timeout=timeout_s)
+                page.raise_for_status()
                 found = page.json()
                 for campaign in found["campaigns"]:
                     path = f"/api/v1/campaigns/{campaign['campaign_id']}/stop"
-                    client.post(path, timeout=30).raise_for_status()
+                    client.post(path, timeout=timeout_s).raise_for_status()
                     stopped += 1
                 if not found["next_after"]:
                     break
