@@ -16,8 +16,8 @@ from tests.integration.conftest import RunningPlatform
 # A call to an actor that does not answer is given up at the actor-call deadline with a 503:
 # no request may take longer than that plus this margin (proxy, database, the answer itself).
 DEADLINE_MARGIN_S = 5.0
-# Examples per operation and generation mode: about 1,700 requests, ~45 s here. The seed fixes
-# them, so a failure repeats; `kiki bench fuzz` draws new ones each run.
+# Examples per operation and generation mode: the six apps take under 45 s here. The seed
+# fixes the requests, so a failure repeats; `kiki bench fuzz` draws new ones each run.
 EXAMPLES = 10
 SEED = 16
 
