@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
 import httpx
-from fastapi import Depends, FastAPI, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 from ray import serve
 
 from deployments._serve import (
@@ -32,18 +32,27 @@ from deployments._serve import (
 )
 from kiki.billing import metering, payments, reports, repository, subscriptions, webhooks
 from kiki.billing.aggregation import Event
-from kiki.billing.catalog import BillableMetric, Code, Coupon, Plan
+from kiki.billing.catalog import CODE_PATTERN, BillableMetric, Code, Coupon, Plan, Version
 from kiki.billing.closing import CloseReport, close_period
 from kiki.billing.invoice import InvoiceStatus
 from kiki.billing.metering import MAX_BATCH, IngestResult
-from kiki.billing.models import Customer, CustomerIn, Invoice, Payment, PlanRef, Subscription
+from kiki.billing.models import (
+    CUSTOMER_ID_PATTERN,
+    Customer,
+    CustomerIn,
+    Invoice,
+    Payment,
+    PlanRef,
+    Subscription,
+)
 from kiki.billing.pdf import render_invoice
 from kiki.billing.proration import ChangeKind
 from kiki.billing.rounding import exact_minor, minor_to_micros
 from kiki.billing.stripe_gateway import StripeGateway
 from kiki.clock import WallClock
+from kiki.db.values import INT4_MAX, PgText
 from kiki.errors import KikiError, NotFound
-from kiki.money import DecimalAmount
+from kiki.money import MAX_AMOUNT, DecimalAmount
 
 logger = logging.getLogger("kiki.billing")
 _clock = WallClock()
@@ -92,6 +101,11 @@ async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
 
 # Declared after CurrentTenant in each route, so a bad key never takes a pooled connection.
 Connection = Annotated[asyncpg.Connection, Depends(_connection)]
+# Ids in paths and queries have the shape the tables hold: anything else (a NUL, a number past
+# an integer column) is a 422 naming the parameter, never a query that fails.
+CustomerPath = Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, description="your customer id")]
+CustomerQuery = Annotated[str | None, Query(pattern=CUSTOMER_ID_PATTERN)]
+CodePath = Annotated[str, Path(pattern=CODE_PATTERN)]
 
 
 def money(minor: int, currency: str) -> MoneyOut:
@@ -259,13 +273,15 @@ class MetricIn(BillableMetric):
 
 
 class PaymentMethodIn(BaseModel):
-    payment_method: str = Field(
+    payment_method: PgText = Field(
         min_length=3, max_length=255, description="a Stripe PaymentMethod id, e.g. pm_card_visa"
     )
 
 
 class CreditsIn(BaseModel):
-    amount: DecimalAmount = Field(description="prepaid credits in the customer's currency")
+    amount: DecimalAmount = Field(
+        gt=0, le=MAX_AMOUNT, description="prepaid credits in the customer's currency"
+    )
 
 
 class CouponApply(BaseModel):
@@ -273,9 +289,9 @@ class CouponApply(BaseModel):
 
 
 class SubscriptionIn(BaseModel):
-    customer_id: str = Field(min_length=1, max_length=128)
+    customer_id: str = Field(pattern=CUSTOMER_ID_PATTERN)
     plan_code: Code
-    plan_version: int | None = Field(None, ge=1, description="default: the latest version")
+    plan_version: Version | None = Field(None, description="default: the latest version")
     start_at: AwareDatetime | None = Field(None, description="default: now")
 
 
@@ -292,7 +308,9 @@ class CloseIn(BaseModel):
 
 
 class RefundIn(BaseModel):
-    amount: DecimalAmount | None = Field(None, description="default: all that is refundable")
+    amount: DecimalAmount | None = Field(
+        None, gt=0, le=MAX_AMOUNT, description="default: all that is refundable"
+    )
 
 
 class EndpointCreated(BaseModel):
@@ -332,7 +350,10 @@ async def list_plans(tenant: CurrentTenant, conn: Connection) -> Any:
 
 @api.get("/api/v1/plans/{code}", response_model=Plan, tags=["catalog"])
 async def get_plan(
-    code: str, tenant: CurrentTenant, conn: Connection, version: int | None = None
+    code: CodePath,
+    tenant: CurrentTenant,
+    conn: Connection,
+    version: Annotated[int | None, Query(ge=1, le=INT4_MAX)] = None,
 ) -> Any:
     return await repository.get_plan(conn, tenant.id, code, version)
 
@@ -356,7 +377,7 @@ async def list_customers(tenant: CurrentTenant, conn: Connection) -> Any:
 
 
 @api.get("/api/v1/customers/{customer_id}", response_model=CustomerView, tags=["customers"])
-async def get_customer(customer_id: str, tenant: CurrentTenant, conn: Connection) -> Any:
+async def get_customer(customer_id: CustomerPath, tenant: CurrentTenant, conn: Connection) -> Any:
     return CustomerView.of(await repository.get_customer(conn, tenant.id, customer_id))
 
 
@@ -366,7 +387,7 @@ async def get_customer(customer_id: str, tenant: CurrentTenant, conn: Connection
     tags=["customers"],
 )
 async def attach_payment_method(
-    customer_id: str, body: PaymentMethodIn, tenant: CurrentTenant, request: Request
+    customer_id: CustomerPath, body: PaymentMethodIn, tenant: CurrentTenant, request: Request
 ) -> Any:
     """Create the customer in Stripe (once) and attach the payment method invoices charge."""
     pool = await runtime_of(request).pool()
@@ -383,7 +404,7 @@ async def attach_payment_method(
 @api.post("/api/v1/customers/{customer_id}/credits", response_model=CustomerView,
           tags=["customers"])  # fmt: skip
 async def add_credits(
-    customer_id: str, body: CreditsIn, tenant: CurrentTenant, conn: Connection
+    customer_id: CustomerPath, body: CreditsIn, tenant: CurrentTenant, conn: Connection
 ) -> Any:
     """Prepaid credits, spent on the customer's next invoices after tax."""
     customer = await repository.get_customer(conn, tenant.id, customer_id)
@@ -393,7 +414,7 @@ async def add_credits(
 
 @api.post("/api/v1/customers/{customer_id}/coupons", status_code=204, tags=["customers"])
 async def apply_coupon(
-    customer_id: str, body: CouponApply, tenant: CurrentTenant, conn: Connection
+    customer_id: CustomerPath, body: CouponApply, tenant: CurrentTenant, conn: Connection
 ) -> Response:
     await repository.apply_coupon(conn, tenant.id, customer_id, body.coupon_code)
     return Response(status_code=204)
@@ -413,7 +434,7 @@ async def create_subscription(body: SubscriptionIn, tenant: CurrentTenant, conn:
 
 @api.get("/api/v1/subscriptions", response_model=list[Subscription], tags=["subscriptions"])
 async def list_subscriptions(
-    tenant: CurrentTenant, conn: Connection, customer_id: str | None = None
+    tenant: CurrentTenant, conn: Connection, customer_id: CustomerQuery = None
 ) -> Any:
     return await repository.list_subscriptions(conn, tenant.id, customer_id)
 
@@ -491,7 +512,7 @@ async def close(body: CloseIn, tenant: CurrentTenant, conn: Connection) -> Any:
 async def list_invoices(
     tenant: CurrentTenant,
     conn: Connection,
-    customer_id: str | None = None,
+    customer_id: CustomerQuery = None,
     status: InvoiceStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
@@ -577,15 +598,25 @@ async def refund(invoice_id: UUID, body: RefundIn, tenant: CurrentTenant, reques
 # --- analytics ---------------------------------------------------------------------------
 
 
+def _existing_month(month: str | None) -> str | None:
+    if month is not None:
+        reports.parse_month(month)  # 2026-13 and 0000-01 match the pattern but are no months
+    return month
+
+
 @api.get("/api/v1/analytics/mrr", response_model=list[MrrView], tags=["analytics"])
 async def mrr(
     tenant: CurrentTenant,
     conn: Connection,
-    month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")] = None,
+    month: Annotated[
+        str | None,
+        Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM"),
+        AfterValidator(_existing_month),
+    ] = None,
 ) -> Any:
     """MRR, ARR, ARPU, movements and net revenue retention of a month (default: this one),
     one entry per currency."""
-    day = date.fromisoformat(f"{month}-01") if month else _clock.now().date().replace(day=1)
+    day = reports.parse_month(month) if month else _clock.now().date().replace(day=1)
     return [MrrView.of(r) for r in await reports.mrr_report(conn, tenant.id, day)]
 
 
@@ -593,11 +624,11 @@ async def mrr(
 async def usage(
     tenant: CurrentTenant,
     conn: Connection,
-    metric: str,
+    metric: Annotated[str, Query(pattern=CODE_PATTERN)],
     start: Annotated[AwareDatetime, Query(alias="from")],
     end: Annotated[AwareDatetime, Query(alias="to")],
     granularity: reports.Granularity = reports.Granularity.DAY,
-    customer_id: str | None = None,
+    customer_id: CustomerQuery = None,
 ) -> Any:
     """A metric's aggregate per day, week or month (UTC)."""
     return await reports.usage_series(conn, tenant.id, metric, start, end, granularity, customer_id)

@@ -49,6 +49,7 @@ from kiki.create.formats import PLACEMENTS, Box, FitReport, Placement
 from kiki.create.model import PLACEHOLDER_NOTICE, PipelineInfo
 from kiki.create.safety import NOT_CONFIGURED, ImageVerdict, check_texts, describe
 from kiki.create.studio import Batch, Job, Studio
+from kiki.db.values import PgText
 from kiki.errors import InvalidInput
 
 GENERATION_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
@@ -358,7 +359,7 @@ class ResultsReport(BaseModel):
 
     results: list[VariantResultIn] = Field(min_length=1, max_length=MAX_VARIANTS)
     source: str = Field("api", min_length=1, max_length=40, pattern=r"^[a-z0-9_.-]+$")
-    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    idempotency_key: PgText | None = Field(None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _one_row_per_variant(self) -> ResultsReport:

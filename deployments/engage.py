@@ -20,7 +20,7 @@ from uuid import UUID
 import httpx
 import ray
 from fastapi import FastAPI, Header, Path, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 from ray import serve
 
 from actors.engage import engage_automation
@@ -35,6 +35,7 @@ from deployments._serve import (
     runtime_of,
 )
 from kiki.auth import Tenant
+from kiki.db.values import PgJson, PgText, refuse_nul
 from kiki.engage import cohorts, messaging, registry, retention, rfm, segments
 from kiki.engage.churn import TrainedChurnModel
 from kiki.engage.connectors import configured_channels
@@ -58,7 +59,14 @@ RISK_TTL_S = 60.0
 RISK_TABLES_KEPT = 4
 
 
-CustomerPath = Annotated[str, Path(min_length=1, max_length=128, description="your customer id")]
+CustomerPath = Annotated[
+    str,
+    Path(min_length=1, max_length=128, description="your customer id"),
+    AfterValidator(refuse_nul),
+]
+AfterCustomer = Annotated[
+    PgText | None, Query(max_length=128, description="customer_id to continue after")
+]
 SegmentPath = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,64}$")]
 AsOf = Annotated[date | None, Query(description="the day to look from; default today (UTC)")]
 Currency = Annotated[str, Query(min_length=3, max_length=3, description="ISO 4217")]
@@ -344,7 +352,7 @@ async def get_rfm_customers(
     as_of: AsOf = None,
     currency: Currency = "USD",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after: Annotated[str | None, Query(description="customer_id to continue after")] = None,
+    after: AfterCustomer = None,
 ) -> list[rfm.RFMCustomer]:
     if segment is not None and segment not in rfm.SEGMENTS:
         raise InvalidInput(f"segment {segment!r} is unknown; use one of {', '.join(rfm.SEGMENTS)}")
@@ -406,7 +414,7 @@ async def segment_customers(
     as_of: AsOf = None,
     currency: Currency = "USD",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    after: Annotated[str | None, Query(description="customer_id to continue after")] = None,
+    after: AfterCustomer = None,
 ) -> segments.Members:
     """The segment's members now (or as of a day), evaluated in PostgreSQL."""
     segment = await segments.get(conn, tenant.id, segment_id)
@@ -494,7 +502,7 @@ async def post_message(
 async def get_messages(
     tenant: CurrentTenant,
     conn: Connection,
-    customer_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    customer_id: Annotated[PgText | None, Query(min_length=1, max_length=128)] = None,
     since: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[messaging.MessageRecord]:
@@ -521,7 +529,9 @@ SourcePath = Annotated[SourceName, Path(description="hubspot, salesforce, shopif
 
 
 class SourceIn(BaseModel):
-    config: dict[str, Any] = Field(description="the source's settings (see the README)")
+    config: Annotated[dict[str, Any], PgJson] = Field(
+        description="the source's settings (see the README)"
+    )
     enabled: bool = Field(True, description="synced by the engage actor on its schedule")
 
 

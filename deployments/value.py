@@ -37,10 +37,11 @@ from deployments._serve import (
 from kiki.auth import Tenant
 from kiki.batching import KeyedBatcher
 from kiki.billing import metering
+from kiki.db.values import PgText
 from kiki.errors import FailedPrecondition, InvalidInput, KikiError, NotFound
 from kiki.flow import segments
 from kiki.model_registry import LoadCheck
-from kiki.money import DecimalAmount, micros_to_decimal_str
+from kiki.money import MAX_AMOUNT, DecimalAmount, micros_to_decimal_str
 from kiki.value import drift, registry, transactions
 from kiki.value.features import compute_features
 from kiki.value.transactions import TransactionIn
@@ -141,8 +142,10 @@ class Customer(BaseModel):
     """A customer by id (history from the database) or, for one we have not seen, by the
     legacy fields: `spend` becomes a single purchase on `as_of`."""
 
-    customer_id: str = Field(min_length=1, max_length=128)
-    spend: DecimalAmount | None = Field(None, description="for customers without history")
+    customer_id: PgText = Field(min_length=1, max_length=128)
+    spend: DecimalAmount | None = Field(
+        None, ge=0, le=MAX_AMOUNT, description="for customers without history"
+    )
     engagement_score: float | None = Field(
         None, ge=0, le=1, description="accepted for compatibility; not a model feature"
     )

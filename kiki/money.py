@@ -19,6 +19,8 @@ from kiki.errors import InvalidInput
 MICROS_PER_UNIT = 1_000_000
 # Micros are stored as PostgreSQL bigint: about 9.2 trillion units at most.
 MAX_MICROS = 2**63 - 1
+# The largest amount in major units whose micros fit: a bound for amounts at the edge.
+MAX_AMOUNT = Decimal(MAX_MICROS) / MICROS_PER_UNIT
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # Minor units where they differ from 2 (ISO 4217); used for invoices and payment processors.
 _MINOR_UNIT_EXPONENTS = {

@@ -1,11 +1,13 @@
 """`kiki bench ...`: each benchmark runs on a scratch embedded PostgreSQL and a local Ray, so
-it never touches a running platform's data, and prints its figures next to a baseline."""
+it never touches a running platform's data, and prints its figures next to a baseline. The
+exception is `kiki bench fuzz`, which tests the running platform itself under its own tenant."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +17,10 @@ from typing import Any
 import click
 
 from benchmarks.serving import local_ray
+from kiki.config import SERVICES, load_settings
 from kiki.db.embedded import EmbeddedPostgres, free_port
-from launcher.platform import run_migrations
+from kiki.errors import InvalidInput, Unavailable
+from launcher.platform import database, pid_alive, read_state, run_migrations
 
 
 @contextmanager
@@ -253,6 +257,68 @@ def bench_billing(
     click.echo(table([ours], naive))
     click.echo(f"\nClosing a period, {customers:,} customers (subscriptions/s)\n")
     click.echo(table([close_ours], close_naive))
+
+
+@bench.command("fuzz")
+@click.option(
+    "--examples",
+    default=25,
+    show_default=True,
+    help="Examples per operation, each of valid and of invalid requests.",
+)
+@click.option(
+    "--apps", default=",".join(SERVICES), show_default=True, help="Comma-separated apps to fuzz."
+)
+@click.option(
+    "--include-platform-wide",
+    is_flag=True,
+    help="Also fuzz shield's breaker routes (open, reset, outcomes, admit), which "
+    "change ad-platform state for every tenant.",
+)
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds without an answer before a request counts as a hang.",
+)
+@click.option("--seed", type=int, help="Hypothesis seed, to repeat a run's requests.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_fuzz(
+    examples: int,
+    apps: str,
+    include_platform_wide: bool,
+    timeout: float,
+    seed: int | None,
+    as_json: bool,
+) -> None:
+    """Requests schemathesis generates from each app's OpenAPI, sent to the platform that
+    `kiki up --detach` runs, under a new fuzz tenant: counts per app and status class, every
+    answer >= 500 and every hang with a curl reproducer. Exit 1 when there was any."""
+    from benchmarks.fuzz import fuzz_tenant_key, run_fuzz
+
+    chosen = [a.strip() for a in apps.split(",") if a.strip()]
+    if unknown := sorted(set(chosen) - set(SERVICES)):
+        raise InvalidInput(f"--apps: unknown {', '.join(unknown)}; use {','.join(SERVICES)}")
+    settings = load_settings()
+    state = read_state(settings)
+    if state is None or not pid_alive(state.pid) or state.status != "ready":
+        raise Unavailable(
+            "KIKI is not running (or not ready): start it with `kiki up --detach`, then run "
+            "`kiki bench fuzz` again"
+        )
+    with database(settings) as url:
+        tenant, key = asyncio.run(fuzz_tenant_key(url))
+    report = run_fuzz(
+        state.http_url, key, chosen, examples=examples,
+        include_platform_wide=include_platform_wide, timeout_s=timeout, seed_value=seed,
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps({"tenant": tenant, **report.model_dump(mode="json")}))
+    else:
+        click.echo(f"Fuzz of {state.http_url} as tenant {tenant}\n")
+        click.echo(report.table())
+    if report.server_errors or report.timeouts:
+        sys.exit(1)
 
 
 def cdnow_options(holdout_help: str, choose_help: str, predictions_help: str) -> Any:

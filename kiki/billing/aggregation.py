@@ -17,10 +17,11 @@ from pydantic import AwareDatetime, Field
 
 from kiki.billing.catalog import Aggregation, BillableMetric, Code, FrozenModel
 from kiki.billing.periods import BillingPeriod
+from kiki.db.values import PgJson, PgText
 from kiki.errors import InvalidInput
 from kiki.money import to_decimal
 
-Identifier = Annotated[str, Field(min_length=1, max_length=256)]
+Identifier = Annotated[PgText, Field(min_length=1, max_length=256)]
 
 
 class Event(FrozenModel):
@@ -28,7 +29,7 @@ class Event(FrozenModel):
     customer: Identifier
     metric_code: Code
     timestamp: AwareDatetime
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: Annotated[dict[str, Any], PgJson] = Field(default_factory=dict)
 
 
 class MetricUsage(FrozenModel):

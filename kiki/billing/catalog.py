@@ -26,8 +26,9 @@ from pydantic import (
 )
 
 from kiki.billing.rounding import EXACT
+from kiki.db.values import INT4_MAX, PgInt, PgText
 from kiki.errors import InvalidInput
-from kiki.money import normalize_currency, to_decimal
+from kiki.money import MAX_MICROS, MICROS_PER_UNIT, normalize_currency, to_decimal
 
 MAX_PLACES = 12
 MAX_VALUE = Decimal(10) ** 18
@@ -54,7 +55,13 @@ ExactDecimal = Annotated[
 """A price, rate or quantity at the edge: "0.0015" or 3, never a float; 12 places, below 10^18."""
 
 Currency = Annotated[str, AfterValidator(normalize_currency)]
-Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+Code = Annotated[str, Field(pattern=CODE_PATTERN)]
+# A zero-decimal currency's minor unit is a million micros: below this, every minor amount's
+# micros fit the BIGINT columns and Money.
+MinorAmount = Annotated[int, Field(ge=0, le=MAX_MICROS // MICROS_PER_UNIT)]
+Version = Annotated[PgInt, Field(ge=1)]
+MAX_TRIAL_DAYS = 3650
 
 
 class FrozenModel(BaseModel):
@@ -76,7 +83,7 @@ class BillableMetric(FrozenModel):
 
     code: Code
     aggregation: Aggregation
-    field_name: str | None = Field(None, min_length=1)
+    field_name: PgText | None = Field(None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _field_when_needed(self) -> BillableMetric:
@@ -158,7 +165,7 @@ class PercentageCharge(_Charge):
     charge_model: Literal["percentage"] = "percentage"
     rate: ExactDecimal
     fixed_fee: ExactDecimal = Decimal(0)
-    free_events: int = Field(0, ge=0)
+    free_events: int = Field(0, ge=0, le=INT4_MAX)
     free_amount: ExactDecimal = Decimal(0)
     per_transaction_min: ExactDecimal | None = None
     per_transaction_max: ExactDecimal | None = None
@@ -187,13 +194,13 @@ class Plan(FrozenModel):
     """A versioned price list: a base fee per interval and at most one charge per metric."""
 
     code: Code
-    version: int = Field(1, ge=1)
-    name: str = ""
+    version: Version = 1
+    name: PgText = Field("", max_length=200)
     interval: Interval
     currency: Currency
-    base_fee_minor: int = Field(0, ge=0)
+    base_fee_minor: MinorAmount = 0
     pay_in_advance: bool = False
-    trial_days: int = Field(0, ge=0)
+    trial_days: int = Field(0, ge=0, le=MAX_TRIAL_DAYS, description="at most ten years")
     charges: tuple[Charge, ...] = ()
 
     @field_validator("charges")
@@ -215,11 +222,11 @@ class Coupon(FrozenModel):
     """A fixed amount or a percentage off the subtotal, for one, N or every billing period."""
 
     code: Code
-    amount_off_minor: int | None = Field(None, gt=0)
+    amount_off_minor: MinorAmount | None = Field(None, gt=0)
     currency: Currency | None = None
     percent_off: ExactDecimal | None = None
     duration: CouponDuration = CouponDuration.ONCE
-    duration_periods: int | None = Field(None, ge=1)
+    duration_periods: PgInt | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> Coupon:
@@ -245,5 +252,5 @@ class Coupon(FrozenModel):
 class Wallet(FrozenModel):
     """Prepaid credits, spent on invoices after tax (as Lago and Stripe's customer balance)."""
 
-    balance_minor: int = Field(ge=0)
+    balance_minor: MinorAmount
     currency: Currency

@@ -14,11 +14,13 @@ from uuid import UUID
 
 from pydantic import AfterValidator, Field, field_validator
 
-from kiki.billing.catalog import Code, Currency, ExactDecimal, FrozenModel
+from kiki.billing.catalog import Code, Currency, ExactDecimal, FrozenModel, Version
 from kiki.billing.invoice import DraftInvoice, InvoiceStatus
 from kiki.billing.periods import zone
+from kiki.db.values import PgText
 
-CustomerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")]
+CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
+CustomerId = Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN)]
 
 
 def _known_zone(name: str) -> str:
@@ -33,8 +35,8 @@ class CustomerIn(FrozenModel):
     """A tenant's customer: its own id, where to send invoices, its time zone and tax rate."""
 
     customer_id: CustomerId
-    name: str = Field("", max_length=200)
-    email: str | None = Field(None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    name: PgText = Field("", max_length=200)
+    email: PgText | None = Field(None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     timezone: TimeZone = "UTC"
     tax_percent: ExactDecimal = Decimal(0)
     currency: Currency
@@ -86,7 +88,7 @@ class PlanRef(FrozenModel):
     """A plan by code; without a version, its latest."""
 
     plan_code: Code
-    plan_version: int | None = Field(None, ge=1)
+    plan_version: Version | None = None
 
 
 class Invoice(DraftInvoice):

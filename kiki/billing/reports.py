@@ -40,6 +40,17 @@ class MrrReport(FrozenModel):
     net_revenue_retention_percent: Decimal | None
 
 
+def parse_month(text: str) -> date:
+    """The first day of a YYYY-MM month; a month that does not exist, or whose next month
+    does not (the report reads up to it), is a ValueError that says what to send."""
+    try:
+        day = date.fromisoformat(f"{text}-01")
+        next_month(day)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a month from 0001-01 to 9999-11 (YYYY-MM)") from None
+    return day
+
+
 def month_start(day: date) -> datetime:
     return datetime(day.year, day.month, 1, tzinfo=UTC)
 

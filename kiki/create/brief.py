@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, Field, field_validator
 from kiki.create.colour import RGB, ciede2000, parse_hex, srgb_to_lab, to_hex
 from kiki.create.compliance import BrandRules
 from kiki.create.formats import PLACEMENTS, Copy, Placement
+from kiki.db.values import PgText
 
 MAX_VARIANTS = 8
 MAX_LOGO_BYTES = 2_000_000
@@ -28,7 +29,7 @@ def _hex(value: str) -> str:
 
 
 HexColour = Annotated[str, AfterValidator(_hex), Field(examples=["#3b82f6"])]
-Text = Annotated[str, Field(min_length=1, max_length=120)]
+Text = Annotated[PgText, Field(min_length=1, max_length=120)]
 
 
 class Product(BaseModel):
@@ -36,7 +37,7 @@ class Product(BaseModel):
 
     name: Text
     features: list[Text] = Field(default_factory=list, max_length=10)
-    description: str | None = Field(None, max_length=500)
+    description: PgText | None = Field(None, max_length=500)
 
 
 class Brand(BaseModel):
@@ -46,7 +47,7 @@ class Brand(BaseModel):
     primary_colors: list[HexColour] = Field(min_length=1, max_length=6)
     secondary_colors: list[HexColour] = Field(default_factory=list, max_length=6)
     banned_words: list[Text] = Field(default_factory=list, max_length=200)
-    required_disclaimers: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+    required_disclaimers: list[Annotated[PgText, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, max_length=5
     )
     allow_neutrals: bool = Field(True, description="greys, black and white count as on-brand")
@@ -104,9 +105,9 @@ class GenerateRequest(BaseModel):
     brand: Brand
     variants: int = Field(3, ge=1, le=MAX_VARIANTS)
     platform: str = Field(description="placement: " + ", ".join(PLACEMENTS))
-    headline: str | None = Field(None, min_length=1, max_length=90, description="else written")
-    call_to_action: str | None = Field(None, min_length=1, max_length=30)
-    style: str | None = Field(None, max_length=200, description="added to every prompt")
+    headline: PgText | None = Field(None, min_length=1, max_length=90, description="else written")
+    call_to_action: PgText | None = Field(None, min_length=1, max_length=30)
+    style: PgText | None = Field(None, max_length=200, description="added to every prompt")
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED - MAX_VARIANTS, description="variant i uses seed + i"
     )

@@ -18,8 +18,9 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from kiki.db.values import PgText, refuse_nul
 from kiki.engage.connectors.base import Channel, MessageChannel, Outgoing
 from kiki.engage.templates import generic_context, render
 from kiki.errors import Conflict, KikiError, NotFound
@@ -32,7 +33,10 @@ PURPOSES: dict[Channel, Purpose | None] = {
     "in_app": None,  # shown only inside the product the customer is using: no opt-in purpose
 }
 ADDRESS_FIELD: dict[Channel, str] = {"email": "email", "sms": "phone", "push": "push_token"}
-Variables = Annotated[dict[str, Annotated[str, Field(max_length=500)]], Field(max_length=20)]
+Variables = Annotated[
+    dict[Annotated[PgText, Field(max_length=100)], Annotated[PgText, Field(max_length=500)]],
+    Field(max_length=20),
+]
 
 
 class ProfileIn(BaseModel):
@@ -40,13 +44,15 @@ class ProfileIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    email: str | None = Field(
+    email: PgText | None = Field(
         None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="address"
     )
     phone: str | None = Field(None, pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164")
-    push_token: str | None = Field(None, min_length=1, max_length=4096)
-    first_name: str | None = Field(None, min_length=1, max_length=100)
-    attributes: dict[str, str | int | bool] = Field(default_factory=dict, max_length=50)
+    push_token: PgText | None = Field(None, min_length=1, max_length=4096)
+    first_name: PgText | None = Field(None, min_length=1, max_length=100)
+    attributes: dict[Annotated[PgText, Field(max_length=100)], PgText | int | bool] = Field(
+        default_factory=dict, max_length=50
+    )
 
 
 class Profile(ProfileIn):
@@ -57,12 +63,12 @@ class Profile(ProfileIn):
 class MessageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    customer_id: CustomerId
+    customer_id: Annotated[CustomerId, AfterValidator(refuse_nul)]
     channel: Channel
-    template: str = Field(min_length=1, max_length=64)
+    template: PgText = Field(min_length=1, max_length=64)
     personalization: bool = True
     variables: Variables = Field(default_factory=dict)
-    idempotency_key: str | None = Field(
+    idempotency_key: PgText | None = Field(
         None, min_length=1, max_length=255, description="a retry with it sends at most once"
     )
 

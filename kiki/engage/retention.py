@@ -22,6 +22,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kiki.billing import metering
+from kiki.db.values import PgText
 from kiki.engage import messaging, registry, segments
 from kiki.engage.churn import TrainedChurnModel
 from kiki.engage.connectors.base import Channel, MessageChannel
@@ -40,7 +41,7 @@ Outcome = Literal["would_send", "already_sent", "sent", "refused", "failed"]
 class RuleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200, description="what the rule is for")
+    name: PgText = Field(min_length=1, max_length=200, description="what the rule is for")
     min_churn_risk: float = Field(0.7, ge=0, le=1, description="churn risk at or above")
     min_ltv: str | None = Field(
         None,

@@ -15,10 +15,11 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kiki.db.values import PgJson, PgText
 from kiki.errors import InvalidInput
 from kiki.money import decimal_to_micros, to_decimal
 
@@ -66,9 +67,9 @@ Op = Literal["=", "!=", "<", "<=", ">", ">=", "in", "not_in", "contains", "is_se
 class Condition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    field: str = Field(description="a catalogue field, or attributes.<key>")
+    field: PgText = Field(max_length=200, description="a catalogue field, or attributes.<key>")
     op: Op
-    value: Any = None
+    value: Annotated[Any, PgJson] = None
 
 
 class AllOf(BaseModel):

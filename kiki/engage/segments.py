@@ -15,6 +15,7 @@ from uuid import UUID
 import asyncpg
 from pydantic import BaseModel, Field
 
+from kiki.db.values import PgText
 from kiki.engage.rfm import RFM_SQL
 from kiki.engage.rules import Rule, compile_rule
 from kiki.errors import Conflict, NotFound
@@ -53,7 +54,7 @@ WITH stats AS (
 
 
 class SegmentIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: PgText = Field(min_length=1, max_length=200)
     rule: Rule
 
 

@@ -20,10 +20,11 @@ import asyncpg
 import pandas as pd
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from kiki.db.values import PgText
 from kiki.errors import InvalidInput, KikiError
-from kiki.money import DecimalAmount, decimal_to_micros, normalize_currency
+from kiki.money import MAX_AMOUNT, DecimalAmount, decimal_to_micros, normalize_currency
 
-Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+Identifier = Annotated[PgText, Field(min_length=1, max_length=128)]
 CSV_COLUMNS = ("order_id", "customer_id", "occurred_at", "amount", "currency", "quantity")
 REQUIRED_COLUMNS = ("order_id", "customer_id", "occurred_at", "amount")
 
@@ -34,8 +35,10 @@ class TransactionIn(BaseModel):
     order_id: Identifier
     customer_id: Identifier
     occurred_at: datetime
-    amount: DecimalAmount = Field(description="what the customer paid, in major units")
-    currency: str = Field("USD", min_length=3, max_length=3)
+    amount: DecimalAmount = Field(
+        ge=0, le=MAX_AMOUNT, description="what the customer paid, in major units"
+    )
+    currency: PgText = Field("USD", min_length=3, max_length=3)
     quantity: int = Field(1, ge=0, le=1_000_000)
 
     @field_validator("occurred_at", mode="before")

@@ -69,3 +69,15 @@ def test_status_when_not_running(tmp_path: Path) -> None:
     result = kiki(["status"], tmp_path)
     assert result.returncode == 3
     assert "not running" in result.stdout
+
+
+def test_fuzz_needs_a_running_platform(tmp_path: Path) -> None:
+    result = kiki(["bench", "fuzz", "--examples", "1"], tmp_path)
+    assert result.returncode == 1
+    assert "kiki up --detach" in one_error_line(result)
+
+
+def test_fuzz_names_an_unknown_app(tmp_path: Path) -> None:
+    result = kiki(["bench", "fuzz", "--apps", "value,nope"], tmp_path)
+    assert result.returncode == 2
+    assert "--apps: unknown nope" in one_error_line(result)

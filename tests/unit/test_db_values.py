@@ -1,0 +1,42 @@
+"""Values PostgreSQL would refuse are refused by the pydantic model first (found by fuzzing)."""
+
+from typing import Annotated, Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from kiki.db.values import INT4_MAX, PgInt, PgJson, PgText
+
+
+class Body(BaseModel):
+    name: PgText = ""
+    config: Annotated[dict[str, Any], PgJson] = {}
+    version: PgInt = 1
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"name": "a\x00b"}, "name"),
+        ({"config": {"k\x00": 1}}, "config"),
+        ({"config": {"k": [{"deep": "\x00"}]}}, "config"),
+        ({"version": INT4_MAX + 1}, "version"),
+        ({"version": -INT4_MAX - 2}, "version"),
+    ],
+)
+def test_refused_with_the_field_named(data: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Body(**data)
+    (error,) = caught.value.errors()
+    assert error["loc"] == (field,)
+    if field != "version":
+        assert "NUL" in error["msg"]
+
+
+def test_everything_else_passes_unchanged() -> None:
+    body = Body(name="Ünïcode ✓", config={"a": [1, "x", None, {"b": True}]}, version=INT4_MAX)
+    assert body.model_dump() == {
+        "name": "Ünïcode ✓",
+        "config": {"a": [1, "x", None, {"b": True}]},
+        "version": INT4_MAX,
+    }

@@ -1,0 +1,99 @@
+"""Requests the fuzz (`kiki bench fuzz`) answered with 500 now get a 422 that names the field.
+
+The apps run in-process with the tenant and the database connection stubbed out: each request
+here must be refused by validation, before anything would reach PostgreSQL.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from deployments import billing, create, engage, shield_consent, value
+from deployments.common import require_tenant
+from kiki.auth import Tenant
+from kiki.billing.reports import parse_month
+
+APPS: dict[str, tuple[FastAPI, list[Any]]] = {
+    "billing": (billing.api, [billing._connection]),
+    "engage": (engage.api, [shield_consent._connection]),
+    "value": (value.api, []),
+    "create": (create.api, []),
+}
+PRODUCT = {"name": "Sync"}
+BRAND = {"name": "Tech", "primary_colors": ["#3b82f6"]}
+
+
+async def _no_connection() -> Iterator[None]:
+    yield None
+
+
+@pytest.fixture
+def clients() -> Iterator[dict[str, TestClient]]:
+    for api, connections in APPS.values():
+        api.dependency_overrides[require_tenant] = lambda: Tenant(id=uuid4(), name="t")
+        for dependency in connections:
+            api.dependency_overrides[dependency] = _no_connection
+    yield {name: TestClient(api, raise_server_exceptions=False) for name, (api, _) in APPS.items()}
+    for api, _ in APPS.values():
+        api.dependency_overrides.clear()
+
+
+@pytest.mark.parametrize(
+    ("app", "method", "url", "body", "field"),
+    [
+        # NUL in text: PostgreSQL's text and jsonb refuse it inside the query
+        ("engage", "POST", "/api/v1/message", {"customer_id": "c\x00", "channel": "email",
+                                               "template": "win_back"}, "customer_id"),
+        ("engage", "PUT", "/api/v1/customers/c1", {"first_name": "\x00x"}, "first_name"),
+        ("engage", "PUT", "/api/v1/customers/c%00", {}, "path.customer_id"),
+        ("engage", "GET", "/api/v1/messages?customer_id=%00", None, "query.customer_id"),
+        ("engage", "PUT", "/api/v1/crm/hubspot", {"config": {"\x00": 1}}, "config"),
+        ("billing", "GET", "/api/v1/subscriptions?customer_id=a%00", None, "query.customer_id"),
+        ("billing", "POST", "/api/v1/customers", {"customer_id": "c", "name": "\x00",
+                                                  "currency": "USD"}, "name"),
+        ("billing", "POST", "/api/v1/events", {"events": [
+            {"transaction_id": "t", "customer": "c", "metric_code": "m",
+             "timestamp": "2026-01-01T00:00:00Z", "properties": {"k": "\x00"}}]},
+         "events.0.properties"),
+        ("value", "POST", "/api/v1/predict", {"customer_id": "c\x00"}, "Customer.customer_id"),
+        ("create", "POST", "/api/v1/generate", {"product": {"name": "a\x00"}, "brand": BRAND,
+                                                "platform": "tiktok_9_16"}, "product.name"),
+        # numbers past the integer column or BIGINT micros
+        ("billing", "GET", "/api/v1/plans/p?version=271354908740", None, "query.version"),
+        ("billing", "POST", "/api/v1/plans", {"code": "p", "interval": "monthly",
+                                              "currency": "USD", "version": 2**31}, "version"),
+        ("billing", "POST", "/api/v1/plans", {"code": "p", "interval": "monthly",
+                                              "currency": "JPY", "base_fee_minor": 10**13},
+         "base_fee_minor"),
+        ("billing", "POST", "/api/v1/customers/c/credits", {"amount": "1e16"}, "amount"),
+        ("value", "POST", "/api/v1/predict", {"customer_id": "c", "spend": "1e300"},
+         "Customer.spend"),
+        ("value", "POST", "/api/v1/transactions", {"transactions": [
+            {"order_id": "o", "customer_id": "c", "occurred_at": "2026-01-01",
+             "amount": "-1"}]}, "transactions.0.amount"),
+        # a month that matches YYYY-MM but does not exist
+        ("billing", "GET", "/api/v1/analytics/mrr?month=0000-00", None, "query.month"),
+        ("billing", "GET", "/api/v1/analytics/mrr?month=8932-85", None, "query.month"),
+    ],
+)  # fmt: skip
+def test_refused_at_the_edge(
+    clients: dict[str, TestClient], app: str, method: str, url: str, body: Any, field: str
+) -> None:
+    resp = clients[app].request(method, url, json=body)
+    assert resp.status_code == 422, resp.text
+    message = resp.json()["error"]["message"]
+    assert message.startswith(f"{field}:") or f"; {field}:" in message, message
+
+
+@pytest.mark.parametrize("text", ["0000-01", "2026-00", "2026-13", "9999-12"])
+def test_parse_month_refuses_months_that_do_not_exist(text: str) -> None:
+    with pytest.raises(ValueError, match="0001-01 to 9999-11"):
+        parse_month(text)
+
+
+def test_parse_month_gives_the_first_day() -> None:
+    assert parse_month("2026-03").isoformat() == "2026-03-01"
