@@ -25,6 +25,7 @@ from deployments._serve import (
     create_service_api,
     runtime_of,
 )
+from kiki.db.values import PgText
 from kiki.errors import Conflict, FailedPrecondition, NotFound
 from kiki.flow import segments, store
 from kiki.flow.campaigns import (
@@ -299,7 +300,7 @@ async def get_decisions(
 
 
 class SegmentMembers(BaseModel):
-    customer_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+    customer_ids: list[Annotated[PgText, Field(min_length=1, max_length=128)]] = Field(
         min_length=1, max_length=1_000_000
     )
 

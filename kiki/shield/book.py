@@ -26,6 +26,16 @@ _ERRORS_BY_CODE["deadline_exceeded"] = Unavailable  # a shard that did not answe
 CampaignKey = tuple[str, str]  # (tenant_id, campaign_id)
 OpKind = Literal["allocate", "policy", "reserve", "commit", "release", "unblock", "status", "check"]
 OP_KINDS = frozenset(get_args(OpKind))
+_SETTINGS = frozenset({EventKind.BUDGET_SET, EventKind.POLICY_SET})
+# The writes an idempotency key replays, and the ledger events each may have produced.
+_REPLAYS: dict[str, frozenset[EventKind]] = {
+    "allocate": _SETTINGS,
+    "policy": _SETTINGS,
+    "reserve": frozenset({EventKind.RESERVED}),
+    "commit": frozenset({EventKind.COMMITTED}),
+    "release": frozenset({EventKind.RELEASED}),
+    "unblock": frozenset({EventKind.UNBLOCKED}),
+}
 logger = logging.getLogger("kiki.budget")
 
 
@@ -166,8 +176,9 @@ class BudgetBook:
                     raise NotFound(f"campaign {op.campaign_id} has no budget: allocate one first")
                 new = NewCampaign(op.tenant_id, op.campaign_id, normalize_currency(op.currency))
                 budget = CampaignBudget(op.campaign_id, new.currency)
-            if op.idempotency_key and op.idempotency_key in budget.applied:
-                return self._replay(budget, budget.applied[op.idempotency_key])
+            first = budget.applied.get(op.idempotency_key) if op.kind in _REPLAYS else None
+            if first is not None:
+                return self._replay(budget, op, first, now)
             result, new_events = self._decide(budget, op, now)
         except KikiError as exc:
             return OpResult("error", str(op.campaign_id), message=exc.message, error_code=exc.code)
@@ -283,14 +294,22 @@ class BudgetBook:
             over_delivered_micros=event.over_delivered_micros,
         )
 
-    def _replay(self, budget: CampaignBudget, event: LedgerEvent) -> OpResult:
-        """The answer the first execution of this idempotency key gave."""
+    def _replay(
+        self, budget: CampaignBudget, op: BudgetOp, event: LedgerEvent, now: datetime
+    ) -> OpResult:
+        """The answer the first execution of this idempotency key gave; a key first used for
+        another kind of command is a conflict, never that command's answer."""
+        if event.kind not in _REPLAYS[op.kind]:
+            raise Conflict(
+                f"idempotency key {op.idempotency_key!r} was already used for a "
+                f"{event.kind.value} command on campaign {op.campaign_id}; use a new key"
+            )
         if event.kind is EventKind.RESERVED:
             result = self._granted(event)
         elif event.kind in (EventKind.COMMITTED, EventKind.RELEASED):
             result = self._closed(event)
         else:
-            result = OpResult("set", budget.campaign_id)
+            result = OpResult("set", budget.campaign_id, snapshot=budget.snapshot(now))
         result.campaign_id, result.currency = budget.campaign_id, budget.currency
         result.replayed = True
         return result

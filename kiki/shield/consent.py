@@ -15,13 +15,14 @@ from uuid import UUID
 import asyncpg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
 
+from kiki.db.values import PgText
 from kiki.errors import InvalidInput, NotFound
 
 # A client clock may run a little fast; more than this and a future-dated grant would outrank
 # every later withdrawal, so it is refused.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
-CustomerId = Annotated[str, Field(min_length=1, max_length=128, description="your customer id")]
+CustomerId = Annotated[PgText, Field(min_length=1, max_length=128, description="your customer id")]
 
 
 class Purpose(StrEnum):

@@ -248,3 +248,17 @@ def test_caps_hold_under_any_sequence_and_replay_rebuilds_the_same_state(sequenc
     for _, event in log:
         rebuilt.apply(event)
     assert rebuilt.snapshot(now) == book.campaigns[(T, "c1")].snapshot(now)
+
+
+def test_a_key_replays_only_the_kind_of_command_it_was_first_used_for() -> None:
+    """The fuzz sent an allocate's key with a reserve: the allocate's answer came back and the
+    API could not show it (500). Now a key reused for another command is a conflict."""
+    book = BudgetBook()
+    allocate(book, 1_000)
+    reused = reserve(book, 10, "alloc")  # "alloc" is the allocate's key
+    assert (reused.outcome, reused.error_code) == ("error", "conflict")
+    assert "already used for a budget_set command" in (reused.message or "")
+    again = run(book, BudgetOp("allocate", T, "c1", "alloc", currency="USD"))
+    assert again.replayed and again.snapshot and again.snapshot["caps"]["total"] == 1_000
+    status = run(book, BudgetOp("status", T, "c1", "alloc"))  # reads ignore keys
+    assert status.outcome == "status"

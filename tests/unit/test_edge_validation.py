@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from deployments import billing, create, engage, shield_consent, value
-from deployments.common import require_tenant
+from deployments._serve.deps import require_tenant
 from kiki.auth import Tenant
 from kiki.billing.reports import parse_month
 
