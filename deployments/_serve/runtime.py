@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import asyncpg
 from pydantic import BaseModel
 
+from deployments._serve.builder import AppArgs
 from deployments._serve.metering import UsageMeter
 from deployments._serve.views import HealthReport
 from kiki import __version__
@@ -24,6 +25,7 @@ from kiki.model_registry import LoadCheck
 from kiki.shield.ratelimit import RateLimiter
 
 C = TypeVar("C")
+A = TypeVar("A", bound="AppArgs")
 
 # A dependency check of /health: its named checks, each "ok" or "failed: <why>".
 Probe = Callable[[], Awaitable[dict[str, str]]]
@@ -53,6 +55,15 @@ class ServiceRuntime:
         # What the app depends on besides the database (actors, models), by check name.
         self.probes: dict[str, Probe] = {}
         self.started = time.monotonic()
+
+    def args_as(self, kind: type[A]) -> A:
+        """The app's options: as its builder validated them under Serve, or, hosted outside
+        Serve (tests, benchmarks), as this process's KIKI_* settings give them."""
+        if self.args is None:
+            self.args = kind.from_settings(self.settings)
+        if not isinstance(self.args, kind):
+            raise RuntimeError(f"{self.service} was built with {type(self.args).__name__}")
+        return self.args
 
     def context_as(self, kind: type[C]) -> C:
         if not isinstance(self.context, kind):
