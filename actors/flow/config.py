@@ -7,9 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kiki.config import Settings
 from kiki.flow.exchange import ExchangeConfig
-from kiki.flow.live import load_credentials
 from kiki.shield.ratelimit import RateLimitConfig
 
 
@@ -34,19 +32,3 @@ class BidLoopConfig(BaseModel):
     guard_rate: RateLimitConfig | None = None
     lease_ticks: int = Field(10, ge=1, description="ticks a budget lease covers")
     call_timeout_s: float = Field(10.0, gt=0, description="deadline of calls to other actors")
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> BidLoopConfig:
-        """The platform's bid loop, as the flow app runs it."""
-        s = settings
-        return cls(
-            tick_s=s.flow_tick_s,
-            budget_shards=s.budget_shards,
-            log_dir=str(s.log_dir.resolve()),
-            guard_rate=RateLimitConfig(rate_per_s=s.platform_rate_per_s, burst=s.platform_burst),
-            credentials=load_credentials(s.platform_credentials)
-            if s.platform_credentials
-            else None,
-            spend_poll_s=s.flow_spend_poll_s,
-            call_timeout_s=s.actor_call_timeout_s,
-        )

@@ -11,12 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kiki.clock import TimeZoneName
-from kiki.errors import InvalidInput
+from kiki.errors import Conflict, FailedPrecondition, InvalidInput
 from kiki.flow.connectors.base import PLATFORMS
 from kiki.flow.pacing import PacingPlan, PacingShape
 from kiki.money import (
@@ -133,6 +133,21 @@ class CampaignSpec(BaseModel):
         return self
 
 
+class CampaignPatch(BaseModel):
+    """Fields to change; omitted ones keep their value. The budget may not drop below what
+    is already spent (SyncShield holds the cap)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    ends_at: AwareDatetime | None = None
+    budget: PositiveAmount | None = None
+    goal: Goal | None = None
+    max_bid: PositiveAmount | None = None
+    pacing: PacingSettings | None = None
+    ad_groups: list[AdGroup] | None = Field(None, min_length=1, max_length=100)
+
+
 class Campaign(BaseModel):
     """A stored campaign: the spec in integer micros, plus its state."""
 
@@ -177,6 +192,44 @@ class Campaign(BaseModel):
             max_bid_micros=decimal_to_micros(spec.max_bid) if spec.max_bid is not None else None,
             pacing=spec.pacing,
         )
+
+    def patched(self, patch: CampaignPatch) -> Campaign:
+        """The campaign with `patch` applied, checked against what it is now."""
+        if self.status == CampaignStatus.STOPPED:
+            raise FailedPrecondition(f"campaign {self.campaign_id} is stopped; create a new one")
+        changes: dict[str, Any] = {}
+        if patch.name is not None:
+            changes["name"] = patch.name
+        if patch.pacing is not None:
+            changes["pacing"] = patch.pacing
+        if patch.ends_at is not None:
+            if patch.ends_at <= self.starts_at:
+                raise Conflict("ends_at must be after the campaign's starts_at")
+            changes["ends_at"] = patch.ends_at
+        if patch.budget is not None:
+            changes["budget_micros"] = decimal_to_micros(patch.budget)
+        if patch.goal is not None:
+            changes["goal_kind"] = patch.goal.kind
+            changes["goal_target"] = (
+                patch.goal.target
+                if patch.goal.kind == "roas"
+                else Decimal(decimal_to_micros(patch.goal.target))
+            )
+        if patch.max_bid is not None:
+            changes["max_bid_micros"] = decimal_to_micros(patch.max_bid)
+        if patch.ad_groups is not None:
+            changes["ad_groups"] = tuple(patch.ad_groups)
+        return self.model_copy(update=changes)
+
+    def transitioned(self, action: str) -> Campaign:
+        """start (draft or paused -> running), pause (running -> paused), stop (-> stopped,
+        for good). Repeating an action that already holds is a no-op."""
+        sources, target = TRANSITIONS[action]
+        if self.status != target and self.status not in sources:
+            raise FailedPrecondition(
+                f"cannot {action} campaign {self.campaign_id}: it is {self.status.value}"
+            )
+        return self.model_copy(update={"status": target})
 
     def pacing_plan(self) -> PacingPlan:
         return PacingPlan(

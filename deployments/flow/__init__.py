@@ -1,0 +1,1 @@
+"""SyncFlow's Serve application: `app.build_app` is its builder."""

@@ -1,0 +1,32 @@
+"""What a SyncFlow replica works with: the budget shards (SyncShield's) and the bid-loop
+shards this app creates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actors.budget import BudgetClient
+from actors.flow import BidLoopClient
+from kiki.flow.campaigns import Campaign, budget_op
+from kiki.shield.book import BudgetOp
+
+
+@dataclass(frozen=True)
+class FlowContext:
+    budgets: BudgetClient
+    loops: BidLoopClient
+
+    async def apply(self, campaign: Campaign, key: str | None = None) -> None:
+        """Put the campaign's budget and policy into SyncShield, then have its bid-loop shard
+        reload it. SyncShield first: the loop must never bid on a budget that is not there."""
+        (result,) = await self.budgets.execute([budget_op(campaign, key)])
+        result.raise_for_error()
+        await self.loops.reload(campaign.tenant_id, campaign.campaign_id)
+
+    async def spent(self, campaign: Campaign) -> int | None:
+        """Committed spend so far, from SyncShield's ledger (None when it cannot say)."""
+        op = BudgetOp("status", campaign.tenant_id, campaign.campaign_id)
+        (result,) = await self.budgets.execute([op])
+        if result.outcome == "status" and result.snapshot:
+            return result.snapshot["committed"]
+        return None
