@@ -7,7 +7,10 @@ Ray's `ServeDeploySchema` silently ignores unknown keys and does not validate
 from __future__ import annotations
 
 import copy
+import importlib
+import inspect
 import os
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +28,7 @@ from ray.serve.schema import (
     gRPCOptionsSchema,
 )
 
+from deployments._serve import AppArgs
 from kiki.config import SECRET_SETTINGS, SERVICES, Settings
 from kiki.errors import ConfigError
 
@@ -106,6 +110,9 @@ def adapt_for_machine(data: dict[str, Any], settings: Settings, gpus: float) -> 
     out["proxy_location"] = "HeadOnly"
     env = replica_env(settings)
     for app in out["applications"]:
+        args = local_args(app["import_path"], app.get("args") or {}, settings)
+        if args:
+            app["args"] = args
         runtime_env = app.setdefault("runtime_env", {})
         runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
         for dep in app.get("deployments") or []:
@@ -114,6 +121,38 @@ def adapt_for_machine(data: dict[str, Any], settings: Settings, gpus: float) -> 
             if gpus < 1 and options.get("num_gpus"):
                 options["num_gpus"] = 0
     return out
+
+
+def args_type(import_path: str) -> type[AppArgs] | None:
+    """The options model an app's builder takes (None: the path names a built application)."""
+    module_name, _, attribute = import_path.partition(":")
+    builder = getattr(importlib.import_module(module_name), attribute)
+    if not inspect.isfunction(builder):
+        return None
+    hints = typing.get_type_hints(builder)
+    kind = next((hints[p] for p in inspect.signature(builder).parameters if p in hints), None)
+    return kind if isinstance(kind, type) and issubclass(kind, AppArgs) else None
+
+
+def local_args(import_path: str, given: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """An app's `args:` for a local run: the YAML's, overridden by the KIKI_* settings the
+    operator set (a setting left at its default leaves the YAML's value). Validated here, so a
+    bad value stops `kiki up` with the option named instead of failing a deployment."""
+    kind = args_type(import_path)
+    if kind is None:
+        return given
+    chosen = {
+        field: getattr(settings, name)
+        for field, name in kind.settings_fields.items()
+        if getattr(settings, name) != Settings.model_fields[name].default
+    }
+    try:
+        args = kind.model_validate({**given, **chosen})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{import_path} args: {where}: {first['msg']}") from None
+    return args.model_dump(mode="json", exclude_defaults=True)
 
 
 def replica_env(settings: Settings) -> dict[str, str]:

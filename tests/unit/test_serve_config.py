@@ -132,3 +132,22 @@ def test_a_secretstr_setting_is_a_secret_without_being_listed(config: dict) -> N
         "KIKI_SECRET_KEY" not in a["runtime_env"]["env_vars"] for a in adapted["applications"]
     )
     assert serve_config.secret_env(settings) == {"KIKI_SECRET_KEY": "k" * 44}
+
+
+def test_each_app_is_built_from_typed_args_that_a_local_run_fills_from_settings(
+    config: dict,
+) -> None:
+    """Serve calls each app's builder with its `args:`; `kiki up` fills them from the KIKI_*
+    settings the operator changed, over what the YAML says."""
+    paths = {app["name"]: app["import_path"] for app in config["applications"]}
+    for name in ("shield", "flow"):
+        assert paths[name] == f"deployments.{name}.app:build_app"
+        assert serve_config.args_type(paths[name]) is not None
+    settings = Settings(flow_tick_s=0.5)
+    flow = paths["flow"]
+    assert serve_config.local_args(flow, {}, settings) == {"tick_s": 0.5}
+    assert serve_config.local_args(flow, {"shards": 4}, Settings()) == {"shards": 4}
+    with pytest.raises(ConfigError, match=r"args: shards: .*greater than or equal to 1"):
+        serve_config.local_args(flow, {"shards": 0}, Settings())
+    with pytest.raises(ConfigError, match="args: tick_spead"):
+        serve_config.local_args(flow, {"tick_spead": 1}, Settings())
