@@ -3,6 +3,7 @@ would choose) and the same FastAPI app on plain uvicorn in its own process."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -19,7 +20,8 @@ import httpx
 
 from deployments.ingress import configure_ingress
 from kiki.config import Settings
-from kiki.db.embedded import free_port
+from kiki.db.embedded import EmbeddedPostgres, free_port
+from kiki.db.migrate import migrate_url
 from kiki.errors import Unavailable
 
 # Lift the per-key rate limit: the benchmarks measure the servers, not the limiter.
@@ -123,3 +125,17 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60) ->
             pass
         time.sleep(0.5)
     raise Unavailable(f"{url} not healthy after {timeout_s:.0f}s")
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """A migrated PostgreSQL in a temporary folder, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="kiki-bench-"))
+    server = EmbeddedPostgres(folder / "pgdata", free_port())
+    try:
+        url = server.start()
+        asyncio.run(migrate_url(url))
+        yield url
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -6,36 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 import click
 
-from benchmarks.serving import local_ray
+from benchmarks.serving import local_ray, scratch_database
 from kiki.config import SERVICES, load_settings
-from kiki.db.embedded import EmbeddedPostgres, free_port
 from kiki.errors import InvalidInput, Unavailable
-from launcher.platform import database, pid_alive, read_state, run_migrations
-
-
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    """A migrated PostgreSQL in a temporary folder, removed afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix="kiki-bench-"))
-    server = EmbeddedPostgres(folder / "pgdata", free_port())
-    try:
-        url = server.start()
-        asyncio.run(run_migrations(url))
-        yield url
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
-
+from launcher.platform import database, pid_alive, read_state
 
 INGRESS_OPTION = click.option(
     "--ingress",
@@ -321,107 +299,6 @@ def bench_fuzz(
         sys.exit(1)
 
 
-def cdnow_options(holdout_help: str, choose_help: str, predictions_help: str) -> Any:
-    """The options every CDNOW benchmark takes: the split, the seed, blind configuration
-    choice, per-customer output and JSON."""
-    options = [
-        click.option(
-            "--calibration-end",
-            type=click.DateTime(["%Y-%m-%d"]),
-            default="1997-09-30",
-            show_default=True,
-            help="Last day the models may learn from.",
-        ),
-        click.option(
-            "--holdout-end",
-            type=click.DateTime(["%Y-%m-%d"]),
-            default="1998-06-30",
-            show_default=True,
-            help=holdout_help,
-        ),
-        click.option("--seed", default=0, show_default=True),
-        click.option("--choose-config", is_flag=True, help=choose_help),
-        click.option("--predictions-out", type=click.Path(path_type=Path), help=predictions_help),
-        click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
-    ]
-
-    def apply(command: Any) -> Any:
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return apply
-
-
-@bench.command("ltv")
-@cdnow_options(
-    holdout_help="Last day of the spend being predicted.",
-    choose_help="First pick the network on the last window before the calibration end.",
-    predictions_help="Write one row per customer: actual and each model's predicted spend.",
-)
-@click.option(
-    "--resamples",
-    type=click.IntRange(min=0),
-    default=200,
-    show_default=True,
-    help="Customer bootstrap resamples for the share in which ours beats BG/NBD + "
-    "Gamma-Gamma on each column (0: skip).",
-)
-def bench_ltv(
-    calibration_end: Any,
-    holdout_end: Any,
-    seed: int,
-    choose_config: bool,
-    predictions_out: Path | None,
-    as_json: bool,
-    resamples: int,
-) -> None:
-    """Our ZILN model vs BG/NBD + Gamma-Gamma (lifetimes) and a naive run rate on CDNOW:
-    normalized Gini, Spearman, MAE, RMSE, decile MAPE and total-spend error of each
-    customer's holdout spend. Trains on data up to --calibration-end only; ours takes the
-    geometric mean of its book total and BG/NBD + Gamma-Gamma's, and shares it by itself.
-    A paired customer bootstrap says how firm each column's win or loss is: near 100% or 0%
-    it holds whichever customers are in the book, near 50% a handful decide it."""
-    import pandas as pd
-
-    from kiki.value import ltv_bench
-    from kiki.value.cdnow import load_cdnow
-
-    data, config = load_cdnow(), None
-    cut = calibration_end.date()
-    if choose_config:
-        config, scored = ltv_bench.choose_config(
-            data.loc[data["ts"] <= pd.Timestamp(cut)], cut, seed=seed
-        )
-        if not as_json:
-            for loss, candidate in scored:
-                click.echo(f"  validation ZILN loss {loss:.4f}  {candidate.model_dump_json()}")
-    result = ltv_bench.run_ltv_benchmark(
-        cut, holdout_end.date(), config, seed, data, resamples=resamples
-    )
-    if predictions_out:
-        result.predictions.to_csv(predictions_out, index_label="customer_id")
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "calibration_end": str(result.calibration_end),
-                    "holdout_end": str(result.holdout_end),
-                    "customers": result.customers,
-                    "metrics": result.metrics,
-                    "fit_seconds": result.fit_seconds,
-                    "resamples": resamples,
-                    "ziln_beats_bgnbd_gg": result.win_share,
-                }
-            )
-        )
-        return
-    click.echo(
-        f"CDNOW: calibration to {result.calibration_end}, holdout {result.holdout_days} "
-        f"days to {result.holdout_end}, {result.customers:,} customers\n{result.table()}"
-    )
-
-
 @bench.command("create")
 @click.option("--requests", default=10, show_default=True, help="Requests per run.")
 @click.option("--variants", default=3, show_default=True, help="Images per request.")
@@ -479,50 +356,4 @@ def bench_create(
     click.echo(
         f"\nimages/s: baseline {baseline.per_second:.2f}, Serve {served.per_second:.2f} "
         f"({served.per_second / baseline.per_second:.2f}x)"
-    )
-
-
-@bench.command("churn")
-@cdnow_options(
-    holdout_help="Churned = no purchase from the day after --calibration-end to this day.",
-    choose_help="First pick the trees on the last 90 days before the calibration end.",
-    predictions_help=(
-        "Write one row per customer: churned, each model's score, days since last purchase."
-    ),
-)
-def bench_churn(
-    calibration_end: Any,
-    holdout_end: Any,
-    seed: int,
-    choose_config: bool,
-    predictions_out: Path | None,
-    as_json: bool,
-) -> None:
-    """Our churn model (XGBoost on BG/NBD's prior) vs BG/NBD (lifetimes) and a recency rule on
-    CDNOW: ROC AUC, PR AUC, Brier score and calibration by decile. Trains on data up to
-    --calibration-end only."""
-    import pandas as pd
-
-    from kiki.engage import churn_bench
-    from kiki.value.cdnow import load_cdnow
-
-    data, config = load_cdnow(), None
-    cut = calibration_end.date()
-    if choose_config:
-        config, scored = churn_bench.choose_config(
-            data.loc[data["ts"] <= pd.Timestamp(cut)], cut, seed=seed
-        )
-        if not as_json:
-            for loss, candidate in scored:
-                click.echo(f"  validation log loss {loss:.5f}  {candidate.model_dump_json()}")
-    result = churn_bench.run_churn_benchmark(cut, holdout_end.date(), config, seed, data)
-    if predictions_out:
-        result.predictions.to_csv(predictions_out, index_label="customer_id")
-    if as_json:
-        click.echo(json.dumps(result.to_json()))
-        return
-    click.echo(
-        f"CDNOW churn: calibration to {result.calibration_end}, holdout {result.holdout_days} "
-        f"days to {result.holdout_end}, {result.customers:,} customers, "
-        f"{result.churn_rate:.1%} churned\n{result.table()}"
     )

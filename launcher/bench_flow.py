@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from datetime import UTC, datetime
-from tempfile import TemporaryDirectory
+from datetime import datetime
 
 import click
 
-from kiki.flow.pacing import ControllerConfig
-from kiki.flow.simulation import SimulationOptions, replay_pacing, summaries
-from launcher.bench import scratch_database
+from benchmarks.flow import pacing_rows
 
 
 @click.command("flow")
@@ -29,32 +25,9 @@ def bench_flow(
     `decision:` log lines):
     the baseline reserves and commits every pool every tick (leases of one tick), ours holds
     leases of --lease-ticks. Both on one scratch PostgreSQL and one local Ray."""
-    from benchmarks.serving import local_ray
-    from kiki.flow.simulation import SimulationOptions
-    from launcher.simulate import SimulationResult, run_simulation
+    from benchmarks.flow import lease_runs
 
-    def options(lease: int) -> SimulationOptions:
-        return SimulationOptions(
-            campaigns=campaigns, hours=minutes / 60, tick_s=tick_s, lease_ticks=lease
-        )
-
-    runs: dict[str, SimulationResult] = {}
-    # The decision log lines are written too (to a scratch folder): they are part of the trail.
-    with scratch_database() as url, local_ray("kiki-bench"), TemporaryDirectory() as logs:
-        for name, lease in (("baseline (lease 1)", 1), (f"leases of {lease_ticks}", lease_ticks)):
-            runs[name] = asyncio.run(run_simulation(url, options(lease), log_dir=logs))
-    base = next(iter(runs.values()))
-    rows = {
-        name: {
-            "decisions_per_s": round(r.decisions_per_s),
-            "tick_ms_p50": round(r.tick_percentile(50), 1),
-            "tick_ms_p99": round(r.tick_percentile(99), 1),
-            "budget_ms_mean": round(r.phases_ms.get("budget", 0.0), 1),
-            "overspend_micros": sum(c.overspend_micros for c in r.campaigns),
-            "ratio": round(r.decisions_per_s / base.decisions_per_s, 2),
-        }
-        for name, r in runs.items()
-    }
+    rows = lease_runs(campaigns, minutes, tick_s, lease_ticks)
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -115,32 +88,7 @@ def bench_pacing(
         raise click.BadParameter(message, param_hint="--start-hours") from None
     if not starts or any(not 0 <= h <= 23 for h in starts):
         raise click.BadParameter("each hour must be 0..23", param_hint="--start-hours")
-    options = SimulationOptions(campaigns=campaigns, hours=hours, tick_s=tick_s, seed=seed)
-    controllers = {
-        "baseline (even split)": ControllerConfig(platform_split="even"),
-        "ours (whole allowance)": ControllerConfig(),
-    }
-    rows = []
-    for hour in starts:
-        start = day.replace(hour=hour, tzinfo=UTC)
-        for name, controller in controllers.items():
-            groups = summaries(replay_pacing(options, start, controller))
-            allowed, every = groups["demand_allowed"], groups["all"]
-            assert every is not None  # campaigns >= 1
-            rows.append(
-                {
-                    "start_utc": start.isoformat(),
-                    "controller": name,
-                    "demand_allowed": allowed.campaigns if allowed else 0,
-                    "within_2pct": allowed.within_2pct if allowed else 0,
-                    "at_least_98pct": allowed.at_least_98pct if allowed else 0,
-                    "pacing_error_p90": allowed.pacing_error_p90 if allowed else None,
-                    "pacing_error_max": allowed.pacing_error_max if allowed else None,
-                    "utilisation": allowed.utilisation if allowed else None,
-                    "all_within_2pct": every.within_2pct,
-                    "overspend_micros": every.overspend_micros,
-                }
-            )
+    rows = pacing_rows(campaigns, hours, tick_s, seed, [day.replace(hour=h) for h in starts])
     if as_json:
         click.echo(json.dumps(rows))
         return

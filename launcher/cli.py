@@ -22,14 +22,16 @@ import asyncpg
 import click
 
 from kiki import __version__, auth
-from kiki.config import SERVICES, Settings, load_settings
+from kiki.config import SERVICES, Settings
 from kiki.db import migrate
 from kiki.db.pool import connect
 from kiki.errors import ConfigError, InvalidInput, KikiError
 from launcher.bench import bench
 from launcher.bench_flow import bench_flow, bench_pacing
+from launcher.bench_models import bench_churn, bench_ltv
 from launcher.billing_cli import billing
 from launcher.engage_cli import engage
+from launcher.exits import fail, settings_or_exit
 from launcher.platform import (
     READY_TIMEOUT_S,
     Platform,
@@ -38,24 +40,10 @@ from launcher.platform import (
     describe_failure,
     pid_alive,
     read_state,
-    run_migrations,
     state_path,
 )
 from launcher.simulate import simulate
 from launcher.value_cli import demo, ingest, models, train
-
-
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"kiki: error: {message}", err=True)
-    sys.exit(code)
-
-
-def settings_or_exit() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        fail(exc.message, 2)
-        raise  # unreachable; keeps type checkers content
 
 
 class KikiGroup(click.Group):
@@ -247,7 +235,7 @@ def db_migrate() -> None:
     """Apply pending migrations, each once, in its own transaction."""
     settings = settings_or_exit()
     with database(settings, migrated=False) as url:
-        applied = asyncio.run(run_migrations(url))
+        applied = asyncio.run(migrate.migrate_url(url))
     for m in applied:
         click.echo(f"applied {m.version:04d}_{m.name}")
     if not applied:
@@ -324,6 +312,8 @@ def keys_revoke(prefix: str) -> None:
 
 
 bench.add_command(bench_flow)
+bench.add_command(bench_ltv)
+bench.add_command(bench_churn)
 bench.add_command(bench_pacing)
 for command in (bench, ingest, demo, models, train, simulate, billing, engage):
     main.add_command(command)

@@ -87,7 +87,7 @@ def database(settings: Settings, migrated: bool = True):
     is not running and stopped again afterwards, leaving things as they were."""
     if settings.database_url:
         if migrated:
-            asyncio.run(run_migrations(settings.database_url))
+            asyncio.run(migrate.migrate_url(settings.database_url))
         yield settings.database_url
         return
     pg = embedded_postgres(settings)
@@ -98,19 +98,11 @@ def database(settings: Settings, migrated: bool = True):
     url = pg.start()
     try:
         if migrated:
-            asyncio.run(run_migrations(url))
+            asyncio.run(migrate.migrate_url(url))
         yield url
     finally:
         if not was_running:
             pg.stop()
-
-
-async def run_migrations(url: str) -> list[migrate.Migration]:
-    conn = await connect(url)
-    try:
-        return await migrate.migrate(conn, migrate.discover())
-    finally:
-        await conn.close()
 
 
 async def ensure_dev_key(url: str, settings: Settings) -> str:
@@ -230,7 +222,7 @@ class Platform:
         self.state.database = redact(self.database_url)
 
         self._step("migrations")
-        applied = asyncio.run(run_migrations(self.database_url))
+        applied = asyncio.run(migrate.migrate_url(self.database_url))
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
         self.echo(f"    applied {len(applied)}: {names}" if applied else "    schema up to date")
         self.dev_key = asyncio.run(ensure_dev_key(self.database_url, s))

@@ -18,9 +18,8 @@ from ray import tune
 
 from kiki.value import drift
 from kiki.value.features import FEATURE_NAMES, compute_features
-from kiki.value.ltv_bench import LTVTrainingConfig, fit_ltv_model
 from kiki.value.metrics import evaluate
-from kiki.value.training import examples
+from kiki.value.training import LTVTrainingConfig, examples, fit_ltv_model
 from kiki.value.ziln import TrainedLTVModel, ZILNConfig
 from training.tuning import asha_search
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
+from kiki.db.pool import connect
 from kiki.errors import ConfigError
 
 _NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -98,3 +99,12 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration]) -> list
         return pending
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+
+
+async def migrate_url(url: str) -> list[Migration]:
+    """Apply every pending migration to the database at `url`; returns those applied."""
+    conn = await connect(url)
+    try:
+        return await migrate(conn, discover())
+    finally:
+        await conn.close()

@@ -182,8 +182,8 @@ def churned(transactions: pd.DataFrame, inputs: ChurnInputs) -> np.ndarray:
 class ChurnConfig(BaseModel):
     """How training windows are cut from the calibration period, and the trees to grow.
 
-    The defaults are what `churn_bench.choose_config` picks on CDNOW's standard split (judged
-    on the last 90 days before 1997-09-30)."""
+    The defaults are what `choose_config` in benchmarks/churn.py picks on CDNOW's standard
+    split (judged on the last 90 days before 1997-09-30)."""
 
     model_config = ConfigDict(frozen=True)
 

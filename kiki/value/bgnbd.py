@@ -3,7 +3,7 @@ horizon, given their frequency, recency and tenure.
 
 The LTV network learns spend over a short label window; a longer horizon asks how each
 customer's rate holds up. BG/NBD answers per customer: anyone may drop out after a purchase,
-so a heavy buyer's expected purchases flatten sooner than a light buyer's (kiki.value.ltv_bench
+so a heavy buyer's expected purchases flatten sooner than a light buyer's (benchmarks.ltv
 uses that shape). Fitted here by maximum likelihood with bounded log-parameters rather than by
 `lifetimes` (the baseline's fitter), which raises instead of returning on small or young
 populations.

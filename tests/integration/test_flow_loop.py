@@ -11,8 +11,8 @@ from uuid import UUID
 
 import asyncpg
 
-from kiki.flow.simulation import SimulationOptions
-from launcher.simulate import run_simulation
+from benchmarks.pacing import SimulationOptions
+from benchmarks.simulate import run_simulation
 from tests.integration.conftest import RunningPlatform, run
 
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)

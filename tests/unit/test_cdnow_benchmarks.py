@@ -7,10 +7,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from kiki.engage.churn_bench import run_churn_benchmark
+from benchmarks.churn import run_churn_benchmark
+from benchmarks.ltv import run_ltv_benchmark
 from kiki.value.cdnow import split
-from kiki.value.ltv_bench import LTVTrainingConfig, run_ltv_benchmark
 from kiki.value.metrics import win_shares
+from kiki.value.training import LTVTrainingConfig
 from kiki.value.ziln import ZILNConfig
 from tests.unit.test_engage_churn import END, SMALL, simulate
 

@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from kiki.flow.pacing import ControllerConfig
-from kiki.flow.simulation import (
+from benchmarks.pacing import (
     CampaignResult,
     SimulationOptions,
     campaign_result,
@@ -18,6 +17,7 @@ from kiki.flow.simulation import (
     summaries,
     synthetic_campaigns,
 )
+from kiki.flow.pacing import ControllerConfig
 from launcher.cli import main
 
 START = datetime(2026, 6, 1, 8, tzinfo=UTC)

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.ltv import forecast
 from kiki.value.bgnbd import BGNBD
 from kiki.value.features import compute_features
-from kiki.value.ltv_bench import LTVTrainingConfig, forecast, training_examples
+from kiki.value.training import LTVTrainingConfig, training_examples
 from kiki.value.ziln import ZILNConfig, train_ziln
 
 END = pd.Timestamp("2024-01-20")

@@ -42,16 +42,14 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from kiki.errors import InvalidInput
 from kiki.value.baselines import bgnbd_gamma_gamma, naive_extrapolation
 from kiki.value.bgnbd import BGNBD
 from kiki.value.cdnow import split
 from kiki.value.features import compute_features
 from kiki.value.metrics import METRICS, evaluate, win_shares
-from kiki.value.training import examples, spend_between
-from kiki.value.ziln import EpochCallback, TrainedLTVModel, ZILNConfig, train_ziln, ziln_loss
+from kiki.value.training import LTVTrainingConfig, fit_ltv_model, spend_between, training_examples
+from kiki.value.ziln import TrainedLTVModel, ZILNConfig, ziln_loss
 
 STANDARD_CALIBRATION_END = date(1997, 9, 30)
 STANDARD_HOLDOUT_END = date(1998, 6, 30)
@@ -60,61 +58,6 @@ STANDARD_HOLDOUT_END = date(1998, 6, 30)
 RATE_HOLDS_WEIGHT = 0.5
 # weight, in log space, of an independent forecast's book total against ours (see `forecast`)
 ANCHOR_WEIGHT = 0.5
-
-
-class LTVTrainingConfig(BaseModel):
-    """How training examples are cut from the calibration period, and the network to fit."""
-
-    model_config = ConfigDict(frozen=True)
-
-    horizon_days: int = Field(30, ge=1)  # label window: spend in the next horizon_days
-    cuts: int = Field(6, ge=1)  # stacked training cuts, the newest horizon_days before the end
-    cut_step_days: int = Field(30, ge=1)  # days between consecutive cuts
-    model: ZILNConfig = ZILNConfig(members=3)
-
-
-def training_examples(
-    transactions: pd.DataFrame, end: date | pd.Timestamp, config: LTVTrainingConfig
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """`config.cuts` windows of `kiki.value.training.examples` stacked, newest first: features
-    as of each cut, labels = spend in the `horizon_days` after it, no window past `end`.
-    Stacking stops early at a cut with too few customers. Returns (X, y, customer per row)."""
-    end = pd.Timestamp(end).normalize()
-    frames, labels = [], []
-    for k in range(config.cuts):
-        cut = end - pd.Timedelta(days=config.horizon_days + k * config.cut_step_days)
-        try:
-            window = examples(transactions, cut.date(), config.horizon_days)
-        except InvalidInput:
-            if not frames:
-                raise
-            break
-        frames.append(window.features)
-        labels.append(window.labels)
-    x = pd.concat(frames)
-    return x, np.concatenate(labels), x.index.to_numpy()
-
-
-def fit_ltv_model(
-    transactions: pd.DataFrame,
-    calibration_end: date | pd.Timestamp,
-    config: LTVTrainingConfig | None = None,
-    seed: int = 0,
-    on_epoch: EpochCallback | None = None,
-) -> TrainedLTVModel:
-    """Trains on calibration data only (see the module docstring); each network stops early on
-    its own held-out customers (all their stacked cuts) from the same examples."""
-    config = config or LTVTrainingConfig()
-    x, y, customers = training_examples(transactions, calibration_end, config)
-    return train_ziln(
-        x,
-        y,
-        config.model,
-        seed,
-        on_epoch=on_epoch,
-        horizon_days=config.horizon_days,
-        groups=customers,
-    )
 
 
 def forecast(

@@ -1,0 +1,258 @@
+"""The real bid loop on a virtual clock against the sandbox exchange (`kiki simulate`).
+
+The driver steps time: at each tick it moves the budget actors' clocks, then has every
+bid-loop shard tick at that moment (in parallel), and keeps the wall clock `--speed` times
+slower than virtual time (0 = as fast as the loop goes). At the end it settles open
+reservations, flushes the audit trail, and scores each campaign against SyncShield's ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+import ray
+
+from actors.budget import BudgetClient
+from actors.flow import BidLoopClient, BidLoopConfig, TickReport
+from actors.guard import platform_guard
+from benchmarks.pacing import (
+    CampaignResult,
+    SimulationOptions,
+    campaign_result,
+    summaries,
+    synthetic_campaigns,
+)
+from kiki.auth import ensure_tenant
+from kiki.clock import VirtualClock
+from kiki.flow import store
+from kiki.flow.campaigns import Campaign, budget_op
+from kiki.shield.book import BudgetOp
+from kiki.shield.ratelimit import RateLimitConfig
+
+# The sandbox's platforms take as many calls as the loop makes; real ones are set by
+# KIKI_PLATFORM_RATE_PER_S.
+SANDBOX_RATE = RateLimitConfig(rate_per_s=1e6, burst=1_000_000)
+
+
+@dataclass
+class SimulationResult:
+    tenant_id: str
+    options: SimulationOptions
+    specs: list[Campaign]
+    campaigns: list[CampaignResult]
+    ticks: int
+    decisions: int
+    audit_rows: int
+    wall_s: float
+    tick_ms: list[float]  # per tick, the slowest shard
+    phases_ms: dict[str, float]  # mean per tick, slowest shard
+    slow_ticks: int
+    refused: dict[str, int]  # platform -> ticks its pushes were refused (breaker / rate)
+    moments: list[datetime]
+    series: dict[str, list[int]]  # campaign -> cumulative spend per moment
+
+    @property
+    def decisions_per_s(self) -> float:
+        return self.decisions / self.wall_s if self.wall_s else 0.0
+
+    def tick_percentile(self, q: float) -> float:
+        return float(np.percentile(self.tick_ms, q)) if self.tick_ms else 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "tenant_id": self.tenant_id,
+            "options": self.options.model_dump(mode="json"),
+            "ticks": self.ticks,
+            "decisions": self.decisions,
+            "audit_rows": self.audit_rows,
+            "wall_s": round(self.wall_s, 3),
+            "decisions_per_s": round(self.decisions_per_s),
+            "tick_ms": {
+                "p50": round(self.tick_percentile(50), 2),
+                "p99": round(self.tick_percentile(99), 2),
+                "max": round(max(self.tick_ms, default=0.0), 2),
+            },
+            "phases_ms": {k: round(v, 2) for k, v in self.phases_ms.items()},
+            "slow_ticks": self.slow_ticks,
+            "refused": self.refused,
+            "summary": {
+                k: v.model_dump() if v else None for k, v in summaries(self.campaigns).items()
+            },
+            "campaigns": [c.model_dump() for c in self.campaigns],
+        }
+
+
+async def _ledger(budgets: BudgetClient, campaigns: list[Campaign]) -> dict[str, dict]:
+    ops = [BudgetOp("status", c.tenant_id, c.campaign_id) for c in campaigns]
+    return {
+        op.campaign_id: result.snapshot or {}
+        for op, result in zip(ops, await budgets.execute(ops), strict=True)
+    }
+
+
+async def run_simulation(
+    database_url: str, options: SimulationOptions, log_dir: str | None = None, shards: int = 2
+) -> SimulationResult:
+    """Run one simulation on the connected Ray (call ray.init first) and this database."""
+    run_id = uuid.uuid4().hex[:8]
+    namespace = f"kiki-sim-{run_id}"
+    start = options.start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    conn = await asyncpg.connect(database_url)
+    try:
+        tenant = await ensure_tenant(conn, f"sim-{run_id}")
+        campaigns = synthetic_campaigns(str(tenant.id), options, start)
+        async with conn.transaction():
+            for campaign in campaigns:
+                await store.insert_campaign(conn, campaign, simulation=True)
+    finally:
+        await conn.close()
+
+    budgets = BudgetClient(
+        database_url, shards=2, namespace=namespace, clock=VirtualClock(start), detached=False
+    )
+    for result in await budgets.execute([budget_op(c) for c in campaigns]):
+        result.raise_for_error()
+    guard = platform_guard(namespace=namespace, rate=SANDBOX_RATE.model_dump())
+    config = BidLoopConfig(
+        namespace=namespace,
+        detached=False,
+        tick_s=options.tick_s,
+        autorun=False,
+        seed=options.seed,
+        outages=tuple(options.outages),
+        log_dir=log_dir,
+        guard_rate=SANDBOX_RATE,
+        tenant_id=str(tenant.id),
+        value_app=None,  # synthetic segments: the ad groups' stated values
+        lease_ticks=options.lease_ticks,
+    )
+    loops = BidLoopClient(database_url, config, shards=shards, clock=VirtualClock(start))
+    await loops.ready()
+    order = [key[1] for stats in await loops.stats() for key in stats.keys]
+
+    total_ticks = int(np.ceil(options.hours * 3600 / options.tick_s))
+    moments: list[datetime] = []
+    cumulative: list[list[int]] = []
+    offered: list[list[int]] = []
+    tick_ms: list[float] = []
+    phases: dict[str, float] = {}
+    decisions = 0
+    refused: dict[str, int] = {}
+    began = time.perf_counter()
+    # One tick past the end: it collects the last interval's delivery and commits it.
+    for k in range(total_ticks + 1):
+        now = start + timedelta(seconds=k * options.tick_s)
+        await budgets.advance_clock(now)
+        started = time.perf_counter()
+        reports: list[TickReport] = await loops.tick_all(now)
+        tick_ms.append((time.perf_counter() - started) * 1000)
+        slowest = max(reports, key=lambda r: r.ms)
+        for name, ms in slowest.phases.items():
+            phases[name] = phases.get(name, 0.0) + ms
+        decisions += sum(r.decisions for r in reports)
+        for r in reports:
+            for platform in r.refused:
+                refused[platform] = refused.get(platform, 0) + 1
+        moments.append(now)
+        cumulative.append([s for r in reports for s in r.spent])
+        offered.append([s for r in reports for s in r.reachable])
+        if options.speed > 0:
+            ahead = (k + 1) * options.tick_s / options.speed - (time.perf_counter() - began)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+    # A decision counts once it is logged: the audit trail's backlog is written in the time.
+    await loops.flush()
+    wall_s = time.perf_counter() - began
+    audit_rows = await loops.stop()
+    stats = await loops.stats()
+    conn = await asyncpg.connect(database_url)
+    try:
+        await store.stop_simulation(conn, str(tenant.id))
+    finally:
+        await conn.close()
+
+    ledger = await _ledger(budgets, campaigns)
+    # The simulation's actors end with it, so they stop holding the cluster's CPUs.
+    loops.kill()
+    budgets.kill()
+    ray.kill(guard, no_restart=True)
+    value = {key[1]: v for s in stats for key, v in zip(s.keys, s.value, strict=True)}
+    series = {cid: [row[i] for row in cumulative] for i, cid in enumerate(order)}
+    reachable = {cid: [row[i] for row in offered] for i, cid in enumerate(order)}
+    results = [
+        campaign_result(
+            c,
+            moments,
+            series[c.campaign_id],
+            ledger[c.campaign_id].get("committed", 0),
+            ledger[c.campaign_id].get("over_delivered", 0),
+            value[c.campaign_id],
+            reachable[c.campaign_id],
+        )
+        for c in campaigns
+    ]
+    ticks = total_ticks + 1
+    return SimulationResult(
+        tenant_id=str(tenant.id),
+        options=options,
+        specs=campaigns,
+        campaigns=results,
+        ticks=ticks,
+        decisions=decisions,
+        audit_rows=audit_rows,
+        wall_s=wall_s,
+        tick_ms=tick_ms,
+        phases_ms={k: v / ticks for k, v in phases.items()},
+        slow_ticks=sum(s.slow_ticks for s in stats),
+        refused=refused,
+        moments=moments,
+        series=series,
+    )
+
+
+def write_chart(result: SimulationResult, path: Path) -> None:
+    """Cumulative spend vs the pacing target, as a share of budget, for up to 8 campaigns."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from kiki.flow.pacing import TargetCurve
+
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
+    hours = [(m - result.moments[0]).total_seconds() / 3600 for m in result.moments]
+    for campaign in result.specs[:8]:
+        curve = TargetCurve(campaign.pacing_plan())
+        budget = campaign.budget_micros
+        spent = [s / budget for s in result.series[campaign.campaign_id]]
+        (line,) = ax.plot(hours, spent, label=f"{campaign.campaign_id} ({campaign.pacing.shape})")
+        ax.plot(hours, [curve.share(m) for m in result.moments], "--", color=line.get_color())
+    ax.set_xlabel("hours since start")
+    ax.set_ylabel("cumulative spend / budget")
+    ax.set_title("Spend (solid) vs pacing target (dashed)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def table(result: SimulationResult) -> str:
+    head = (
+        "| campaign | budget | spend | utilisation | max pacing error | overspend | ROAS "
+        "| market shortfall |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
+    rows = [
+        f"| {c.campaign_id} | {c.budget_micros / 1e6:,.2f} | {c.spend_micros / 1e6:,.2f} | "
+        f"{c.utilisation:.1%} | {c.max_pacing_error:.2%} | {c.overspend_micros / 1e6:,.2f} | "
+        f"{'-' if c.roas is None else f'{c.roas:.2f}'} | {c.market_shortfall:.2%} |"
+        for c in result.campaigns
+    ]
+    return "\n".join([head, *rows])
