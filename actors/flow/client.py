@@ -15,7 +15,7 @@ from actors.flow.shard import BidLoopActor
 from actors.resilience import within
 from kiki.clock import Clock
 from kiki.errors import KikiError
-from kiki.shield.book import shard_of
+from kiki.shield import shard_of
 
 ACTOR_PREFIX = "kiki-bidloop"
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kiki.flow.exchange import ExchangeConfig
-from kiki.shield.ratelimit import RateLimitConfig
+from kiki.shield import RateLimitConfig
 
 
 class BidLoopConfig(BaseModel):

@@ -13,7 +13,7 @@ from kiki.errors import KikiError, RateLimited, Unavailable
 from kiki.flow.connectors.base import BidChange
 from kiki.flow.engine import BidEngine, TickPlan
 from kiki.flow.market import Market
-from kiki.shield.guard import Admission
+from kiki.shield import Admission
 
 logger = logging.getLogger("kiki.flow")
 PUSH_BATCH = 100  # bid changes per platform API call

@@ -52,7 +52,7 @@ from kiki.flow.engine import BidEngine, TickPlan
 from kiki.flow.leases import UNANSWERED, LeaseBook, commit_op
 from kiki.flow.live import parse_credentials
 from kiki.flow.market import LiveMarket, Market, SandboxMarket
-from kiki.shield.book import BudgetOp, OpResult, shard_of
+from kiki.shield import BudgetOp, OpResult, shard_of
 
 logger = logging.getLogger("kiki.flow")
 T = TypeVar("T")

@@ -22,7 +22,7 @@ from deployments._serve import AppArgs, ServiceIngress, ServiceRuntime, create_s
 from deployments.flow import campaigns, trail
 from deployments.flow.context import FlowContext
 from kiki.flow.live import load_credentials
-from kiki.shield.ratelimit import RateLimitConfig
+from kiki.shield import RateLimitConfig
 
 
 class FlowArgs(AppArgs):

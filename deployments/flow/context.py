@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from actors.budget import BudgetClient
 from actors.flow import BidLoopClient
 from kiki.flow.campaigns import Campaign, budget_op
-from kiki.shield.book import BudgetOp
+from kiki.shield import BudgetOp
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from kiki.db.values import PgText, refuse_nul
 from kiki.engage.connectors.base import Channel, MessageChannel, Outgoing
 from kiki.engage.templates import generic_context, render
 from kiki.errors import Conflict, KikiError, NotFound
-from kiki.shield.consent import CustomerId, Purpose, current_consent
+from kiki.shield import CustomerId, Purpose, current_consent
 
 PURPOSES: dict[Channel, Purpose | None] = {
     "email": Purpose.EMAIL,

@@ -26,7 +26,7 @@ from kiki.money import (
     decimal_to_micros,
     normalize_currency,
 )
-from kiki.shield.book import BudgetOp
+from kiki.shield import BudgetOp
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 Platform = Literal["google_ads", "meta", "tiktok", "linkedin", "amazon"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kiki.money import sum_micros_by
-from kiki.shield.book import BudgetOp, OpResult
+from kiki.shield import BudgetOp, OpResult
 
 # Error codes of a budget command that SyncShield never answered (shard restarting, deadline
 # missed): retried next tick, never read as a refusal.
