@@ -38,7 +38,7 @@ def context_of(kind: type[C]) -> Callable[[Request], C]:
     return dependency
 
 
-async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+async def pooled_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
     pool = await runtime_of(request).pool()
     async with pool.acquire() as conn:
         yield conn
@@ -46,4 +46,4 @@ async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
 
 # Declare it after CurrentTenant in a route, so a bad key is refused before a connection is
 # taken from the pool.
-Connection = Annotated[asyncpg.Connection, Depends(_connection)]
+Connection = Annotated[asyncpg.Connection, Depends(pooled_connection)]

@@ -12,14 +12,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from deployments import billing, create, engage, shield_consent, value
-from deployments._serve.deps import require_tenant
+from deployments import billing, create, engage, value
+from deployments._serve.deps import pooled_connection, require_tenant
 from kiki.auth import Tenant
 from kiki.billing.reports import parse_month
 
 APPS: dict[str, tuple[FastAPI, list[Any]]] = {
     "billing": (billing.api, [billing._connection]),
-    "engage": (engage.api, [shield_consent._connection]),
+    "engage": (engage.api, [pooled_connection]),
     "value": (value.api, []),
     "create": (create.api, []),
 }
