@@ -38,8 +38,8 @@ from kiki.auth import Tenant
 from kiki.db.values import PgJson, PgText, refuse_nul
 from kiki.engage import cohorts, messaging, registry, retention, rfm, segments
 from kiki.engage.churn import TrainedChurnModel
-from kiki.engage.connectors import configured_channels
-from kiki.engage.connectors.base import Channel, MessageChannel
+from kiki.engage.channels import configured_channels
+from kiki.engage.channels.base import Channel, MessageChannel
 from kiki.engage.crm import sources
 from kiki.engage.crm.base import SourceName
 from kiki.engage.crm.sync import SyncResult, sync_configured
