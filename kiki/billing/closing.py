@@ -20,7 +20,7 @@ import json
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -31,7 +31,7 @@ from pydantic import Field
 
 from kiki.auth import Tenant
 from kiki.billing import repository, webhooks
-from kiki.billing.aggregation import Event, usage
+from kiki.billing.aggregation import Event, MetricUsage, usage
 from kiki.billing.catalog import BillableMetric, Coupon, FrozenModel, Plan, Wallet
 from kiki.billing.invoice import (
     DraftInvoice,
@@ -97,6 +97,26 @@ async def close_period(
                 return report
             batch = _Batch(conn, tenant, catalog, as_of, closed_at)
             report = await batch.close([Subscription(**dict(r)) for r in rows], report)
+
+
+def period_lines(
+    sub: Subscription,
+    plan: Plan,
+    period: BillingPeriod,
+    used: Mapping[str, MetricUsage],
+    next_plan: Plan | None = None,
+) -> list[InvoiceLine]:
+    """Usage and base fees of the period that ends: arrears fee for this period unless it
+    was cut short (the cancellation's proration bills it), advance fee for the next (of the
+    plan a downgrade switches to, when one is pending)."""
+    lines = list(usage_lines(plan, used))
+    if plan.base_fee_minor and not plan.pay_in_advance and sub.period_end >= period.end:
+        lines.insert(0, base_fee_line(plan, period, bill_from=billing_since(sub)))
+    following = next_plan or plan
+    if not sub.cancel_at_period_end and following.pay_in_advance and following.base_fee_minor:
+        bill_from = sub.trial_ends_at or period.end
+        lines.append(base_fee_line(following, period.next(), bill_from=bill_from))
+    return lines
 
 
 class _Drafted(FrozenModel):
@@ -191,19 +211,9 @@ class _Batch:
     def _lines(
         self, sub: Subscription, plan: Plan, period: BillingPeriod, stored: list[StoredEvent]
     ) -> list[InvoiceLine]:
-        """Usage and base fees of the period that ends: arrears fee for this period unless it
-        was cut short (the cancellation's proration bills it), advance fee for the next."""
-        ends = sub.period_end
-        mine = [s.event for s in stored if sub.started_at <= s.event.timestamp < ends]
+        mine = [s.event for s in stored if sub.started_at <= s.event.timestamp < sub.period_end]
         metrics = [self.catalog[c.metric_code] for c in plan.charges]
-        lines = list(usage_lines(plan, usage(metrics, mine, period)))
-        if plan.base_fee_minor and not plan.pay_in_advance and ends >= period.end:
-            lines.insert(0, base_fee_line(plan, period, bill_from=billing_since(sub)))
-        next_plan = self._next_plan(sub) or plan
-        if not sub.cancel_at_period_end and next_plan.pay_in_advance and next_plan.base_fee_minor:
-            bill_from = sub.trial_ends_at or period.end
-            lines.append(base_fee_line(next_plan, period.next(), bill_from=bill_from))
-        return lines
+        return period_lines(sub, plan, period, usage(metrics, mine, period), self._next_plan(sub))
 
     def _next_plan(self, sub: Subscription) -> Plan | None:
         if sub.pending_plan_code and sub.pending_plan_version:
