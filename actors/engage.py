@@ -21,7 +21,7 @@ from actors.resilience import Supervisor, command
 from kiki.config import Settings
 from kiki.db.pool import create_pool
 from kiki.engage import messaging
-from kiki.engage.connectors import configured_channels
+from kiki.engage.channels import configured_channels
 from kiki.engage.crm.vault import Vault
 from kiki.engage.schedule import run_round
 

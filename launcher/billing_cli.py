@@ -69,7 +69,12 @@ def _collect(settings: Settings, as_of: datetime) -> None:
     async def run(url: str) -> list[Any]:
         pool = await create_pool(url, min_size=1, max_size=2)
         try:
-            gateway = StripeGateway.from_settings(settings)
+            gateway = StripeGateway.configured(
+                settings.stripe_api_key,
+                settings.stripe_api_base,
+                settings.stripe_webhook_secret,
+                settings.stripe_webhook_tolerance_s,
+            )
             return await payments.collect_due(pool, gateway, as_of, limit=10_000)
         finally:
             await pool.close()

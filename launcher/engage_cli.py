@@ -24,7 +24,7 @@ from kiki.auth import Tenant, ensure_tenant
 from kiki.config import Settings, load_settings
 from kiki.db.pool import create_pool
 from kiki.engage import messaging, registry, retention
-from kiki.engage.connectors import configured_channels
+from kiki.engage.channels import configured_channels
 from kiki.engage.crm import sources
 from kiki.engage.crm.base import SOURCES, SourceName
 from kiki.engage.crm.sync import SyncResult, cursor, sync_configured

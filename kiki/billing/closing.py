@@ -9,9 +9,8 @@ moves the subscription to its next period, and applies a downgrade or cancellati
 Closing again finds nothing due, so it is safe to run from cron as often as wanted.
 
 Late events (see kiki.billing.metering) for an already-invoiced period are billed on the next
-invoice as adjustment lines: the period's charge recomputed with every event minus what it
-was with the events the earlier invoice saw, so tiers stay right. Late events of a subscription
-that has ended are not billed; `late_unbilled` in the report counts them.
+invoice as adjustment lines (kiki.billing.late); those of a subscription that has ended are
+not billed, and `late_unbilled` in the report counts them.
 """
 
 from __future__ import annotations
@@ -20,9 +19,8 @@ import json
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -31,22 +29,22 @@ from pydantic import Field
 
 from kiki.auth import Tenant
 from kiki.billing import repository, webhooks
-from kiki.billing.aggregation import Event, usage
+from kiki.billing.aggregation import MetricUsage, usage
 from kiki.billing.catalog import BillableMetric, Coupon, FrozenModel, Plan, Wallet
 from kiki.billing.invoice import (
     DraftInvoice,
     InvoiceLine,
     InvoiceStatus,
-    LineKind,
     base_fee_line,
     invoice_number,
     settle,
     transition,
     usage_lines,
 )
+from kiki.billing.late import late_lines
 from kiki.billing.metering import StoredEvent, events_of, lock_key
 from kiki.billing.models import Customer, Invoice, Subscription
-from kiki.billing.periods import BillingPeriod, period_for
+from kiki.billing.periods import BillingPeriod
 from kiki.billing.subscriptions import billing_since, current_period
 
 
@@ -99,6 +97,26 @@ async def close_period(
             report = await batch.close([Subscription(**dict(r)) for r in rows], report)
 
 
+def period_lines(
+    sub: Subscription,
+    plan: Plan,
+    period: BillingPeriod,
+    used: Mapping[str, MetricUsage],
+    next_plan: Plan | None = None,
+) -> list[InvoiceLine]:
+    """Usage and base fees of the period that ends: arrears fee for this period unless it
+    was cut short (the cancellation's proration bills it), advance fee for the next (of the
+    plan a downgrade switches to, when one is pending)."""
+    lines = list(usage_lines(plan, used))
+    if plan.base_fee_minor and not plan.pay_in_advance and sub.period_end >= period.end:
+        lines.insert(0, base_fee_line(plan, period, bill_from=billing_since(sub)))
+    following = next_plan or plan
+    if not sub.cancel_at_period_end and following.pay_in_advance and following.base_fee_minor:
+        bill_from = sub.trial_ends_at or period.end
+        lines.append(base_fee_line(following, period.next(), bill_from=bill_from))
+    return lines
+
+
 class _Drafted(FrozenModel):
     sub: Subscription
     plan: Plan
@@ -137,41 +155,17 @@ class _Batch:
         )  # fmt: skip
         pending = await self._take_pending([s.id for s in subs])
         coupons = await self._coupons(customer_ids)
-        late, late_counts = await self._late_lines(subs)
+        late, late_counts = await late_lines(conn, tid, subs, self.plans, self.catalog)
 
-        drafted = []
-        for sub in subs:
-            plan = self.plans[(sub.plan_code, sub.plan_version)]
-            period = current_period(sub, plan)
-            customer = self.customers[sub.customer_id]
-            lines = self._lines(sub, plan, period, events.get(sub.customer_id, []))
-            offered = [
-                (code, c) for code, c, used in coupons[sub.customer_id] if c.applies_in(used)
-            ]
-            balance = customer.credit_balance_minor
-            draft = settle(
-                plan.currency,
-                [*lines, *pending[sub.id], *late[sub.id]],
-                coupons=[c for _, c in offered],
-                wallet=Wallet(balance_minor=balance, currency=plan.currency) if balance else None,
-                tax_percent=customer.tax_percent,
+        drafted = [
+            self._draft(
+                sub,
+                events.get(sub.customer_id, []),
+                [*pending[sub.id], *late[sub.id]],
+                coupons[sub.customer_id],
             )
-            self.customers[sub.customer_id] = customer.model_copy(
-                update={
-                    "credit_balance_minor": balance
-                    - draft.credits_applied_minor
-                    + draft.credit_carried_minor
-                }
-            )
-            drafted.append(
-                _Drafted(
-                    sub=sub,
-                    plan=plan,
-                    period=period,
-                    draft=draft,
-                    coupons=tuple(code for code, _ in offered),
-                )
-            )
+            for sub in subs
+        ]
         invoices = await self._write_invoices(drafted)
         counts = await self._advance(drafted)
         await self._write_customers(drafted)
@@ -188,22 +182,39 @@ class _Batch:
             }
         )
 
+    def _draft(
+        self,
+        sub: Subscription,
+        stored: list[StoredEvent],
+        waiting: list[InvoiceLine],
+        coupons: list[tuple[str, Coupon, int]],
+    ) -> _Drafted:
+        """The subscription's invoice, its customer's credit balance moved by it (in order:
+        a customer's next subscription in the batch sees the balance this one left)."""
+        plan = self.plans[(sub.plan_code, sub.plan_version)]
+        period = current_period(sub, plan)
+        customer = self.customers[sub.customer_id]
+        lines = self._lines(sub, plan, period, stored)
+        offered = [(code, c) for code, c, used in coupons if c.applies_in(used)]
+        balance = customer.credit_balance_minor
+        draft = settle(
+            plan.currency,
+            [*lines, *waiting],
+            coupons=[c for _, c in offered],
+            wallet=Wallet(balance_minor=balance, currency=plan.currency) if balance else None,
+            tax_percent=customer.tax_percent,
+        )
+        left = balance - draft.credits_applied_minor + draft.credit_carried_minor
+        self.customers[sub.customer_id] = customer.model_copy(update={"credit_balance_minor": left})
+        codes = tuple(code for code, _ in offered)
+        return _Drafted(sub=sub, plan=plan, period=period, draft=draft, coupons=codes)
+
     def _lines(
         self, sub: Subscription, plan: Plan, period: BillingPeriod, stored: list[StoredEvent]
     ) -> list[InvoiceLine]:
-        """Usage and base fees of the period that ends: arrears fee for this period unless it
-        was cut short (the cancellation's proration bills it), advance fee for the next."""
-        ends = sub.period_end
-        mine = [s.event for s in stored if sub.started_at <= s.event.timestamp < ends]
+        mine = [s.event for s in stored if sub.started_at <= s.event.timestamp < sub.period_end]
         metrics = [self.catalog[c.metric_code] for c in plan.charges]
-        lines = list(usage_lines(plan, usage(metrics, mine, period)))
-        if plan.base_fee_minor and not plan.pay_in_advance and ends >= period.end:
-            lines.insert(0, base_fee_line(plan, period, bill_from=billing_since(sub)))
-        next_plan = self._next_plan(sub) or plan
-        if not sub.cancel_at_period_end and next_plan.pay_in_advance and next_plan.base_fee_minor:
-            bill_from = sub.trial_ends_at or period.end
-            lines.append(base_fee_line(next_plan, period.next(), bill_from=bill_from))
-        return lines
+        return period_lines(sub, plan, period, usage(metrics, mine, period), self._next_plan(sub))
 
     def _next_plan(self, sub: Subscription) -> Plan | None:
         if sub.pending_plan_code and sub.pending_plan_version:
@@ -245,86 +256,6 @@ class _Batch:
             coupon = Coupon.model_validate_json(r["spec"])
             found[r["customer_id"]].append((r["coupon_code"], coupon, r["invoices_discounted"]))
         return found
-
-    async def _late_lines(
-        self, subs: list[Subscription]
-    ) -> tuple[dict[UUID, list[InvoiceLine]], tuple[int, int]]:
-        """Adjustment lines for events received since each subscription's last close that
-        belong to periods already invoiced."""
-        lines: dict[UUID, list[InvoiceLine]] = defaultdict(list)
-        closed = [s for s in subs if s.last_closed_at is not None]
-        if not closed:
-            return lines, (0, 0)
-        found = await events_of(
-            self.conn, self.tenant.id, [s.customer_id for s in closed],
-            min(s.started_at for s in closed), max(s.period_start for s in closed),
-            received_after=min(s.last_closed_at for s in closed if s.last_closed_at),
-        )  # fmt: skip
-        billed = unbilled = 0
-        for sub in closed:
-            last = sub.last_closed_at
-            late = [
-                s.event
-                for s in found.get(sub.customer_id, [])
-                if last is not None
-                and s.received_at > last
-                and sub.started_at <= s.event.timestamp < sub.period_start
-            ]
-            by_period: dict[int, list[Event]] = defaultdict(list)
-            plan = self.plans[(sub.plan_code, sub.plan_version)]
-            for event in late:
-                index = period_for(sub.anchor, plan.interval, sub.timezone, event.timestamp).index
-                by_period[index].append(event)
-            for index, events in sorted(by_period.items()):
-                adjustments = await self._adjust(sub, plan, index)
-                if adjustments is None:
-                    unbilled += len(events)
-                    continue
-                billed += len(events)
-                lines[sub.id].extend(adjustments)
-        return lines, (billed, unbilled)
-
-    async def _adjust(self, sub: Subscription, plan: Plan, index: int) -> list[InvoiceLine] | None:
-        """Period `index`'s usage lines priced with all its events minus with those its
-        invoice saw; None when the period has no invoice to adjust."""
-        period = BillingPeriod(
-            anchor=sub.anchor, interval=plan.interval, timezone=sub.timezone, index=index
-        )
-        billed_with = await self.conn.fetchrow(
-            """SELECT plan_code, plan_version FROM billing_invoices
-               WHERE subscription_id = $1 AND period_start = $2""",
-            sub.id,
-            period.start,
-        )
-        if billed_with is None:
-            return None
-        key = (billed_with["plan_code"], billed_with["plan_version"])
-        priced = (
-            self.plans.get(key) or (await repository.plans(self.conn, self.tenant.id, [key]))[key]
-        )
-        stored = (
-            await events_of(self.conn, self.tenant.id, [sub.customer_id], period.start, period.end)
-        ).get(sub.customer_id, [])
-        metrics = [self.catalog[c.metric_code] for c in priced.charges]
-        seen = [s.event for s in stored if s.received_at <= (sub.last_closed_at or s.received_at)]
-        before = usage_lines(priced, usage(metrics, seen, period))
-        now = usage_lines(priced, usage(metrics, [s.event for s in stored], period))
-        out = []
-        for old, new in zip(before, now, strict=True):
-            if new.amount_minor != old.amount_minor or new.units != old.units:
-                out.append(
-                    InvoiceLine(
-                        kind=LineKind.ADJUSTMENT,
-                        description=(
-                            f"late usage of {new.metric_code}, {period.start_date} to "
-                            f"{period.end_date}"
-                        ),
-                        amount_minor=new.amount_minor - old.amount_minor,
-                        metric_code=new.metric_code,
-                        units=(new.units or Decimal(0)) - (old.units or Decimal(0)),
-                    )
-                )
-        return out
 
     async def _write_invoices(self, drafted: list[_Drafted]) -> list[Invoice]:
         conn, tid = self.conn, self.tenant.id

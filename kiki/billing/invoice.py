@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, localcontext
 from enum import StrEnum
 
@@ -109,34 +109,6 @@ def plan_change_lines(change: PlanChange, old: Plan, new: Plan) -> tuple[Invoice
         InvoiceLine(kind=LineKind.PRORATION, description=text, amount_minor=amount)
         for text, amount in wanted
         if amount
-    )
-
-
-def draft_invoice(
-    plan: Plan,
-    period: BillingPeriod,
-    usage: Mapping[str, MetricUsage],
-    *,
-    started_at: datetime | None = None,
-    extra_lines: Sequence[InvoiceLine] = (),
-    coupons: Sequence[Coupon] = (),
-    wallet: Wallet | None = None,
-    tax_percent: Decimal | str | int = 0,
-) -> DraftInvoice:
-    """The invoice that closes `period`: usage in arrears, the base fee for this period (in
-    arrears) or the next one (in advance), billed by days from `started_at` plus the plan's
-    trial days when that falls inside the fee's period."""
-    fee_period = period.next() if plan.pay_in_advance else period
-    lines = list(usage_lines(plan, usage))
-    if plan.base_fee_minor:
-        trial_end = started_at + timedelta(days=plan.trial_days) if started_at else None
-        lines.insert(0, base_fee_line(plan, fee_period, bill_from=trial_end))
-    return settle(
-        plan.currency,
-        [*lines, *extra_lines],
-        coupons=coupons,
-        wallet=wallet,
-        tax_percent=tax_percent,
     )
 
 

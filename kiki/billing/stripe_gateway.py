@@ -17,7 +17,6 @@ import stripe
 
 from kiki.billing.catalog import FrozenModel
 from kiki.billing.models import Customer, Invoice
-from kiki.config import Settings
 from kiki.errors import FailedPrecondition, InvalidInput, Unavailable
 
 TENANT_KEY = "kiki_tenant_id"
@@ -66,18 +65,16 @@ class StripeGateway:
         self.tolerance_s = tolerance_s
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> StripeGateway:
-        if not settings.stripe_api_key:
+    def configured(
+        cls, api_key: str | None, api_base: str, webhook_secret: str | None, tolerance_s: int
+    ) -> StripeGateway:
+        """The gateway, or, without an API key, the error that says how to set payments up."""
+        if not api_key:
             raise FailedPrecondition(
                 "payments are not configured: set KIKI_STRIPE_API_KEY (and KIKI_STRIPE_API_BASE "
                 "for a Stripe-compatible server) and restart"
             )
-        return cls(
-            settings.stripe_api_key,
-            settings.stripe_api_base,
-            settings.stripe_webhook_secret,
-            settings.stripe_webhook_tolerance_s,
-        )
+        return cls(api_key, api_base, webhook_secret, tolerance_s)
 
     async def sync_customer(
         self, tenant_id: UUID, customer: Customer, payment_method: str | None

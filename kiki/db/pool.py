@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from kiki.errors import ConfigError, Unavailable
+
+# A process's pool, opened on first use (a Serve replica's `runtime.pool`).
+PoolSource = Callable[[], Awaitable[asyncpg.Pool]]
 
 
 def redact(url: str) -> str:

@@ -21,7 +21,7 @@ import asyncpg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from kiki.db.values import PgText, refuse_nul
-from kiki.engage.connectors.base import Channel, MessageChannel, Outgoing
+from kiki.engage.channels.base import Channel, MessageChannel, Outgoing
 from kiki.engage.templates import generic_context, render
 from kiki.errors import Conflict, KikiError, NotFound
 from kiki.shield import CustomerId, Purpose, current_consent

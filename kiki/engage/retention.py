@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kiki.billing import metering
 from kiki.db.values import PgText
 from kiki.engage import messaging, registry, segments
+from kiki.engage.channels.base import Channel, MessageChannel
 from kiki.engage.churn import TrainedChurnModel
-from kiki.engage.connectors.base import Channel, MessageChannel
 from kiki.engage.risk import RiskTable, risk_table
 from kiki.engage.templates import TEMPLATES
 from kiki.errors import Conflict, FailedPrecondition, KikiError, NotFound

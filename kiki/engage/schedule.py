@@ -15,7 +15,7 @@ import httpx
 from pydantic import BaseModel
 
 from kiki.engage import messaging, retention
-from kiki.engage.connectors.base import Channel, MessageChannel
+from kiki.engage.channels.base import Channel, MessageChannel
 from kiki.engage.crm import sources
 from kiki.engage.crm.sync import SyncResult, sync_configured
 from kiki.engage.crm.vault import Vault

@@ -22,7 +22,7 @@ import stripe
 import uvicorn
 
 from deployments._serve import ServiceRuntime
-from deployments.billing import api
+from deployments.billing.app import api
 from kiki.billing import payments, webhooks
 from kiki.billing.stripe_gateway import StripeGateway
 from kiki.config import Settings

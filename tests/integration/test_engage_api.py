@@ -17,7 +17,8 @@ import asyncpg
 import httpx
 
 from deployments._serve import ServiceRuntime
-from deployments.engage import api
+from deployments.engage.app import api
+from deployments.engage.context import EngageContext
 from kiki.auth import create_api_key, ensure_tenant
 from kiki.config import Settings
 from kiki.db import migrate
@@ -113,7 +114,7 @@ def run_app(
     async def main() -> None:
         key = await prepare(url, tmp_path)
         runtime = ServiceRuntime("engage", settings)
-        runtime.extras["http_client"] = httpx.AsyncClient(
+        providers = httpx.AsyncClient(
             mounts={
                 "https://api.twilio.com": httpx.ASGITransport(app=twilio.app),
                 "https://fcm.googleapis.com": httpx.ASGITransport(app=fcm.app),
@@ -129,6 +130,8 @@ def run_app(
                 headers={"X-API-Key": key},
             ) as client,
         ):
+            # The app's context, with a client that reaches the provider fakes.
+            runtime.context = EngageContext.of(runtime.pool, settings, providers)
             await work(client.request, twilio, fcm)
         api.state.runtime = None
 

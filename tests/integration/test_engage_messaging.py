@@ -16,11 +16,11 @@ from kiki.auth import ensure_tenant
 from kiki.db import migrate
 from kiki.db.pool import create_pool
 from kiki.engage import messaging
-from kiki.engage.connectors.base import Channel, MessageChannel
-from kiki.engage.connectors.email import SmtpChannel, SmtpSettings
-from kiki.engage.connectors.inbox import InboxChannel
-from kiki.engage.connectors.push import FcmPushChannel, FcmSettings
-from kiki.engage.connectors.sms import TwilioSettings, TwilioSmsChannel
+from kiki.engage.channels.base import Channel, MessageChannel
+from kiki.engage.channels.email import SmtpChannel, SmtpSettings
+from kiki.engage.channels.inbox import InboxChannel
+from kiki.engage.channels.push import FcmPushChannel, FcmSettings
+from kiki.engage.channels.sms import TwilioSettings, TwilioSmsChannel
 from kiki.errors import Conflict
 from kiki.shield.consent import ConsentRecord, Purpose, record_consent
 from tests.conftest import SmtpServer

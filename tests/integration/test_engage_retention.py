@@ -14,8 +14,8 @@ from kiki.auth import ensure_tenant
 from kiki.db import migrate
 from kiki.db.pool import create_pool
 from kiki.engage import messaging, retention
-from kiki.engage.connectors.base import Channel, MessageChannel
-from kiki.engage.connectors.email import SmtpChannel, SmtpSettings
+from kiki.engage.channels.base import Channel, MessageChannel
+from kiki.engage.channels.email import SmtpChannel, SmtpSettings
 from kiki.engage.risk import RiskTable
 from kiki.errors import FailedPrecondition
 from kiki.shield.consent import ConsentRecord, Purpose, record_consent

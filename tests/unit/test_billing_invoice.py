@@ -1,4 +1,5 @@
-"""Draft invoices: lines, coupons, tax, prepaid credits; the lifecycle and numbering."""
+"""Invoices: totals (coupons, tax, prepaid credits), plan-change lines, the lifecycle and
+numbering. The lines of a closing period: test_billing_closing.py."""
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -9,14 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from kiki.billing.aggregation import MetricUsage
 from kiki.billing.catalog import Coupon, Interval, Plan, Wallet
 from kiki.billing.invoice import (
     InvoiceLine,
     InvoiceStatus,
     LineKind,
     base_fee_line,
-    draft_invoice,
     invoice_number,
     plan_change_lines,
     settle,
@@ -26,75 +25,13 @@ from kiki.billing.periods import BillingPeriod
 from kiki.billing.proration import change_plan
 from kiki.errors import FailedPrecondition, InvalidInput
 
-GROWTH = Plan(
-    code="growth",
-    interval="monthly",
-    currency="USD",
-    base_fee_minor=49_00,
-    trial_days=14,
-    charges=[
-        {"metric_code": "predictions", "charge_model": "standard", "unit_price": "0.0015"},
-        {"metric_code": "creatives", "charge_model": "package", "package_size": 100,
-         "package_price": 5, "free_units": 100},
-        {"metric_code": "bids", "charge_model": "graduated", "tiers": [
-            {"up_to": 1000}, {"up_to": None, "unit_price": "0.001"}]},
-    ],
-)  # fmt: skip
 JANUARY = BillingPeriod(anchor=date(2026, 1, 1), interval=Interval.MONTHLY, timezone="UTC", index=0)
-USAGE = {
-    "predictions": MetricUsage(metric_code="predictions", quantity=Decimal(123_457), events=9),
-    "creatives": MetricUsage(metric_code="creatives", quantity=Decimal(201), events=201),
-    "bids": MetricUsage(metric_code="bids", quantity=Decimal(5_500), events=5_500),
-}
 TEN_PERCENT = Coupon(code="welcome10", percent_off=10)
 FIVE_DOLLARS = Coupon(code="five", amount_off_minor=5_00, currency="USD", duration="forever")
 
 
 def _line(amount: int) -> InvoiceLine:
     return InvoiceLine(kind=LineKind.PRORATION, description="adjustment", amount_minor=amount)
-
-
-def test_a_full_invoice_by_hand() -> None:
-    invoice = draft_invoice(
-        GROWTH,
-        JANUARY,
-        USAGE,
-        coupons=[TEN_PERCENT, FIVE_DOLLARS],
-        wallet=Wallet(balance_minor=20_00, currency="USD"),
-        tax_percent="8.875",
-    )
-    # $49 base; 123,457 x $0.0015 = $185.1855 -> 18519; 2 started packages of 100 after 100
-    # free -> $10; 4,500 bids above the free 1,000 at $0.001 -> $4.50.
-    assert [line.amount_minor for line in invoice.lines] == [49_00, 185_19, 10_00, 4_50]
-    assert invoice.subtotal_minor == 248_69
-    assert invoice.discount_minor == 24_87 + 5_00  # 10 % of 248.69 = 24.869, then $5
-    assert invoice.tax_minor == 19_42  # 8.875 % of 218.82 = 19.420275
-    assert invoice.total_minor == 238_24
-    assert (invoice.credits_applied_minor, invoice.total_due_minor) == (20_00, 218_24)
-    assert invoice.lines[3].tiers[1].units == 4_500
-
-
-def test_missing_usage_prices_at_zero_and_a_trial_prorates_the_base_fee() -> None:
-    started = datetime(2026, 1, 1, 9, tzinfo=UTC)
-    invoice = draft_invoice(GROWTH, JANUARY, {}, started_at=started)
-    # Trial to Jan 15 09:00; billed from Jan 15: 17 of 31 days of $49 = 26.87.
-    assert [line.amount_minor for line in invoice.lines] == [26_87, 0, 0, 0]
-    assert invoice.lines[0].description.endswith("17 of 31 days")
-    assert (
-        draft_invoice(GROWTH, JANUARY, {}, started_at=datetime(2025, 6, 1, tzinfo=UTC)).total_minor
-        == 49_00
-    )
-
-
-def test_pay_in_advance_bills_the_next_periods_fee_with_this_periods_usage() -> None:
-    advance = GROWTH.model_copy(update={"pay_in_advance": True, "trial_days": 0})
-    started = datetime(2026, 1, 20, tzinfo=UTC)  # a trial-free start late in January
-    in_arrears = draft_invoice(
-        GROWTH.model_copy(update={"trial_days": 0}), JANUARY, {}, started_at=started
-    )
-    in_advance = draft_invoice(advance, JANUARY, {}, started_at=started)
-    assert in_arrears.lines[0].amount_minor == 18_97  # 12 of January's 31 days: 18.9677
-    assert in_advance.lines[0].amount_minor == 49_00  # all of February
 
 
 def test_credits_never_push_totals_below_zero() -> None:

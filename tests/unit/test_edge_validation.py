@@ -12,14 +12,19 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from deployments import billing, create, engage, value
+from deployments import create, value
 from deployments._serve.deps import pooled_connection, require_tenant
+from deployments.billing.app import api as billing_api
+from deployments.billing.context import billing_context
+from deployments.engage.app import api as engage_api
+from deployments.engage.context import engage_context
 from kiki.auth import Tenant
 from kiki.billing.reports import parse_month
 
 APPS: dict[str, tuple[FastAPI, list[Any]]] = {
-    "billing": (billing.api, [billing._connection]),
-    "engage": (engage.api, [pooled_connection]),
+    # the app's context too: a dependency is resolved before the request is validated
+    "billing": (billing_api, [pooled_connection, billing_context]),
+    "engage": (engage_api, [pooled_connection, engage_context]),
     "value": (value.api, []),
     "create": (create.api, []),
 }

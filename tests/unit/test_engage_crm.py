@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from kiki.engage.connectors.base import Rejected
+from kiki.engage.channels.base import Rejected
 from kiki.engage.crm import hubspot
 from kiki.engage.crm.base import CrmContact, CrmOrder
 from kiki.engage.crm.hubspot import HubSpotSettings, HubSpotSource

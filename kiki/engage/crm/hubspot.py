@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, ClassVar
 
-from kiki.engage.connectors.http import HttpProvider, ProviderSettings
+from kiki.engage.channels.http import HttpProvider, ProviderSettings
 from kiki.engage.crm.base import CrmContact, CrmOrder, CrmSource, SourceName, micros
 from kiki.errors import Unavailable
 

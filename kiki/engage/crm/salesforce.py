@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from kiki.engage.connectors.http import HttpProvider, ProviderSettings
+from kiki.engage.channels.http import HttpProvider, ProviderSettings
 from kiki.engage.crm.base import CrmContact, CrmOrder, CrmSource, SourceName, micros
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from kiki.engage.connectors.http import HttpProvider, ProviderSettings
+from kiki.engage.channels.http import HttpProvider, ProviderSettings
 from kiki.engage.crm.base import CrmContact, CrmOrder, CrmSource, SourceName, micros
 
 PAGE_SIZE = 250  # Shopify's largest page

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from kiki.engage.connectors.http import ProviderSettings
+from kiki.engage.channels.http import ProviderSettings
 from kiki.engage.crm.base import SOURCES, CrmSource, SourceName
 from kiki.engage.crm.hubspot import HubSpotSettings, HubSpotSource
 from kiki.engage.crm.postgres import PostgresSettings, PostgresSource

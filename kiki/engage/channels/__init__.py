@@ -2,20 +2,53 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import asyncpg
 import httpx
 from pydantic import SecretStr
 
-from kiki.config import Settings
-from kiki.engage.connectors.base import Channel, MessageChannel
-from kiki.engage.connectors.email import SmtpChannel, SmtpSettings
-from kiki.engage.connectors.inbox import InboxChannel
-from kiki.engage.connectors.push import FcmPushChannel, FcmSettings
-from kiki.engage.connectors.sms import TwilioSettings, TwilioSmsChannel
+from kiki.engage.channels.base import Channel, MessageChannel
+from kiki.engage.channels.email import SmtpChannel, SmtpSettings
+from kiki.engage.channels.inbox import InboxChannel
+from kiki.engage.channels.push import FcmPushChannel, FcmSettings
+from kiki.engage.channels.sms import TwilioSettings, TwilioSmsChannel
+
+
+class ChannelSettings(Protocol):
+    """What the channels are configured from: `kiki.config.Settings` has these fields, and so
+    has a Serve replica's settings with its app's args in place."""
+
+    @property
+    def smtp_host(self) -> str | None: ...
+    @property
+    def smtp_port(self) -> int: ...
+    @property
+    def smtp_sender(self) -> str: ...
+    @property
+    def smtp_username(self) -> str | None: ...
+    @property
+    def smtp_password(self) -> str | None: ...
+    @property
+    def smtp_starttls(self) -> bool: ...
+    @property
+    def twilio_base_url(self) -> str: ...
+    @property
+    def twilio_account_sid(self) -> str | None: ...
+    @property
+    def twilio_auth_token(self) -> str | None: ...
+    @property
+    def twilio_sender(self) -> str | None: ...
+    @property
+    def fcm_base_url(self) -> str: ...
+    @property
+    def fcm_project_id(self) -> str | None: ...
+    @property
+    def fcm_access_token(self) -> str | None: ...
 
 
 def configured_channels(
-    settings: Settings, client: httpx.AsyncClient, pool: asyncpg.Pool
+    settings: ChannelSettings, client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> dict[Channel, MessageChannel]:
     """The channels whose settings are present: in-app always, the others when configured."""
     channels: dict[Channel, MessageChannel] = {"in_app": InboxChannel(pool)}

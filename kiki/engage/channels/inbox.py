@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from kiki.engage.connectors.base import Channel, MessageChannel, Outgoing
+from kiki.engage.channels.base import Channel, MessageChannel, Outgoing
 
 
 class InboxChannel(MessageChannel):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kiki.engage.connectors.base import MessageChannel, Rejected
+from kiki.engage.channels.base import MessageChannel, Rejected
 from kiki.errors import RateLimited, Unavailable
 from kiki.flow.connectors.http import Reply, loads
 

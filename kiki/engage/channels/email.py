@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from kiki.engage.connectors.base import Channel, MessageChannel, Outgoing, Rejected
+from kiki.engage.channels.base import Channel, MessageChannel, Outgoing, Rejected
 from kiki.errors import Unavailable
 
 

@@ -12,8 +12,8 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
-from kiki.engage.connectors.base import Channel, Outgoing
-from kiki.engage.connectors.http import HttpChannel, ProviderSettings
+from kiki.engage.channels.base import Channel, Outgoing
+from kiki.engage.channels.http import HttpChannel, ProviderSettings
 from kiki.flow.connectors.http import Reply
 
 

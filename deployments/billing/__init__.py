@@ -1,0 +1,1 @@
+"""Billing's Serve application: `app.build_app` is its builder."""

@@ -1,0 +1,31 @@
+"""The billing worker of a replica: every round it delivers the tenants' webhooks that are due
+and, once Stripe is configured, retries the payments that are due (dunning). Replicas
+run rounds side by side: a delivery is claimed with SKIP LOCKED, and a charge carries its
+idempotency key."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+
+from deployments.billing.context import BillingContext
+from kiki.billing import payments, webhooks
+
+logger = logging.getLogger("kiki.billing")
+
+
+async def run_worker(context: BillingContext, interval_s: float) -> None:
+    """A round every `interval_s` (`billing_worker_s`) until the replica stops; a failed
+    round is logged and the next one runs on schedule."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                pool = await context.pool()
+                await webhooks.deliver_due(pool, http, context.clock.now())
+                if context.payments_configured:
+                    await payments.collect_due(pool, context.gateway, context.clock.now())
+            except Exception:
+                logger.exception("billing worker round failed")

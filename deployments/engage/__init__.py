@@ -1,0 +1,1 @@
+"""SyncEngage's Serve application: `app.build_app` is its builder."""

@@ -1,0 +1,83 @@
+"""SyncEngage's churn-risk list and acquisition cohorts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute, MoneyOut
+from deployments.engage.context import Context
+from deployments.engage.schemas import AsOf, AtRisk, ChurnRiskPage, CohortList, CohortView, LTVView
+from kiki.engage import cohorts, retention
+from kiki.engage.risk import RiskTable
+from kiki.engage.service import ltv_currency, today
+from kiki.value import registry as ltv_registry
+
+router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute)
+NO_LTV = "no LTV model in production: `kiki train ltv`, then `kiki models promote`"
+
+
+def _at_risk(
+    customer_id: str, row: Any, table: RiskTable, ltv: ltv_registry.ModelRecord | None
+) -> AtRisk:
+    value = None
+    if ltv is not None:
+        value = LTVView(
+            value=MoneyOut.of(retention.ltv_micros(row["ltv_expected"]) or 0, ltv_currency(ltv)),
+            horizon_days=ltv.horizon_days,
+            model_version=ltv.version,
+        )
+    return AtRisk(
+        customer_id=customer_id,
+        churn_risk=round(float(row["churn_risk"]), 4),
+        reasons=table.reasons(customer_id),
+        ltv=value,
+        last_purchase=row["last_purchase"],
+    )
+
+
+@router.get("/churn-risk", response_model=ChurnRiskPage, tags=["churn"])
+async def churn_risk(
+    tenant: CurrentTenant,
+    ctx: Context,
+    threshold: Annotated[float, Query(ge=0, le=1)] = 0.7,
+    as_of: AsOf = None,
+    horizon_days: Annotated[int, Query(ge=7, le=730)] = 90,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ChurnRiskPage:
+    """Customers whose churn risk is at or above `threshold`, riskiest first, each with the
+    features that raise it most, their LTV (SyncValue's production model) and last purchase."""
+    day = as_of or today()
+    table, churn, ltv = await ctx.service.table(tenant.id, day, horizon_days)
+    risky = table.frame[table.frame["churn_risk"] >= threshold]
+    page = risky.iloc[offset : offset + limit]
+    end = offset + len(page)
+    return ChurnRiskPage(
+        as_of=day,
+        horizon_days=horizon_days,
+        threshold=threshold,
+        model_version=churn.version,
+        total=len(risky),
+        customers=[_at_risk(str(cid), row, table, ltv) for cid, row in page.iterrows()],
+        next_offset=end if end < len(risky) else None,
+        ltv_unavailable=None if ltv else NO_LTV,
+    )
+
+
+@router.get("/cohorts", response_model=CohortView | CohortList, tags=["cohorts"])
+async def get_cohorts(
+    tenant: CurrentTenant,
+    conn: Connection,
+    cohort_id: Annotated[
+        str | None, Query(description="e.g. cohort_jan_2026; omit for every cohort")
+    ] = None,
+    as_of: AsOf = None,
+) -> CohortView | CohortList:
+    """Monthly acquisition cohorts: retention and revenue by month since the first purchase."""
+    day = as_of or today()
+    if cohort_id is not None:
+        return CohortView.of(await cohorts.cohort(conn, tenant.id, cohort_id, day))
+    found = await cohorts.cohorts(conn, tenant.id, day)
+    return CohortList(as_of=day, cohorts=[CohortView.of(c) for c in found])
