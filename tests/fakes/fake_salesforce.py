@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from kiki.flow.connectors.http import dumps
+from kiki.http import dumps
 from tests.fakes.ad_platforms import Failure, FakeApi, bearer, reply
 
 FIELDS = {

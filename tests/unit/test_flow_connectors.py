@@ -33,8 +33,8 @@ from kiki.flow.connectors import (
 from kiki.flow.connectors.amazon import AmazonAdsOAuth
 from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
 from kiki.flow.connectors.google_ads import GoogleAdsOAuth
-from kiki.flow.connectors.http import dumps
 from kiki.flow.connectors.linkedin import LinkedInOAuth
+from kiki.http import dumps
 from tests.fakes.ad_platforms import FakeApi
 from tests.fakes.fake_amazon_ads import FakeAmazonAds
 from tests.fakes.fake_google_ads import FakeGoogleAds

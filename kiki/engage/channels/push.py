@@ -19,7 +19,7 @@ from pydantic import Field, SecretStr
 
 from kiki.engage.channels.base import Channel, Outgoing
 from kiki.engage.channels.http import HttpChannel, ProviderSettings
-from kiki.flow.connectors.http import Reply, dumps
+from kiki.http import Reply, dumps
 
 
 class FcmSettings(ProviderSettings):

@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr
 
 from kiki.engage.channels.base import Channel, Outgoing
 from kiki.engage.channels.http import HttpChannel, ProviderSettings
-from kiki.flow.connectors.http import Reply
+from kiki.http import Reply
 
 
 class TwilioSettings(ProviderSettings):

@@ -28,18 +28,15 @@ from kiki.errors import InvalidInput, Unavailable
 from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
 from kiki.flow.connectors.http import (
     HttpConnector,
-    OAuthRefresh,
     PlatformSettings,
-    Reply,
     chunks,
     date_windows,
-    dumps,
     exact_amount,
-    loads,
     report_count,
     report_micros,
     require_digits,
 )
+from kiki.http import OAuthRefresh, Reply, dumps, loads
 
 AD_GROUP_TYPE = "application/vnd.spAdGroup.v3+json"
 CAMPAIGN_TYPE = "application/vnd.spCampaign.v3+json"

@@ -24,16 +24,14 @@ from kiki.errors import InvalidInput
 from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
 from kiki.flow.connectors.http import (
     HttpConnector,
-    OAuthRefresh,
     PlatformSettings,
-    Reply,
     check_range,
-    dumps,
     exact_amount,
     report_count,
     report_micros,
     require_digits,
 )
+from kiki.http import OAuthRefresh, Reply, dumps
 
 
 class GoogleAdsOAuth(OAuthRefresh):

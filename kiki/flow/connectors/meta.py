@@ -28,14 +28,13 @@ from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, Spe
 from kiki.flow.connectors.http import (
     HttpConnector,
     PlatformSettings,
-    Reply,
     check_range,
     chunks,
-    loads,
     report_count,
     report_micros,
     require_digits,
 )
+from kiki.http import Reply, loads
 from kiki.money import MICROS_PER_UNIT, normalize_currency, to_decimal
 
 BATCH_LIMIT = 50

@@ -30,14 +30,13 @@ from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, Spe
 from kiki.flow.connectors.http import (
     HttpConnector,
     PlatformSettings,
-    Reply,
     date_windows,
-    dumps,
     exact_amount,
     report_count,
     report_micros,
     require_digits,
 )
+from kiki.http import Reply, dumps
 
 API = "/open_api/v1.3"
 RATE_LIMITED = 40100
