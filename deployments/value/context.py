@@ -4,18 +4,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from fastapi import Depends
 
 from actors.resilience import within
+from deployments._serve import context_of
 from kiki.value.service import ValueService
 
 
 @dataclass(frozen=True)
 class ValueContext:
     value: ValueService
+
+
+# The routes' dependency: one function, so a test can stand in for it.
+value_context = context_of(ValueContext)
+Context = Annotated[ValueContext, Depends(value_context)]
 
 
 class HandleScorer:

@@ -8,15 +8,14 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 
 import ray
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from ray.util import metrics
 
-from deployments._serve import CurrentTenant, DecimalJSONRoute, context_of
-from deployments.value.context import ValueContext
+from deployments._serve import CurrentTenant, DecimalJSONRoute
+from deployments.value.context import Context
 from kiki.value import drift
 
 router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute)
-Context = Annotated[ValueContext, Depends(context_of(ValueContext))]
 
 
 @router.get("/drift", response_model=drift.DriftReport, tags=["models"])

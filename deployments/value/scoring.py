@@ -3,12 +3,10 @@ are computed from."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Depends
-
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute, context_of
-from deployments.value.context import ValueContext
+from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments.value.context import Context
 from deployments.value.schemas import (
     CustomerBatch,
     Predictions,
@@ -20,7 +18,6 @@ from kiki.value import transactions
 from kiki.value.service import Customer, Prediction, PredictionError
 
 router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute)
-Context = Annotated[ValueContext, Depends(context_of(ValueContext))]
 
 
 @router.post("/predict", response_model=Prediction | Predictions, tags=["predictions"])

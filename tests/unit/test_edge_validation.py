@@ -12,16 +12,20 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from deployments import billing, create, engage, shield_consent, value
-from deployments._serve.deps import require_tenant
+from deployments import billing, engage
+from deployments._serve.deps import _connection, require_tenant
+from deployments.create import app as create
+from deployments.create.context import create_context
+from deployments.value import app as value
+from deployments.value.context import value_context
 from kiki.auth import Tenant
 from kiki.billing.reports import parse_month
 
 APPS: dict[str, tuple[FastAPI, list[Any]]] = {
     "billing": (billing.api, [billing._connection]),
-    "engage": (engage.api, [shield_consent._connection]),
-    "value": (value.api, []),
-    "create": (create.api, []),
+    "engage": (engage.api, [_connection]),
+    "value": (value.api, [value_context, _connection]),
+    "create": (create.api, [create_context]),
 }
 PRODUCT = {"name": "Sync"}
 BRAND = {"name": "Tech", "primary_colors": ["#3b82f6"]}
