@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 from fastapi import Depends
+from ray.serve.handle import DeploymentHandle
 
 from actors.resilience import within
 from deployments._serve import context_of
@@ -28,7 +29,7 @@ Context = Annotated[ValueContext, Depends(value_context)]
 class HandleScorer:
     """Scoring on the LTVScorer deployment, within a deadline."""
 
-    def __init__(self, handle: Any, timeout_s: float) -> None:
+    def __init__(self, handle: DeploymentHandle, timeout_s: float) -> None:
         self.handle = handle
         self.timeout_s = timeout_s
 
