@@ -139,7 +139,7 @@ def create_app(url: str, home: Path, ingress: str, threads: int) -> Iterator[str
     """The create app (ingress + one warm generator replica) on a local Serve."""
     from ray import serve
 
-    from deployments.create import CreateIngress, CreativeGenerator
+    from deployments.create.app import CreateIngress, CreativeGenerator
 
     env = {**BENCH_ENV, "KIKI_DATABASE_URL": url, "KIKI_HOME": str(home)}
     env["OMP_NUM_THREADS"] = str(threads)  # torch's thread count in the replica

@@ -85,7 +85,7 @@ def value_servers(url: str, ingress: str) -> Iterator[dict[str, str]]:
     """The value app (ingress + batched scorer) on Serve, and on plain uvicorn."""
     from ray import serve
 
-    from deployments.value import LTVScorer, ValueIngress
+    from deployments.value.app import LTVScorer, ValueIngress
 
     env = {**BENCH_ENV, "KIKI_DATABASE_URL": url}
     servicers = ["protos.kiki_pb2_grpc.add_LTVServiceServicer_to_server"]
@@ -97,7 +97,7 @@ def value_servers(url: str, ingress: str) -> Iterator[dict[str, str]]:
         )
         serve.run(app, name="value", route_prefix="/value")
         key = asyncio.run(prepare(url, folder / "model"))
-        with uvicorn_app("deployments.value:api", env) as plain:
+        with uvicorn_app("deployments.value.app:api", env) as plain:
             yield {
                 "serve": served["http"],
                 "plain": plain,

@@ -6,9 +6,11 @@ Files are written (atomically) before their rows, so a row never points at a mis
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ from uuid import UUID
 import asyncpg
 import numpy as np
 
+from kiki.create.studio import Batch, Creative
 from kiki.errors import InvalidInput, NotFound
 
 
@@ -133,6 +136,58 @@ async def insert_experiment(
                 for c in creatives
             ],
         )
+
+
+def creative_row(
+    c: Creative, creative_id: UUID, experiment_id: UUID, image_path: str
+) -> CreativeRow:
+    """A generated creative as it is stored, its image at `image_path`."""
+    return CreativeRow(
+        creative_id=creative_id,
+        experiment_id=experiment_id,
+        variant=c.brief.variant,
+        seed=c.seed,
+        prompt=c.brief.prompt,
+        copy={
+            "headline": c.brief.copy.headline,
+            "call_to_action": c.brief.copy.call_to_action,
+            "disclaimers": list(c.brief.copy.disclaimers),
+        },
+        width=c.width,
+        height=c.height,
+        image_path=image_path,
+        image_sha256=c.sha256,
+        compliance_score=c.compliance.score,
+        compliance=c.compliance.model_dump(),
+        safety=c.safety.model_dump(),
+        fit=c.fit.model_dump(mode="json"),
+        layout=c.layout.model_dump(),
+    )
+
+
+async def save_batch(
+    pool: asyncpg.Pool,
+    files: CreativeFiles,
+    tenant_id: UUID,
+    placement: str,
+    request: dict[str, Any],
+    model: dict[str, Any],
+    batch: Batch,
+) -> tuple[UUID, list[CreativeRow]]:
+    """A generated batch as a new experiment: every PNG written first, then the experiment
+    and its rows in one transaction. Returns the experiment's id and its rows."""
+    experiment_id = uuid.uuid4()
+    rows = []
+    for c in batch.creatives:
+        creative_id = uuid.uuid4()
+        relative = files.relative(tenant_id, experiment_id, creative_id)
+        await asyncio.to_thread(files.write, relative, c.png)
+        rows.append(creative_row(c, creative_id, experiment_id, relative))
+    async with pool.acquire() as conn:
+        await insert_experiment(
+            conn, tenant_id, experiment_id, placement, request, model, batch.steps, rows
+        )
+    return experiment_id, rows
 
 
 async def get_creative(conn: asyncpg.Connection, tenant_id: UUID, creative_id: UUID) -> CreativeRow:

@@ -12,12 +12,15 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from deployments import create, value
 from deployments._serve.deps import pooled_connection, require_tenant
 from deployments.billing.app import api as billing_api
 from deployments.billing.context import billing_context
+from deployments.create.app import api as create_api
+from deployments.create.context import create_context
 from deployments.engage.app import api as engage_api
 from deployments.engage.context import engage_context
+from deployments.value.app import api as value_api
+from deployments.value.context import value_context
 from kiki.auth import Tenant
 from kiki.billing.reports import parse_month
 
@@ -25,8 +28,8 @@ APPS: dict[str, tuple[FastAPI, list[Any]]] = {
     # the app's context too: a dependency is resolved before the request is validated
     "billing": (billing_api, [pooled_connection, billing_context]),
     "engage": (engage_api, [pooled_connection, engage_context]),
-    "value": (value.api, []),
-    "create": (create.api, []),
+    "value": (value_api, [pooled_connection, value_context]),
+    "create": (create_api, [create_context]),
 }
 PRODUCT = {"name": "Sync"}
 BRAND = {"name": "Tech", "primary_colors": ["#3b82f6"]}

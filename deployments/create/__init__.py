@@ -1,0 +1,1 @@
+"""SyncCreate as a Serve application; `app.build_app` is what `serve_config.yaml` names."""

@@ -1,0 +1,48 @@
+"""SyncValue's scoring routes: predictions for one customer or many, and the purchases they
+are computed from."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments.value.context import Context
+from deployments.value.schemas import (
+    CustomerBatch,
+    Predictions,
+    TransactionBatch,
+    TransactionsLoaded,
+)
+from kiki.errors import NotFound
+from kiki.value import transactions
+from kiki.value.service import Customer, Prediction, PredictionError
+
+router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute)
+
+
+@router.post("/predict", response_model=Prediction | Predictions, tags=["predictions"])
+async def predict(
+    body: Customer | CustomerBatch, tenant: CurrentTenant, ctx: Context
+) -> Prediction | Predictions:
+    """Value one customer (`{"customer_id": ...}`) or many (`{"customers": [...]}`)."""
+    customers = body.customers if isinstance(body, CustomerBatch) else [body]
+    answers = await ctx.value.predict(tenant.id, customers)
+    if isinstance(body, CustomerBatch):
+        return Predictions(predictions=answers)
+    (answer,) = answers
+    if isinstance(answer, PredictionError):
+        raise NotFound(answer.error["message"])
+    return answer
+
+
+@router.post("/transactions", response_model=TransactionsLoaded, status_code=201, tags=["data"])
+async def post_transactions(
+    body: TransactionBatch, tenant: CurrentTenant, conn: Connection
+) -> TransactionsLoaded:
+    """Load purchases; an order_id already loaded is skipped, so retries are safe."""
+    rows = [transactions.Transaction.of(t) for t in body.transactions]
+    async with conn.transaction():
+        inserted = await transactions.insert(conn, tenant.id, rows)
+    return TransactionsLoaded(
+        received=len(rows), inserted=inserted, duplicates=len(rows) - inserted
+    )
