@@ -3,6 +3,7 @@ the app's typed context, and one pooled connection per request."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypeVar
 
@@ -29,8 +30,10 @@ async def require_tenant(
 CurrentTenant = Annotated[Tenant, Depends(require_tenant)]
 
 
+@functools.cache
 def context_of(kind: type[C]) -> Callable[[Request], C]:
-    """A dependency giving the app's context (its clients and services), checked as `kind`."""
+    """A dependency giving the app's context (its clients and services), checked as `kind`;
+    one function per kind, so a test can override it."""
 
     def dependency(request: Request) -> C:
         return runtime_of(request).context_as(kind)

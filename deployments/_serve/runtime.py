@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 from pydantic import BaseModel
@@ -46,8 +46,6 @@ class ServiceRuntime:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._keys = ApiKeyCache(self.settings.auth_cache_ttl_s)
-        # Service-specific objects (clients, scorers) shared by the ingress class and the app.
-        self.extras: dict[str, Any] = {}
         self._meters: dict[str, UsageMeter] = {}
         self.key_limits = RateLimiter(
             self.settings.api_rate_per_s, self.settings.api_burst, WallClock()
