@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 
 from actors.resilience import Supervisor
-from kiki.billing import metering
+from kiki.billing import record_usages
 from kiki.flow import audit, store
 
 logger = logging.getLogger("kiki.flow")
@@ -59,7 +59,7 @@ class AuditWriter:
                     async with self.pool.acquire() as conn, conn.transaction():
                         await store.copy_decisions(conn, _rows(batches))
                         if self.bill:
-                            await metering.record_many(conn, audit.usage(_rows(batches)))
+                            await record_usages(conn, audit.usage(_rows(batches)))
                 except Exception as exc:
                     # Keep the rows: the next pass retries them first.
                     logger.warning("audit write failed; retrying", extra={"error": repr(exc)})

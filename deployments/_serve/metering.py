@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from kiki.billing import metering
+from kiki.billing import Usage, record_usages
 
 if TYPE_CHECKING:
     from deployments._serve.runtime import ServiceRuntime
@@ -39,7 +39,7 @@ class UsageMeter:
             self._task = asyncio.get_running_loop().create_task(self._report_forever())
 
     async def _report_forever(self) -> None:
-        pending: list[metering.Usage] = []
+        pending: list[Usage] = []
         while True:
             await asyncio.sleep(self.flush_s)
             if not pending and self.counts:
@@ -47,7 +47,7 @@ class UsageMeter:
                 counts, self.counts = self.counts, Counter()
                 at = datetime.now(UTC)
                 pending = [
-                    metering.Usage(
+                    Usage(
                         tenant_id=tenant,
                         metric_code=self.metric,
                         quantity=n,
@@ -61,7 +61,7 @@ class UsageMeter:
             try:
                 pool = await self.runtime.pool()
                 async with pool.acquire() as conn:
-                    await metering.record_many(conn, pending)
+                    await record_usages(conn, pending)
                 pending = []
             except Exception as exc:  # the next round retries the same report
                 extra = {"metric": self.metric, "error": repr(exc)}

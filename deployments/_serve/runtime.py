@@ -22,7 +22,7 @@ from kiki.db.embedded import EmbeddedPostgres
 from kiki.db.pool import create_pool, redact
 from kiki.errors import KikiError, RateLimited
 from kiki.model_registry import LoadCheck
-from kiki.shield.ratelimit import RateLimiter
+from kiki.shield import RateLimiter
 
 C = TypeVar("C")
 A = TypeVar("A", bound="AppArgs")

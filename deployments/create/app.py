@@ -20,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments._serve import ServiceIngress, ServiceRuntime, create_service_api
 from deployments.create import generator, metrics
 from deployments.create.context import CreateArgs, CreateContext, CreateMetrics
-from kiki.billing import metering
+from kiki.billing import CREATIVES_GENERATED
 from kiki.config import get_settings
 from kiki.create import store
 from kiki.create.studio import Batch, Job, Studio
@@ -74,7 +74,7 @@ class CreateIngress(ServiceIngress):
             files=store.CreativeFiles(runtime.settings.home),
             metrics=CreateMetrics(),
             pool=runtime.pool,
-            creatives_generated=runtime.meter(metering.CREATIVES_GENERATED),
+            creatives_generated=runtime.meter(CREATIVES_GENERATED),
         )
 
 

@@ -12,15 +12,13 @@ from deployments.engage.schemas import AsOf, AtRisk, ChurnRiskPage, CohortList, 
 from kiki.engage import cohorts, retention
 from kiki.engage.risk import RiskTable
 from kiki.engage.service import ltv_currency, today
-from kiki.value import registry as ltv_registry
+from kiki.model_registry import ModelRecord
 
 router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute)
 NO_LTV = "no LTV model in production: `kiki train ltv`, then `kiki models promote`"
 
 
-def _at_risk(
-    customer_id: str, row: Any, table: RiskTable, ltv: ltv_registry.ModelRecord | None
-) -> AtRisk:
+def _at_risk(customer_id: str, row: Any, table: RiskTable, ltv: ModelRecord | None) -> AtRisk:
     value = None
     if ltv is not None:
         value = LTVView(

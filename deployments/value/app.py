@@ -27,7 +27,7 @@ from deployments._serve import AppArgs, ServiceIngress, ServiceRuntime, create_s
 from deployments.value import drift, scoring
 from deployments.value.context import HandleScorer, ValueContext
 from deployments.value.grpc import answer, predict_ltv, predict_ltv_batch
-from kiki.billing import metering
+from kiki.billing import PREDICTIONS_SERVED
 from kiki.errors import FailedPrecondition
 from kiki.model_registry import LoadCheck
 from kiki.value import registry
@@ -66,7 +66,7 @@ def _context(runtime: ServiceRuntime, scorer: Scorer) -> ValueContext:
         scorer,
         registry_ttl_s=args.registry_ttl_s,
         segment_ttl_s=args.segment_ttl_s,
-        meter=runtime.meter(metering.PREDICTIONS_SERVED).add,
+        meter=runtime.meter(PREDICTIONS_SERVED).add,
         served=_count_served(),
     )
     return ValueContext(service)

@@ -36,8 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import optimize, special
 
 from kiki.errors import InvalidInput
-from kiki.value.features import FEATURE_NAMES, compute_features
-from kiki.value.training import spend_between
+from kiki.value import FEATURE_NAMES, compute_features, spend_between
 
 DAYS_PER_WEEK = 7.0  # BG/NBD counts purchase weeks, as kiki.value.baselines does on CDNOW
 MIN_CUSTOMERS = 50

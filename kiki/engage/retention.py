@@ -21,7 +21,7 @@ from uuid import UUID
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kiki.billing import metering
+from kiki.billing import MESSAGES_SENT, record_usage
 from kiki.db.values import PgText
 from kiki.engage import messaging, registry, segments
 from kiki.engage.channels.base import Channel, MessageChannel
@@ -30,9 +30,7 @@ from kiki.engage.risk import RiskTable, risk_table
 from kiki.engage.templates import TEMPLATES
 from kiki.errors import Conflict, FailedPrecondition, KikiError, NotFound
 from kiki.money import MICROS_PER_UNIT, decimal_to_micros, micros_to_decimal_str
-from kiki.value import registry as ltv_registry
-from kiki.value import transactions
-from kiki.value.ziln import TrainedLTVModel
+from kiki.value import LTV_MODELS, TrainedLTVModel, end_of_day, purchase_history
 
 RULE_ID = r"^[a-z0-9_-]{1,64}$"
 Outcome = Literal["would_send", "already_sent", "sent", "refused", "failed"]
@@ -238,12 +236,12 @@ async def _members(
 async def meter_sent(pool: asyncpg.Pool, tenant_id: UUID, record: messaging.MessageRecord) -> None:
     """Bill a sent message once per idempotency key, however often it is retried."""
     async with pool.acquire() as conn:
-        await metering.record(
+        await record_usage(
             conn,
             tenant_id,
-            metering.MESSAGES_SENT,
+            MESSAGES_SENT,
             1,
-            f"{metering.MESSAGES_SENT}:{tenant_id}:{record.idempotency_key}",
+            f"{MESSAGES_SENT}:{tenant_id}:{record.idempotency_key}",
             record.updated_at,
         )
 
@@ -342,8 +340,8 @@ async def score(
     churn = await registry.production(conn, tenant_id)
     if churn is None:
         raise FailedPrecondition(registry.NO_CHURN_MODEL)
-    ltv = (await ltv_registry.serving(conn, tenant_id))[0]
-    history = await transactions.history(conn, tenant_id, transactions.end_of(as_of), None)
+    ltv = (await LTV_MODELS.serving(conn, tenant_id))[0]
+    history = await purchase_history(conn, tenant_id, end_of_day(as_of), None)
     currency = ltv.config.get("currency", "USD") if ltv else "USD"
     if history.empty:
         return RiskTable.empty(as_of, horizon_days), currency

@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from kiki.engage.churn import TrainedChurnModel
-from kiki.value.features import FEATURE_NAMES
+from kiki.value import FEATURE_NAMES
 
 TOP_REASONS = 3
 DESCRIPTIONS: dict[str, str] = {

@@ -26,9 +26,8 @@ from kiki.engage.churn import TrainedChurnModel
 from kiki.engage.registry import NO_CHURN_MODEL
 from kiki.engage.risk import RiskTable, risk_table
 from kiki.errors import FailedPrecondition
-from kiki.value import registry as ltv_registry
-from kiki.value import transactions
-from kiki.value.ziln import TrainedLTVModel
+from kiki.model_registry import ModelRecord
+from kiki.value import LTV_MODELS, TrainedLTVModel, end_of_day, purchase_history
 
 REGISTRY_TTL_S = 5.0
 REGISTRY_RECORDS_KEPT = 4096  # (registry, tenant) pairs
@@ -37,14 +36,14 @@ RISK_TABLES_KEPT = 4
 DEFAULT_HORIZON_DAYS = 90
 _UNREAD = object()  # a registry not read yet, as opposed to one without a model (None)
 
-Scores = tuple[RiskTable, registry.ModelRecord, ltv_registry.ModelRecord | None]
+Scores = tuple[RiskTable, ModelRecord, ModelRecord | None]
 
 
 def today() -> date:
     return datetime.now(UTC).date()
 
 
-def ltv_currency(ltv: ltv_registry.ModelRecord | None) -> str:
+def ltv_currency(ltv: ModelRecord | None) -> str:
     return ltv.config.get("currency", "USD") if ltv else "USD"
 
 
@@ -84,7 +83,7 @@ class EngageService:
         async with pool.acquire() as conn:
             if kind == "churn":
                 return await registry.production(conn, tenant_id)
-            return (await ltv_registry.serving(conn, tenant_id))[0]
+            return (await LTV_MODELS.serving(conn, tenant_id))[0]
 
     async def _record(self, kind: str, tenant_id: UUID) -> Any:
         """The production record of a registry ('churn' or 'ltv'); None (no model) is kept
@@ -106,7 +105,7 @@ class EngageService:
 
     async def models(
         self, tenant_id: UUID
-    ) -> tuple[registry.ModelRecord, TrainedChurnModel, ltv_registry.ModelRecord | None, Any]:
+    ) -> tuple[ModelRecord, TrainedChurnModel, ModelRecord | None, Any]:
         churn = await self._record("churn", tenant_id)
         if churn is None:
             raise FailedPrecondition(NO_CHURN_MODEL)
@@ -125,10 +124,10 @@ class EngageService:
             return cached, churn, ltv
         pool = await self.pool()
         async with pool.acquire() as conn:
-            history = await transactions.history(
+            history = await purchase_history(
                 conn,
                 tenant_id,
-                transactions.end_of(as_of),
+                end_of_day(as_of),
                 [customer_id] if customer_id else None,
             )
         if history.empty:

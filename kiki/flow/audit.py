@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kiki.billing import metering
+from kiki.billing import BID_DECISIONS, Usage
 from kiki.flow.engine import BidEngine, TickPlan
 
 COLUMNS = (
@@ -163,16 +163,16 @@ def log_lines(decisions: Decisions) -> str:
     return "".join(map(_LINE.__mod__, fields))
 
 
-def usage(rows: Iterable[tuple]) -> list[metering.Usage]:
+def usage(rows: Iterable[tuple]) -> list[Usage]:
     """Billing's `bid_decisions` for these rows: one report per tenant, tick time and shard,
     keyed so that writing the same rows twice bills them once."""
     counts = Counter((r[2], r[1], r[16]) for r in rows)
     return [
-        metering.Usage(
+        Usage(
             tenant_id=tenant,
-            metric_code=metering.BID_DECISIONS,
+            metric_code=BID_DECISIONS,
             quantity=n,
-            transaction_id=f"{metering.BID_DECISIONS}:{tenant}:{shard}:{at.isoformat()}",
+            transaction_id=f"{BID_DECISIONS}:{tenant}:{shard}:{at.isoformat()}",
             at=at,
         )
         for (tenant, at, shard), n in counts.items()

@@ -2,24 +2,22 @@
 
 The public face other services use: budget commands and their results (the budget actors'
 protocol), the shard a campaign lives on, platform admission, rate-limit settings and
-consent. Everything else in this package is SyncShield's own.
-"""
+consent. Everything else in this package is SyncShield's own."""
 
-from kiki.shield.book import BudgetOp, OpResult, shard_of
-from kiki.shield.consent import CustomerId, Purpose, current_consent
-from kiki.shield.guard import Admission
-from kiki.shield.policy import PLATFORMS
-from kiki.shield.ratelimit import RateLimitConfig, RateLimiter
+from kiki.faces import lazy
 
-__all__ = [
-    "PLATFORMS",
-    "Admission",
-    "BudgetOp",
-    "CustomerId",
-    "OpResult",
-    "Purpose",
-    "RateLimitConfig",
-    "RateLimiter",
-    "current_consent",
-    "shard_of",
-]
+__all__, __getattr__ = lazy(
+    __name__,
+    {
+        "PLATFORMS": "kiki.shield.policy",
+        "Admission": "kiki.shield.guard",
+        "BudgetOp": "kiki.shield.book",
+        "CustomerId": "kiki.shield.consent",
+        "OpResult": "kiki.shield.book",
+        "Purpose": "kiki.shield.consent",
+        "RateLimitConfig": "kiki.shield.ratelimit",
+        "RateLimiter": "kiki.shield.ratelimit",
+        "current_consent": "kiki.shield.consent",
+        "shard_of": "kiki.shield.book",
+    },
+)

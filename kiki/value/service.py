@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from kiki.batching import KeyedBatcher
 from kiki.db.values import PgText
 from kiki.errors import FailedPrecondition, NotFound
-from kiki.flow import segments
+from kiki.flow import segment_members
 from kiki.money import MAX_AMOUNT, DecimalAmount, micros_to_decimal_str
 from kiki.value import drift, registry, transactions
 from kiki.value.features import compute_features
@@ -266,7 +266,7 @@ class ValueService:
         if missing:
             pool = await self.pool()
             async with pool.acquire() as conn:
-                found = await segments.members(conn, tenant_id, missing)
+                found = await segment_members(conn, tenant_id, missing)
             flat = [Customer(customer_id=c) for ids in found.values() for c in ids]
             answers = await self.predict(tenant_id, flat, billable=False) if flat else []
             ltv = {a.customer_id: a.ltv_micros for a in answers if isinstance(a, Prediction)}

@@ -106,7 +106,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     monkeypatch.setattr(registry, "serving", serving)
     monkeypatch.setattr(transactions, "history", history)
-    monkeypatch.setattr(service.segments, "members", members)
+    monkeypatch.setattr(service, "segment_members", members)
     return state
 
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from kiki.engage.crm import sources
 from kiki.engage.crm.base import CrmContact, CrmOrder, CrmSource
 from kiki.engage.crm.vault import Vault
-from kiki.value.transactions import Transaction, insert
+from kiki.value import Transaction, insert_transactions
 
 Kind = Literal["contacts", "orders"]
 
@@ -145,7 +145,7 @@ async def _orders(
             continue
         order_id = f"{source}:{o.external_id}"
         rows.append(Transaction(order_id, customer, o.occurred_at, o.amount_micros, o.currency, 1))
-    result.orders_new += await insert(conn, tenant_id, rows)
+    result.orders_new += await insert_transactions(conn, tenant_id, rows)
 
 
 async def sync(
