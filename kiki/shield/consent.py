@@ -41,13 +41,13 @@ class ConsentRecord(BaseModel):
     customer_id: CustomerId
     purpose: Purpose
     granted: StrictBool = Field(description="true = given, false = withdrawn")
-    source: str = Field(
+    source: PgText = Field(
         min_length=1, max_length=64, description="where it was captured: web_form, crm_import..."
     )
     recorded_at: AwareDatetime | None = Field(
         None, description="when the customer acted, with a UTC offset; default: now"
     )
-    idempotency_key: str | None = Field(
+    idempotency_key: PgText | None = Field(
         None, min_length=1, max_length=255, description="a retried record with it applies once"
     )
 

@@ -54,3 +54,11 @@ def test_the_audit_subject_is_a_hash_bound_to_the_tenant() -> None:
 
 def test_the_registry_lists_the_consent_events() -> None:
     assert CustomerTable("consent_events") in CUSTOMER_TABLES
+
+
+@pytest.mark.parametrize("field", ["customer_id", "source", "idempotency_key"])
+def test_text_postgresql_cannot_store_is_refused_naming_the_field(field: str) -> None:
+    """The fuzz found NUL in a consent's source answered with a 500 from the query."""
+    record = {"customer_id": "c1", "purpose": "email", "granted": True, "source": "web"}
+    with pytest.raises(ValidationError, match=field):
+        ConsentRecord.model_validate({**record, field: "a\x00b"})
