@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import numpy as np
 import ray
 
 from actors.budget import BudgetClient
-from actors.flow import BidLoopClient, BidLoopConfig, TickReport
+from actors.flow import BidLoopClient, BidLoopConfig, ShardStats, TickReport
 from actors.guard import platform_guard
 from benchmarks.pacing import (
     CampaignResult,
@@ -97,13 +97,35 @@ async def _ledger(budgets: BudgetClient, campaigns: list[Campaign]) -> dict[str,
     }
 
 
-async def run_simulation(
-    database_url: str, options: SimulationOptions, log_dir: str | None = None, shards: int = 2
-) -> SimulationResult:
-    """Run one simulation on the connected Ray (call ray.init first) and this database."""
-    run_id = uuid.uuid4().hex[:8]
-    namespace = f"kiki-sim-{run_id}"
-    start = options.start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+@dataclass
+class _Ticks:
+    """What the driver records tick by tick."""
+
+    moments: list[datetime] = field(default_factory=list)
+    cumulative: list[list[int]] = field(default_factory=list)  # spend per campaign
+    offered: list[list[int]] = field(default_factory=list)  # the market's reach per campaign
+    tick_ms: list[float] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # summed over ticks, slowest shard
+    refused: dict[str, int] = field(default_factory=dict)  # ticks a platform's push was refused
+    decisions: int = 0
+
+    def record(self, now: datetime, reports: list[TickReport], ms: float) -> None:
+        self.tick_ms.append(ms)
+        for name, phase_ms in max(reports, key=lambda r: r.ms).phases.items():
+            self.phases[name] = self.phases.get(name, 0.0) + phase_ms
+        self.decisions += sum(r.decisions for r in reports)
+        for r in reports:
+            for platform in r.refused:
+                self.refused[platform] = self.refused.get(platform, 0) + 1
+        self.moments.append(now)
+        self.cumulative.append([s for r in reports for s in r.spent])
+        self.offered.append([s for r in reports for s in r.reachable])
+
+
+async def _campaigns(
+    database_url: str, options: SimulationOptions, start: datetime, run_id: str
+) -> tuple[str, list[Campaign]]:
+    """A new tenant `sim-<run>` and its synthetic campaigns, stored for the bid loop."""
     conn = await asyncpg.connect(database_url)
     try:
         tenant = await ensure_tenant(conn, f"sim-{run_id}")
@@ -113,7 +135,40 @@ async def run_simulation(
                 await store.insert_campaign(conn, campaign, simulation=True)
     finally:
         await conn.close()
+    return str(tenant.id), campaigns
 
+
+async def _drive(
+    loops: BidLoopClient, budgets: BudgetClient, options: SimulationOptions, start: datetime
+) -> tuple[_Ticks, float]:
+    """Step virtual time tick by tick (one past the end: it collects the last interval's
+    delivery and commits it); returns what the ticks did and the wall seconds, the audit
+    trail's backlog included (a decision counts once it is logged)."""
+    ticks = _Ticks()
+    total_ticks = int(np.ceil(options.hours * 3600 / options.tick_s))
+    began = time.perf_counter()
+    for k in range(total_ticks + 1):
+        now = start + timedelta(seconds=k * options.tick_s)
+        await budgets.advance_clock(now)
+        started = time.perf_counter()
+        reports: list[TickReport] = await loops.tick_all(now)
+        ticks.record(now, reports, (time.perf_counter() - started) * 1000)
+        if options.speed > 0:
+            ahead = (k + 1) * options.tick_s / options.speed - (time.perf_counter() - began)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+    await loops.flush()
+    return ticks, time.perf_counter() - began
+
+
+async def run_simulation(
+    database_url: str, options: SimulationOptions, log_dir: str | None = None, shards: int = 2
+) -> SimulationResult:
+    """Run one simulation on the connected Ray (call ray.init first) and this database."""
+    run_id = uuid.uuid4().hex[:8]
+    namespace = f"kiki-sim-{run_id}"
+    start = options.start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    tenant_id, campaigns = await _campaigns(database_url, options, start, run_id)
     budgets = BudgetClient(
         database_url, shards=2, namespace=namespace, clock=VirtualClock(start), detached=False
     )
@@ -129,90 +184,70 @@ async def run_simulation(
         outages=tuple(options.outages),
         log_dir=log_dir,
         guard_rate=SANDBOX_RATE,
-        tenant_id=str(tenant.id),
+        tenant_id=tenant_id,
         value_app=None,  # synthetic segments: the ad groups' stated values
         lease_ticks=options.lease_ticks,
     )
     loops = BidLoopClient(database_url, config, shards=shards, clock=VirtualClock(start))
     await loops.ready()
     order = [key[1] for stats in await loops.stats() for key in stats.keys]
-
-    total_ticks = int(np.ceil(options.hours * 3600 / options.tick_s))
-    moments: list[datetime] = []
-    cumulative: list[list[int]] = []
-    offered: list[list[int]] = []
-    tick_ms: list[float] = []
-    phases: dict[str, float] = {}
-    decisions = 0
-    refused: dict[str, int] = {}
-    began = time.perf_counter()
-    # One tick past the end: it collects the last interval's delivery and commits it.
-    for k in range(total_ticks + 1):
-        now = start + timedelta(seconds=k * options.tick_s)
-        await budgets.advance_clock(now)
-        started = time.perf_counter()
-        reports: list[TickReport] = await loops.tick_all(now)
-        tick_ms.append((time.perf_counter() - started) * 1000)
-        slowest = max(reports, key=lambda r: r.ms)
-        for name, ms in slowest.phases.items():
-            phases[name] = phases.get(name, 0.0) + ms
-        decisions += sum(r.decisions for r in reports)
-        for r in reports:
-            for platform in r.refused:
-                refused[platform] = refused.get(platform, 0) + 1
-        moments.append(now)
-        cumulative.append([s for r in reports for s in r.spent])
-        offered.append([s for r in reports for s in r.reachable])
-        if options.speed > 0:
-            ahead = (k + 1) * options.tick_s / options.speed - (time.perf_counter() - began)
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-    # A decision counts once it is logged: the audit trail's backlog is written in the time.
-    await loops.flush()
-    wall_s = time.perf_counter() - began
+    ticks, wall_s = await _drive(loops, budgets, options, start)
     audit_rows = await loops.stop()
     stats = await loops.stats()
     conn = await asyncpg.connect(database_url)
     try:
-        await store.stop_simulation(conn, str(tenant.id))
+        await store.stop_simulation(conn, tenant_id)
     finally:
         await conn.close()
-
     ledger = await _ledger(budgets, campaigns)
     # The simulation's actors end with it, so they stop holding the cluster's CPUs.
     loops.kill()
     budgets.kill()
     ray.kill(guard, no_restart=True)
+    return _result(tenant_id, options, campaigns, order, ticks, wall_s, audit_rows, stats, ledger)
+
+
+def _result(
+    tenant_id: str,
+    options: SimulationOptions,
+    campaigns: list[Campaign],
+    order: list[str],
+    ticks: _Ticks,
+    wall_s: float,
+    audit_rows: int,
+    stats: list[ShardStats],
+    ledger: dict[str, dict],
+) -> SimulationResult:
+    """Each campaign scored against SyncShield's ledger, and the run's figures."""
     value = {key[1]: v for s in stats for key, v in zip(s.keys, s.value, strict=True)}
-    series = {cid: [row[i] for row in cumulative] for i, cid in enumerate(order)}
-    reachable = {cid: [row[i] for row in offered] for i, cid in enumerate(order)}
-    results = [
-        campaign_result(
-            c,
-            moments,
-            series[c.campaign_id],
-            ledger[c.campaign_id].get("committed", 0),
-            ledger[c.campaign_id].get("over_delivered", 0),
-            value[c.campaign_id],
-            reachable[c.campaign_id],
-        )
-        for c in campaigns
-    ]
-    ticks = total_ticks + 1
+    series = {cid: [row[i] for row in ticks.cumulative] for i, cid in enumerate(order)}
+    reachable = {cid: [row[i] for row in ticks.offered] for i, cid in enumerate(order)}
+    count = len(ticks.tick_ms)
     return SimulationResult(
-        tenant_id=str(tenant.id),
+        tenant_id=tenant_id,
         options=options,
         specs=campaigns,
-        campaigns=results,
-        ticks=ticks,
-        decisions=decisions,
+        campaigns=[
+            campaign_result(
+                c,
+                ticks.moments,
+                series[c.campaign_id],
+                ledger[c.campaign_id].get("committed", 0),
+                ledger[c.campaign_id].get("over_delivered", 0),
+                value[c.campaign_id],
+                reachable[c.campaign_id],
+            )
+            for c in campaigns
+        ],
+        ticks=count,
+        decisions=ticks.decisions,
         audit_rows=audit_rows,
         wall_s=wall_s,
-        tick_ms=tick_ms,
-        phases_ms={k: v / ticks for k, v in phases.items()},
+        tick_ms=ticks.tick_ms,
+        phases_ms={k: v / count for k, v in ticks.phases.items()},
         slow_ticks=sum(s.slow_ticks for s in stats),
-        refused=refused,
-        moments=moments,
+        refused=ticks.refused,
+        moments=ticks.moments,
         series=series,
     )
 

@@ -31,6 +31,7 @@ from launcher.bench_flow import bench_flow, bench_pacing
 from launcher.bench_models import bench_churn, bench_ltv
 from launcher.billing_cli import billing
 from launcher.engage_cli import engage
+from launcher.engage_rules_cli import rules
 from launcher.exits import fail, settings_or_exit
 from launcher.platform import (
     READY_TIMEOUT_S,
@@ -311,6 +312,7 @@ def keys_revoke(prefix: str) -> None:
     click.echo(f"revoked {prefix}")
 
 
+engage.add_command(rules)
 bench.add_command(bench_flow)
 bench.add_command(bench_ltv)
 bench.add_command(bench_churn)

@@ -118,6 +118,44 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) + " (see the API docs at <prefix>/docs)"
 
 
+def _handle_errors(api: FastAPI, service: str) -> None:
+    """Every error answers `{"error": {"code", "message"}}`: domain errors with their status
+    (and Retry-After), validation errors 422 naming the field, unknown routes 404 pointing at
+    the docs, and anything unexpected 500 without its details (they go to the log)."""
+
+    @api.exception_handler(KikiError)
+    async def _kiki_error(request: Request, exc: KikiError) -> JSONResponse:
+        status, _ = status_for(exc)
+        headers = {}
+        if exc.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        if status >= 500:
+            logger.warning("request failed", extra={"path": request.url.path, "error": exc.message})
+        return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body("invalid_input", _validation_message(exc)), status_code=422)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404:
+            message = (
+                f"no route {request.method} {request.url.path}; see the API docs at /{service}/docs"
+            )
+        return JSONResponse(error_body(code, message), status_code=exc.status_code)
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", extra={"path": request.url.path})
+        return JSONResponse(
+            error_body("internal", "internal error; the service log has the details"),
+            status_code=500,
+        )
+
+
 # Runs once per process when the app starts; what it returns is the app's typed context.
 StartupHook = Callable[[FastAPI, ServiceRuntime], object]
 
@@ -152,37 +190,7 @@ def create_service_api(
     api.router.route_class = DecimalJSONRoute
     api.add_middleware(MetricsMiddleware, service=service)
 
-    @api.exception_handler(KikiError)
-    async def _kiki_error(request: Request, exc: KikiError) -> JSONResponse:
-        status, _ = status_for(exc)
-        headers = {}
-        if exc.retry_after_s is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-        if status >= 500:
-            logger.warning("request failed", extra={"path": request.url.path, "error": exc.message})
-        return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)
-
-    @api.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body("invalid_input", _validation_message(exc)), status_code=422)
-
-    @api.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
-        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        if exc.status_code == 404:
-            message = (
-                f"no route {request.method} {request.url.path}; see the API docs at /{service}/docs"
-            )
-        return JSONResponse(error_body(code, message), status_code=exc.status_code)
-
-    @api.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error", extra={"path": request.url.path})
-        return JSONResponse(
-            error_body("internal", "internal error; the service log has the details"),
-            status_code=500,
-        )
+    _handle_errors(api, service)
 
     @api.get(
         "/health",

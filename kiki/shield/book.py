@@ -208,25 +208,7 @@ class BudgetBook:
         k = op.idempotency_key
         match op.kind:
             case "allocate" | "policy":
-                if op.currency and normalize_currency(op.currency) != budget.currency:
-                    raise InvalidInput(
-                        f"campaign {op.campaign_id} is budgeted in "
-                        f"{budget.currency}, not {op.currency}"
-                    )
-                events = []
-                if op.caps_patch is not None or budget.caps is None:
-                    current = budget.caps.to_data() if budget.caps else {}
-                    merged = {**current, **(op.caps_patch or {})}
-                    if merged.get("total") is None:
-                        raise InvalidInput("a new campaign needs a total budget")
-                    events.append(budget.decide_budget(Caps.from_data(merged), now, k))
-                if op.policy_patch:
-                    merged = {**budget.policy.to_data(), **op.policy_patch}
-                    # The key marks the first event; later ones ride in the same batch.
-                    events.append(
-                        budget.decide_policy(Policy.from_data(merged), now, None if events else k)
-                    )
-                return self._set(budget, now), events
+                return self._set(budget, now), self._settings_events(budget, op, now)
             case "unblock":
                 return self._set(budget, now), [budget.decide_unblock(now, k)]
             case "reserve":
@@ -266,6 +248,28 @@ class BudgetBook:
                     denials=[(d.rule.value, d.message) for d in denials],
                 ), []
         raise InvalidInput(f"unknown budget command {op.kind!r}")
+
+    @staticmethod
+    def _settings_events(budget: CampaignBudget, op: BudgetOp, now: datetime) -> list[LedgerEvent]:
+        """The caps and policy an allocate or policy command sets, merged onto the current."""
+        k = op.idempotency_key
+        if op.currency and normalize_currency(op.currency) != budget.currency:
+            raise InvalidInput(
+                f"campaign {op.campaign_id} is budgeted in {budget.currency}, not {op.currency}"
+            )
+        events = []
+        if op.caps_patch is not None or budget.caps is None:
+            current = budget.caps.to_data() if budget.caps else {}
+            merged = {**current, **(op.caps_patch or {})}
+            if merged.get("total") is None:
+                raise InvalidInput("a new campaign needs a total budget")
+            events.append(budget.decide_budget(Caps.from_data(merged), now, k))
+        if op.policy_patch:
+            merged = {**budget.policy.to_data(), **op.policy_patch}
+            # The key marks the first event; later ones ride in the same batch.
+            policy = Policy.from_data(merged)
+            events.append(budget.decide_policy(policy, now, None if events else k))
+        return events
 
     @staticmethod
     def _set(budget: CampaignBudget, now: datetime, outcome: str = "set") -> OpResult:
