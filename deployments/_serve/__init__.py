@@ -3,7 +3,7 @@ and context, pool, keys, probes, meters), the FastAPI app factory, errors mapped
 and gRPC, the views, the dependencies, and the base of the ingress deployments."""
 
 from deployments._serve.api import DecimalJSONRoute, create_service_api
-from deployments._serve.builder import AppArgs
+from deployments._serve.builder import AppArgs, plain_ingress
 from deployments._serve.deps import Connection, CurrentTenant, context_of, runtime_of
 from deployments._serve.errors import ERROR_STATUS, error_body, status_for
 from deployments._serve.ingress import ServiceIngress
@@ -27,6 +27,7 @@ __all__ = [
     "context_of",
     "create_service_api",
     "error_body",
+    "plain_ingress",
     "runtime_for",
     "runtime_of",
     "status_for",

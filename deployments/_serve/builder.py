@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Self
 
+from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
+from ray import serve
+from ray.serve import Deployment
 
+from deployments._serve.ingress import ServiceIngress
 from kiki.config import Settings
 
 
@@ -27,8 +31,21 @@ class AppArgs(BaseModel):
         return args if isinstance(args, cls) else cls.model_validate(args or {})
 
     @classmethod
+    def given(cls, args: Any) -> Self | None:
+        """The builder's options: those `args:` names, validated; None when it names none, so
+        the replicas read them from their KIKI_* settings (a cluster's node environment)."""
+        return cls.parse(args) if args else None
+
+    @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         """The options as a local run's settings give them."""
         return cls.model_validate(
             {field: getattr(settings, name) for field, name in cls.settings_fields.items()}
         )
+
+
+def plain_ingress(service: str, api: FastAPI) -> Deployment:
+    """The ingress deployment (`<Service>Ingress`) of an app whose replicas serve only its
+    FastAPI routes; its options come from serve_config.yaml."""
+    cls = type(f"{service.title()}Ingress", (ServiceIngress,), {"service": service, "api": api})
+    return serve.deployment(serve.ingress(api)(cls))

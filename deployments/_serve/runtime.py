@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
 from pydantic import BaseModel
 
-from deployments._serve.builder import AppArgs
 from deployments._serve.metering import UsageMeter
 from deployments._serve.views import HealthReport
 from kiki import __version__
@@ -23,6 +22,9 @@ from kiki.db.pool import create_pool, redact
 from kiki.errors import KikiError, RateLimited
 from kiki.model_registry import LoadCheck
 from kiki.shield import RateLimiter
+
+if TYPE_CHECKING:
+    from deployments._serve.builder import AppArgs
 
 C = TypeVar("C")
 A = TypeVar("A", bound="AppArgs")

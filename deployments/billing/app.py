@@ -12,10 +12,9 @@ from typing import ClassVar
 
 from fastapi import FastAPI
 from pydantic import Field
-from ray import serve
 from ray.serve import Application
 
-from deployments._serve import AppArgs, ServiceIngress, ServiceRuntime, create_service_api
+from deployments._serve import AppArgs, ServiceRuntime, create_service_api, plain_ingress
 from deployments.billing import (
     analytics,
     catalogue,
@@ -80,14 +79,8 @@ api.include_router(analytics.router)
 api.include_router(webhooks.router)
 
 
-@serve.deployment
-@serve.ingress(api)
-class BillingIngress(ServiceIngress):
-    service = "billing"
-    api = api
+BillingIngress = plain_ingress("billing", api)
 
 
 def build_app(args: BillingArgs) -> Application:
-    """Serve passes the YAML's `args:` as a mapping. None there (a local `kiki up` deploys the
-    YAML as it is): the replicas read the options from their KIKI_* settings."""
-    return BillingIngress.bind(BillingArgs.parse(args) if args else None)
+    return BillingIngress.bind(BillingArgs.given(args))

@@ -79,8 +79,5 @@ class CreateIngress(ServiceIngress):
 
 
 def build_app(args: CreateArgs) -> Application:
-    parsed = CreateArgs.parse(args)
-    # Without `args:` in the YAML (a local `kiki up`), the replicas take these options from
-    # their KIKI_* settings instead of the defaults.
-    chosen = parsed if args else None
+    chosen = CreateArgs.given(args)
     return CreateIngress.bind(CreativeGenerator.bind(chosen), chosen)

@@ -15,11 +15,10 @@ import httpx
 import ray
 from fastapi import FastAPI
 from pydantic import Field
-from ray import serve
 from ray.serve import Application
 
 from actors.engage import engage_automation
-from deployments._serve import AppArgs, ServiceIngress, ServiceRuntime, create_service_api
+from deployments._serve import AppArgs, ServiceRuntime, create_service_api, plain_ingress
 from deployments.engage import churn, crm, messaging, rules, segments
 from deployments.engage.context import EngageContext
 from kiki.config import Settings
@@ -93,14 +92,8 @@ api.include_router(crm.router)
 api.include_router(rules.router)
 
 
-@serve.deployment
-@serve.ingress(api)
-class EngageIngress(ServiceIngress):
-    service = "engage"
-    api = api
+EngageIngress = plain_ingress("engage", api)
 
 
 def build_app(args: EngageArgs) -> Application:
-    """Serve passes the YAML's `args:` as a mapping. None there (a local `kiki up` deploys the
-    YAML as it is): the replicas read the options from their KIKI_* settings."""
-    return EngageIngress.bind(EngageArgs.parse(args) if args else None)
+    return EngageIngress.bind(EngageArgs.given(args))

@@ -13,12 +13,11 @@ from typing import ClassVar
 
 from fastapi import FastAPI
 from pydantic import Field
-from ray import serve
 from ray.serve import Application
 
 from actors.budget import BudgetClient
 from actors.flow import BidLoopClient, BidLoopConfig
-from deployments._serve import AppArgs, ServiceIngress, ServiceRuntime, create_service_api
+from deployments._serve import AppArgs, ServiceRuntime, create_service_api, plain_ingress
 from deployments.flow import campaigns, trail
 from deployments.flow.context import FlowContext
 from kiki.flow.live import load_credentials
@@ -81,12 +80,8 @@ api.include_router(campaigns.router)
 api.include_router(trail.router)
 
 
-@serve.deployment
-@serve.ingress(api)
-class FlowIngress(ServiceIngress):
-    service = "flow"
-    api = api
+FlowIngress = plain_ingress("flow", api)
 
 
 def build_app(args: FlowArgs) -> Application:
-    return FlowIngress.bind(FlowArgs.parse(args))
+    return FlowIngress.bind(FlowArgs.given(args))

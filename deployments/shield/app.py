@@ -8,10 +8,9 @@ platform rate budgets in the guard actor (actors/guard.py), consent in PostgreSQ
 from __future__ import annotations
 
 from fastapi import FastAPI
-from ray import serve
 from ray.serve import Application
 
-from deployments._serve import AppArgs, ServiceIngress, ServiceRuntime, create_service_api
+from deployments._serve import AppArgs, ServiceRuntime, create_service_api, plain_ingress
 from deployments.shield import budgets, consent, platforms
 from deployments.shield.context import ShieldContext
 
@@ -41,12 +40,8 @@ api.include_router(platforms.router)
 api.include_router(consent.router, tags=["consent"])
 
 
-@serve.deployment
-@serve.ingress(api)
-class ShieldIngress(ServiceIngress):
-    service = "shield"
-    api = api
+ShieldIngress = plain_ingress("shield", api)
 
 
 def build_app(args: ShieldArgs) -> Application:
-    return ShieldIngress.bind(ShieldArgs.parse(args))
+    return ShieldIngress.bind(ShieldArgs.given(args))

@@ -166,4 +166,4 @@ class ValueIngress(ServiceIngress):
 
 
 def build_app(args: ValueArgs) -> Application:
-    return ValueIngress.bind(LTVScorer.bind(), ValueArgs.parse(args))
+    return ValueIngress.bind(LTVScorer.bind(), ValueArgs.given(args))
