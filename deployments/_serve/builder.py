@@ -37,6 +37,23 @@ class AppArgs(BaseModel):
         return cls.parse(args) if args else None
 
     @classmethod
+    def resolve(cls, given: Self | None, settings: Settings) -> Self:
+        """The options in force in a replica: those `args:` named, and for the rest the
+        replica's KIKI_* settings (its node's environment)."""
+        base = cls.from_settings(settings)
+        if given is None:
+            return base
+        return base.model_copy(
+            update={name: getattr(given, name) for name in given.model_fields_set}
+        )
+
+    def applied_to(self, settings: Settings) -> Settings:
+        """`settings` with these options in place of the KIKI_* values they stand for, for
+        code that reads one Settings (channels, the studio, the automation actor)."""
+        update = {name: getattr(self, field) for field, name in self.settings_fields.items()}
+        return settings.model_copy(update=update)
+
+    @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         """The options as a local run's settings give them."""
         return cls.model_validate(

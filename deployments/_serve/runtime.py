@@ -43,6 +43,7 @@ class ServiceRuntime:
         self.settings = settings or get_settings()
         # The app's own options, validated by its builder (serve_config.yaml `args:`).
         self.args = args
+        self._args_resolved = False
         # The app's clients and use cases, made once per replica by its startup hook.
         self.context: object | None = None
         self._pool: asyncpg.Pool | None = None
@@ -57,13 +58,15 @@ class ServiceRuntime:
         self.started = time.monotonic()
 
     def args_as(self, kind: type[A]) -> A:
-        """The app's options: as its builder validated them under Serve, or, hosted outside
-        Serve (tests, benchmarks), as this process's KIKI_* settings give them."""
-        if self.args is None:
-            self.args = kind.from_settings(self.settings)
-        if not isinstance(self.args, kind):
+        """The app's options in force: those its builder was given (serve_config.yaml
+        `args:`), the rest from this replica's KIKI_* settings (all of them when hosted
+        outside Serve: tests, benchmarks)."""
+        if self.args is not None and not isinstance(self.args, kind):
             raise RuntimeError(f"{self.service} was built with {type(self.args).__name__}")
-        return self.args
+        if not self._args_resolved:
+            self.args = kind.resolve(self.args, self.settings)
+            self._args_resolved = True
+        return self.args  # type: ignore[return-value]
 
     def context_as(self, kind: type[C]) -> C:
         if not isinstance(self.context, kind):
@@ -175,5 +178,5 @@ def runtime_for(service: str, args: BaseModel | None = None) -> ServiceRuntime:
     if service not in _runtimes:
         _runtimes[service] = ServiceRuntime(service)
     if args is not None:
-        _runtimes[service].args = args
+        _runtimes[service].args, _runtimes[service]._args_resolved = args, False
     return _runtimes[service]

@@ -50,8 +50,7 @@ class CreativeGenerator:
 
     def __init__(self, args: CreateArgs | None = None) -> None:
         settings = get_settings()
-        args = args or CreateArgs.from_settings(settings)
-        self.studio = Studio.load(args.over(settings))
+        self.studio = Studio.load(CreateArgs.resolve(args, settings).applied_to(settings))
         self._lock = asyncio.Lock()
 
     async def make(self, job: Job) -> Batch:

@@ -62,12 +62,6 @@ class CreateArgs(AppArgs):
     def _empty_path_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    def over(self, settings: Settings) -> Settings:
-        """`settings` with these options in place of the KIKI_* ones: the studio reads them
-        from its settings."""
-        update = {name: getattr(self, field) for field, name in self.settings_fields.items()}
-        return settings.model_copy(update=update)
-
 
 class CreateMetrics:
     """Generation latency, queue depth and images generated, recorded twice: in this

@@ -21,7 +21,6 @@ from actors.engage import engage_automation
 from deployments._serve import AppArgs, ServiceRuntime, create_service_api, plain_ingress
 from deployments.engage import churn, crm, messaging, rules, segments
 from deployments.engage.context import EngageContext
-from kiki.config import Settings
 from kiki.engage import registry
 from kiki.engage.churn import TrainedChurnModel
 from kiki.model_registry import LoadCheck
@@ -58,13 +57,6 @@ class EngageArgs(AppArgs):
             "fcm_project_id", "fcm_base_url",
         )
     }  # fmt: skip
-
-    def applied_to(self, settings: Settings) -> Settings:
-        """`settings` with these options in place of the KIKI_* values they stand for: the
-        channels and the automation actor (shared with `kiki engage` commands) read them
-        from one Settings, the secrets included."""
-        update = {name: getattr(self, field) for field, name in self.settings_fields.items()}
-        return settings.model_copy(update=update)
 
 
 def _start(app: FastAPI, runtime: ServiceRuntime) -> EngageContext:

@@ -151,3 +151,18 @@ def test_each_app_is_built_from_typed_args_that_a_local_run_fills_from_settings(
         serve_config.local_args(flow, {"shards": 0}, Settings())
     with pytest.raises(ConfigError, match="args: tick_spead"):
         serve_config.local_args(flow, {"tick_spead": 1}, Settings())
+
+
+def test_the_yaml_args_are_valid_and_win_only_where_they_are_named(config: dict) -> None:
+    """A replica's options: those `args:` names, the rest from its node's KIKI_* settings."""
+    for app in config["applications"]:
+        kind = serve_config.args_type(app["import_path"])
+        assert kind is not None, app["name"]
+        kind.model_validate(app.get("args") or {})
+    flow = next(a for a in config["applications"] if a["name"] == "flow")
+    kind = serve_config.args_type(flow["import_path"])
+    given = kind.given({"tick_s": 1.5})
+    node = Settings(flow_tick_s=9.0, flow_shards=3)
+    resolved = kind.resolve(given, node)
+    assert (resolved.tick_s, resolved.shards) == (1.5, 3)
+    assert kind.given({}) is None and kind.resolve(None, node).tick_s == 9.0
