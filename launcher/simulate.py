@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from benchmarks.pacing import SimulationOptions, summaries
-from benchmarks.simulate import run_simulation, table, write_chart
+from benchmarks.pacing import SimulationOptions
+from benchmarks.simulate import report, run_simulation, table, write_chart
 from kiki.flow.connectors.base import PLATFORMS
 from launcher.exits import fail, settings_or_exit
 
@@ -110,21 +110,4 @@ def simulate(
         click.echo(json.dumps({**result.to_json(), "chart": str(chart)}))
         return
     click.echo(table(result))
-    summary = result.to_json()
-    click.echo(
-        f"\n{result.ticks} ticks, {result.decisions:,} decisions in {result.wall_s:.1f}s wall "
-        f"({summary['decisions_per_s']:,} decisions/s logged; audit rows {result.audit_rows:,})"
-        f"\ntick ms p50 {summary['tick_ms']['p50']} p99 {summary['tick_ms']['p99']} "
-        f"max {summary['tick_ms']['max']}; mean per phase {summary['phases_ms']}"
-        + "".join(
-            f"\n{name}: {s.campaigns} campaigns, overspend {s.overspend_micros / 1e6:,.2f}, "
-            f"utilisation {s.utilisation:.1%} (median {s.utilisation_median:.1%}, "
-            f"{s.at_least_98pct} >= 98 %), max pacing error median "
-            f"{s.pacing_error_median:.2%} p90 {s.pacing_error_p90:.2%} max "
-            f"{s.pacing_error_max:.2%} ({s.within_2pct} <= 2 %)"
-            for name, s in summaries(result.campaigns).items()
-            if s is not None
-        )
-        + f"\nrefused pushes (ticks) {result.refused or 'none'}; chart {chart}; "
-        f"tenant {result.tenant_id}"
-    )
+    click.echo(report(result, chart))
