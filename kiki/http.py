@@ -45,9 +45,6 @@ class ServiceSettings(BaseModel):
 
     base_url: str = Field(description="scheme and host of the API, e.g. a local fake in tests")
     timeout_s: float = Field(30.0, gt=0, description="per HTTP call")
-    default_retry_after_s: float = Field(
-        60.0, gt=0, description="wait reported when the service throttles without saying how long"
-    )
 
     @field_validator("base_url")
     @classmethod
@@ -136,6 +133,8 @@ class HttpService(Generic[S]):
     """
 
     credential_hint: str = "its credentials"
+    # The wait reported when the service throttles without saying how long.
+    default_retry_after_s: float = 60.0
 
     def __init__(self, client: httpx.AsyncClient, settings: S, clock: Clock | None = None) -> None:
         self._client = client
@@ -288,6 +287,6 @@ class HttpService(Generic[S]):
             try:
                 when = parsedate_to_datetime(header)
             except (TypeError, ValueError):
-                return self._settings.default_retry_after_s
+                return self.default_retry_after_s
             return max(0.0, (when - self._clock.now()).total_seconds())
-        return self._settings.default_retry_after_s
+        return self.default_retry_after_s

@@ -15,6 +15,7 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any, ClassVar, TypeVar
 
 import httpx
+from pydantic import Field
 
 from kiki.clock import Clock
 from kiki.errors import ConfigError, InvalidInput
@@ -27,6 +28,10 @@ T = TypeVar("T")
 
 class PlatformSettings(ServiceSettings):
     """Where a platform's API lives and how long to wait for it; each platform adds credentials."""
+
+    default_retry_after_s: float = Field(
+        60.0, gt=0, description="wait reported when the platform throttles without saying how long"
+    )
 
 
 # --- money ------------------------------------------------------------------------------------
@@ -111,6 +116,7 @@ class HttpConnector(HttpService[S], PlatformConnector):
                 f"got {type(settings).__name__}"
             )
         super().__init__(client, settings, clock)
+        self.default_retry_after_s = settings.default_retry_after_s
 
     def _service(self) -> str:
         return self.platform
