@@ -20,8 +20,17 @@ T = TypeVar("T")
 
 
 def refuse_nul(value: str) -> str:
+    """Text PostgreSQL can store: no NUL, and no unpaired surrogate (JSON's `\\ud800` escapes
+    decode to one; it has no UTF-8 form, so the driver cannot send it)."""
     if NUL in value:
         raise ValueError(NUL_MESSAGE)
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(
+            "must be valid Unicode: it holds an unpaired surrogate (an escape such as \\ud800 "
+            "without its pair); send the character itself or a complete pair"
+        ) from None
     return value
 
 

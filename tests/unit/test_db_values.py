@@ -40,3 +40,15 @@ def test_everything_else_passes_unchanged() -> None:
         "config": {"a": [1, "x", None, {"b": True}]},
         "version": INT4_MAX,
     }
+
+
+def test_text_with_an_unpaired_surrogate_is_refused() -> None:
+    """The fuzz sent `"\\udae2"` in a billable metric's field_name: valid JSON, but no UTF-8
+    form, so the database driver failed on it (a 500)."""
+
+    class Body(BaseModel):
+        name: PgText
+
+    with pytest.raises(ValidationError, match="unpaired surrogate"):
+        Body(name="a\udae2b")
+    assert Body(name="ok \U0001f600").name == "ok \U0001f600"  # a real pair is fine
