@@ -195,23 +195,12 @@ def replay_pacing(
     moments: list[datetime] = []
     spent: list[np.ndarray] = []
     reachable: list[np.ndarray] = []
-    campaign_count = len(campaigns)
+    nothing_offered = np.zeros(len(campaigns), dtype=np.int64)
     for k in range(int(np.ceil(options.hours * 3600 / options.tick_s)) + 1):
         now = start + k * tick
-        offered = np.zeros(campaign_count, dtype=np.int64)
+        offered = nothing_offered
         if k:
-            delivered = exchange.run(now - tick, options.tick_s, engine.pool_cap)
-            offered = sum_micros_by(
-                engine.unit_campaign, delivered.reachable_micros, campaign_count
-            )
-            leases.spend(
-                engine.observe(
-                    delivered.spend_micros,
-                    delivered.clicks,
-                    delivered.conversions,
-                    delivered.value_micros,
-                )
-            )
+            offered = _deliver(exchange, engine, leases, now - tick, options.tick_s)
         plan = engine.decide(now, now + tick, none)
         renewals = leases.renewals(
             k, plan.reserve, plan.live[pool_campaign], engine.budget - engine.spent
@@ -241,6 +230,20 @@ def replay_pacing(
         )
         for i, c in enumerate(campaigns)
     ]
+
+
+def _deliver(
+    exchange: SandboxExchange, engine: BidEngine, leases: LeaseBook, since: datetime, tick_s: float
+) -> np.ndarray:
+    """One interval's auctions, spent from the leases; returns what the market offered each
+    campaign at the goal's highest bids."""
+    delivered = exchange.run(since, tick_s, engine.pool_cap)
+    leases.spend(
+        engine.observe(
+            delivered.spend_micros, delivered.clicks, delivered.conversions, delivered.value_micros
+        )
+    )
+    return sum_micros_by(engine.unit_campaign, delivered.reachable_micros, len(engine.campaigns))
 
 
 def _execute(ledger: BudgetBook, ops: list[BudgetOp], now: datetime) -> list[OpResult]:

@@ -223,6 +223,29 @@ async def _finish(
     return MessageRecord(**dict(row))
 
 
+async def _earlier(
+    conn: asyncpg.Connection, tenant_id: UUID, key: str, request: MessageRequest
+) -> MessageRecord | None:
+    """The message an earlier request with this idempotency key logged; the key reused for
+    another message is a conflict."""
+    existing = await conn.fetchrow(
+        f"""SELECT {_MESSAGE_COLUMNS} FROM engage_messages
+            WHERE tenant_id = $1 AND idempotency_key = $2""",
+        tenant_id, key,
+    )  # fmt: skip
+    if existing is None:
+        return None
+    same = (existing["customer_id"], existing["channel"], existing["template"]) == (
+        request.customer_id, request.channel, request.template,
+    )  # fmt: skip
+    if not same:
+        raise Conflict(
+            f"idempotency key {key!r} was used for another message "
+            f"({existing['channel']} {existing['template']} to {existing['customer_id']})"
+        )
+    return MessageRecord(**dict(existing))
+
+
 async def send_message(
     pool: asyncpg.Pool,
     tenant_id: UUID,
@@ -246,24 +269,10 @@ async def send_message(
             "SELECT pg_advisory_xact_lock(hashtext('engage:' || $1::text || ':' || $2))",
             str(tenant_id), request.customer_id,
         )  # fmt: skip
-        existing = await conn.fetchrow(
-            f"""SELECT {_MESSAGE_COLUMNS} FROM engage_messages
-                WHERE tenant_id = $1 AND idempotency_key = $2""",
-            tenant_id, key,
-        )  # fmt: skip
-        retry_of = None
-        if existing is not None:
-            same = (existing["customer_id"], existing["channel"], existing["template"]) == (
-                request.customer_id, request.channel, request.template,
-            )  # fmt: skip
-            if not same:
-                raise Conflict(
-                    f"idempotency key {key!r} was used for another message "
-                    f"({existing['channel']} {existing['template']} to {existing['customer_id']})"
-                )
-            if existing["status"] != "failed":
-                return MessageRecord(**dict(existing)), False
-            retry_of = existing["message_id"]
+        existing = await _earlier(conn, tenant_id, key, request)
+        if existing is not None and existing.status != "failed":
+            return existing, False
+        retry_of = existing.message_id if existing is not None else None
         now: datetime = await conn.fetchval("SELECT now()")
         reason = await _refusal(conn, tenant_id, request, profile, caps, now)
         if reason is None and request.channel not in channels:
