@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # pip on this machine warns about every missing local mirror entry; keep its real output.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: run test lint unit integration e2e bench protos clean
+.PHONY: run test lint unit integration e2e cluster bench protos clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 run: $(STAMP)
 	$(VENV)/bin/kiki up
 
+# tests/cluster starts Ray clusters of its own: a pytest process of its own, after the rest.
 test: lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --ignore=tests/cluster
+	$(PY) -m pytest tests/cluster
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -40,6 +42,9 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	$(PY) -m pytest tests/e2e -q
+
+cluster: $(STAMP)
+	$(PY) -m pytest tests/cluster -q
 
 bench: $(STAMP)
 	$(VENV)/bin/kiki bench shield
