@@ -18,6 +18,7 @@ import httpx
 import ray
 
 from actors.resilience import Supervisor, command
+from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
 from kiki.db.pool import create_pool
 from kiki.engage import messaging
@@ -65,6 +66,7 @@ class EngageAutomationShell:
                 configured_channels(s, self._client, self._pool),
                 messaging.Caps(per_day=s.engage_cap_per_day, per_week=s.engage_cap_per_week),
                 datetime.now(UTC).date(),
+                ArtifactStore.from_settings(s),
             )
         self.rounds += 1
         summary = {

@@ -24,6 +24,7 @@ import grpc
 from benchmarks.common import Result, percentiles
 from benchmarks.http import Load
 from benchmarks.serving import BENCH_ENV, local_serve, uvicorn_app
+from kiki.artifacts import ArtifactStore
 from kiki.auth import create_api_key
 from kiki.value import drift, registry, transactions
 from kiki.value.cdnow import load_cdnow
@@ -55,7 +56,8 @@ async def prepare(url: str, folder: Path) -> str:
     rows = transactions.from_frame(frame, "cdnow-")
     fit = examples(frame, date(1997, 6, 30), 90)
     model = train_ziln(fit.features, fit.labels, ZILNConfig(hidden=(32,), max_epochs=5), seed=0)
-    model.save(folder)
+    store = ArtifactStore(url=folder.parent.as_uri(), cache_dir=folder.parent / "cache")
+    url = store.put_folder(model.save(folder), "ltv")
     reference = drift.profile(fit.features, model.predict(fit.features)["expected"])
     conn = await asyncpg.connect(url)
     try:
@@ -71,7 +73,7 @@ async def prepare(url: str, folder: Path) -> str:
             calibration_end=date(1997, 6, 30),
             horizon_days=90,
             data_window={},
-            artifact_path=str(folder),
+            artifact_url=url,
             reference={k: v.model_dump() for k, v in reference.items()},
         )
         await registry.promote(conn, tenant.id, record.version)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kiki.artifacts import url_problem
 from kiki.errors import ConfigError
 
 SERVICES: tuple[str, ...] = ("value", "shield", "flow", "create", "engage", "billing")
@@ -40,6 +41,14 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".kiki"), description="state folder: embedded PostgreSQL, logs, keys")
     database_url: str | None = Field(
         None, description="postgresql://user:pass@host:port/db; unset = embedded PostgreSQL"
+    )
+    artifacts_url: str | None = Field(
+        None,
+        description="where model weights, Tune results, creative images and plots are kept: "
+        "file:///path or s3://bucket/prefix; unset = file://$KIKI_HOME/artifacts (one machine)",
+    )
+    artifacts_endpoint_url: str | None = Field(
+        None, description="endpoint of an S3-compatible store that is not AWS (MinIO, Ceph ...)"
     )
     pg_port: int = Field(5433, ge=1, le=65535, description="embedded PostgreSQL TCP port")
     db_pool_min: int = Field(1, ge=0, le=100)
@@ -175,6 +184,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must start with postgresql:// (e.g. postgresql://kiki:secret@localhost:5432/kiki)"
             )
+        return value
+
+    @field_validator("artifacts_url", "artifacts_endpoint_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _check_artifacts_url(cls, value: str | None) -> str | None:
+        if value is not None and (problem := url_problem(value)):
+            raise ValueError(problem)
         return value
 
     @field_validator("creative_model", "image_safety_model", mode="before")

@@ -32,14 +32,14 @@ class ModelRecord(BaseModel):
     calibration_end: date
     horizon_days: int
     data_window: dict[str, Any]
-    artifact_path: str
+    artifact_url: str
     reference: dict[str, Any]
     created_at: datetime
     promoted_at: datetime | None
 
 
 _COLUMNS = """version, status, traffic_percent, metrics, feature_schema, config, calibration_end,
-    horizon_days, data_window, artifact_path, reference, created_at, promoted_at"""
+    horizon_days, data_window, artifact_url, reference, created_at, promoted_at"""
 _JSON = ("metrics", "feature_schema", "config", "data_window", "reference")
 
 
@@ -70,7 +70,7 @@ class ModelRegistry:
         calibration_end: date,
         horizon_days: int,
         data_window: dict[str, Any],
-        artifact_path: str,
+        artifact_url: str,
         reference: dict[str, Any] | None = None,
     ) -> ModelRecord:
         """Record a trained model as the tenant's next version (status `registered`)."""
@@ -82,7 +82,7 @@ class ModelRegistry:
             )
             row = await conn.fetchrow(
                 f"""INSERT INTO {self.table} (tenant_id, version, metrics, feature_schema,
-                        config, calibration_end, horizon_days, data_window, artifact_path,
+                        config, calibration_end, horizon_days, data_window, artifact_url,
                         reference)
                     SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9
                     FROM {self.table} WHERE tenant_id = $1
@@ -94,7 +94,7 @@ class ModelRegistry:
                 calibration_end,
                 horizon_days,
                 json.dumps(data_window),
-                artifact_path,
+                artifact_url,
                 json.dumps(reference or {}),
             )
         return _record(row)
@@ -131,10 +131,10 @@ class ModelRegistry:
     async def serving_everywhere(self, conn: asyncpg.Connection) -> list[tuple[UUID, int, str]]:
         """(tenant, version, artifact path) of every version that serves, across tenants."""
         rows = await conn.fetch(
-            f"""SELECT tenant_id, version, artifact_path FROM {self.table}
+            f"""SELECT tenant_id, version, artifact_url FROM {self.table}
                 WHERE status IN ('production', 'candidate') ORDER BY tenant_id, version"""
         )
-        return [(r["tenant_id"], r["version"], r["artifact_path"]) for r in rows]
+        return [(r["tenant_id"], r["version"], r["artifact_url"]) for r in rows]
 
     async def production(self, conn: asyncpg.Connection, tenant_id: UUID) -> ModelRecord | None:
         return (await self.serving(conn, tenant_id))[0]

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import asyncpg
 import click
 import httpx
-import pandas as pd
 from pydantic import BaseModel
 
 from kiki.auth import Tenant, ensure_tenant
@@ -36,12 +35,12 @@ from launcher.value_cli import (
     SEED_OPTION,
     TENANT_OPTION,
     TRIALS_OPTION,
-    TrainingRun,
     registry_commands,
     train,
     train_and_register,
     with_tenant,
 )
+from training.families import CHURN, TrainOptions
 
 T = TypeVar("T")
 
@@ -72,25 +71,13 @@ def train_churn_command(
     tenant: str | None,
 ) -> None:
     """Search XGBoost settings with Ray Tune on the tenant's purchases up to
-    --calibration-end, fit the best, and register it as the next churn model version."""
-    from training.churn import train_churn
-
-    def fit(history: pd.DataFrame, cut: date) -> Any:
-        return train_churn(
-            history, cut, horizon_days, trials, seed, rounds, cpus_per_trial=cpus_per_trial
-        )
-
+    --calibration-end, fit the best, and register it as the next churn model version (its
+    files in the artifact store). Runs on the Ray cluster RAY_ADDRESS names, else locally."""
     train_and_register(
-        TrainingRun(registry.CHURN_MODELS, "churn-", "kiki engage promote"),
+        CHURN,
         tenant,
         calibration_end.date(),
-        horizon_days,
-        trials,
-        fit,
-        lambda r: {
-            "feature_schema": list(r.model.meta.feature_names),
-            "config": {**r.config.model_dump(), "seed": seed, "trials": trials},
-        },
+        TrainOptions(horizon_days, trials, seed, rounds, cpus_per_trial),
         promote,
     )
 

@@ -10,6 +10,7 @@ import asyncpg
 import click
 import httpx
 
+from kiki.artifacts import ArtifactStore
 from kiki.auth import Tenant
 from kiki.config import load_settings
 from kiki.engage import messaging, retention
@@ -116,8 +117,9 @@ def rules_run(
         pool: asyncpg.Pool, owner: Tenant
     ) -> tuple[list[retention.RunResult], list[str]]:
         async with httpx.AsyncClient() as client:
+            channels = configured_channels(settings, client, pool)
             return await retention.run_rules(
-                pool, owner.id, configured_channels(settings, client, pool), caps, day,
+                pool, owner.id, channels, caps, day, ArtifactStore.from_settings(settings),
                 dry_run=dry_run, rule_ids=list(rule_ids) or None,
             )  # fmt: skip
 

@@ -11,6 +11,7 @@ import click
 
 from benchmarks.pacing import SimulationOptions
 from benchmarks.simulate import report, run_simulation, table, write_chart
+from kiki.artifacts import ArtifactStore
 from kiki.flow.connectors.base import PLATFORMS
 from launcher.exits import fail, settings_or_exit
 
@@ -79,8 +80,9 @@ def simulate(
     utilisation, max pacing error, overspend, ROAS and the market's shortfall (how far behind
     even a bidder seeing every auction would have been at the bids the goal allowed; the
     "demand_allowed" summary is over campaigns with at most 2 %), the loop's decisions/s and
-    tick latency, and write a chart. Decisions go to the platform's database under a new tenant
-    `sim-<id>` and to decision logs under KIKI_HOME/logs."""
+    tick latency, and write a chart (here and in the artifact store). Decisions go to the
+    platform's database under a new tenant `sim-<id>` and to decision logs under
+    KIKI_HOME/logs."""
     from pydantic import ValidationError
 
     from benchmarks.serving import local_ray
@@ -106,8 +108,13 @@ def simulate(
     with database(settings) as url, local_ray("kiki-simulate"):
         result = asyncio.run(run_simulation(url, options, log_dir, shards))
     write_chart(result, chart)
+    # Kept beside the run's decisions, where any node (and the console) can read it.
+    stored = ArtifactStore.from_settings(settings).put_bytes(
+        f"simulations/{result.tenant_id}.png", chart.read_bytes()
+    )
     if as_json:
-        click.echo(json.dumps({**result.to_json(), "chart": str(chart)}))
+        click.echo(json.dumps({**result.to_json(), "chart": str(chart), "chart_url": stored}))
         return
     click.echo(table(result))
     click.echo(report(result, chart))
+    click.echo(f"chart kept in the artifact store: {stored}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +13,8 @@ import asyncpg
 import click
 import pandas as pd
 
+from benchmarks.serving import local_ray
+from kiki.artifacts import ArtifactStore
 from kiki.auth import Tenant, ensure_tenant
 from kiki.config import Settings, load_settings
 from kiki.db.pool import connect
@@ -20,6 +22,14 @@ from kiki.errors import InvalidInput
 from kiki.model_registry import ModelRecord, ModelRegistry
 from kiki.value import registry, transactions
 from launcher.platform import database
+from training.families import (
+    LTV,
+    MIN_CUSTOMERS,
+    Family,
+    TrainOptions,
+    customers_by,
+    register_trained,
+)
 
 T = TypeVar("T")
 TENANT_OPTION = click.option(
@@ -230,100 +240,72 @@ def train_ltv_command(
     tenant: str | None,
 ) -> None:
     """Search ZILN hyper-parameters with Ray Tune on the tenant's purchases up to
-    --calibration-end, fit the best, and register it as the next model version."""
-    from training.ltv import train_ltv
-
-    def fit(history: pd.DataFrame, cut: date) -> Any:
-        return train_ltv(
-            history, cut, horizon_days, trials, seed, max_epochs, cpus_per_trial=cpus_per_trial
-        )
-
+    --calibration-end, fit the best, and register it as the next model version (its files in
+    the artifact store). Runs on the Ray cluster RAY_ADDRESS names, else on a local Ray."""
     train_and_register(
-        TrainingRun(registry.LTV_MODELS, "", "kiki models promote"),
+        LTV,
         tenant,
         calibration_end.date(),
-        horizon_days,
-        trials,
-        fit,
-        lambda r: {
-            "feature_schema": list(r.model.feature_names),
-            "config": {**r.config.model_dump(), "currency": "USD", "seed": seed, "trials": trials},
-            "reference": {k: v.model_dump() for k, v in r.reference.items()},
-        },
+        TrainOptions(horizon_days, trials, seed, max_epochs, cpus_per_trial),
         promote,
     )
 
 
-@dataclass(frozen=True)
-class TrainingRun:
-    """Where a `kiki train` command registers its model and how it names the result."""
+@contextmanager
+def training_ray(settings: Settings) -> Iterator[str]:
+    """The cluster RAY_ADDRESS names, as a connected driver (Tune places trials wherever the
+    cluster has room); else a Ray for this command alone. Yields where trials run."""
+    import ray
 
-    models: ModelRegistry
-    folder_prefix: str  # of the model's folder under $KIKI_HOME/models/<tenant>/
-    promote_command: str
+    if not settings.ray_address:
+        with local_ray("kiki-train"):
+            yield "a local Ray"
+        return
+    ArtifactStore.for_cluster(settings)  # trials on other nodes must reach the results
+    ray.init(address=settings.ray_address, namespace="kiki-train", log_to_driver=False)
+    try:
+        yield f"the Ray cluster at {settings.ray_address}"
+    finally:
+        ray.shutdown()
 
 
 def train_and_register(
-    run: TrainingRun,
-    tenant: str | None,
-    cut: date,
-    horizon_days: int,
-    trials: int,
-    fit: Callable[[pd.DataFrame, date], Any],
-    registration: Callable[[Any], dict[str, Any]],
-    promote: bool,
+    family: Family, tenant: str | None, cut: date, options: TrainOptions, promote: bool
 ) -> None:
-    """Read the tenant's purchases, `fit(history, cut)` on a local Ray (the result has
-    `model.save`, `metrics`, `data_window`, `seconds`), save the model, register it with
-    `registration(result)`'s fields, and promote it when asked."""
-    import uuid
-
-    from benchmarks.serving import local_ray
-
+    """Read the tenant's purchases, train on Ray (search and final fit, see `training_ray`),
+    save the model to the artifact store, register it, and promote it when asked."""
     settings = load_settings()
+    store = ArtifactStore.from_settings(settings)
 
     async def read(conn: asyncpg.Connection, owner: Tenant) -> tuple[Tenant, pd.DataFrame]:
         # Everything loaded: training sees only up to the cut, later days (if any) score it.
         return owner, await transactions.history(conn, owner.id, datetime.now(UTC))
 
     owner, history = with_tenant(settings, tenant, read)
-    known = history[history["ts"] <= pd.Timestamp(transactions.end_of(cut)).tz_localize(None)]
-    customers = known["customer_id"].nunique()
-    if customers < 50:
+    customers = customers_by(history, cut)
+    if customers < MIN_CUSTOMERS:
         raise InvalidInput(
             f"tenant {owner.name} has {customers} customers with purchases by {cut}; load more "
             "data first (`kiki ingest transactions` or `kiki demo load cdnow`)"
         )
-    click.echo(
-        f"training on {len(known):,} purchases of {customers:,} customers up to {cut}, "
-        f"{trials} Ray Tune trials ..."
-    )
-    with local_ray("kiki-train"):
-        result = fit(history, cut)
-    folder = (
-        Path(settings.home).resolve() / "models" / owner.name
-        / f"{run.folder_prefix}{uuid.uuid4().hex}"
-    )  # fmt: skip
-    result.model.save(folder)
+    purchases = int((history["ts"] < pd.Timestamp(cut) + pd.Timedelta(days=1)).sum())
+    with training_ray(settings) as where:
+        click.echo(
+            f"training on {purchases:,} purchases of {customers:,} customers up to {cut}, "
+            f"{options.trials} Ray Tune trials on {where} ..."
+        )
+        result = family.train(history, cut, options, store)
 
     async def record(conn: asyncpg.Connection, me: Tenant) -> ModelRecord:
-        saved = await run.models.register(
-            conn,
-            me.id,
-            metrics=result.metrics,
-            calibration_end=cut,
-            horizon_days=horizon_days,
-            data_window=result.data_window,
-            artifact_path=str(folder),
-            **registration(result),
-        )
-        return await run.models.promote(conn, me.id, saved.version) if promote else saved
+        saved = await register_trained(conn, store, family, me.id, result, cut, options)
+        return await family.models.promote(conn, me.id, saved.version) if promote else saved
 
     saved = with_tenant(settings, owner.name, record)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if isinstance(v, float))
     click.echo(
-        f"registered {run.models.noun} version {saved.version} ({saved.status}) in "
-        f"{result.seconds:.0f}s: {shown} [{result.metrics['evaluated_on']}]"
+        f"registered {family.models.noun} version {saved.version} ({saved.status}) in "
+        f"{result.seconds:.0f}s: {shown} [{result.metrics['evaluated_on']}]\n"
+        f"    files: {saved.artifact_url}"
     )
     if not promote:
-        click.echo(f"serve it with `{run.promote_command} {saved.version}`")
+        click.echo(f"serve it with `{family.promote_command} {saved.version}`")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import message_from_bytes
@@ -13,9 +14,17 @@ from typing import Any
 
 import pytest
 
+from kiki.artifacts import ArtifactStore
+from kiki.config import Settings
 from kiki.db.embedded import free_port
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def store_in(settings: Settings, folder: Path, kind: str) -> str:
+    """A saved model folder put into the artifact store of `settings`, as `kiki train` does;
+    its URL."""
+    return ArtifactStore.from_settings(settings).put_folder(folder, kind)
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +40,46 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = server.start()
     try:
         yield url
+    finally:
+        server.stop()
+
+
+@dataclass
+class S3Server:
+    """A real S3 endpoint on 127.0.0.1 (moto's server) with one empty bucket per test."""
+
+    endpoint_url: str
+
+    def bucket(self) -> str:
+        import boto3
+
+        name = f"kiki-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=self.endpoint_url).create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        import boto3
+
+        pages = boto3.client("s3", endpoint_url=self.endpoint_url).get_paginator("list_objects_v2")
+        return [o["Key"] for p in pages.paginate(Bucket=bucket, Prefix=prefix)
+                for o in p.get("Contents", [])]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server for the session; any key id and secret will do, so the AWS variables
+    are set for this process and the Ray workers it starts."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="kiki-test", AWS_SECRET_ACCESS_KEY="kiki-test",
+        AWS_DEFAULT_REGION="us-east-1",
+    )  # fmt: skip
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Server(f"http://127.0.0.1:{port}")
     finally:
         server.stop()
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import xgboost as xgb
 from ray import tune
 
+from kiki.artifacts import ArtifactStore
 from kiki.engage.churn import (
     ChurnConfig,
     TrainedChurnModel,
@@ -80,7 +80,7 @@ def search(
     trials: int,
     seed: int = 0,
     rounds: int = 300,
-    storage: Path | None = None,
+    storage: ArtifactStore | None = None,
     cpus_per_trial: float | None = None,
 ) -> ChurnConfig:
     """The tree settings with the lowest validation log loss; no trial sees a day after
@@ -122,6 +122,7 @@ def train_churn(
     seed: int = 0,
     rounds: int = 300,
     cpus_per_trial: float | None = None,
+    storage: ArtifactStore | None = None,
 ) -> TrainedChurn:
     """Search, then fit on every window up to calibration_end. Metrics come from the
     horizon after calibration_end when the data has it, else from the last labelled window
@@ -131,34 +132,13 @@ def train_churn(
     calibration = transactions[transactions["ts"].dt.normalize() <= cut]
     config = search(
         calibration, calibration_end, horizon_days, trials, seed, rounds,
-        cpus_per_trial=cpus_per_trial,
+        storage=storage, cpus_per_trial=cpus_per_trial,
     )  # fmt: skip
     model = fit_churn_model(calibration, calibration_end, config, seed)
-    holdout_end = calibration_end + timedelta(days=horizon_days)
-    if transactions["ts"].max() >= pd.Timestamp(holdout_end):
-        scored, evaluated_on = (
-            model.inputs(calibration, calibration_end, horizon_days),
-            f"holdout {calibration_end} .. {holdout_end}",
-        )
-        outcomes = transactions
-    else:
-        start = calibration_end - timedelta(days=horizon_days)
-        scored = model.inputs(calibration, start, horizon_days)
-        evaluated_on, outcomes = f"training window {start} .. {calibration_end}", calibration
-    labels = churned(outcomes, scored)
-    p = model.predict(scored)
-    metrics: dict[str, Any] = {
-        "roc_auc": roc_auc(labels, p),
-        "pr_auc": pr_auc(labels, p),
-        "brier": brier(labels, p),
-        "calibration_error": calibration_error(calibration_table(labels, p)),
-        "churn_rate": float(labels.mean()),
-        "evaluated_on": evaluated_on,
-    }
     return TrainedChurn(
         model=model,
         config=config,
-        metrics=metrics,
+        metrics=evaluate_churn(model, transactions, calibration_end, horizon_days),
         data_window={
             "first_purchase": transactions["ts"].min().date().isoformat(),
             "calibration_end": calibration_end.isoformat(),
@@ -168,3 +148,30 @@ def train_churn(
         trials=trials,
         seconds=round(time.perf_counter() - started, 1),
     )
+
+
+def evaluate_churn(
+    model: TrainedChurnModel, transactions: pd.DataFrame, calibration_end: date, horizon_days: int
+) -> dict[str, Any]:
+    """The model's metrics on the `horizon_days` after `calibration_end` when the data has
+    them (who bought again, which it never saw), else on the last labelled window before it,
+    which a model trained to that day has seen (`evaluated_on` says which)."""
+    calibration = transactions[transactions["ts"].dt.normalize() <= pd.Timestamp(calibration_end)]
+    holdout_end = calibration_end + timedelta(days=horizon_days)
+    if transactions["ts"].max() >= pd.Timestamp(holdout_end):
+        scored = model.inputs(calibration, calibration_end, horizon_days)
+        evaluated_on, outcomes = f"holdout {calibration_end} .. {holdout_end}", transactions
+    else:
+        start = calibration_end - timedelta(days=horizon_days)
+        scored = model.inputs(calibration, start, horizon_days)
+        evaluated_on, outcomes = f"training window {start} .. {calibration_end}", calibration
+    labels = churned(outcomes, scored)
+    p = model.predict(scored)
+    return {
+        "roc_auc": roc_auc(labels, p),
+        "pr_auc": pr_auc(labels, p),
+        "brier": brier(labels, p),
+        "calibration_error": calibration_error(calibration_table(labels, p)),
+        "churn_rate": float(labels.mean()),
+        "evaluated_on": evaluated_on,
+    }

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from ray import tune
 
+from kiki.artifacts import ArtifactStore
 from kiki.value import drift
 from kiki.value.features import FEATURE_NAMES, compute_features
 from kiki.value.metrics import evaluate
@@ -66,7 +66,7 @@ def search(
     trials: int,
     seed: int = 0,
     max_epochs: int = 40,
-    storage: Path | None = None,
+    storage: ArtifactStore | None = None,
     cpus_per_trial: float | None = None,
 ) -> ZILNConfig:
     """The network settings with the lowest validation loss, each trial trained on data up to
@@ -104,6 +104,7 @@ def train_ltv(
     seed: int = 0,
     max_epochs: int = 40,
     cpus_per_trial: float | None = None,
+    storage: ArtifactStore | None = None,
 ) -> TrainedLTV:
     """Search, then fit the benchmark's model (an ensemble over stacked cuts, labels of
     `horizon_days`) on everything up to `calibration_end` and score as of that day. Metrics
@@ -113,7 +114,7 @@ def train_ltv(
     calibration = transactions[transactions["ts"] <= pd.Timestamp(calibration_end)]
     best = search(
         calibration, calibration_end, horizon_days, trials, seed, max_epochs,
-        cpus_per_trial=cpus_per_trial,
+        storage=storage, cpus_per_trial=cpus_per_trial,
     )  # fmt: skip
     config = LTVTrainingConfig(
         horizon_days=horizon_days, model=best.model_copy(update={"members": 3})
@@ -121,15 +122,7 @@ def train_ltv(
     model = fit_ltv_model(calibration, calibration_end, config, seed)
     now = compute_features(calibration, calibration_end)
     predicted = model.predict(now)["expected"]
-    holdout_end = calibration_end + timedelta(days=horizon_days)
-    if transactions["ts"].max() >= pd.Timestamp(holdout_end):
-        scored = examples(transactions, calibration_end, horizon_days)
-        evaluated_on = f"holdout {calibration_end} .. {holdout_end}"
-    else:
-        scored = examples(calibration, calibration_end - timedelta(days=horizon_days), horizon_days)
-        evaluated_on = f"training window {scored.as_of} .. {calibration_end}"
-    metrics: dict[str, Any] = evaluate(scored.labels, model.predict(scored.features)["expected"])
-    metrics["evaluated_on"] = evaluated_on
+    metrics = evaluate_ltv(model, transactions, calibration_end, horizon_days)
     first = transactions["ts"].min().date()
     return TrainedLTV(
         model=model,
@@ -145,6 +138,25 @@ def train_ltv(
         trials=trials,
         seconds=round(time.perf_counter() - started, 1),
     )
+
+
+def evaluate_ltv(
+    model: TrainedLTVModel, transactions: pd.DataFrame, calibration_end: date, horizon_days: int
+) -> dict[str, Any]:
+    """The model's metrics on the `horizon_days` after `calibration_end` when the data has
+    them (customers as of that day, spend it never saw), else on the last labelled window
+    before it, which a model trained to that day has seen (`evaluated_on` says which)."""
+    holdout_end = calibration_end + timedelta(days=horizon_days)
+    if transactions["ts"].max() >= pd.Timestamp(holdout_end):
+        scored = examples(transactions, calibration_end, horizon_days)
+        evaluated_on = f"holdout {calibration_end} .. {holdout_end}"
+    else:
+        calibration = transactions[transactions["ts"] <= pd.Timestamp(calibration_end)]
+        scored = examples(calibration, calibration_end - timedelta(days=horizon_days), horizon_days)
+        evaluated_on = f"training window {scored.as_of} .. {calibration_end}"
+    metrics: dict[str, Any] = evaluate(scored.labels, model.predict(scored.features)["expected"])
+    metrics["evaluated_on"] = evaluated_on
+    return metrics
 
 
 def feature_schema() -> list[str]:

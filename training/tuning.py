@@ -1,5 +1,6 @@
 """The one Ray Tune (ASHA) search both models use: trials sized to the CPUs the cluster has
-free, results kept under one storage folder, the best configuration handed back."""
+free and placed wherever it has room, results kept in the artifact store (so trials on any
+node write to the same place), the best configuration handed back."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
+
+if TYPE_CHECKING:
+    from kiki.artifacts import ArtifactStore
 
 MIN_TRIAL_CPUS = 0.1
 
@@ -46,12 +50,17 @@ def asha_search(
     grace_period: int,
     trials: int,
     name: str,
-    storage: Path | None = None,
+    storage: ArtifactStore | None = None,
     cpus_per_trial: float | None = None,
 ) -> dict[str, Any]:
     """Run `trials` samples of `space`, each `trainable(config, data)` reporting `metric`
     (lower is better) against `time_attr`; ASHA stops weak trials after `grace_period`.
-    Each trial's results stay under `storage` (result.json, progress.csv)."""
+    Each trial's results stay under the store's `tune/` (result.json, progress.csv); with no
+    store, under this machine's temporary folder."""
+    if storage is None:
+        path, filesystem = str(Path(tempfile.gettempdir()) / "kiki-tune"), None
+    else:
+        path, filesystem = storage.tune_storage()
     tuner = tune.Tuner(
         tune.with_resources(
             tune.with_parameters(trainable, data=data), {"cpu": trial_cpus(cpus_per_trial)}
@@ -66,7 +75,8 @@ def asha_search(
             ),
         ),
         run_config=tune.RunConfig(
-            storage_path=str(storage or Path(tempfile.gettempdir()) / "kiki-tune"),
+            storage_path=path,
+            storage_filesystem=filesystem,
             name=f"{name}-{int(time.time())}",
             verbose=0,
         ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
@@ -14,13 +15,14 @@ from pydantic import BaseModel
 from deployments._serve.metering import UsageMeter
 from deployments._serve.views import HealthReport
 from kiki import __version__
+from kiki.artifacts import ArtifactStore, Loadable
 from kiki.auth import ApiKeyCache, Tenant, authenticate, hash_api_key
 from kiki.clock import WallClock
 from kiki.config import Settings, get_settings
 from kiki.db.embedded import EmbeddedPostgres
 from kiki.db.pool import create_pool, redact
 from kiki.errors import KikiError, RateLimited
-from kiki.model_registry import LoadCheck
+from kiki.model_registry import LoadCheck, ModelRegistry
 from kiki.shield import RateLimiter
 
 if TYPE_CHECKING:
@@ -56,6 +58,11 @@ class ServiceRuntime:
         # What the app depends on besides the database (actors, models), by check name.
         self.probes: dict[str, Probe] = {}
         self.started = time.monotonic()
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        """Where this app reads and writes models and files (KIKI_ARTIFACTS_URL)."""
+        return ArtifactStore.from_settings(self.settings)
 
     def args_as(self, kind: type[A]) -> A:
         """The app's options in force: those its builder was given (serve_config.yaml
@@ -144,8 +151,10 @@ class ServiceRuntime:
             checks=checks,
         )
 
-    def watch_models(self, name: str, check: LoadCheck) -> None:
+    def watch_models(self, registry: ModelRegistry, kind: type[Loadable]) -> None:
         """Probe, on /health, that every serving version of a model family loads here."""
+        name = registry.table
+        check = LoadCheck(registry, partial(self.artifacts.load, kind=kind))
 
         async def probe() -> dict[str, str]:
             pool = await self.pool()

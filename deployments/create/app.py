@@ -70,7 +70,7 @@ class CreateIngress(ServiceIngress):
         runtime.context = CreateContext(
             args=runtime.args_as(CreateArgs),
             generator=generator,
-            files=store.CreativeFiles(runtime.settings.home),
+            files=store.CreativeFiles(runtime.artifacts, runtime.settings.home),
             metrics=CreateMetrics(),
             pool=runtime.pool,
             creatives_generated=runtime.meter(CREATIVES_GENERATED),

@@ -153,9 +153,8 @@ async def get_creative_image(
     creative_id: uuid.UUID, tenant: CurrentTenant, ctx: Context, conn: Connection
 ) -> Response:
     row = await store.get_creative(conn, tenant.id, creative_id)
-    path = ctx.files.path(row.image_path)
     return Response(
-        await asyncio.to_thread(path.read_bytes),
+        await asyncio.to_thread(ctx.files.read, row.image_url),
         media_type="image/png",
         headers={
             "ETag": f'"{row.image_sha256}"',

@@ -23,7 +23,6 @@ from deployments.engage import churn, crm, messaging, rules, segments
 from deployments.engage.context import EngageContext
 from kiki.engage import registry
 from kiki.engage.churn import TrainedChurnModel
-from kiki.model_registry import LoadCheck
 
 
 class EngageArgs(AppArgs):
@@ -62,7 +61,7 @@ class EngageArgs(AppArgs):
 def _start(app: FastAPI, runtime: ServiceRuntime) -> EngageContext:
     settings = runtime.args_as(EngageArgs).applied_to(runtime.settings)
     context = EngageContext.of(runtime.pool, settings, httpx.AsyncClient())
-    runtime.watch_models("churn_models", LoadCheck(registry.CHURN_MODELS, TrainedChurnModel.load))
+    runtime.watch_models(registry.CHURN_MODELS, TrainedChurnModel)
     if ray.is_initialized():  # under Serve; tests hosting the app in-process have no Ray
         context.automation = engage_automation(runtime.database_url, settings)
         context.automation.ready.remote()

@@ -12,6 +12,7 @@ from fastapi import Depends
 
 from actors.resilience import within
 from deployments._serve import context_of
+from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
 from kiki.db.pool import PoolSource
 from kiki.engage import messaging
@@ -32,7 +33,8 @@ class EngageContext:
         caps = messaging.Caps(
             per_day=settings.engage_cap_per_day, per_week=settings.engage_cap_per_week
         )
-        return cls(EngageService(pool, client, settings, caps), settings)
+        store = ArtifactStore.from_settings(settings)
+        return cls(EngageService(pool, client, settings, caps, store), settings)
 
     @cached_property
     def vault(self) -> Vault:

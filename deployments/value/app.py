@@ -27,9 +27,10 @@ from deployments._serve import AppArgs, ServiceIngress, ServiceRuntime, create_s
 from deployments.value import drift, scoring
 from deployments.value.context import HandleScorer, ValueContext
 from deployments.value.grpc import answer, predict_ltv, predict_ltv_batch
+from kiki.artifacts import ArtifactStore
 from kiki.billing import PREDICTIONS_SERVED
+from kiki.config import get_settings
 from kiki.errors import FailedPrecondition
-from kiki.model_registry import LoadCheck
 from kiki.value import registry
 from kiki.value.scoring import LocalScorer, ModelCache, Scorer
 from kiki.value.service import ValueService
@@ -75,10 +76,10 @@ def _context(runtime: ServiceRuntime, scorer: Scorer) -> ValueContext:
 def _start(app: FastAPI, runtime: ServiceRuntime) -> ValueContext:
     """Under Serve, ValueIngress has made the context around the batched scorer's handle
     before the app starts; hosted alone (the benchmark's uvicorn baseline), it scores here."""
-    runtime.watch_models("ltv_models", LoadCheck(registry.LTV_MODELS, TrainedLTVModel.load))
+    runtime.watch_models(registry.LTV_MODELS, TrainedLTVModel)
     if isinstance(runtime.context, ValueContext):
         return runtime.context
-    return _context(runtime, LocalScorer())
+    return _context(runtime, LocalScorer(runtime.artifacts))
 
 
 api = create_service_api(
@@ -97,7 +98,7 @@ class LTVScorer:
     """The models, batched: concurrent calls within a few milliseconds share a forward pass."""
 
     def __init__(self) -> None:
-        self.cache = ModelCache()
+        self.cache = ModelCache(ArtifactStore.from_settings(get_settings()))
         self.batch_sizes = metrics.Histogram(
             "kiki_ltv_batch_rows",
             "rows scored per forward pass",

@@ -33,6 +33,6 @@ class HandleScorer:
         self.handle = handle
         self.timeout_s = timeout_s
 
-    async def score(self, artifact_path: str, features: pd.DataFrame) -> dict[str, np.ndarray]:
-        call = self.handle.predict.remote((artifact_path, features))
+    async def score(self, artifact_url: str, features: pd.DataFrame) -> dict[str, np.ndarray]:
+        call = self.handle.predict.remote((artifact_url, features))
         return await within(call, self.timeout_s, "the LTV scorer")

@@ -1,4 +1,4 @@
-"""SyncCreate's storage: PNGs on disk under KIKI_HOME, their metadata in PostgreSQL, and the
+"""SyncCreate's storage: PNGs in the artifact store, their metadata in PostgreSQL, and the
 A/B results reported per variant.
 
 Files are written (atomically) before their rows, so a row never points at a missing image.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,37 +18,35 @@ from uuid import UUID
 import asyncpg
 import numpy as np
 
+from kiki.artifacts import ArtifactStore
 from kiki.create.studio import Batch, Creative
-from kiki.errors import InvalidInput, NotFound
+from kiki.errors import FailedPrecondition, InvalidInput, NotFound
 
 
 class CreativeFiles:
-    """PNG files under `<KIKI_HOME>/creatives/<tenant>/<experiment>/<creative>.png`."""
+    """PNGs in the artifact store under `creatives/<tenant>/<experiment>/<creative>.png`, so an
+    image made on one node is served by any other. Rows name them by URL; rows from before the
+    store name a path under the KIKI_HOME of the node that made them."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, store: ArtifactStore, home: Path) -> None:
+        self.store = store
         self.home = Path(home).resolve()
 
     @staticmethod
-    def relative(tenant_id: UUID, experiment_id: UUID, creative_id: UUID) -> str:
+    def key(tenant_id: UUID, experiment_id: UUID, creative_id: UUID) -> str:
         return f"creatives/{tenant_id}/{experiment_id}/{creative_id}.png"
 
-    def write(self, relative: str, data: bytes) -> None:
-        path = self.home / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    def write(self, key: str, data: bytes) -> str:
+        """Store a PNG (whole or not at all); its URL."""
+        return self.store.put_bytes(key, data)
 
-    def path(self, relative: str) -> Path:
-        path = self.home / relative
-        if not path.is_file():
-            raise NotFound(f"the image file {relative} is missing under KIKI_HOME ({self.home})")
-        return path
+    def read(self, image_url: str) -> bytes:
+        try:
+            if "://" in image_url:
+                return self.store.get_bytes(image_url)
+            return (self.home / image_url).read_bytes()
+        except (FailedPrecondition, FileNotFoundError):
+            raise NotFound(f"the image {image_url} is missing from the artifact store") from None
 
 
 @dataclass(frozen=True)
@@ -65,7 +61,7 @@ class CreativeRow:
     copy: dict[str, Any]
     width: int
     height: int
-    image_path: str
+    image_url: str
     image_sha256: str
     compliance_score: int
     compliance: dict[str, Any]
@@ -76,7 +72,7 @@ class CreativeRow:
 
 _JSON_FIELDS = ("copy", "compliance", "safety", "fit", "layout")
 _COLUMNS = (
-    "creative_id, experiment_id, variant, seed, prompt, copy, width, height, image_path, "
+    "creative_id, experiment_id, variant, seed, prompt, copy, width, height, image_url, "
     "image_sha256, compliance_score, compliance, safety, fit, layout"
 )
 
@@ -125,7 +121,7 @@ async def insert_experiment(
                     json.dumps(c.copy),
                     c.width,
                     c.height,
-                    c.image_path,
+                    c.image_url,
                     c.image_sha256,
                     c.compliance_score,
                     json.dumps(c.compliance),
@@ -139,9 +135,9 @@ async def insert_experiment(
 
 
 def creative_row(
-    c: Creative, creative_id: UUID, experiment_id: UUID, image_path: str
+    c: Creative, creative_id: UUID, experiment_id: UUID, image_url: str
 ) -> CreativeRow:
-    """A generated creative as it is stored, its image at `image_path`."""
+    """A generated creative as it is stored, its image at `image_url`."""
     return CreativeRow(
         creative_id=creative_id,
         experiment_id=experiment_id,
@@ -155,7 +151,7 @@ def creative_row(
         },
         width=c.width,
         height=c.height,
-        image_path=image_path,
+        image_url=image_url,
         image_sha256=c.sha256,
         compliance_score=c.compliance.score,
         compliance=c.compliance.model_dump(),
@@ -180,9 +176,9 @@ async def save_batch(
     rows = []
     for c in batch.creatives:
         creative_id = uuid.uuid4()
-        relative = files.relative(tenant_id, experiment_id, creative_id)
-        await asyncio.to_thread(files.write, relative, c.png)
-        rows.append(creative_row(c, creative_id, experiment_id, relative))
+        key = files.key(tenant_id, experiment_id, creative_id)
+        url = await asyncio.to_thread(files.write, key, c.png)
+        rows.append(creative_row(c, creative_id, experiment_id, url))
     async with pool.acquire() as conn:
         await insert_experiment(
             conn, tenant_id, experiment_id, placement, request, model, batch.steps, rows

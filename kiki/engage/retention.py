@@ -21,6 +21,7 @@ from uuid import UUID
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kiki.artifacts import ArtifactStore
 from kiki.billing import MESSAGES_SENT, record_usage
 from kiki.db.values import PgText
 from kiki.engage import messaging, registry, segments
@@ -303,6 +304,7 @@ async def run_rules(
     channels: Mapping[Channel, MessageChannel],
     caps: messaging.Caps,
     day: date,
+    store: ArtifactStore,
     *,
     dry_run: bool,
     rule_ids: list[str] | None = None,
@@ -318,7 +320,7 @@ async def run_rules(
                 rules = [await get(conn, tenant_id, rule_id) for rule_id in rule_ids]
             if not rules:
                 return [], []
-            table, currency = await score(conn, tenant_id, day)
+            table, currency = await score(conn, tenant_id, day, store)
     except KikiError as exc:
         return [], [f"rules: {exc.message}"]
     runs, errors = [], []
@@ -333,7 +335,11 @@ async def run_rules(
 
 
 async def score(
-    conn: asyncpg.Connection, tenant_id: UUID, as_of: date, horizon_days: int = 90
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    as_of: date,
+    store: ArtifactStore,
+    horizon_days: int = 90,
 ) -> tuple[RiskTable, str]:
     """The tenant's risk table from its production churn (and LTV) models, and the LTV
     currency: what the scheduled runs evaluate rules on."""
@@ -345,7 +351,9 @@ async def score(
     currency = ltv.config.get("currency", "USD") if ltv else "USD"
     if history.empty:
         return RiskTable.empty(as_of, horizon_days), currency
-    model = await asyncio.to_thread(TrainedChurnModel.load, churn.artifact_path)
-    ltv_model = await asyncio.to_thread(TrainedLTVModel.load, ltv.artifact_path) if ltv else None
+    model = await asyncio.to_thread(store.load, churn.artifact_url, TrainedChurnModel)
+    ltv_model = (
+        await asyncio.to_thread(store.load, ltv.artifact_url, TrainedLTVModel) if ltv else None
+    )
     table = await asyncio.to_thread(risk_table, model, history, as_of, horizon_days, ltv_model)
     return table, currency

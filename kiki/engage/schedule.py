@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 from pydantic import BaseModel
 
+from kiki.artifacts import ArtifactStore
 from kiki.engage import messaging, retention
 from kiki.engage.channels.base import Channel, MessageChannel
 from kiki.engage.crm import sources
@@ -35,6 +36,7 @@ async def run_round(
     channels: Mapping[Channel, MessageChannel],
     caps: messaging.Caps,
     day: date,
+    store: ArtifactStore,
 ) -> RoundReport:
     report = RoundReport(syncs=[], runs=[], errors=[])
     async with pool.acquire() as conn:
@@ -48,7 +50,7 @@ async def run_round(
         tenants = await retention.tenants_with_rules(conn)
     for tenant_id in tenants:
         runs, errors = await retention.run_rules(
-            pool, tenant_id, channels, caps, day, dry_run=False
+            pool, tenant_id, channels, caps, day, store, dry_run=False
         )
         report.runs += runs
         report.errors += [f"{tenant_id} {e}" for e in errors]

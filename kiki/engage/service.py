@@ -18,6 +18,7 @@ from uuid import UUID
 import httpx
 from cachetools import TTLCache
 
+from kiki.artifacts import ArtifactStore
 from kiki.db.pool import PoolSource
 from kiki.engage import messaging, registry, retention
 from kiki.engage.channels import ChannelSettings, configured_channels
@@ -56,9 +57,11 @@ class EngageService:
         client: httpx.AsyncClient,
         channel_settings: ChannelSettings,
         caps: messaging.Caps,
+        store: ArtifactStore,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
+        self.store = store
         self.client = client  # the channels' and the CRMs' HTTP client
         self.caps = caps
         self._channel_settings = channel_settings
@@ -93,15 +96,10 @@ class EngageService:
             found = self._records[(kind, tenant_id)] = await self._read_record(kind, tenant_id)
         return found
 
-    def _load(self, path: str, kind: type[TrainedChurnModel] | type[TrainedLTVModel]) -> Any:
-        if path not in self._models:
-            try:
-                self._models[path] = kind.load(path)
-            except FileNotFoundError:
-                raise FailedPrecondition(
-                    f"model files are missing at {path}; retrain or restore them"
-                ) from None
-        return self._models[path]
+    def _load(self, url: str, kind: type[TrainedChurnModel] | type[TrainedLTVModel]) -> Any:
+        if url not in self._models:
+            self._models[url] = self.store.load(url, kind)
+        return self._models[url]
 
     async def models(
         self, tenant_id: UUID
@@ -110,8 +108,8 @@ class EngageService:
         if churn is None:
             raise FailedPrecondition(NO_CHURN_MODEL)
         ltv = await self._record("ltv", tenant_id)
-        ltv_model = self._load(ltv.artifact_path, TrainedLTVModel) if ltv else None
-        return churn, self._load(churn.artifact_path, TrainedChurnModel), ltv, ltv_model
+        ltv_model = self._load(ltv.artifact_url, TrainedLTVModel) if ltv else None
+        return churn, self._load(churn.artifact_url, TrainedChurnModel), ltv, ltv_model
 
     async def table(
         self, tenant_id: UUID, as_of: date, horizon_days: int, customer_id: str | None = None

@@ -9,32 +9,28 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from kiki.errors import FailedPrecondition
+from kiki.artifacts import ArtifactStore
 from kiki.value.ziln import TrainedLTVModel
 
 
 class Scorer(Protocol):
     """The model outputs (`expected`, `p_purchase`, `p10`, `p50`, `p90`) for each row of
-    `features`, by the model saved at `artifact_path`."""
+    `features`, by the model saved at `artifact_url`."""
 
-    async def score(self, artifact_path: str, features: pd.DataFrame) -> dict[str, np.ndarray]: ...
+    async def score(self, artifact_url: str, features: pd.DataFrame) -> dict[str, np.ndarray]: ...
 
 
 class ModelCache:
-    """Loaded models by artifact folder; a version's folder never changes once registered."""
+    """Loaded models by artifact URL; a version's files never change once registered."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
         self._models: dict[str, TrainedLTVModel] = {}
 
-    def get(self, artifact_path: str) -> TrainedLTVModel:
-        if artifact_path not in self._models:
-            try:
-                self._models[artifact_path] = TrainedLTVModel.load(artifact_path)
-            except FileNotFoundError:
-                raise FailedPrecondition(
-                    f"model files are missing at {artifact_path}; retrain or restore them"
-                ) from None
-        return self._models[artifact_path]
+    def get(self, artifact_url: str) -> TrainedLTVModel:
+        if artifact_url not in self._models:
+            self._models[artifact_url] = self.store.load(artifact_url, TrainedLTVModel)
+        return self._models[artifact_url]
 
     def predict_many(self, jobs: list[tuple[str, pd.DataFrame]]) -> list[dict[str, np.ndarray]]:
         """One forward pass per model for all the jobs that use it, split back per job."""
@@ -55,8 +51,8 @@ class ModelCache:
 class LocalScorer:
     """In-process scoring, for the app hosted outside Serve (the benchmark baseline)."""
 
-    def __init__(self) -> None:
-        self.cache = ModelCache()
+    def __init__(self, store: ArtifactStore) -> None:
+        self.cache = ModelCache(store)
 
-    async def score(self, artifact_path: str, features: pd.DataFrame) -> dict[str, np.ndarray]:
-        return self.cache.predict_many([(artifact_path, features)])[0]
+    async def score(self, artifact_url: str, features: pd.DataFrame) -> dict[str, np.ndarray]:
+        return self.cache.predict_many([(artifact_url, features)])[0]

@@ -207,7 +207,7 @@ class ValueService:
             mine = features[chosen == record.version] if record else features.iloc[:0]
             if record is None or mine.empty:
                 continue
-            out = await self.scorer.score(record.artifact_path, mine)
+            out = await self.scorer.score(record.artifact_url, mine)
             for i, row in enumerate(mine[["customer_id", "as_of", "source"]].itertuples()):
                 answers[row.customer_id] = _prediction(row, record, out, i)
             if self.served is not None:
@@ -286,6 +286,6 @@ class ValueService:
         if history.empty:
             raise NotFound("no purchases yet: nothing to compare with the training reference")
         features = compute_features(history, day)
-        out = await self.scorer.score(production.artifact_path, features.reset_index())
+        out = await self.scorer.score(production.artifact_url, features.reset_index())
         reference = {k: drift.Bins(**v) for k, v in production.reference.items()}
         return drift.report(reference, features, out["expected"], threshold)

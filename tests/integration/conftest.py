@@ -20,6 +20,7 @@ from kiki.config import Settings
 from kiki.db.embedded import free_port
 from kiki.db.pool import connect
 from launcher.platform import Platform
+from tests.conftest import S3Server
 
 
 @dataclass
@@ -45,11 +46,16 @@ async def new_key(url: str, tenant: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def platform(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+def platform(
+    pg_url: str, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningPlatform]:
+    """The platform keeps its artifacts (models, creative images) in S3, as on a cluster."""
     home: Path = tmp_path_factory.mktemp("kiki-home")
     settings = Settings(
         home=home,
         database_url=pg_url,
+        artifacts_url=f"s3://{s3_server.bucket()}/kiki",
+        artifacts_endpoint_url=s3_server.endpoint_url,
         http_port=free_port(),
         grpc_port=free_port(),
         metrics_port=free_port(),

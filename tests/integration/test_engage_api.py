@@ -29,7 +29,7 @@ from kiki.engage.crm.vault import is_token
 from kiki.engage.rfm import SEGMENTS as RFM_SEGMENTS
 from kiki.shield.consent import ConsentRecord, Purpose, record_consent
 from kiki.value import transactions
-from tests.conftest import SmtpServer
+from tests.conftest import SmtpServer, store_in
 from tests.fakes.fake_fcm import FakeFcm
 from tests.fakes.fake_shopify import FakeShopify
 from tests.fakes.fake_twilio import FakeTwilio
@@ -61,7 +61,7 @@ async def purchases_and_churn_model(
         calibration_end=END.date(),
         horizon_days=SMALL.horizon_days,
         data_window={},
-        artifact_path=str(model.save(models / "churn")),
+        artifact_url=store_in(Settings(home=models), model.save(models / "churn"), "churn"),
     )
     await registry.promote(conn, tenant_id, saved.version)
 

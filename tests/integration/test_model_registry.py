@@ -47,7 +47,7 @@ async def register(models: ModelRegistry, conn: asyncpg.Connection, tenant: UUID
         calibration_end=date(1997, 9, 30),
         horizon_days=90,
         data_window={},
-        artifact_path="/models/x",
+        artifact_url="/models/x",
     )
 
 

@@ -17,11 +17,13 @@ import pandas as pd
 import pytest
 
 from kiki.auth import authenticate
+from kiki.config import Settings
 from kiki.db.pool import connect
 from kiki.value import drift, registry
 from kiki.value.features import FEATURE_NAMES, compute_features
 from kiki.value.ziln import ZILNConfig, train_ziln
 from protos import kiki_pb2, kiki_pb2_grpc
+from tests.conftest import store_in
 from tests.integration.conftest import RunningPlatform, new_key
 
 CUT = date(2025, 12, 31)
@@ -45,7 +47,7 @@ def synthetic_purchases(customers: int = 300, seed: int = 7) -> list[dict]:
     return rows
 
 
-def tiny_model(rows: list[dict], folder: Path) -> tuple[str, dict]:
+def tiny_model(rows: list[dict], folder: Path, settings: Settings) -> tuple[str, dict]:
     frame = pd.DataFrame(rows).assign(
         ts=lambda d: pd.to_datetime(d["occurred_at"]), amount=lambda d: d["amount"].astype(float)
     )
@@ -54,9 +56,9 @@ def tiny_model(rows: list[dict], folder: Path) -> tuple[str, dict]:
     later = frame[(frame["ts"] > pd.Timestamp(mid)) & (frame["ts"] <= pd.Timestamp(CUT))]
     y = later.groupby("customer_id")["amount"].sum().reindex(x.index, fill_value=0.0)
     model = train_ziln(x, y.to_numpy(), ZILNConfig(hidden=(8,), max_epochs=5), seed=0)
-    model.save(folder)
+    url = store_in(settings, model.save(folder), "ltv")
     reference = drift.profile(x, model.predict(x)["expected"])
-    return str(folder), {k: v.model_dump() for k, v in reference.items()}
+    return url, {k: v.model_dump() for k, v in reference.items()}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,9 @@ def value(platform: RunningPlatform, tmp_path_factory: pytest.TempPathFactory) -
     again = client.post("/api/v1/transactions", json={"transactions": rows[:10]}).json()
     assert again == {"received": 10, "inserted": 0, "duplicates": 10}
 
-    artifact, reference = tiny_model(rows, tmp_path_factory.mktemp("model") / "v1")
+    artifact, reference = tiny_model(
+        rows, tmp_path_factory.mktemp("model") / "v1", platform.settings
+    )
 
     async def register() -> uuid.UUID:
         conn = await connect(platform.database_url)
@@ -88,7 +92,7 @@ def value(platform: RunningPlatform, tmp_path_factory: pytest.TempPathFactory) -
                     calibration_end=CUT,
                     horizon_days=90,
                     data_window={"start": "2024-11-01", "end": CUT.isoformat()},
-                    artifact_path=artifact,
+                    artifact_url=artifact,
                     reference=reference,
                 )
             await registry.promote(conn, tenant.id, 1)

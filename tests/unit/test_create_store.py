@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
 from kiki.create import store
 from kiki.create.brief import GenerateRequest, plan_variants
@@ -41,12 +42,12 @@ def test_a_batch_is_saved_files_first_then_one_experiment(
     batch = Studio.load(Settings(home=tmp_path, creative_steps=1)).make(
         Job(request.placement, briefs, [7, 8], request.brand.rules())
     )
-    files = store.CreativeFiles(tmp_path)
+    files = store.CreativeFiles(ArtifactStore.from_settings(Settings(home=tmp_path)), tmp_path)
     inserted: list[tuple[Any, ...]] = []
 
     async def insert_experiment(conn: str, *args: Any) -> None:
-        # Every image is on disk before its row is written.
-        assert all((tmp_path / r.image_path).is_file() for r in args[-1])
+        # Every image is stored before its row is written.
+        assert all(files.read(r.image_url) for r in args[-1])
         inserted.append((conn, *args))
 
     monkeypatch.setattr(store, "insert_experiment", insert_experiment)
@@ -60,8 +61,9 @@ def test_a_batch_is_saved_files_first_then_one_experiment(
     assert [r.seed for r in rows] == [7, 8] and [r.variant for r in rows] == [0, 1]
     for row, creative in zip(rows, batch.creatives, strict=True):
         assert isinstance(row.creative_id, UUID) and row.experiment_id == experiment_id
-        assert row.image_path == files.relative(tenant, experiment_id, row.creative_id)
-        png = (tmp_path / row.image_path).read_bytes()
+        key = files.key(tenant, experiment_id, row.creative_id)
+        assert row.image_url == (tmp_path / "artifacts" / key).resolve().as_uri()
+        png = (tmp_path / "artifacts" / key).read_bytes()
         assert png == creative.png and hashlib.sha256(png).hexdigest() == row.image_sha256
         assert row.copy == {
             "headline": creative.brief.copy.headline,

@@ -11,6 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
+from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
 from kiki.engage import messaging
 from kiki.engage.churn import TrainedChurnModel
@@ -28,8 +29,10 @@ class Registries(EngageService):
 
     def __init__(self, records: dict[str, Any]) -> None:
         self.now = 0.0
+        settings = Settings()
+        store = ArtifactStore.from_settings(settings)
         super().__init__(
-            _no_pool, httpx.AsyncClient(), Settings(), messaging.Caps(), timer=lambda: self.now
+            _no_pool, httpx.AsyncClient(), settings, messaging.Caps(), store, timer=lambda: self.now
         )
         self.records = records
         self.reads = 0
@@ -57,7 +60,7 @@ def test_the_registry_is_read_again_once_its_entry_expires() -> None:
 
 def test_missing_model_files_say_what_to_do(tmp_path: Path) -> None:
     service = Registries({})
-    with pytest.raises(FailedPrecondition, match="retrain or restore them"):
+    with pytest.raises(FailedPrecondition, match=r"model files are missing at .*retrain the model"):
         service._load(str(tmp_path / "gone"), TrainedChurnModel)
 
 

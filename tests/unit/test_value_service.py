@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kiki.artifacts import ArtifactStore
+from kiki.config import Settings
 from kiki.errors import FailedPrecondition
 from kiki.model_registry import ModelRecord
 from kiki.money import micros_to_decimal_str
@@ -38,7 +40,7 @@ def _record(version: int, status: str, traffic: int) -> ModelRecord:
         calibration_end=DAY,
         horizon_days=90,
         data_window={},
-        artifact_path=f"v{version}",
+        artifact_url=f"v{version}",
         reference={},
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         promoted_at=None,
@@ -49,10 +51,10 @@ class FakeScorer:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
 
-    async def score(self, artifact_path: str, features: pd.DataFrame) -> dict[str, np.ndarray]:
-        self.calls.append((artifact_path, len(features)))
+    async def score(self, artifact_url: str, features: pd.DataFrame) -> dict[str, np.ndarray]:
+        self.calls.append((artifact_url, len(features)))
         n = len(features)
-        expected = np.full(n, EXPECTED[artifact_path])
+        expected = np.full(n, EXPECTED[artifact_url])
         return {
             "expected": expected,
             "p_purchase": np.full(n, 0.5),
@@ -187,4 +189,4 @@ def test_segment_values_are_member_means_cached_for_their_ttl(world: dict[str, A
 
 def test_missing_model_files_are_a_failed_precondition(tmp_path: Any) -> None:
     with pytest.raises(FailedPrecondition, match="model files are missing"):
-        ModelCache().get(str(tmp_path / "gone"))
+        ModelCache(ArtifactStore.from_settings(Settings(home=tmp_path))).get(str(tmp_path / "gone"))
