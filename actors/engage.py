@@ -49,7 +49,8 @@ class EngageAutomationShell:
                 self._pool = pool
             else:  # a concurrent first call won
                 await pool.close()
-        self._supervisor.start("schedule", self._run)
+        interval = self.settings.engage_automation_interval_s
+        self._supervisor.start_every("schedule", interval, self.run_once)
         return self._supervisor.running("schedule")
 
     @command("engage-automation")
@@ -78,14 +79,6 @@ class EngageAutomationShell:
         }
         logger.info(json.dumps(summary))
         return report.model_dump(mode="json")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.engage_automation_interval_s)
-            try:
-                await self.run_once()
-            except Exception:  # a round's failure must not end the schedule
-                logger.exception("engage round failed; the next one runs on schedule")
 
     @command("engage-automation")
     async def stop(self) -> int:

@@ -136,6 +136,25 @@ class Supervisor:
         self.restarts.setdefault(name, 0)
         self._tasks[name] = asyncio.get_running_loop().create_task(self._keep(name, run))
 
+    def start_every(
+        self, name: str, interval_s: float, work: Callable[[], Awaitable[object]]
+    ) -> None:
+        """`work` every `interval_s`, the first after one interval; a round that fails is
+        logged and the next one still runs on schedule."""
+
+        async def rounds() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await work()
+                except Exception:
+                    logger.exception(
+                        "a scheduled round failed; the next one runs on schedule",
+                        extra={"actor": self.actor, "task": name},
+                    )
+
+        self.start(name, rounds)
+
     def running(self, name: str) -> bool:
         task = self._tasks.get(name)
         return task is not None and not task.done()

@@ -120,6 +120,26 @@ class Settings(BaseSettings):
     billing_worker_s: float = Field(
         10.0, gt=0, description="seconds between the billing worker's rounds (dunning, webhooks)"
     )
+    retrain_interval: float = Field(
+        604_800.0,
+        ge=0,
+        description="seconds between scheduled retrains of each tenant's production models "
+        "(LTV and churn); 0 = retrain only when drift marks the LTV model stale",
+    )
+    retrain_check_s: float = Field(
+        3600.0, gt=0, description="how often the retraining actor checks schedules and drift"
+    )
+    retrain_trials: int = Field(6, ge=1, le=200, description="Ray Tune trials per retrain")
+    retrain_challenger_percent: int = Field(
+        10, ge=1, le=99, description="customers a retrained LTV model serves before its verdict"
+    )
+    retrain_min_gain: float = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="a challenger is promoted only when its holdout error is at least this "
+        "share below the champion's",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     creative_model: Path | None = Field(
         None,

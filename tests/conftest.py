@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -71,6 +72,7 @@ def s3_server() -> Iterator[S3Server]:
     are set for this process and the Ray workers it starts."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     os.environ.update(
         AWS_ACCESS_KEY_ID="kiki-test", AWS_SECRET_ACCESS_KEY="kiki-test",
         AWS_DEFAULT_REGION="us-east-1",

@@ -69,7 +69,9 @@ LTV = Family(
     models=LTV_MODELS,
     model_type=TrainedLTVModel,
     promote_command="kiki models promote",
-    metric="mae",
+    # The model predicts expected spend, which squared error rewards; absolute error rewards
+    # the median, which is 0 for most customers, so a model predicting 0 would win on it.
+    metric="rmse",
     higher_is_better=False,
     train=_train_ltv,
     evaluate=evaluate_ltv,

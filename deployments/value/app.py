@@ -9,6 +9,7 @@ kiki.value.service; `build_app` is what `serve_config.yaml` names.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 import numpy as np
@@ -23,6 +24,8 @@ from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 from ray.util import metrics
 
+from actors.resilience import within
+from actors.retrain import retrainer
 from deployments._serve import AppArgs, ServiceIngress, ServiceRuntime, create_service_api
 from deployments.value import drift, scoring
 from deployments.value.context import HandleScorer, ValueContext
@@ -73,10 +76,21 @@ def _context(runtime: ServiceRuntime, scorer: Scorer) -> ValueContext:
     return ValueContext(service)
 
 
+async def _probe_retrainer(actor: Any, timeout_s: float) -> dict[str, str]:
+    """/health: the retraining actor runs its schedule."""
+    running = await within(actor.ready.remote(), timeout_s, "the retraining actor")
+    return {"retrainer": "ok" if running else "failed: its schedule is not running"}
+
+
 def _start(app: FastAPI, runtime: ServiceRuntime) -> ValueContext:
     """Under Serve, ValueIngress has made the context around the batched scorer's handle
     before the app starts; hosted alone (the benchmark's uvicorn baseline), it scores here."""
     runtime.watch_models(registry.LTV_MODELS, TrainedLTVModel)
+    if ray.is_initialized():  # the retraining actor serves both model families
+        actor = retrainer(runtime.database_url, runtime.settings)
+        actor.ready.remote()
+        timeout = runtime.settings.health_probe_timeout_s
+        runtime.probes["retrainer"] = lambda: _probe_retrainer(actor, timeout)
     if isinstance(runtime.context, ValueContext):
         return runtime.context
     return _context(runtime, LocalScorer(runtime.artifacts))

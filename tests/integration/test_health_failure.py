@@ -39,11 +39,12 @@ def test_health_is_503_and_names_the_failing_check(platform: RunningPlatform) ->
 
 def test_health_checks_what_each_app_depends_on(platform: RunningPlatform) -> None:
     """Not only the database: the budget shards and the guard (shield), every bid-loop shard's
-    last tick (flow), the automation actor and that serving models load (engage, value)."""
+    last tick (flow), the automation and retraining actors and that serving models load
+    (engage, value)."""
     expected = {
         "shield": {"budget_shard_0", "budget_shard_1", "guard"},
         "flow": {"bidloop_shard_0", "bidloop_shard_1"},
-        "value": {"ltv_models"},
+        "value": {"ltv_models", "retrainer"},
         "engage": {"churn_models", "automation"},
     }
     for app, names in expected.items():

@@ -77,6 +77,29 @@ def test_a_dead_background_task_is_restarted_and_counted() -> None:
     assert runs == [0, 1, 2]
 
 
+def test_a_scheduled_round_that_fails_does_not_end_the_schedule(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rounds: list[int] = []
+
+    async def work() -> None:
+        rounds.append(len(rounds))
+        if len(rounds) == 2:
+            raise RuntimeError("a vendor is down")
+
+    async def main() -> bool:
+        supervisor = Supervisor("test")
+        supervisor.start_every("schedule", 0.01, work)
+        while len(rounds) < 4:
+            await asyncio.sleep(0.01)
+        running = supervisor.running("schedule")
+        await supervisor.stop()
+        return running
+
+    assert asyncio.run(main()) and rounds[:4] == [0, 1, 2, 3]
+    assert "a scheduled round failed" in caplog.text
+
+
 platform = st.one_of(st.sampled_from(PLATFORMS), st.text(max_size=8), st.none(), st.integers())
 value = st.one_of(st.integers(-5, 10**6), st.booleans(), st.none(), st.text(max_size=3))
 pairs = st.lists(st.tuples(platform, value), max_size=4)

@@ -1,0 +1,92 @@
+"""The retraining actor: one named, detached actor that every `retrain_check_s` runs a round
+of training.rounds (retrain what is due, register challengers, promote the ones that beat
+their champion). Its Ray Tune trials go wherever the cluster has room; the actor itself
+only waits for them and fits the winner."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import ray
+
+from actors.resilience import Supervisor, command
+from kiki.artifacts import ArtifactStore
+from kiki.config import Settings
+from kiki.db.pool import create_pool
+from training.rounds import Retrainer
+
+RETRAINER_NAME = "kiki-retrainer"
+
+
+class RetrainerShell:
+    def __init__(self, database_url: str, settings: dict[str, Any]) -> None:
+        import torch
+
+        # The final fit runs here, beside the replicas: one thread, as the trials use.
+        torch.set_num_threads(1)
+        self.database_url = database_url
+        self.settings = Settings(**settings)
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+        self._supervisor = Supervisor("retrainer")
+        self.rounds = 0
+
+    @command("retrainer")
+    async def ready(self) -> bool:
+        """Starts the schedule (once) and says it runs."""
+        await self._retrainer()
+        interval = self.settings.retrain_check_s
+        self._supervisor.start_every("schedule", interval, self.run_once)
+        return self._supervisor.running("schedule")
+
+    async def _retrainer(self) -> Retrainer:
+        if self._pool is None:
+            pool = await create_pool(self.database_url, min_size=1, max_size=4)
+            if self._pool is None:
+                self._pool = pool
+            else:  # a concurrent first call won
+                await pool.close()
+        return Retrainer(self._pool, ArtifactStore.from_settings(self.settings), self.settings)
+
+    @command("retrainer")
+    async def run_once(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
+        """One round now (rounds never overlap): every due model, or with `tenant_id` that
+        tenant's models whether due or not. The outcomes as JSON."""
+        retrainer = await self._retrainer()
+        async with self._lock:
+            outcomes = await retrainer.round(only_tenant=UUID(tenant_id) if tenant_id else None)
+        self.rounds += 1
+        return [o.model_dump(mode="json") for o in outcomes]
+
+    @command("retrainer")
+    async def stop(self) -> int:
+        """Ends the schedule; returns the rounds run."""
+        await self._supervisor.stop()
+        if self._pool is not None:
+            await self._pool.close()
+        return self.rounds
+
+
+RetrainerActor = ray.remote(max_restarts=-1, max_task_retries=0)(RetrainerShell)
+
+
+def retrainer(
+    database_url: str,
+    settings: Settings,
+    namespace: str = "kiki",
+    num_cpus: float = 0.05,
+    name: str = RETRAINER_NAME,
+    detached: bool = True,
+) -> Any:
+    """The cluster's one retraining actor, created on first use (`name` and `detached=False`
+    are for tests that want their own)."""
+    return RetrainerActor.options(
+        name=name,
+        namespace=namespace,
+        lifetime="detached" if detached else None,
+        get_if_exists=True,
+        num_cpus=num_cpus,
+    ).remote(database_url, settings.model_dump(exclude_defaults=True))

@@ -1,0 +1,125 @@
+"""The retraining actor on the session's Ray: a tenant's LTV model retrained on newer data,
+registered as a challenger, served to a share of customers, and promoted only when it beats
+the champion on days neither saw; the verdict's numbers in the registry. Models in S3."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import ray
+
+from actors.retrain import retrainer
+from kiki.auth import ensure_tenant
+from kiki.config import Settings
+from kiki.db import migrate
+from kiki.db.pool import connect
+from kiki.value import drift, registry, transactions
+from kiki.value.features import FEATURE_NAMES, compute_features
+from kiki.value.ziln import ZILNConfig, train_ziln
+from tests.conftest import store_in
+from tests.integration.conftest import RunningPlatform
+from tests.integration.test_value_api import CUT, synthetic_purchases
+
+HORIZON = 60
+CHAMPION_CUT = CUT - timedelta(days=2 * HORIZON)
+
+
+async def tenant_with_a_champion(url: str, settings: Settings, folder: Path) -> uuid.UUID:
+    """Purchases up to CUT and a production model trained to CHAMPION_CUT for one epoch: it
+    has barely learned, so an honest challenger beats it."""
+    frame = pd.DataFrame(synthetic_purchases(customers=400, seed=11)).assign(
+        ts=lambda d: pd.to_datetime(d["occurred_at"]),
+        amount=lambda d: d["amount"].astype(float),
+        quantity=1,
+    )
+    mid = CHAMPION_CUT - timedelta(days=HORIZON)
+    x = compute_features(frame[frame["ts"] <= pd.Timestamp(CHAMPION_CUT)], mid)
+    later = frame[(frame["ts"] > pd.Timestamp(mid)) & (frame["ts"] <= pd.Timestamp(CHAMPION_CUT))]
+    y = later.groupby("customer_id")["amount"].sum().reindex(x.index, fill_value=0.0)
+    model = train_ziln(x, y.to_numpy(), ZILNConfig(hidden=(4,), max_epochs=1), seed=0)
+    reference = drift.profile(x, model.predict(x)["expected"])
+    conn = await connect(url)
+    try:
+        await migrate.migrate(conn, migrate.discover())
+        tenant = await ensure_tenant(conn, "retrain")
+        async with conn.transaction():
+            await transactions.insert(conn, tenant.id, transactions.from_frame(frame, "r-"))
+        champion = await registry.register(
+            conn, tenant.id, metrics={}, feature_schema=list(FEATURE_NAMES),
+            config={"currency": "USD"}, calibration_end=CHAMPION_CUT, horizon_days=HORIZON,
+            data_window={}, artifact_url=store_in(settings, model.save(folder), "ltv"),
+            reference={k: v.model_dump() for k, v in reference.items()},
+        )  # fmt: skip
+        await registry.promote(conn, tenant.id, champion.version)
+        return tenant.id
+    finally:
+        await conn.close()
+
+
+async def versions(url: str, tenant_id: uuid.UUID) -> list[Any]:
+    conn = await connect(url)
+    try:
+        return await registry.list_models(conn, tenant_id)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def actor_settings(platform: RunningPlatform, tmp_path: Path) -> Settings:
+    return platform.settings.model_copy(
+        update={"home": tmp_path, "retrain_trials": 2, "retrain_challenger_percent": 20}
+    )
+
+
+def test_a_better_challenger_is_promoted_and_a_repeat_finds_no_newer_data(
+    platform: RunningPlatform, fresh_db: str, actor_settings: Settings, tmp_path: Path
+) -> None:
+    tenant_id = asyncio.run(tenant_with_a_champion(fresh_db, actor_settings, tmp_path / "m"))
+    actor = retrainer(fresh_db, actor_settings, name=f"retrain-{uuid.uuid4().hex[:6]}",
+                      detached=False)  # fmt: skip
+    try:
+        [outcome] = ray.get(actor.run_once.remote(str(tenant_id)), timeout=280)
+        assert outcome["family"] == "ltv" and outcome["reason"] == "asked", outcome
+        verdict = outcome["verdict"]
+        assert verdict["promote"] and outcome["status"] == "production", verdict
+        assert verdict["champion_version"] == 1 and verdict["metric"] == "rmse"
+        assert verdict["challenger"] <= verdict["champion"] * 0.99
+
+        champion, challenger = asyncio.run(versions(fresh_db, tenant_id))
+        assert (champion.status, challenger.status) == ("retired", "production")
+        assert challenger.calibration_end == CUT - timedelta(days=HORIZON)
+        assert challenger.artifact_url.startswith(f"{actor_settings.artifacts_url}/models/ltv/")
+        kept = challenger.metrics["retrain"]
+        assert kept["rule"] == verdict["rule"] and kept["challenger"] == challenger.metrics["rmse"]
+        assert challenger.metrics["evaluated_on"].startswith(
+            f"holdout {challenger.calibration_end}"
+        )
+
+        # The new champion has seen every labelled day there is: nothing to retrain on.
+        [again] = ray.get(actor.run_once.remote(str(tenant_id)), timeout=120)
+        assert again["version"] is None and "no purchases after" in again["skipped"]
+    finally:
+        ray.kill(actor)
+
+
+def test_a_challenger_that_does_not_win_by_the_margin_stays_a_candidate(
+    platform: RunningPlatform, fresh_db: str, actor_settings: Settings, tmp_path: Path
+) -> None:
+    tenant_id = asyncio.run(tenant_with_a_champion(fresh_db, actor_settings, tmp_path / "m"))
+    demanding = actor_settings.model_copy(update={"retrain_min_gain": 0.999})
+    actor = retrainer(fresh_db, demanding, name=f"retrain-{uuid.uuid4().hex[:6]}",
+                      detached=False)  # fmt: skip
+    try:
+        [outcome] = ray.get(actor.run_once.remote(str(tenant_id)), timeout=280)
+        assert not outcome["verdict"]["promote"] and outcome["status"] == "candidate", outcome
+        champion, challenger = asyncio.run(versions(fresh_db, tenant_id))
+        assert (champion.status, champion.traffic_percent) == ("production", 100)
+        assert (challenger.status, challenger.traffic_percent) == ("candidate", 20)
+    finally:
+        ray.kill(actor)
