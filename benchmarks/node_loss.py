@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 
 import asyncpg
 import psutil
@@ -375,3 +376,34 @@ async def _replay(url: str, campaigns: list[Campaign]) -> dict[str, dict]:
     return {
         c.campaign_id: book.campaigns[(c.tenant_id, c.campaign_id)].snapshot(now) for c in campaigns
     }
+
+
+def summary(runs: list[NodeLossResult]) -> dict[str, float]:
+    """The figures over repeated runs: the timings' medians, the worst run for the rest."""
+    return {
+        "dead_s": median(r.dead_s for r in runs),
+        "alive_s": median(r.alive_s for r in runs),
+        "recovery_s": median(r.recovery_s for r in runs),
+        "ticks_lost": median(max(r.ticks_lost.values()) for r in runs),
+        "overspend_usd": max(sum(r.overspend_micros.values()) for r in runs) / 1e6,
+        "lost_in_flight_usd": max(sum(r.lost_in_flight_micros.values()) for r in runs) / 1e6,
+        "ledger_rows_missing": max(r.ledger_rows_missing for r in runs),
+        "books_differ": max(len(r.books_differ) for r in runs),
+    }
+
+
+def table(runs: list[NodeLossResult]) -> str:
+    """One row per run, then the summary row (timings: median; the rest: the worst run)."""
+    lines = [
+        "| run | node dead s | actors alive s | recovery s | ticks lost | overspend USD "
+        "| lost in flight USD | ledger rows lost | books differ |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    rows = [(str(i + 1), summary([r])) for i, r in enumerate(runs)]
+    for name, s in [*rows, ("summary", summary(runs))]:
+        lines.append(
+            f"| {name} | {s['dead_s']:.1f} | {s['alive_s']:.1f} | {s['recovery_s']:.1f} "
+            f"| {s['ticks_lost']:g} | {s['overspend_usd']:.2f} | {s['lost_in_flight_usd']:.2f} "
+            f"| {s['ledger_rows_missing']:g} | {s['books_differ']:g} |"
+        )
+    return "\n".join(lines)
