@@ -357,3 +357,31 @@ def bench_create(
         f"\nimages/s: baseline {baseline.per_second:.2f}, Serve {served.per_second:.2f} "
         f"({served.per_second / baseline.per_second:.2f}x)"
     )
+
+
+@bench.command("node-loss")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option("--campaigns", default=4, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--tick-s", default=0.5, show_default=True, type=click.FloatRange(0.1, 10))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_node_loss(repeats: int, campaigns: int, tick_s: float, as_json: bool) -> None:
+    """Recovery from losing a node: a local 3-node Ray (head, workers A and B), the budget
+    and bid-loop shards on A, A killed while the loop ticks on the wall clock. Prints the
+    seconds until Ray marks A dead, until the actors are alive on B and until every campaign
+    decides again, the ticks lost, overspend and lost ledger rows; per run and the median of
+    --repeats runs (about 40-70 s each here), each on a scratch PostgreSQL."""
+    from benchmarks.node_loss import NodeLossOptions, run_node_loss, summary, table
+
+    options = NodeLossOptions(campaigns=campaigns, tick_s=tick_s)
+    runs = []
+    for _ in range(repeats):
+        with scratch_database() as url:
+            runs.append(run_node_loss(url, options))
+    if as_json:
+        click.echo(json.dumps({"summary": summary(runs), "runs": [r.model_dump() for r in runs]}))
+        return
+    click.echo(
+        f"Losing the node that holds the budget and bid-loop shards: {campaigns} campaigns, "
+        f"{tick_s:g} s ticks, {repeats} run(s)\n"
+    )
+    click.echo(table(runs))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import uuid
@@ -13,6 +14,7 @@ from email.policy import default
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from kiki.artifacts import ArtifactStore
@@ -43,6 +45,24 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fresh_db(pg_url: str) -> Iterator[str]:
+    """A new, empty database on the session's server, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = pg_url.rsplit("/", 1)[0] + "/postgres"
+
+    async def admin_exec(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin_exec(f"CREATE DATABASE {name}"))
+    yield pg_url.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(admin_exec(f"DROP DATABASE {name} WITH (FORCE)"))
 
 
 @dataclass

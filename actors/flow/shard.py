@@ -108,6 +108,10 @@ class BidLoopShard:
         self._created = time.monotonic()
         self._last_tick_ok: float | None = None  # monotonic time the last tick completed
         self._metrics = TickMetrics(shard)
+        if config.autorun:
+            # Ray re-runs __init__ after a crash or the loss of the shard's node, and then
+            # nobody calls `ready`: the shard starts its own loop (queued after __init__).
+            ray.get_runtime_context().current_actor.ready.remote()
 
     # --- life cycle ------------------------------------------------------------------------
 

@@ -7,12 +7,10 @@ these tests cover the launcher too.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from kiki.auth import create_api_key
@@ -74,24 +72,6 @@ def platform(
         )
     finally:
         platform.stop()
-
-
-@pytest.fixture
-def fresh_db(pg_url: str) -> Iterator[str]:
-    """A new, empty database on the session's server, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = pg_url.rsplit("/", 1)[0] + "/postgres"
-
-    async def admin_exec(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin_exec(f"CREATE DATABASE {name}"))
-    yield pg_url.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(admin_exec(f"DROP DATABASE {name} WITH (FORCE)"))
 
 
 @pytest.fixture(scope="session")
