@@ -41,6 +41,7 @@ from launcher.platform import (
     database,
     describe_failure,
     pid_alive,
+    placement,
     read_state,
     state_path,
 )
@@ -180,15 +181,23 @@ def up(detach: bool) -> None:
 @main.command()
 @click.option("--timeout", default=90.0, show_default=True, help="Seconds to wait for shutdown.")
 def down(timeout: float) -> None:
-    """Stop a platform started with `kiki up` (foreground or detached)."""
+    """Stop a platform started with `kiki up` (foreground or detached).
+
+    With RAY_ADDRESS set and no `kiki up` running here (the apps came from `serve deploy`, or
+    `serve shutdown` already ran): take KIKI off that cluster, its detached actors included.
+    """
     settings = settings_or_exit()
     state = read_state(settings)
-    if state is None:
-        click.echo("KIKI is not running.")
-        return
-    if not pid_alive(state.pid):
-        Platform(settings, click.echo).stop_leftovers(state)
-        click.echo("KIKI was not running; cleaned up what it left behind.")
+    if state is None or not pid_alive(state.pid):
+        if state is not None:
+            Platform(settings, click.echo).stop_leftovers(state)
+        if settings.ray_address:
+            Platform(settings, click.echo).clear_cluster()
+            click.echo("KIKI is off the cluster.")
+        elif state is None:
+            click.echo("KIKI is not running.")
+        else:
+            click.echo("KIKI was not running; cleaned up what it left behind.")
         return
     click.echo(f"stopping KIKI (pid {state.pid}) ...")
     os.kill(state.pid, signal.SIGTERM)
@@ -203,7 +212,8 @@ def down(timeout: float) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """Show whether KIKI runs and each app's health. Exit 0 when all are healthy."""
+    """Show whether KIKI runs, each app's health, and which node runs each replica and
+    actor. Exit 0 when all are healthy, 1 when one is not, 3 when KIKI is not running."""
     settings = settings_or_exit()
     state = read_state(settings)
     if state is None or not pid_alive(state.pid):
@@ -214,13 +224,26 @@ def status(as_json: bool) -> None:
         sys.exit(3)
     health = check_health(settings)
     healthy = all(code == 200 for code, _ in health.values())
+    placed, unplaced = [], None
+    try:
+        placed = placement(state.dashboard_url) if state.dashboard_url else []
+    except Exception as exc:  # the apps' health still answers the question
+        unplaced = describe_failure(exc)
     if as_json:
         apps = {s: {"status": code, "detail": d} for s, (code, d) in health.items()}
         click.echo(json.dumps({"running": True, "status": state.status, "pid": state.pid,
-                               "healthy": healthy, "apps": apps}))  # fmt: skip
+                               "healthy": healthy, "apps": apps,
+                               "placement": [p.model_dump() for p in placed],
+                               "placement_error": unplaced}))  # fmt: skip
     else:
         click.echo(f"KIKI {state.status} (pid {state.pid})")
         print_summary(settings, None)
+        click.echo("")
+        click.echo(f"{'RUNS':<40} {'STATE':<9} NODE")
+        for p in placed:
+            click.echo(f"{p.kind + ' ' + p.name:<40} {p.state:<9} {p.node_ip} {p.node_id[:12]}")
+        if unplaced:
+            click.echo(f"(where things run is unknown: {unplaced})")
     sys.exit(0 if healthy else 1)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
+from pydantic import BaseModel
 
 from deployments.ingress import configure_ingress
 from kiki.auth import authenticate, create_api_key
@@ -28,6 +29,7 @@ from kiki.db.embedded import EmbeddedPostgres, port_in_use
 from kiki.db.pool import connect, redact
 from kiki.errors import ConfigError, KikiError, Unauthenticated, Unavailable
 from launcher import serve_config
+from launcher.dashboard import ServeRest, nodes, state_api
 
 Echo = Callable[[str], None]
 READY_TIMEOUT_S = 120.0
@@ -179,6 +181,7 @@ class Platform:
         self.dev_key: str | None = None
         self.state: RunState | None = None
         self._ray_started = False
+        self.dashboard_url = ""
 
     def _step(self, text: str) -> None:
         self.echo(f"==> {text}")
@@ -245,7 +248,7 @@ class Platform:
                     f"    secrets are not sent to the cluster: set {', '.join(sorted(secrets))} "
                     "in its nodes' environment (cluster.yaml)"
                 )
-            ray.init(address=s.ray_address, namespace="kiki", log_to_driver=False)
+            context = ray.init(address=s.ray_address, namespace="kiki", log_to_driver=False)
             self.state.metrics_url = "the cluster's metrics export port on each node"
         else:
             self._step("Ray: starting a local instance")
@@ -259,35 +262,36 @@ class Platform:
                     log_to_driver=False,
                     configure_logging=False,
                 )
-            self.state.dashboard_url = (
-                f"http://{context.dashboard_url}" if context.dashboard_url else None
-            )
             self.state.metrics_url = f"http://127.0.0.1:{s.metrics_port}/metrics"
             self.echo(f"    metrics for Prometheus: {self.state.metrics_url}")
         self._ray_started = True
+        if not context.dashboard_url:
+            raise ConfigError(
+                "the Ray cluster runs no dashboard, and Serve's REST API lives there: start "
+                "its head with the dashboard (`ray start --head --include-dashboard=true`)"
+            )
+        self.dashboard_url = self.state.dashboard_url = f"http://{context.dashboard_url}"
 
     def _start_serve(self, config: dict) -> None:
+        """Deploy through Serve's REST API. On a cluster the YAML's CPU and GPU requests
+        stand (a GPU deployment at zero replicas must keep asking for its GPU, or no GPU
+        node is ever added); a local run shrinks them to fit this machine."""
         import ray
         from ray import serve
-        from ray.serve._private.api import serve_start
-        from ray.serve.schema import ServeDeploySchema
 
         s = self.settings
-        gpus = ray.cluster_resources().get("GPU", 0)
-        adapted = serve_config.adapt_for_machine(config, s, gpus)
+        if s.ray_address:
+            adapted = serve_config.adapt_for_cluster(config, s)
+            resources = "CPU and GPU as serve_config.yaml asks"
+        else:
+            gpus = ray.cluster_resources().get("GPU", 0)
+            adapted = serve_config.adapt_for_machine(config, s, gpus)
+            resources = f"{s.replica_cpus} CPU per replica, {'GPU' if gpus else 'no GPU'}"
         self._step(
             f"Serve: deploying {len(adapted['applications'])} apps "
-            f"(HTTP :{s.http_port}, gRPC :{s.grpc_port}, {s.replica_cpus} CPU per replica, "
-            f"{'GPU' if gpus else 'no GPU'})"
+            f"(HTTP :{s.http_port}, gRPC :{s.grpc_port}, {resources})"
         )
-        schema = ServeDeploySchema.model_validate(adapted)
-        client = serve_start(
-            http_options=adapted["http_options"],
-            grpc_options=adapted["grpc_options"],
-            global_logging_config=adapted.get("logging_config"),
-            proxy_location=adapted["proxy_location"],
-        )
-        client.deploy_apps(schema)
+        ServeRest(self.dashboard_url).deploy(adapted)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             statuses = {name: app.status for name, app in serve.status().applications.items()}
@@ -299,7 +303,9 @@ class Platform:
                 raise Unavailable(f"Serve app(s) {', '.join(failed)} failed to deploy: {detail}")
             if time.monotonic() > deadline:
                 raise Unavailable(
-                    f"Serve apps not running after {READY_TIMEOUT_S:.0f}s: {statuses}"
+                    f"Serve apps not running after {READY_TIMEOUT_S:.0f}s: {statuses}; the "
+                    f"cluster has {ray.available_resources()} free (replicas may be waiting "
+                    "for resources)"
                 )
             time.sleep(0.5)
         # RUNNING means replicas are up; wait for the proxy to route to every prefix too.
@@ -318,24 +324,8 @@ class Platform:
             write_state(s, self.state)
         if self._ray_started:
             import ray
-            from ray import serve
 
-            self._step("settling the bid loop: open leases committed, audit trail flushed")
-            try:
-                from actors.flow import settle_bid_loops
-
-                rows = settle_bid_loops(s.flow_shards)
-                self.echo(f"    {rows:,} decisions in the audit trail")
-            except Exception as exc:  # keep going: Ray and PostgreSQL must still stop
-                self.echo(f"    the bid loop did not settle: {describe_failure(exc)}")
-            if s.ray_address:
-                # A shared cluster: take our apps off it and leave the rest alone.
-                self._step("removing the apps from Serve")
-                try:
-                    for name in SERVICES:
-                        serve.delete(name)
-                except Exception as exc:  # keep going: PostgreSQL must still stop
-                    self.echo(f"    Serve did not stop cleanly: {exc}")
+            self._clear_ray()
             # A local Ray goes down whole, Serve with it: its ordered shutdown waits out
             # drain timeouts (30 s with the HAProxy ingress) that a stopping machine does
             # not need.
@@ -351,6 +341,51 @@ class Platform:
         with suppress(FileNotFoundError):
             state_path(s).unlink()
 
+    def _clear_ray(self) -> None:
+        """Take KIKI off Ray, each step even if an earlier one failed: the bid loop settled,
+        the apps removed (on a cluster; a local Ray goes down whole), then every KIKI actor
+        ended, as they are detached and would outlive the apps."""
+        from ray import serve
+
+        from actors.registry import settle_every_bid_loop, stop_kiki_actors
+
+        self._step("settling the bid loop: open leases committed, audit trail flushed")
+        try:
+            rows = settle_every_bid_loop(state_api(self.dashboard_url))
+            self.echo(f"    {rows:,} decisions in the audit trail")
+        except Exception as exc:  # keep going: the rest must still stop
+            self.echo(f"    the bid loop did not settle: {describe_failure(exc)}")
+        if self.settings.ray_address:
+            # A shared cluster: take our apps off it and leave the rest alone.
+            self._step("removing the apps from Serve")
+            try:
+                running = serve.status().applications
+                for name in SERVICES:
+                    if name in running:
+                        serve.delete(name)
+            except Exception as exc:
+                self.echo(f"    Serve did not stop cleanly: {describe_failure(exc)}")
+        self._step("ending KIKI's actors (namespace kiki)")
+        try:
+            ended = stop_kiki_actors(state_api(self.dashboard_url))
+            self.echo(f"    ended {', '.join(ended)}" if ended else "    none left")
+        except Exception as exc:
+            self.echo(f"    the actors did not stop: {describe_failure(exc)}")
+
+    def clear_cluster(self) -> None:
+        """`kiki down` against RAY_ADDRESS with no `kiki up` process: what its stop would
+        do on the cluster. After `serve deploy`, or after a `serve shutdown` that left the
+        detached actors running; idempotent."""
+        import ray
+
+        self._step(f"Ray: joining the cluster at {self.settings.ray_address}")
+        context = ray.init(address=self.settings.ray_address, namespace="kiki", log_to_driver=False)
+        self.dashboard_url = f"http://{context.dashboard_url}"
+        try:
+            self._clear_ray()
+        finally:
+            ray.shutdown()
+
     def stop_leftovers(self, state: RunState) -> None:
         """After a `kiki up` process died without cleaning up: stop its embedded PostgreSQL."""
         if state.embedded_postgres:
@@ -360,6 +395,40 @@ class Platform:
                 pg.stop()
         with suppress(FileNotFoundError):
             state_path(self.settings).unlink()
+
+
+class Placed(BaseModel):
+    """One Serve replica (`app/Deployment`) or KIKI actor, and the node it runs on."""
+
+    name: str
+    kind: Literal["replica", "actor"]
+    state: str
+    node_id: str
+    node_ip: str
+
+
+def placement(dashboard_url: str) -> list[Placed]:
+    """Which node runs what: every replica of KIKI's apps (Serve's REST API) and every KIKI
+    actor (Ray's state API), both read from the cluster's dashboard."""
+    from actors.registry import kiki_actors
+
+    details = ServeRest(dashboard_url, timeout_s=10).details()
+    placed = [
+        Placed(name=f"{app_name}/{dep_name}", kind="replica", state=str(replica.state.value),
+               node_id=replica.node_id or "", node_ip=replica.node_ip or "")
+        for app_name, app in sorted(details.applications.items()) if app_name in SERVICES
+        for dep_name, dep in sorted(app.deployments.items())
+        for replica in dep.replicas
+    ]  # fmt: skip
+    state = state_api(dashboard_url)
+    ips = {node.node_id: node.node_ip for node in nodes(state)}
+    placed += [
+        Placed(name=actor.name, kind="actor", state=actor.state, node_id=actor.node_id or "",
+               node_ip=ips.get(actor.node_id, ""))
+        for actor in sorted(kiki_actors(state), key=lambda a: a.name)
+        if actor.name
+    ]  # fmt: skip
+    return placed
 
 
 def describe_failure(exc: BaseException) -> str:

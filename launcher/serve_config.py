@@ -1,4 +1,4 @@
-"""serve_config.yaml: strict validation and the adaptation `kiki up` makes for one machine.
+"""serve_config.yaml: strict validation, and what `kiki up` adapts on a cluster or one machine.
 
 Ray's `ServeDeploySchema` silently ignores unknown keys and does not validate
 `autoscaling_config`, so a typo would deploy with defaults; `validate_strict` catches both.
@@ -97,22 +97,32 @@ def validate_strict(data: dict[str, Any]) -> ServeDeploySchema:
     return schema
 
 
-def adapt_for_machine(data: dict[str, Any], settings: Settings, gpus: float) -> dict[str, Any]:
-    """A copy of the config for this machine: ports from settings, small CPU shares so six
-    apps fit on a laptop, no GPU requests where there is no GPU, and the replicas' KIKI_*
-    settings (secrets excepted) passed through `runtime_env` so they reach workers on any
-    node."""
+def adapt_for_cluster(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A copy of the config for a cluster (`kiki up` with RAY_ADDRESS): the ports and each
+    app's `args:` from settings, everything else as the YAML says. Above all the replicas'
+    `num_cpus` and `num_gpus` stay: a GPU deployment scaled to zero must keep asking for its
+    GPU, or the autoscaler never adds a GPU node for it. Replicas read their other settings
+    from their nodes' environment, as with `serve deploy`."""
     out = copy.deepcopy(data)
-    out["http_options"] = {**out.get("http_options", {}), "host": settings.http_host,
-                           "port": settings.http_port}  # fmt: skip
+    out["http_options"] = {**out.get("http_options", {}), "port": settings.http_port}
     out["grpc_options"] = {**out.get("grpc_options", {}), "port": settings.grpc_port}
-    # One proxy on this node: a local run has one node, and it keeps the printed URLs right.
-    out["proxy_location"] = "HeadOnly"
-    env = replica_env(settings)
     for app in out["applications"]:
         args = local_args(app["import_path"], app.get("args") or {}, settings)
         if args:
             app["args"] = args
+    return out
+
+
+def adapt_for_machine(data: dict[str, Any], settings: Settings, gpus: float) -> dict[str, Any]:
+    """A copy of the config for a local run on this machine: the cluster's adaptation, plus
+    the HTTP host, small CPU shares so six apps fit on a laptop, no GPU requests where there
+    is no GPU, and the replicas' KIKI_* settings (secrets excepted) in `runtime_env`."""
+    out = adapt_for_cluster(data, settings)
+    out["http_options"]["host"] = settings.http_host
+    # One proxy on this node: a local run has one node, and it keeps the printed URLs right.
+    out["proxy_location"] = "HeadOnly"
+    env = replica_env(settings)
+    for app in out["applications"]:
         runtime_env = app.setdefault("runtime_env", {})
         runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
         for dep in app.get("deployments") or []:
@@ -135,9 +145,10 @@ def args_type(import_path: str) -> type[AppArgs] | None:
 
 
 def local_args(import_path: str, given: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """An app's `args:` for a local run: the YAML's, overridden by the KIKI_* settings the
-    operator set (a setting left at its default leaves the YAML's value). Validated here, so a
-    bad value stops `kiki up` with the option named instead of failing a deployment."""
+    """An app's `args:` as `kiki up` deploys them: the YAML's, overridden by the KIKI_*
+    settings the operator set (a setting left at its default leaves the YAML's value).
+    Validated here, so a bad value stops `kiki up` with the option named instead of failing
+    a deployment."""
     kind = args_type(import_path)
     if kind is None:
         return given

@@ -166,3 +166,25 @@ def test_the_yaml_args_are_valid_and_win_only_where_they_are_named(config: dict)
     resolved = kind.resolve(given, node)
     assert (resolved.tick_s, resolved.shards) == (1.5, 3)
     assert kind.given({}) is None and kind.resolve(None, node).tick_s == 9.0
+
+
+def test_a_cluster_deploy_keeps_the_yamls_resources_and_takes_ports_and_args(
+    config: dict,
+) -> None:
+    """On a cluster the CPU and GPU requests stand, so a GPU deployment at zero replicas
+    still asks the autoscaler for a GPU node; only the ports and `args:` come from settings."""
+    settings = Settings(http_port=9100, grpc_port=9101, replica_cpus=0.05, flow_tick_s=0.5)
+    adapted = serve_config.adapt_for_cluster(config, settings)
+    assert adapted["http_options"] == {**config["http_options"], "port": 9100}
+    assert adapted["grpc_options"] == {**config["grpc_options"], "port": 9101}
+    assert adapted["proxy_location"] == config["proxy_location"] == "EveryNode"
+    for app, given in zip(adapted["applications"], config["applications"], strict=True):
+        assert app["deployments"] == given["deployments"]
+        assert "runtime_env" not in app  # replicas read their settings on their nodes
+    flow = next(a for a in adapted["applications"] if a["name"] == "flow")
+    assert flow["args"]["tick_s"] == 0.5
+    create = next(a for a in adapted["applications"] if a["name"] == "create")
+    generator = next(d for d in create["deployments"] if d["name"] == "CreativeGenerator")
+    assert generator["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 1}
+    serve_config.validate_strict(adapted)
+    assert config["http_options"]["port"] == 8000  # the input is not modified
