@@ -22,6 +22,7 @@ import httpx
 from pydantic import BaseModel
 
 from deployments.ingress import configure_ingress
+from kiki.artifacts import ArtifactStore
 from kiki.auth import authenticate, create_api_key
 from kiki.config import SERVICES, Settings
 from kiki.db import migrate
@@ -199,6 +200,8 @@ class Platform:
                 "RAY_ADDRESS is set but KIKI_DATABASE_URL is not: replicas on other nodes cannot "
                 "reach the embedded PostgreSQL; set KIKI_DATABASE_URL to a server they can reach"
             )
+        if s.ray_address:
+            ArtifactStore.for_cluster(s)  # models written on one node must load on the others
         config = serve_config.load(s.serve_config)
         serve_config.validate_strict(config)
         check_ports_free(s, embedded=not s.database_url)

@@ -35,10 +35,17 @@ def test_kiki_up_status_down_on_a_two_node_cluster(pg_url: str, tmp_path: Path) 
     gcs = f"{get_node_ip_address()}:{free_port()}"
     dashboard = f"http://127.0.0.1:{free_port()}"
     # The nodes' environment is the replicas': a cluster's nodes hold the database URL.
-    node_vars = node_env(KIKI_DATABASE_URL=pg_url, KIKI_HOME=str(tmp_path / "node-home"))
+    # Both nodes are on this machine, so one folder is an artifact store every node mounts.
+    artifacts = (tmp_path / "artifacts").as_uri()
+    node_vars = node_env(
+        KIKI_DATABASE_URL=pg_url,
+        KIKI_HOME=str(tmp_path / "node-home"),
+        KIKI_ARTIFACTS_URL=artifacts,
+    )
     env = node_env(
         RAY_ADDRESS=gcs,
         KIKI_DATABASE_URL=pg_url,
+        KIKI_ARTIFACTS_URL=artifacts,
         KIKI_HOME=str(tmp_path / "home"),
         KIKI_HTTP_PORT=str(free_port()),
         KIKI_GRPC_PORT=str(free_port()),
