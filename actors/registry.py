@@ -1,5 +1,5 @@
 """KIKI's actors as a whole: the named actors of Ray namespace `kiki` (budget shards, bid-loop
-shards, the platform guard, the engage automation).
+shards, the platform guard, the engage automation, the retraining actor).
 
 They are detached, so they outlive the replicas that created them: neither deleting the Serve
 apps nor `serve shutdown` ends them. `kiki down` does, through `stop_kiki_actors`.

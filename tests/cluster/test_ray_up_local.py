@@ -11,6 +11,7 @@ stop the other Ray clusters on this machine.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -27,9 +28,14 @@ import httpx
 import pytest
 import yaml
 
-from kiki.config import SERVICES
+from kiki.auth import authenticate
+from kiki.config import SERVICES, Settings
 from kiki.db.embedded import free_port, port_in_use
-from tests.conftest import REPO
+from kiki.db.pool import connect
+from kiki.value import registry
+from kiki.value.features import FEATURE_NAMES
+from tests.conftest import REPO, S3Server
+from tests.integration.test_value_api import CUT, synthetic_purchases, tiny_model
 
 BIN = Path(sys.executable).parent
 DEADLINE_S = 420  # head start, worker nodes added on demand, six apps deployed on 2 cores
@@ -47,8 +53,36 @@ def shield_allocate(api: httpx.Client) -> None:
     assert resp.json()["campaign_id"] == "camp_001"
 
 
+def ltv_prediction(api: httpx.Client) -> None:
+    """The tenant's purchases in, one customer valued by the model registered before the
+    deploy (its weights in S3, fetched by a scorer replica on whichever node it runs)."""
+    resp = api.post("/value/api/v1/transactions", json={"transactions": PURCHASES})
+    assert resp.status_code == 201, resp.text
+    body = {"customer_id": "cust_0001", "as_of": CUT.isoformat()}
+    resp = api.post("/value/api/v1/predict", json=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["model_version"] == 1 and resp.json()["source"] == "history"
+
+
 # The calls made through the proxy once every app is up, each with a tenant's API key.
-REQUESTS: tuple[Callable[[httpx.Client], None], ...] = (shield_allocate,)
+REQUESTS: tuple[Callable[[httpx.Client], None], ...] = (shield_allocate, ltv_prediction)
+PURCHASES = synthetic_purchases(customers=200, seed=3)
+
+
+async def register_model(pg_url: str, api_key: str, settings: Settings, folder: Path) -> None:
+    """A small LTV model in production for the key's tenant, its files in the store."""
+    url, reference = tiny_model(PURCHASES, folder, settings)
+    conn = await connect(pg_url)
+    try:
+        tenant = await authenticate(conn, api_key)
+        record = await registry.register(
+            conn, tenant.id, metrics={}, feature_schema=list(FEATURE_NAMES),
+            config={"currency": "USD"}, calibration_end=CUT, horizon_days=90, data_window={},
+            artifact_url=url, reference=reference,
+        )  # fmt: skip
+        await registry.promote(conn, tenant.id, record.version)
+    finally:
+        await conn.close()
 
 
 @dataclass
@@ -108,7 +142,7 @@ def _copy_with_ports(name: str, temp_dir: str, edit: Callable[[dict], None]) -> 
 
 
 @contextmanager
-def fake_cluster(pg_url: str) -> Iterator[tuple[FakeCluster, str]]:
+def fake_cluster(pg_url: str, store: dict[str, str]) -> Iterator[tuple[FakeCluster, str]]:
     """The head of cluster.local.yaml's cluster, and a serve_config.yaml copy on free ports."""
     temp_dir = tempfile.mkdtemp(prefix="kr", dir="/tmp")  # short: Ray's socket paths are long
     gcs_port, http_port, grpc_port = free_port(), free_port(), free_port()
@@ -129,7 +163,7 @@ def fake_cluster(pg_url: str) -> Iterator[tuple[FakeCluster, str]]:
     # starts from the head's environment, so its replicas get KIKI_DATABASE_URL.
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
     env = {**inherited, "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "token",
-           "KIKI_DATABASE_URL": pg_url}  # fmt: skip
+           "KIKI_DATABASE_URL": pg_url, **store}  # fmt: skip
     log = open(os.path.join(temp_dir, "head.log"), "wb")  # noqa: SIM115 - the head's lifetime
     process = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
@@ -174,7 +208,7 @@ def _wait_running(cluster: FakeCluster, deadline: float) -> None:
 
 
 @pytest.mark.timeout(DEADLINE_S + 180)
-def test_fake_cluster_serves_serve_config(pg_url: str) -> None:
+def test_fake_cluster_serves_serve_config(pg_url: str, s3_server: S3Server, tmp_path: Path) -> None:
     created = subprocess.run(
         [str(BIN / "kiki"), "keys", "create", "--tenant", "cluster-test"],
         env={**os.environ, "KIKI_DATABASE_URL": pg_url}, capture_output=True, text=True,
@@ -182,8 +216,17 @@ def test_fake_cluster_serves_serve_config(pg_url: str) -> None:
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     api_key = created.stdout.strip()
+    store = {
+        "KIKI_ARTIFACTS_URL": f"s3://{s3_server.bucket()}/kiki",
+        "KIKI_ARTIFACTS_ENDPOINT_URL": s3_server.endpoint_url,
+    }
+    settings = Settings(
+        home=tmp_path, artifacts_url=store["KIKI_ARTIFACTS_URL"],
+        artifacts_endpoint_url=store["KIKI_ARTIFACTS_ENDPOINT_URL"],
+    )  # fmt: skip
+    asyncio.run(register_model(pg_url, api_key, settings, tmp_path / "model"))
 
-    with fake_cluster(pg_url) as (cluster, serve_yaml):
+    with fake_cluster(pg_url, store) as (cluster, serve_yaml):
         deadline = time.monotonic() + DEADLINE_S
         _serve_deploy(cluster, serve_yaml, deadline)
         _wait_running(cluster, deadline)
