@@ -7,6 +7,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -50,6 +51,13 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def fresh_db(pg_url: str) -> Iterator[str]:
     """A new, empty database on the session's server, dropped after the test."""
+    with new_database(pg_url) as url:
+        yield url
+
+
+@contextmanager
+def new_database(pg_url: str) -> Iterator[str]:
+    """A new, empty database on the server of `pg_url`, dropped at the end of the block."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = pg_url.rsplit("/", 1)[0] + "/postgres"
 

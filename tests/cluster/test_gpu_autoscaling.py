@@ -79,7 +79,7 @@ def new_key(url: str) -> str:
 
 
 def test_a_generate_request_brings_a_gpu_node_and_idleness_takes_it_away(
-    pg_url: str, tmp_path: Path
+    fresh_db: str, tmp_path: Path
 ) -> None:
     gcs = f"{get_node_ip_address()}:{free_port()}"
     dashboard = f"http://127.0.0.1:{free_port()}"
@@ -87,7 +87,7 @@ def test_a_generate_request_brings_a_gpu_node_and_idleness_takes_it_away(
     config_file = tmp_path / "autoscaling.json"
     config_file.write_text(json.dumps(autoscaling_config(gcs)))
     env = node_env(
-        KIKI_DATABASE_URL=pg_url,
+        KIKI_DATABASE_URL=fresh_db,
         KIKI_HOME=str(tmp_path / "home"),
         HF_HUB_OFFLINE="1",
         RAY_FAKE_CLUSTER="1",  # the fake provider runs only with it
@@ -119,7 +119,7 @@ def test_a_generate_request_brings_a_gpu_node_and_idleness_takes_it_away(
             assert gpu_nodes() == [], "a GPU node before any request"
             assert generator_replicas() == [], "a generator replica before any request"
 
-            key = new_key(pg_url)
+            key = new_key(fresh_db)
             body = {
                 "product": {"name": "Test Product"},
                 "brand": {"name": "TechCorp", "primary_colors": ["#3b82f6"]},

@@ -31,20 +31,20 @@ def alive_kiki_actors(dashboard: str) -> list[str]:
     return [a.name or a.actor_id for a in kiki_actors(state_api(dashboard)) if a.state == "ALIVE"]
 
 
-def test_kiki_up_status_down_on_a_two_node_cluster(pg_url: str, tmp_path: Path) -> None:
+def test_kiki_up_status_down_on_a_two_node_cluster(fresh_db: str, tmp_path: Path) -> None:
     gcs = f"{get_node_ip_address()}:{free_port()}"
     dashboard = f"http://127.0.0.1:{free_port()}"
     # The nodes' environment is the replicas': a cluster's nodes hold the database URL.
     # Both nodes are on this machine, so one folder is an artifact store every node mounts.
     artifacts = (tmp_path / "artifacts").as_uri()
     node_vars = node_env(
-        KIKI_DATABASE_URL=pg_url,
+        KIKI_DATABASE_URL=fresh_db,
         KIKI_HOME=str(tmp_path / "node-home"),
         KIKI_ARTIFACTS_URL=artifacts,
     )
     env = node_env(
         RAY_ADDRESS=gcs,
-        KIKI_DATABASE_URL=pg_url,
+        KIKI_DATABASE_URL=fresh_db,
         KIKI_ARTIFACTS_URL=artifacts,
         KIKI_HOME=str(tmp_path / "home"),
         KIKI_HTTP_PORT=str(free_port()),

@@ -29,7 +29,7 @@ from ray.util.state import list_actors
 from kiki.config import SERVICES
 from kiki.db.embedded import free_port
 from protos import kiki_pb2, kiki_pb2_grpc
-from tests.conftest import REPO, S3Server
+from tests.conftest import REPO, S3Server, new_database
 from tests.integration.test_value_api import CUT, synthetic_purchases
 
 BIN = Path(sys.executable).parent
@@ -77,9 +77,14 @@ def serve_config(temp: Path, http_port: int, grpc_port: int) -> Path:
 
 @pytest.fixture(scope="module")
 def nodes(pg_url: str, s3_server: S3Server) -> Iterator[ThreeNodes]:
+    with new_database(pg_url) as database:
+        yield from three_nodes(database, s3_server)
+
+
+def three_nodes(database: str, s3_server: S3Server) -> Iterator[ThreeNodes]:
     temp = Path(tempfile.mkdtemp(prefix="kn", dir="/tmp"))  # short: Ray's socket paths
     shared = {
-        "KIKI_DATABASE_URL": pg_url,
+        "KIKI_DATABASE_URL": database,
         "KIKI_ARTIFACTS_URL": f"s3://{s3_server.bucket()}/kiki",
         "KIKI_ARTIFACTS_ENDPOINT_URL": s3_server.endpoint_url,
     }

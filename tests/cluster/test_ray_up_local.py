@@ -208,10 +208,12 @@ def _wait_running(cluster: FakeCluster, deadline: float) -> None:
 
 
 @pytest.mark.timeout(DEADLINE_S + 180)
-def test_fake_cluster_serves_serve_config(pg_url: str, s3_server: S3Server, tmp_path: Path) -> None:
+def test_fake_cluster_serves_serve_config(
+    fresh_db: str, s3_server: S3Server, tmp_path: Path
+) -> None:
     created = subprocess.run(
         [str(BIN / "kiki"), "keys", "create", "--tenant", "cluster-test"],
-        env={**os.environ, "KIKI_DATABASE_URL": pg_url}, capture_output=True, text=True,
+        env={**os.environ, "KIKI_DATABASE_URL": fresh_db}, capture_output=True, text=True,
         timeout=120,
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
@@ -224,9 +226,9 @@ def test_fake_cluster_serves_serve_config(pg_url: str, s3_server: S3Server, tmp_
         home=tmp_path, artifacts_url=store["KIKI_ARTIFACTS_URL"],
         artifacts_endpoint_url=store["KIKI_ARTIFACTS_ENDPOINT_URL"],
     )  # fmt: skip
-    asyncio.run(register_model(pg_url, api_key, settings, tmp_path / "model"))
+    asyncio.run(register_model(fresh_db, api_key, settings, tmp_path / "model"))
 
-    with fake_cluster(pg_url, store) as (cluster, serve_yaml):
+    with fake_cluster(fresh_db, store) as (cluster, serve_yaml):
         deadline = time.monotonic() + DEADLINE_S
         _serve_deploy(cluster, serve_yaml, deadline)
         _wait_running(cluster, deadline)

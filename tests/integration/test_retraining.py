@@ -1,6 +1,7 @@
 """The retraining actor on the session's Ray: a tenant's LTV model retrained on newer data,
 registered as a challenger, served to a share of customers, and promoted only when it beats
-the champion on days neither saw; the verdict's numbers in the registry. Models in S3."""
+the champion on days neither saw; the verdict's numbers in the registry. The same loop for a
+churn model, which serves one version at a time. Models in S3."""
 
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ from kiki.auth import ensure_tenant
 from kiki.config import Settings
 from kiki.db import migrate
 from kiki.db.pool import connect
+from kiki.engage.churn import MODEL_FEATURES, fit_churn_model
+from kiki.engage.registry import CHURN_MODELS
 from kiki.value import drift, registry, transactions
 from kiki.value.features import FEATURE_NAMES, compute_features
 from kiki.value.ziln import ZILNConfig, train_ziln
 from tests.conftest import store_in
 from tests.integration.conftest import RunningPlatform
 from tests.integration.test_value_api import CUT, synthetic_purchases
+from tests.unit.test_engage_churn import END, SMALL, simulate
 
 HORIZON = 60
 CHAMPION_CUT = CUT - timedelta(days=2 * HORIZON)
@@ -123,3 +127,59 @@ def test_a_challenger_that_does_not_win_by_the_margin_stays_a_candidate(
         assert (challenger.status, challenger.traffic_percent) == ("candidate", 20)
     finally:
         ray.kill(actor)
+
+
+async def tenant_with_a_churn_champion(url: str, settings: Settings, folder: Path) -> uuid.UUID:
+    """Simulated purchases and a churn model of one boosting round trained to END."""
+    history = simulate()
+    config = SMALL.model_copy(update={"rounds": 1})
+    model = fit_churn_model(history[history["ts"] <= END], END, config)
+    conn = await connect(url)
+    try:
+        await migrate.migrate(conn, migrate.discover())
+        tenant = await ensure_tenant(conn, "retrain-churn")
+        rows = transactions.from_frame(history.assign(quantity=1), "sim-")
+        async with conn.transaction():
+            await transactions.insert(conn, tenant.id, rows)
+        champion = await CHURN_MODELS.register(
+            conn, tenant.id, metrics={}, feature_schema=list(MODEL_FEATURES),
+            config=config.model_dump(), calibration_end=END.date(),
+            horizon_days=config.horizon_days, data_window={},
+            artifact_url=store_in(settings, model.save(folder), "churn"),
+        )  # fmt: skip
+        await CHURN_MODELS.promote(conn, tenant.id, champion.version)
+        return tenant.id
+    finally:
+        await conn.close()
+
+
+def test_a_churn_challenger_short_of_the_margin_stays_registered(
+    platform: RunningPlatform, fresh_db: str, actor_settings: Settings, tmp_path: Path
+) -> None:
+    """Churn models serve one version at a time: no traffic share, and a challenger that does
+    not beat the champion by the margin (20 % here) is kept as a registered version."""
+    tenant_id = asyncio.run(tenant_with_a_churn_champion(fresh_db, actor_settings, tmp_path))
+    demanding = actor_settings.model_copy(update={"retrain_min_gain": 0.2})
+    actor = retrainer(fresh_db, demanding, name=f"retrain-{uuid.uuid4().hex[:6]}",
+                      detached=False)  # fmt: skip
+    try:
+        [outcome] = ray.get(actor.run_once.remote(str(tenant_id)), timeout=280)
+    finally:
+        ray.kill(actor)
+    verdict = outcome["verdict"]
+    assert outcome["family"] == "churn" and verdict["metric"] == "brier", outcome
+    assert not verdict["promote"] and outcome["status"] == "registered", verdict
+    assert verdict["challenger"] > verdict["champion"] * 0.8
+
+    async def read() -> list[Any]:
+        conn = await connect(fresh_db)
+        try:
+            return await CHURN_MODELS.list_models(conn, tenant_id)
+        finally:
+            await conn.close()
+
+    champion, challenger = asyncio.run(read())
+    assert (champion.status, champion.traffic_percent) == ("production", 100)
+    assert (challenger.status, challenger.traffic_percent) == ("registered", 0)
+    assert challenger.metrics["retrain"]["rule"] == verdict["rule"]
+    assert challenger.calibration_end > champion.calibration_end
