@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -41,6 +42,22 @@ class ModelRecord(BaseModel):
 _COLUMNS = """version, status, traffic_percent, metrics, feature_schema, config, calibration_end,
     horizon_days, data_window, artifact_url, reference, created_at, promoted_at"""
 _JSON = ("metrics", "feature_schema", "config", "data_window", "reference")
+
+
+def _json(value: Any) -> str:
+    """JSON that PostgreSQL accepts: a metric that came out infinite or NaN (a decile with no
+    spend divides by zero) is stored as null, which JSON can say, instead of Infinity."""
+
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {k: finite(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [finite(v) for v in item]
+        return item
+
+    return json.dumps(finite(value), allow_nan=False)
 
 
 def _record(row: asyncpg.Record) -> ModelRecord:
@@ -88,14 +105,14 @@ class ModelRegistry:
                     FROM {self.table} WHERE tenant_id = $1
                     RETURNING {_COLUMNS}""",
                 tenant_id,
-                json.dumps(metrics),
-                json.dumps(feature_schema),
-                json.dumps(config),
+                _json(metrics),
+                _json(feature_schema),
+                _json(config),
                 calibration_end,
                 horizon_days,
-                json.dumps(data_window),
+                _json(data_window),
                 artifact_url,
-                json.dumps(reference or {}),
+                _json(reference or {}),
             )
         return _record(row)
 

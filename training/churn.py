@@ -108,6 +108,7 @@ def search(
         grace_period=2 * REPORT_EVERY,
         trials=trials,
         name=f"churn-{calibration_end.isoformat()}",
+        seed=seed,
         storage=storage,
         cpus_per_trial=cpus_per_trial,
     )

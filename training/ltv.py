@@ -90,6 +90,7 @@ def search(
         grace_period=5,
         trials=trials,
         name=f"ltv-{calibration_end.isoformat()}",
+        seed=seed,
         storage=storage,
         cpus_per_trial=cpus_per_trial,
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 if TYPE_CHECKING:
     from kiki.artifacts import ArtifactStore
@@ -50,11 +51,13 @@ def asha_search(
     grace_period: int,
     trials: int,
     name: str,
+    seed: int = 0,
     storage: ArtifactStore | None = None,
     cpus_per_trial: float | None = None,
 ) -> dict[str, Any]:
     """Run `trials` samples of `space`, each `trainable(config, data)` reporting `metric`
-    (lower is better) against `time_attr`; ASHA stops weak trials after `grace_period`.
+    (lower is better) against `time_attr`; ASHA stops weak trials after `grace_period`. The
+    configurations tried are drawn from `seed`, so a search can be run again.
     Each trial's results stay under the store's `tune/` (result.json, progress.csv); with no
     store, under this machine's temporary folder."""
     if storage is None:
@@ -70,6 +73,7 @@ def asha_search(
             metric=metric,
             mode="min",
             num_samples=trials,
+            search_alg=BasicVariantGenerator(random_state=seed),
             scheduler=ASHAScheduler(
                 time_attr=time_attr, max_t=max_t, grace_period=min(grace_period, max_t)
             ),

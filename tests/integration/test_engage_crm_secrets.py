@@ -15,6 +15,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from kiki.artifacts import ArtifactStore
 from kiki.auth import ensure_tenant
 from kiki.config import Settings
 from kiki.db import migrate
@@ -84,8 +85,9 @@ def test_credentials_are_sealed_opened_for_a_sync_and_migrated(
                 with pytest.raises(ConfigError, match="hubspot CRM source's access_token"):
                     await sources.stored(conn, tenant.id, "hubspot", vault)
             async with httpx.AsyncClient() as client:
+                store = ArtifactStore.from_settings(Settings(home=tmp_path))
                 report = await run_round(
-                    pool, client, vault, {}, messaging.Caps(), date(2026, 3, 1)
+                    pool, client, vault, {}, messaging.Caps(), date(2026, 3, 1), store
                 )
             assert [(s.source, s.customers_created) for s in report.syncs] == [("postgres", 1)]
             (error,) = report.errors

@@ -76,6 +76,21 @@ def test_versions_promotion_and_rollback(fresh_db: str, models: ModelRegistry) -
     run(fresh_db, scenario)
 
 
+def test_metrics_that_came_out_infinite_are_stored_as_null(fresh_db: str) -> None:
+    """A decile with no spend makes decile MAPE infinite; PostgreSQL's JSON has no Infinity."""
+
+    async def scenario(conn: asyncpg.Connection, tenant: UUID) -> None:
+        saved = await LTV_MODELS.register(
+            conn, tenant, metrics={"rmse": 3.5, "decile_mape": float("inf"),
+                                   "by_decile": [1.0, float("nan")]},
+            feature_schema=[], config={}, calibration_end=date(1997, 9, 30), horizon_days=90,
+            data_window={}, artifact_url="s3://bucket/models/ltv/x",
+        )  # fmt: skip
+        assert saved.metrics == {"rmse": 3.5, "decile_mape": None, "by_decile": [1.0, None]}
+
+    run(fresh_db, scenario)
+
+
 def test_an_ltv_candidate_serves_a_share_beside_production(fresh_db: str) -> None:
     async def scenario(conn: asyncpg.Connection, tenant: UUID) -> None:
         for _ in range(3):

@@ -6,14 +6,16 @@ churn model, which serves one version at a time. Models in S3."""
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import ray
+import torch
 
 from actors.retrain import retrainer
 from kiki.auth import ensure_tenant
@@ -23,30 +25,35 @@ from kiki.db.pool import connect
 from kiki.engage.churn import MODEL_FEATURES, fit_churn_model
 from kiki.engage.registry import CHURN_MODELS
 from kiki.value import drift, registry, transactions
+from kiki.value.cdnow import load_cdnow
 from kiki.value.features import FEATURE_NAMES, compute_features
 from kiki.value.ziln import ZILNConfig, train_ziln
 from tests.conftest import store_in
 from tests.integration.conftest import RunningPlatform
-from tests.integration.test_value_api import CUT, synthetic_purchases
 from tests.unit.test_engage_churn import END, SMALL, simulate
 
-HORIZON = 60
-CHAMPION_CUT = CUT - timedelta(days=2 * HORIZON)
+HORIZON = 90
+# 3,000 CDNOW customers (9,481 purchases, 1997-01 .. 1998-06): real buying, small enough to
+# train in seconds.
+_CDNOW = load_cdnow()
+PURCHASES = _CDNOW[_CDNOW["customer_id"].isin(sorted(_CDNOW["customer_id"].unique())[:3000])]
+LAST_DAY = PURCHASES["ts"].max().date()
+CHAMPION_CUT = date(1997, 12, 31)
 
 
 async def tenant_with_a_champion(url: str, settings: Settings, folder: Path) -> uuid.UUID:
-    """Purchases up to CUT and a production model trained to CHAMPION_CUT for one epoch: it
-    has barely learned, so an honest challenger beats it."""
-    frame = pd.DataFrame(synthetic_purchases(customers=400, seed=11)).assign(
-        ts=lambda d: pd.to_datetime(d["occurred_at"]),
-        amount=lambda d: d["amount"].astype(float),
-        quantity=1,
-    )
+    """The purchases and a production LTV model trained to CHAMPION_CUT whose forecasts are
+    then made 10,000 times too high (its mu's bias raised by ln 10,000): a champion any sane
+    challenger beats on squared error."""
+    frame = PURCHASES
     mid = CHAMPION_CUT - timedelta(days=HORIZON)
     x = compute_features(frame[frame["ts"] <= pd.Timestamp(CHAMPION_CUT)], mid)
     later = frame[(frame["ts"] > pd.Timestamp(mid)) & (frame["ts"] <= pd.Timestamp(CHAMPION_CUT))]
     y = later.groupby("customer_id")["amount"].sum().reindex(x.index, fill_value=0.0)
-    model = train_ziln(x, y.to_numpy(), ZILNConfig(hidden=(4,), max_epochs=1), seed=0)
+    model = train_ziln(x, y.to_numpy(), ZILNConfig(hidden=(8,), max_epochs=5), seed=0)
+    with torch.no_grad():
+        for network in model.networks:
+            network.net[-1].bias[1] += math.log(10_000)
     reference = drift.profile(x, model.predict(x)["expected"])
     conn = await connect(url)
     try:
@@ -77,7 +84,7 @@ async def versions(url: str, tenant_id: uuid.UUID) -> list[Any]:
 @pytest.fixture
 def actor_settings(platform: RunningPlatform, tmp_path: Path) -> Settings:
     return platform.settings.model_copy(
-        update={"home": tmp_path, "retrain_trials": 2, "retrain_challenger_percent": 20}
+        update={"home": tmp_path, "retrain_trials": 1, "retrain_challenger_percent": 20}
     )
 
 
@@ -97,7 +104,7 @@ def test_a_better_challenger_is_promoted_and_a_repeat_finds_no_newer_data(
 
         champion, challenger = asyncio.run(versions(fresh_db, tenant_id))
         assert (champion.status, challenger.status) == ("retired", "production")
-        assert challenger.calibration_end == CUT - timedelta(days=HORIZON)
+        assert challenger.calibration_end == LAST_DAY - timedelta(days=HORIZON)
         assert challenger.artifact_url.startswith(f"{actor_settings.artifacts_url}/models/ltv/")
         kept = challenger.metrics["retrain"]
         assert kept["rule"] == verdict["rule"] and kept["challenger"] == challenger.metrics["rmse"]
