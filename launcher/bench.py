@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -22,6 +24,13 @@ INGRESS_OPTION = click.option(
     show_default=True,
     help="Serve's ingress, as KIKI_INGRESS.",
 )
+
+
+def nodes_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--nodes: 1 (the benchmark as always) or 3 (also on a local 3-node Ray, side by side)."""
+    return click.option(
+        "--nodes", type=click.Choice(["1", "3"]), default="1", show_default=True, help=help_text
+    )
 
 
 @click.group()
@@ -132,13 +141,7 @@ def bench_shield_http(
 @bench.command("ltv-serve")
 @click.option("--seconds", default=10.0, show_default=True, help="Duration of each run.")
 @click.option("--connections", default=32, show_default=True, help="wrk connections.")
-@click.option(
-    "--nodes",
-    type=click.Choice(["1", "3"]),
-    default="1",
-    show_default=True,
-    help="3: also the Serve runs on a local 3-node Ray, ingress and scorer on different nodes.",
-)
+@nodes_option("3: also the Serve runs on a local 3-node Ray, ingress and scorer apart.")
 @INGRESS_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench_ltv_serve(

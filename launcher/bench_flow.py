@@ -9,6 +9,7 @@ from datetime import datetime
 import click
 
 from benchmarks.flow import pacing_rows
+from launcher.bench import nodes_option
 
 
 @click.command("flow")
@@ -16,13 +17,7 @@ from benchmarks.flow import pacing_rows
 @click.option("--minutes", default=3.0, show_default=True, help="Virtual minutes per run.")
 @click.option("--tick-s", default=2.0, show_default=True)
 @click.option("--lease-ticks", default=10, show_default=True, help="Ticks one lease covers.")
-@click.option(
-    "--nodes",
-    type=click.Choice(["1", "3"]),
-    default="1",
-    show_default=True,
-    help="3: also run on a local 3-node Ray, budget and bid-loop shards on different nodes.",
-)
+@nodes_option("3: also run on a local 3-node Ray, budget and bid-loop shards on different nodes.")
 @click.option("--vcpus", default=8, show_default=True, help="Node size of the projection.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench_flow(
@@ -72,10 +67,10 @@ def bench_flow(
     for name, where in out["placement"].items():
         click.echo(f"\n{name}: " + ", ".join(f"{a} on {n}" for a, n in sorted(where.items())))
     click.echo(
-        f"\nPer shard (last run of leases): {costs.decisions_per_s_per_shard:,.0f} decisions/s "
-        f"per bid-loop shard, {costs.bidloop_cpu_us_per_decision:.1f} us CPU per decision, "
-        f"budget {costs.budget_ms_per_tick:.1f} ms per tick and "
-        f"{costs.budget_cpu_us_per_campaign_tick:.1f} us CPU per campaign-tick per shard"
+        f"\nMeasured in the last run of leases: {costs.decisions_per_s_per_shard:,.0f} "
+        f"decisions/s per bid-loop shard, {costs.bidloop_cpu_us_per_decision:.1f} us bid-loop "
+        f"CPU per decision; budget {costs.budget_ms_per_tick:.1f} ms per tick (slowest shard), "
+        f"{costs.budget_cpu_us_per_campaign_tick:.1f} us budget CPU per campaign-tick"
     )
     for p in projections.values():
         click.echo("\n" + explain(costs, p))
