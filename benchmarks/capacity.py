@@ -6,7 +6,10 @@ work, CPU per decision), and each campaign's budget moves once (the budget shard
 per campaign and tick); the guard is one actor for the whole cluster. A shard is one Python
 process, so it uses at most one core: each kind needs enough shards to stay under `usable` of
 a core, and the nodes enough vCPUs to hold them all at `usable` of their vCPUs (the rest is
-Ray's own processes and headroom for a busy tick). One node more is kept spare, so losing a
+Ray's own processes and headroom for a busy tick). A bid-loop shard also waits (on its budget
+round trip, the audit trail's COPY): it must finish its tick within `usable` of the interval
+at the decisions/s per shard the run measured on the wall clock, which can ask for more
+bid-loop shards than their CPU does. One node more is kept spare, so losing a
 node (`kiki bench node-loss`) leaves room for its shards to restart elsewhere.
 """
 
@@ -87,7 +90,11 @@ def project(
         bidloop_cores=bidloop,
         budget_cores=budget,
         guard_cores=guard,
-        bidloop_shards=max(1, ceil(bidloop / usable)),
+        bidloop_shards=max(
+            1,
+            ceil(bidloop / usable),
+            ceil(decisions_per_s / (costs.decisions_per_s_per_shard * usable)),
+        ),
         budget_shards=max(1, ceil(budget / usable)),
         nodes=nodes,
         nodes_with_spare=nodes + 1,
@@ -103,8 +110,9 @@ def explain(costs: ShardCosts, p: Projection) -> str:
             f"{p.campaigns:,} campaigns at {tick_s:g} s ticks: {per_s:,.0f} campaign-ticks/s, "
             f"x {costs.ad_groups} ad groups = {p.decisions_per_s:,.0f} decisions/s",
             f"  bid loop: {p.decisions_per_s:,.0f} x {costs.bidloop_cpu_us_per_decision:.1f} "
-            f"us CPU/decision = {p.bidloop_cores:.2f} cores -> {p.bidloop_shards} shards "
-            f"at <= {usable:.0%} of a core",
+            f"us CPU/decision = {p.bidloop_cores:.2f} cores; {p.bidloop_shards} shards, each "
+            f"at <= {usable:.0%} of a core and of the tick at "
+            f"{costs.decisions_per_s_per_shard:,.0f} decisions/s a shard",
             f"  budget: {per_s:,.0f} x {costs.budget_cpu_us_per_campaign_tick:.1f} us "
             f"CPU/campaign-tick = {p.budget_cores:.2f} cores -> {p.budget_shards} shards",
             f"  guard (one actor): {per_s:,.0f} x {costs.guard_cpu_us_per_campaign_tick:.1f} "

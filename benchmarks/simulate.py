@@ -205,6 +205,9 @@ async def run_simulation(
         detached=False,
         placement=placement.budget,
     )
+    # Started (a process each, on a fresh node of a busy machine: can be past a command's
+    # deadline) and rebuilt from the ledger before the first command.
+    await budgets.ready()
     for result in await budgets.execute([budget_op(c) for c in campaigns]):
         result.raise_for_error()
     guard = platform_guard(namespace=namespace, rate=SANDBOX_RATE.model_dump())

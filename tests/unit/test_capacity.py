@@ -37,15 +37,18 @@ def test_ten_thousand_campaigns() -> None:
     # 5,000 x 50 us = 0.25 core: 3.25 cores over 6 usable vCPUs a node.
     assert p.decisions_per_s == pytest.approx(100_000)
     assert (p.bidloop_cores, p.budget_cores, p.guard_cores) == pytest.approx((2.0, 1.0, 0.25))
-    assert (p.bidloop_shards, p.budget_shards) == (3, 2)
+    # CPU asks for 3 bid-loop shards; the wall clock (30,000 decisions/s a shard, each tick
+    # within 75 % of the interval) for 100,000 / 22,500 -> 5.
+    assert (p.bidloop_shards, p.budget_shards) == (5, 2)
     assert (p.nodes, p.nodes_with_spare) == (1, 2)
 
 
 def test_hundred_thousand_campaigns_scale_linearly() -> None:
     p = project(COSTS, 100_000, tick_s=2.0, vcpus=8, usable=0.75)
-    # 32.5 cores / 6 = 5.4 -> 6 nodes, 7 with a spare; 20 cores -> 27 bid-loop shards.
+    # 32.5 cores / 6 = 5.4 -> 6 nodes, 7 with a spare; 1,000,000 / 22,500 -> 45 bid-loop
+    # shards (their 20 cores alone would take 27).
     assert p.bidloop_cores + p.budget_cores + p.guard_cores == pytest.approx(32.5)
-    assert (p.bidloop_shards, p.budget_shards) == (27, 14)
+    assert (p.bidloop_shards, p.budget_shards) == (45, 14)
     assert (p.nodes, p.nodes_with_spare) == (6, 7)
     # The guard is one process: at 2.5 cores the explanation says it must be sharded.
     assert "shard it" in explain(COSTS, p)
