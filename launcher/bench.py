@@ -186,21 +186,22 @@ def bench_ltv_serve(
                 )
             )
         served = serve_runs(s, "Serve")
-        grpc_result = grpc_load(s["grpc"], s["key"], seconds)
-    multi, grpc_multi, placement = [], None, {}
+        grpc = grpc_load(s["grpc"], s["key"], seconds)
+    multi, grpc3, placement = [], None, {}
     if nodes == "3":
         with scratch_database() as url, value_servers(url, ingress, 3) as s3:
             multi = serve_runs(s3, "Serve, 3 nodes")
-            grpc_multi = grpc_load(s3["grpc"], s3["key"], seconds)
-            grpc_multi.name += ", 3 nodes"
+            grpc3 = grpc_load(s3["grpc"], s3["key"], seconds)
+            grpc3.name += ", 3 nodes"
             placement = s3["placement"]
-    rows = list(zip(bases, served, [load.per_request for load in LOADS], strict=True))
+    per_request = [load.per_request for load in LOADS]
+    rows = list(zip(bases, served, per_request, strict=True))
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "ingress": s["ingress"],
-                    "grpc": grpc_result.to_json(),
+                    "grpc": grpc.to_json(),
                     "runs": [
                         {
                             "baseline": b.to_json(),
@@ -212,7 +213,7 @@ def bench_ltv_serve(
                     "three_nodes": {
                         "placement": placement,
                         "serve": [m.to_json() for m in multi],
-                        "grpc": grpc_multi.to_json() if grpc_multi else None,
+                        "grpc": grpc3.to_json() if grpc3 else None,
                     }
                     if multi
                     else None,
@@ -227,13 +228,17 @@ def bench_ltv_serve(
             f"    predictions/s: uvicorn {base.per_second * per_request:,.0f}, "
             f"Serve {ours.per_second * per_request:,.0f}\n"
         )
-    click.echo(table([grpc_result], rows[0][0]))
+    click.echo(table([grpc], rows[0][0]))
     click.echo("    (the baseline row is uvicorn's HTTP single: there is no plain gRPC server)")
     if multi:
         where = ", ".join(f"{d} on {n}" for d, n in sorted(placement.items()))
         click.echo(f"\nServe on 3 nodes ({where}; the proxy on the head), vs 1 node:\n")
-        for one, three in [*zip(served, multi, strict=True), (grpc_result, grpc_multi)]:
-            click.echo(table([three], one) + "\n")
+        for one, three, n in [*zip(served, multi, per_request, strict=True), (grpc, grpc3, 1)]:
+            click.echo(table([three], one))
+            click.echo(
+                f"    predictions/s: 1 node {one.per_second * n:,.0f}, "
+                f"3 nodes {three.per_second * n:,.0f}\n"
+            )
 
 
 @bench.command("billing")
