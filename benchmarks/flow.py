@@ -1,50 +1,118 @@
 """The bid loop's benchmarks: `kiki bench flow` (budget leases against reserving every pool
-every tick, on the real actors) and `kiki bench pacing` (the pacing controller replayed
-without Ray at several start hours, ours against an even split)."""
+every tick, on the real actors, on one node and on three) and `kiki bench pacing` (the pacing
+controller replayed without Ray at several start hours, ours against an even split)."""
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from tempfile import TemporaryDirectory
 from typing import Any
 
+from actors.budget import ACTOR_PREFIX as BUDGET_PREFIX
+from actors.flow.client import ACTOR_PREFIX as BIDLOOP_PREFIX
+from actors.guard import GUARD_NAME
+from benchmarks.capacity import ShardCosts
 from benchmarks.pacing import SimulationOptions, replay_pacing, summaries
-from benchmarks.serving import local_ray, scratch_database
-from benchmarks.simulate import SimulationResult, run_simulation
+from benchmarks.serving import local_ray, on_worker, scratch_database, three_nodes
+from benchmarks.simulate import Placement, SimulationResult, run_simulation
 from kiki.flow.pacing import ControllerConfig
 
 
 def lease_runs(
-    campaigns: int, minutes: float, tick_s: float, lease_ticks: int
-) -> dict[str, dict[str, Any]]:
-    """Decisions/s, tick latency, budget time and overspend of the baseline (leases of one
-    tick: reserve and commit every pool every tick) and of leases of `lease_ticks`, both on
-    one scratch PostgreSQL and one local Ray, with the ratio to the baseline."""
+    campaigns: int, minutes: float, tick_s: float, lease_ticks: int, nodes: int = 1
+) -> dict[str, Any]:
+    """Decisions/s, tick latency, budget time, overspend and CPU per shard of the baseline
+    (leases of one tick: reserve and commit every pool every tick) and of leases of
+    `lease_ticks`, on one scratch PostgreSQL and one local Ray, with the ratio to the
+    baseline. With `nodes` 3 the same runs again on a local 3-node cluster (a fresh scratch
+    PostgreSQL), the budget shards on worker a and the bid-loop shards on worker b, so every
+    budget call of the loop crosses nodes; those rows also carry the ratio to the 1-node run.
+    Returns the rows, where each 3-node run's actors were, and the costs of the last run of
+    leases (for `benchmarks.capacity`)."""
 
     def options(lease: int) -> SimulationOptions:
         return SimulationOptions(
             campaigns=campaigns, hours=minutes / 60, tick_s=tick_s, lease_ticks=lease
         )
 
-    runs: dict[str, SimulationResult] = {}
-    # The decision log lines are written too (to a scratch folder): they are part of the trail.
-    with scratch_database() as url, local_ray("kiki-bench"), TemporaryDirectory() as logs:
-        for name, lease in (("baseline (lease 1)", 1), (f"leases of {lease_ticks}", lease_ticks)):
-            runs[name] = asyncio.run(run_simulation(url, options(lease), log_dir=logs))
-    base = next(iter(runs.values()))
-    rows = {
-        name: {
-            "decisions_per_s": round(r.decisions_per_s),
-            "tick_ms_p50": round(r.tick_percentile(50), 1),
-            "tick_ms_p99": round(r.tick_percentile(99), 1),
-            "budget_ms_mean": round(r.phases_ms.get("budget", 0.0), 1),
-            "overspend_micros": sum(c.overspend_micros for c in r.campaigns),
-            "ratio": round(r.decisions_per_s / base.decisions_per_s, 2),
-        }
-        for name, r in runs.items()
+    configs = {"baseline (lease 1)": 1, f"leases of {lease_ticks}": lease_ticks}
+
+    def runs(
+        hosting: AbstractContextManager[dict[str, str] | None], placement: Placement | None
+    ) -> dict[str, tuple[SimulationResult, dict[str, str]]]:
+        out = {}
+        # The decision log lines are written too (to a scratch folder): part of the trail.
+        with scratch_database() as url, hosting as names, TemporaryDirectory() as logs:
+            for name, lease in configs.items():
+                r = asyncio.run(
+                    run_simulation(url, options(lease), logs, placement=placement, measure=True)
+                )
+                where = {a: (names or {}).get(u.node_id, "the node") for a, u in r.actors.items()}
+                out[name] = (r, where)
+        return out
+
+    single = runs(local_ray("kiki-bench", dashboard=True), None)
+    multi = {}
+    if nodes > 1:
+        placement = Placement(budget=on_worker("a"), bidloop=on_worker("b"))
+        multi = runs(three_nodes("kiki-bench"), placement)
+    rows = {name: _row(r, single) for name, (r, _) in single.items()}
+    rows |= {f"{name}, 3 nodes": _row(r, multi, single[name][0]) for name, (r, _) in multi.items()}
+    last = (multi or single)[f"leases of {lease_ticks}"][0]
+    return {
+        "rows": rows,
+        "placement": {f"{name}, 3 nodes": where for name, (_, where) in multi.items()},
+        "costs": shard_costs(last).model_dump(),
     }
-    return rows
+
+
+def _row(
+    r: SimulationResult,
+    same_nodes: dict[str, tuple[SimulationResult, dict[str, str]]],
+    one_node: SimulationResult | None = None,
+) -> dict[str, Any]:
+    """One run's figures, its ratio to the baseline on as many nodes and, for a 3-node run,
+    to the same configuration on one node."""
+    base = next(iter(same_nodes.values()))[0]
+    costs = shard_costs(r)
+    return {
+        "decisions_per_s": round(r.decisions_per_s),
+        "tick_ms_p50": round(r.tick_percentile(50), 1),
+        "tick_ms_p99": round(r.tick_percentile(99), 1),
+        "budget_ms_mean": round(r.phases_ms.get("budget", 0.0), 1),
+        "overspend_micros": sum(c.overspend_micros for c in r.campaigns),
+        "bidloop_cpu_s_per_shard": round(costs.bidloop_cpu_s / costs.bidloop_shards, 1),
+        "budget_cpu_s_per_shard": round(costs.budget_cpu_s / costs.budget_shards, 1),
+        "wall_s": round(r.wall_s, 1),
+        "ratio": round(r.decisions_per_s / base.decisions_per_s, 2),
+        "vs_1_node": round(r.decisions_per_s / one_node.decisions_per_s, 2) if one_node else None,
+    }
+
+
+def shard_costs(r: SimulationResult) -> ShardCosts:
+    """A measured run's totals per kind of actor (`run_simulation(..., measure=True)`)."""
+
+    def cpu(prefix: str) -> tuple[float, int]:
+        used = [u.cpu_s for name, u in r.actors.items() if name.startswith(prefix)]
+        return sum(used), len(used)
+
+    bidloop_cpu, bidloop_shards = cpu(f"{BIDLOOP_PREFIX}-")
+    budget_cpu, budget_shards = cpu(f"{BUDGET_PREFIX}-")
+    return ShardCosts(
+        campaigns=r.options.campaigns,
+        ad_groups=r.options.platforms * r.options.ad_groups,
+        ticks=r.ticks,
+        wall_s=r.wall_s,
+        decisions=r.decisions,
+        bidloop_shards=bidloop_shards,
+        budget_shards=budget_shards,
+        bidloop_cpu_s=bidloop_cpu,
+        budget_cpu_s=budget_cpu,
+        guard_cpu_s=cpu(GUARD_NAME)[0],
+        budget_ms_per_tick=r.phases_ms.get("budget", 0.0),
+    )
 
 
 def pacing_rows(

@@ -17,13 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
 
 from benchmarks.common import Result, percentiles
 from benchmarks.http import Load
-from benchmarks.serving import BENCH_ENV, local_serve, uvicorn_app
+from benchmarks.serving import BENCH_ENV, actor_nodes, local_serve, on_worker, uvicorn_app
 from kiki.artifacts import ArtifactStore
 from kiki.auth import create_api_key
 from kiki.value import drift, registry, transactions
@@ -57,7 +58,7 @@ async def prepare(url: str, folder: Path) -> str:
     fit = examples(frame, date(1997, 6, 30), 90)
     model = train_ziln(fit.features, fit.labels, ZILNConfig(hidden=(32,), max_epochs=5), seed=0)
     store = ArtifactStore(url=folder.parent.as_uri(), cache_dir=folder.parent / "cache")
-    url = store.put_folder(model.save(folder), "ltv")
+    artifact_url = store.put_folder(model.save(folder), "ltv")
     reference = drift.profile(fit.features, model.predict(fit.features)["expected"])
     conn = await asyncpg.connect(url)
     try:
@@ -73,7 +74,7 @@ async def prepare(url: str, folder: Path) -> str:
             calibration_end=date(1997, 6, 30),
             horizon_days=90,
             data_window={},
-            artifact_url=url,
+            artifact_url=artifact_url,
             reference={k: v.model_dump() for k, v in reference.items()},
         )
         await registry.promote(conn, tenant.id, record.version)
@@ -83,8 +84,11 @@ async def prepare(url: str, folder: Path) -> str:
 
 
 @contextmanager
-def value_servers(url: str, ingress: str) -> Iterator[dict[str, str]]:
-    """The value app (ingress + batched scorer) on Serve, and on plain uvicorn."""
+def value_servers(url: str, ingress: str, nodes: int = 1) -> Iterator[dict[str, Any]]:
+    """The value app (ingress + batched scorer) on Serve, and on plain uvicorn. With `nodes`
+    3: on the local 3-node cluster instead, the ingress on worker a and the scorer on worker
+    b, so every prediction's scoring call crosses nodes (and no uvicorn: its baseline is the
+    1-node run's). The model goes to a file:// artifact store every local node reads."""
     from ray import serve
 
     from deployments.value.app import LTVScorer, ValueIngress
@@ -92,21 +96,39 @@ def value_servers(url: str, ingress: str) -> Iterator[dict[str, str]]:
     env = {**BENCH_ENV, "KIKI_DATABASE_URL": url}
     servicers = ["protos.kiki_pb2_grpc.add_LTVServiceServicer_to_server"]
     folder = Path(tempfile.mkdtemp(prefix="kiki-bench-model-"))
-    with local_serve(ingress, servicers) as served:
+    with local_serve(ingress, servicers, nodes) as served:
         options = {"num_cpus": 0.1, "runtime_env": {"env_vars": env}}
-        app = ValueIngress.options(max_ongoing_requests=256, ray_actor_options=options).bind(
-            LTVScorer.options(max_ongoing_requests=256, ray_actor_options=options).bind()
+        pinned = nodes > 1
+        app = ValueIngress.options(
+            max_ongoing_requests=256,
+            ray_actor_options={**options, **(on_worker("a") if pinned else {})},
+        ).bind(
+            LTVScorer.options(
+                max_ongoing_requests=256,
+                ray_actor_options={**options, **(on_worker("b") if pinned else {})},
+            ).bind()
         )
         serve.run(app, name="value", route_prefix="/value")
         key = asyncio.run(prepare(url, folder / "model"))
-        with uvicorn_app("deployments.value.app:api", env) as plain:
-            yield {
-                "serve": served["http"],
-                "plain": plain,
-                "grpc": served["grpc"],
-                "key": key,
-                "ingress": served["ingress"],
+        servers = {
+            "serve": served["http"],
+            "grpc": served["grpc"],
+            "key": key,
+            "ingress": served["ingress"],
+            "placement": {},
+        }
+        if pinned:
+            where = actor_nodes("serve")
+            servers["placement"] = {
+                deployment: served["nodes"].get(node, node)
+                for name, (node, _) in where.items()
+                for deployment in ("ValueIngress", "LTVScorer")
+                if f"#{deployment}#" in name
             }
+            yield servers
+        else:
+            with uvicorn_app("deployments.value.app:api", env) as plain:
+                yield {**servers, "plain": plain}
 
 
 def grpc_load(target: str, key: str, seconds: float, concurrency: int = 32) -> Result:

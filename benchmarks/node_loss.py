@@ -15,13 +15,9 @@ to a replay of the ledger).
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import median
@@ -41,9 +37,9 @@ from actors.flow import BidLoopClient, BidLoopConfig
 from actors.flow.client import ACTOR_PREFIX as BIDLOOP_PREFIX
 from actors.guard import GUARD_NAME
 from benchmarks.pacing import SimulationOptions, synthetic_campaigns
+from benchmarks.serving import add_worker, local_cluster
 from benchmarks.simulate import SANDBOX_RATE
 from kiki.auth import ensure_tenant
-from kiki.db.embedded import free_port
 from kiki.errors import Unavailable
 from kiki.flow import store
 from kiki.flow.campaigns import Campaign, budget_op
@@ -93,7 +89,7 @@ def run_node_loss(database_url: str, options: NodeLossOptions) -> NodeLossResult
     """The whole scenario on its own cluster, torn down afterwards. `database_url`: a migrated
     database that no other bid loop uses (the loop runs every live campaign in it)."""
     with local_cluster() as (cluster, folder):
-        node_a = _worker(cluster, folder, "a")
+        node_a = add_worker(cluster, folder, "a")
         ray.init(
             address=cluster.address,
             namespace=NAMESPACE,
@@ -101,44 +97,6 @@ def run_node_loss(database_url: str, options: NodeLossOptions) -> NodeLossResult
             configure_logging=False,
         )
         return asyncio.run(_scenario(cluster, folder, node_a, database_url, options))
-
-
-@contextmanager
-def local_cluster() -> Iterator[tuple[Cluster, Path]]:
-    """A head node in a private temp folder: RAY_TMPDIR also keeps the cluster's address file
-    out of /tmp/ray, where another process's bare `ray.init()` would join it. The dashboard
-    (the state API) and its agent get free ports; the head has no CPUs."""
-    folder = Path(tempfile.mkdtemp(prefix="kr", dir="/tmp"))
-    previous = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = str(folder)
-    cluster = None
-    try:
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 0,
-                "include_dashboard": True,
-                "dashboard_port": free_port(),
-                "dashboard_agent_listen_port": free_port(),
-                "env_vars": {"KIKI_HOME": str(folder / "home-head")},
-            },
-        )
-        yield cluster, folder
-    finally:
-        ray.shutdown()
-        if cluster is not None:
-            cluster.shutdown()
-        if previous is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = previous
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _worker(cluster: Cluster, folder: Path, name: str) -> Node:
-    """A worker node with one CPU and a KIKI_HOME of its own (its raylet's environment,
-    inherited by its workers): nothing may rely on another node's disk."""
-    return cluster.add_node(num_cpus=1, env_vars={"KIKI_HOME": str(folder / f"home-{name}")})
 
 
 async def _scenario(
@@ -158,7 +116,7 @@ async def _scenario(
     )
     loops = BidLoopClient(url, config, shards=o.shards)
     await loops.ready()
-    _worker(cluster, folder, "b")
+    add_worker(cluster, folder, "b")
     names = _actor_names(o.shards)
     placed = {name: node for name, (node, _, _) in _actors(cluster, names).items()}
     deadline = time.monotonic() + o.timeout_s

@@ -14,9 +14,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import numpy as np
+import psutil
 import ray
 
 from actors.budget import BudgetClient
@@ -29,6 +31,7 @@ from benchmarks.pacing import (
     summaries,
     synthetic_campaigns,
 )
+from benchmarks.serving import actor_nodes
 from kiki.auth import ensure_tenant
 from kiki.clock import VirtualClock
 from kiki.flow import store
@@ -39,6 +42,23 @@ from kiki.shield.ratelimit import RateLimitConfig
 # The sandbox's platforms take as many calls as the loop makes; real ones are set by
 # KIKI_PLATFORM_RATE_PER_S.
 SANDBOX_RATE = RateLimitConfig(rate_per_s=1e6, burst=1_000_000)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """More Ray actor options for each kind of shard: a benchmark pins each kind to a node."""
+
+    budget: dict[str, Any] = field(default_factory=dict)
+    bidloop: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ActorUse:
+    """Where one of the run's actors ran, and the CPU seconds its process used while the
+    driver stepped time (from the first tick to the flushed audit trail)."""
+
+    node_id: str
+    cpu_s: float
 
 
 @dataclass
@@ -57,6 +77,7 @@ class SimulationResult:
     refused: dict[str, int]  # platform -> ticks its pushes were refused (breaker / rate)
     moments: list[datetime]
     series: dict[str, list[int]]  # campaign -> cumulative spend per moment
+    actors: dict[str, ActorUse] = field(default_factory=dict)  # when measured: name -> use
 
     @property
     def decisions_per_s(self) -> float:
@@ -162,16 +183,31 @@ async def _drive(
 
 
 async def run_simulation(
-    database_url: str, options: SimulationOptions, log_dir: str | None = None, shards: int = 2
+    database_url: str,
+    options: SimulationOptions,
+    log_dir: str | None = None,
+    shards: int = 2,
+    placement: Placement | None = None,
+    measure: bool = False,
 ) -> SimulationResult:
-    """Run one simulation on the connected Ray (call ray.init first) and this database."""
+    """Run one simulation on the connected Ray (call ray.init first) and this database.
+    `measure`: record each actor's node and CPU seconds (needs Ray's state API: a dashboard)."""
+    placement = placement or Placement()
     run_id = uuid.uuid4().hex[:8]
     namespace = f"kiki-sim-{run_id}"
     start = options.start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     tenant_id, campaigns = await _campaigns(database_url, options, start, run_id)
     budgets = BudgetClient(
-        database_url, shards=2, namespace=namespace, clock=VirtualClock(start), detached=False
+        database_url,
+        shards=2,
+        namespace=namespace,
+        clock=VirtualClock(start),
+        detached=False,
+        placement=placement.budget,
     )
+    # Started (a process each, on a fresh node of a busy machine: can be past a command's
+    # deadline) and rebuilt from the ledger before the first command.
+    await budgets.ready()
     for result in await budgets.execute([budget_op(c) for c in campaigns]):
         result.raise_for_error()
     guard = platform_guard(namespace=namespace, rate=SANDBOX_RATE.model_dump())
@@ -188,10 +224,18 @@ async def run_simulation(
         value_app=None,  # synthetic segments: the ad groups' stated values
         lease_ticks=options.lease_ticks,
     )
-    loops = BidLoopClient(database_url, config, shards=shards, clock=VirtualClock(start))
+    loops = BidLoopClient(
+        database_url, config, shards=shards, clock=VirtualClock(start), placement=placement.bidloop
+    )
     await loops.ready()
     order = [key[1] for stats in await loops.stats() for key in stats.keys]
+    processes = actor_nodes(namespace) if measure else {}
+    cpu_before = {name: _cpu_s(pid) for name, (_, pid) in processes.items()}
     ticks, wall_s = await _drive(loops, budgets, options, start)
+    used = {
+        name: ActorUse(node, _cpu_s(pid) - cpu_before[name])
+        for name, (node, pid) in processes.items()
+    }
     audit_rows = await loops.stop()
     stats = await loops.stats()
     conn = await asyncpg.connect(database_url)
@@ -204,7 +248,15 @@ async def run_simulation(
     loops.kill()
     budgets.kill()
     ray.kill(guard, no_restart=True)
-    return _result(tenant_id, options, campaigns, order, ticks, wall_s, audit_rows, stats, ledger)
+    result = _result(tenant_id, options, campaigns, order, ticks, wall_s, audit_rows, stats, ledger)
+    result.actors = used
+    return result
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process on this machine has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def _result(

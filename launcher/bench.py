@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -22,6 +24,13 @@ INGRESS_OPTION = click.option(
     show_default=True,
     help="Serve's ingress, as KIKI_INGRESS.",
 )
+
+
+def nodes_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--nodes: 1 (the benchmark as always) or 3 (also on a local 3-node Ray, side by side)."""
+    return click.option(
+        "--nodes", type=click.Choice(["1", "3"]), default="1", show_default=True, help=help_text
+    )
 
 
 @click.group()
@@ -132,45 +141,67 @@ def bench_shield_http(
 @bench.command("ltv-serve")
 @click.option("--seconds", default=10.0, show_default=True, help="Duration of each run.")
 @click.option("--connections", default=32, show_default=True, help="wrk connections.")
+@nodes_option("3: also the Serve runs on a local 3-node Ray, ingress and scorer apart.")
 @INGRESS_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bench_ltv_serve(seconds: float, connections: int, ingress: str, as_json: bool) -> None:
+def bench_ltv_serve(
+    seconds: float, connections: int, nodes: str, ingress: str, as_json: bool
+) -> None:
     """Predictions/s and latency: HTTP single, HTTP batch of 1,000 and gRPC on Serve, next
-    to the same FastAPI app and model on plain uvicorn (needs wrk)."""
+    to the same FastAPI app and model on plain uvicorn (needs wrk). With --nodes 3 the Serve
+    runs again on a local 3-node Ray (head without CPUs running the proxy, ValueIngress on
+    worker a, LTVScorer on worker b), next to the 1-node Serve figures."""
     from benchmarks.common import table
     from benchmarks.http import require_wrk, run_wrk
     from benchmarks.ltv_serve import LOADS, grpc_load, value_servers
 
     require_wrk()
-    rows = []
-    with scratch_database() as url, value_servers(url, ingress) as s:
-        for load in LOADS:
-            conns = connections if load.per_request == 1 else 4
-            base = run_wrk(
-                f"{load.label}: uvicorn",
-                s["plain"],
-                load,
-                s["key"],
-                seconds=seconds,
-                connections=conns,
-            )
-            ours = run_wrk(
-                f"{load.label}: Serve",
+
+    def serve_runs(s: dict, label: str) -> list:
+        return [
+            run_wrk(
+                f"{load.label}: {label}",
                 s["serve"],
                 load,
                 s["key"],
                 prefix="/value",
                 seconds=seconds,
-                connections=conns,
+                connections=connections if load.per_request == 1 else 4,
             )
-            rows.append((base, ours, load.per_request))
-        grpc_result = grpc_load(s["grpc"], s["key"], seconds)
+            for load in LOADS
+        ]
+
+    bases = []
+    with scratch_database() as url, value_servers(url, ingress) as s:
+        for load in LOADS:
+            conns = connections if load.per_request == 1 else 4
+            bases.append(
+                run_wrk(
+                    f"{load.label}: uvicorn",
+                    s["plain"],
+                    load,
+                    s["key"],
+                    seconds=seconds,
+                    connections=conns,
+                )
+            )
+        served = serve_runs(s, "Serve")
+        grpc = grpc_load(s["grpc"], s["key"], seconds)
+    multi, grpc3, placement = [], None, {}
+    if nodes == "3":
+        with scratch_database() as url, value_servers(url, ingress, 3) as s3:
+            multi = serve_runs(s3, "Serve, 3 nodes")
+            grpc3 = grpc_load(s3["grpc"], s3["key"], seconds)
+            grpc3.name += ", 3 nodes"
+            placement = s3["placement"]
+    per_request = [load.per_request for load in LOADS]
+    rows = list(zip(bases, served, per_request, strict=True))
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "ingress": s["ingress"],
-                    "grpc": grpc_result.to_json(),
+                    "grpc": grpc.to_json(),
                     "runs": [
                         {
                             "baseline": b.to_json(),
@@ -179,6 +210,13 @@ def bench_ltv_serve(seconds: float, connections: int, ingress: str, as_json: boo
                         }
                         for b, o, n in rows
                     ],
+                    "three_nodes": {
+                        "placement": placement,
+                        "serve": [m.to_json() for m in multi],
+                        "grpc": grpc3.to_json() if grpc3 else None,
+                    }
+                    if multi
+                    else None,
                 }
             )
         )
@@ -190,8 +228,17 @@ def bench_ltv_serve(seconds: float, connections: int, ingress: str, as_json: boo
             f"    predictions/s: uvicorn {base.per_second * per_request:,.0f}, "
             f"Serve {ours.per_second * per_request:,.0f}\n"
         )
-    click.echo(table([grpc_result], rows[0][0]))
+    click.echo(table([grpc], rows[0][0]))
     click.echo("    (the baseline row is uvicorn's HTTP single: there is no plain gRPC server)")
+    if multi:
+        where = ", ".join(f"{d} on {n}" for d, n in sorted(placement.items()))
+        click.echo(f"\nServe on 3 nodes ({where}; the proxy on the head), vs 1 node:\n")
+        for one, three, n in [*zip(served, multi, per_request, strict=True), (grpc, grpc3, 1)]:
+            click.echo(table([three], one))
+            click.echo(
+                f"    predictions/s: 1 node {one.per_second * n:,.0f}, "
+                f"3 nodes {three.per_second * n:,.0f}\n"
+            )
 
 
 @bench.command("billing")

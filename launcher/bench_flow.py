@@ -9,6 +9,7 @@ from datetime import datetime
 import click
 
 from benchmarks.flow import pacing_rows
+from launcher.bench import nodes_option
 
 
 @click.command("flow")
@@ -16,34 +17,63 @@ from benchmarks.flow import pacing_rows
 @click.option("--minutes", default=3.0, show_default=True, help="Virtual minutes per run.")
 @click.option("--tick-s", default=2.0, show_default=True)
 @click.option("--lease-ticks", default=10, show_default=True, help="Ticks one lease covers.")
+@nodes_option("3: also run on a local 3-node Ray, budget and bid-loop shards on different nodes.")
+@click.option("--vcpus", default=8, show_default=True, help="Node size of the projection.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench_flow(
-    campaigns: int, minutes: float, tick_s: float, lease_ticks: int, as_json: bool
+    campaigns: int,
+    minutes: float,
+    tick_s: float,
+    lease_ticks: int,
+    nodes: str,
+    vcpus: int,
+    as_json: bool,
 ) -> None:
     """Decisions logged per second and tick latency for CAMPAIGNS x 5 platforms x 4 ad
     groups on the simulator (real bid-loop and budget actors, audit trail in PostgreSQL and
     `decision:` log lines):
     the baseline reserves and commits every pool every tick (leases of one tick), ours holds
-    leases of --lease-ticks. Both on one scratch PostgreSQL and one local Ray."""
+    leases of --lease-ticks. Both on one scratch PostgreSQL and one local Ray; with --nodes 3
+    also both on a local 3-node Ray (head without CPUs, budget shards on worker a, bid-loop
+    shards on worker b), next to the 1-node figures. Then the nodes of --vcpus that 10,000
+    and 100,000 campaigns would need, from the CPU each shard used."""
+    from benchmarks.capacity import ShardCosts, explain, project
     from benchmarks.flow import lease_runs
 
-    rows = lease_runs(campaigns, minutes, tick_s, lease_ticks)
+    out = lease_runs(campaigns, minutes, tick_s, lease_ticks, int(nodes))
+    costs = ShardCosts(**out["costs"])
+    projections = {n: project(costs, n, tick_s, vcpus) for n in (10_000, 100_000)}
     if as_json:
-        click.echo(json.dumps(rows))
+        out["projection"] = {n: p.model_dump() for n, p in projections.items()}
+        click.echo(json.dumps(out))
         return
     click.echo(
         f"SyncFlow bid loop: {campaigns} campaigns x 5 platforms x 4 ad groups, "
         f"{minutes:g} virtual minutes at {tick_s:g} s ticks\n"
     )
     click.echo(
-        "| run | decisions/s | tick p50 ms | tick p99 ms | budget ms/tick | overspend | ratio |\n"
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| run | decisions/s | tick p50 ms | tick p99 ms | budget ms/tick | overspend "
+        "| bid-loop CPU s/shard | budget CPU s/shard | wall s | ratio | vs 1 node |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )
-    for name, r in rows.items():
+    for name, r in out["rows"].items():
+        versus = "" if r["vs_1_node"] is None else f"{r['vs_1_node']:.2f}x"
         click.echo(
             f"| {name} | {r['decisions_per_s']:,} | {r['tick_ms_p50']} | {r['tick_ms_p99']} | "
-            f"{r['budget_ms_mean']} | {r['overspend_micros']} | {r['ratio']:.2f}x |"
+            f"{r['budget_ms_mean']} | {r['overspend_micros']} | "
+            f"{r['bidloop_cpu_s_per_shard']} | {r['budget_cpu_s_per_shard']} | {r['wall_s']} | "
+            f"{r['ratio']:.2f}x | {versus} |"
         )
+    for name, where in out["placement"].items():
+        click.echo(f"\n{name}: " + ", ".join(f"{a} on {n}" for a, n in sorted(where.items())))
+    click.echo(
+        f"\nMeasured in the last run of leases: {costs.decisions_per_s_per_shard:,.0f} "
+        f"decisions/s per bid-loop shard, {costs.bidloop_cpu_us_per_decision:.1f} us bid-loop "
+        f"CPU per decision; budget {costs.budget_ms_per_tick:.1f} ms per tick (slowest shard), "
+        f"{costs.budget_cpu_us_per_campaign_tick:.1f} us budget CPU per campaign-tick"
+    )
+    for p in projections.values():
+        click.echo("\n" + explain(costs, p))
 
 
 @click.command("pacing")

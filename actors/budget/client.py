@@ -4,9 +4,10 @@ per shard per batch, each within a deadline."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 from uuid import uuid4
 
 import ray
@@ -44,9 +45,11 @@ class BudgetClient:
         clock: Clock | None = None,
         detached: bool = True,
         call_timeout_s: float = 10.0,
+        placement: Mapping[str, Any] | None = None,
     ) -> None:
         """`clock` and `detached=False` are for simulations: shards on a virtual clock that
-        end with the driver that made them."""
+        end with the driver that made them. `placement`: more Ray actor options, e.g. the
+        resources that pin the shards to one node in a benchmark."""
         self.shards = shards
         self.call_timeout_s = call_timeout_s
         self.actors = [
@@ -59,6 +62,7 @@ class BudgetClient:
                     detached,
                     num_cpus=num_cpus,
                     max_concurrency=1000,
+                    **(placement or {}),
                 )
             ).remote(i, shards, database_url, reservation_ttl_s, clock)
             for i in range(shards)

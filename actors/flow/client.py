@@ -4,7 +4,9 @@ deployment makes; and settling them when the platform stops."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import ray
 
@@ -30,8 +32,10 @@ class BidLoopClient:
         shards: int = 2,
         num_cpus: float = 0.2,
         clock: Clock | None = None,
+        placement: Mapping[str, Any] | None = None,
     ) -> None:
-        """`clock`: a simulation's virtual clock (every shard gets a copy it advances)."""
+        """`clock`: a simulation's virtual clock (every shard gets a copy it advances).
+        `placement`: more Ray actor options, e.g. resources that pin the shards to a node."""
         self.shards = shards
         self.config = config
         self.call_timeout_s = config.call_timeout_s
@@ -45,6 +49,7 @@ class BidLoopClient:
                     config.detached,
                     num_cpus=num_cpus,
                     max_concurrency=100,
+                    **(placement or {}),
                 )
             ).remote(i, shards, database_url, config, clock)
             for i in range(shards)
