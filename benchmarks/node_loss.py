@@ -108,7 +108,8 @@ def local_cluster() -> Iterator[tuple[Cluster, Path]]:
     """A head node in a private temp folder: RAY_TMPDIR also keeps the cluster's address file
     out of /tmp/ray, where another process's bare `ray.init()` would join it. The dashboard
     (the state API) and its agent get free ports; the head has no CPUs."""
-    folder = Path(tempfile.mkdtemp(prefix="kr", dir="/tmp"))
+    # mkdtemp makes a private (0700) folder; /tmp keeps Ray's socket paths short.
+    folder = Path(tempfile.mkdtemp(prefix="kr", dir="/tmp"))  # nosec B108
     previous = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = str(folder)
     cluster = None
