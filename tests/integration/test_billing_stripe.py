@@ -77,13 +77,15 @@ class Billing:
 
 
 @contextmanager
-def billing_app(db: str, stripe_url: str, home: Path) -> Iterator[str]:
+def billing_app(
+    db: str, stripe_url: str, home: Path, stripe_api_key: str = "sk_test_kiki"
+) -> Iterator[str]:
     asyncio.run(_migrate(db))
     settings = Settings(
         home=home,
         database_url=db,
         stripe_api_base=stripe_url,
-        stripe_api_key="sk_test_kiki",
+        stripe_api_key=stripe_api_key,
         stripe_webhook_secret=SECRET,
         billing_worker_s=3600,
         auth_cache_ttl_s=0,
