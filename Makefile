@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # pip on this machine warns about every missing local mirror entry; keep its real output.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: run test lint unit integration e2e cluster bench protos clean
+.PHONY: run test lint audit unit integration e2e cluster bench protos clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -33,6 +33,13 @@ test: lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/bandit -c pyproject.toml -q -r kiki launcher actors deployments training benchmarks
+
+# Known vulnerabilities in the installed packages, from PyPI's advisory records (needs the
+# internet, so not part of `make test`). The project itself is skipped: it is not on PyPI.
+# --strict: a package that could not be looked up fails the audit instead of passing unseen.
+audit: $(STAMP)
+	$(VENV)/bin/pip-audit --local --skip-editable --strict --progress-spinner off
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q

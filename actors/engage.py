@@ -23,8 +23,8 @@ from kiki.config import Settings
 from kiki.db.pool import create_pool
 from kiki.engage import messaging
 from kiki.engage.channels import configured_channels
-from kiki.engage.crm.vault import Vault
 from kiki.engage.schedule import run_round
+from kiki.vault import Vault
 
 AUTOMATION_NAME = "kiki-engage-automation"
 logger = logging.getLogger("kiki.engage")

@@ -64,7 +64,8 @@ def local_cluster() -> Iterator[tuple[Cluster, Path]]:
     import ray
     from ray.cluster_utils import Cluster
 
-    folder = Path(tempfile.mkdtemp(prefix="kr", dir="/tmp"))
+    # mkdtemp makes a private (0700) folder; /tmp keeps Ray's socket paths short.
+    folder = Path(tempfile.mkdtemp(prefix="kr", dir="/tmp"))  # nosec B108
     previous = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = str(folder)
     cluster = None

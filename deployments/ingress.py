@@ -45,7 +45,8 @@ def configure_ingress(settings: Settings) -> str:
         return "Ray Serve proxy"
     # Per-instance files, so two KIKI instances on one machine never share an HAProxy; kept
     # short because HAProxy refuses socket paths over 97 characters.
-    digest = hashlib.sha1(str(Path(settings.home).resolve()).encode()).hexdigest()[:10]
+    home = str(Path(settings.home).resolve()).encode()
+    digest = hashlib.sha1(home, usedforsecurity=False).hexdigest()[:10]
     state = Path(tempfile.gettempdir()) / f"kiki-haproxy-{digest}"
     state.mkdir(parents=True, exist_ok=True)
     os.environ.update(

@@ -58,7 +58,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RAY_ADDRESS", "KIKI_RAY_ADDRESS"),
         description="Ray cluster to join; unset = start a local Ray",
     )
-    http_host: str = "0.0.0.0"
+    # The proxy serves other machines by default; KIKI_HTTP_HOST=127.0.0.1 keeps it local.
+    http_host: str = "0.0.0.0"  # nosec B104
     http_port: int = Field(8000, ge=1, le=65535)
     grpc_port: int = Field(50051, ge=1, le=65535)
     metrics_port: int = Field(8080, ge=1, le=65535, description="Ray metrics export port")

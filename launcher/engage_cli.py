@@ -25,8 +25,8 @@ from kiki.engage import registry
 from kiki.engage.crm import sources
 from kiki.engage.crm.base import SOURCES, SourceName
 from kiki.engage.crm.sync import SyncResult, cursor, sync_configured
-from kiki.engage.crm.vault import Vault
 from kiki.errors import InvalidInput, KikiError, Unavailable
+from kiki.vault import Vault
 from launcher.platform import database
 from launcher.value_cli import (
     CALIBRATION_END_OPTION,

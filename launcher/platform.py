@@ -138,7 +138,8 @@ def check_ports_free(settings: Settings, embedded: bool) -> None:
     if embedded and not embedded_postgres(settings).is_running():
         wanted.append((settings.pg_port, "KIKI_PG_PORT", "embedded PostgreSQL"))
     for port, env, what in wanted:
-        if port_in_use(port, "0.0.0.0"):
+        # A probe: it binds and lets go at once.
+        if port_in_use(port, "0.0.0.0"):  # nosec B104
             raise Unavailable(
                 f"port {port} ({what}) is already in use: stop the program that holds it "
                 f"(`ss -ltnp 'sport = :{port}'` shows it) or set {env} to a free port"

@@ -25,6 +25,7 @@ from deployments.billing import (
 )
 from deployments.billing.context import BillingContext
 from deployments.billing.worker import run_worker
+from kiki.vault import Vault
 
 
 class BillingArgs(AppArgs):
@@ -55,6 +56,7 @@ def _start(app: FastAPI, runtime: ServiceRuntime) -> BillingContext:
         stripe_api_base=args.stripe_api_base,
         stripe_webhook_secret=runtime.settings.stripe_webhook_secret,
         stripe_webhook_tolerance_s=args.stripe_webhook_tolerance_s,
+        vault=Vault.from_settings(runtime.settings),
     )
     context.worker = asyncio.get_running_loop().create_task(
         run_worker(context, args.billing_worker_s)

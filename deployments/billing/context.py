@@ -1,5 +1,5 @@
-"""What a billing replica works with: its pool, its clock, Stripe once it is configured, and
-the background worker."""
+"""What a billing replica works with: its pool, its clock, Stripe once it is configured, the
+vault of webhook endpoint secrets, and the background worker."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from deployments._serve import context_of
 from kiki.billing.stripe_gateway import StripeGateway
 from kiki.clock import Clock, WallClock
 from kiki.db.pool import PoolSource
+from kiki.vault import Vault
 
 
 @dataclass
@@ -23,6 +24,7 @@ class BillingContext:
     stripe_api_base: str
     stripe_webhook_secret: str | None
     stripe_webhook_tolerance_s: int
+    vault: Vault  # seals and opens the tenants' webhook endpoint secrets
     clock: Clock = field(default_factory=WallClock)
     worker: asyncio.Task[None] | None = None
 

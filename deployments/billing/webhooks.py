@@ -22,9 +22,9 @@ router = APIRouter(route_class=DecimalJSONRoute, tags=["webhooks"])
 
 @router.post("/api/v1/webhook-endpoints", status_code=201, response_model=EndpointCreated)
 async def create_endpoint(
-    body: webhooks.EndpointIn, tenant: CurrentTenant, conn: Connection
+    body: webhooks.EndpointIn, tenant: CurrentTenant, conn: Connection, ctx: Context
 ) -> Any:
-    endpoint, secret = await webhooks.create_endpoint(conn, tenant.id, body)
+    endpoint, secret = await webhooks.create_endpoint(conn, tenant.id, body, ctx.vault)
     return EndpointCreated(endpoint=endpoint, secret=secret)
 
 

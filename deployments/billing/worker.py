@@ -1,7 +1,7 @@
-"""The billing worker of a replica: every round it delivers the tenants' webhooks that are due
-and, once Stripe is configured, retries the payments that are due (dunning). Replicas
-run rounds side by side: a delivery is claimed with SKIP LOCKED, and a charge carries its
-idempotency key."""
+"""The billing worker of a replica: every round it seals webhook endpoint secrets left in plain
+text from before encryption, delivers the tenants' webhooks that are due and, once Stripe is
+configured, retries the payments that are due (dunning). Replicas run rounds side by side: a
+delivery is claimed with SKIP LOCKED, and a charge carries its idempotency key."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ async def run_worker(context: BillingContext, interval_s: float) -> None:
             await asyncio.sleep(interval_s)
             try:
                 pool = await context.pool()
-                await webhooks.deliver_due(pool, http, context.clock.now())
+                await webhooks.seal_plain_secrets(pool, context.vault)
+                await webhooks.deliver_due(pool, http, context.vault, context.clock.now())
                 if context.payments_configured:
                     await payments.collect_due(pool, context.gateway, context.clock.now())
             except Exception:

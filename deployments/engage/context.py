@@ -16,8 +16,8 @@ from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
 from kiki.db.pool import PoolSource
 from kiki.engage import messaging
-from kiki.engage.crm.vault import Vault
 from kiki.engage.service import EngageService
+from kiki.vault import Vault
 
 
 @dataclass

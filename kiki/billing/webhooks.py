@@ -5,7 +5,8 @@ the invoice, so a notification exists exactly when the change does. `deliver_due
 billing app's worker) posts them, signed as Stripe signs its own: the header
 `Kiki-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the endpoint's secret>`.
 A failed delivery is retried with exponential backoff (30 s, 1 min, 2 min, ... at most 6 h
-apart) and given up after 8 attempts.
+apart) and given up after 8 attempts. Endpoint secrets are stored sealed (kiki.vault), as CRM
+credentials are; `seal_plain_secrets` seals those stored before that.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import httpx
 from pydantic import AnyHttpUrl, Field
 
 from kiki.billing.catalog import FrozenModel
-from kiki.errors import InvalidInput, NotFound
+from kiki.errors import ConfigError, InvalidInput, NotFound
+from kiki.vault import Vault, is_token
 
 SIGNATURE_HEADER = "Kiki-Signature"
 MAX_ATTEMPTS = 8
@@ -85,9 +87,9 @@ class Endpoint(FrozenModel):
 
 
 async def create_endpoint(
-    conn: asyncpg.Connection, tenant_id: UUID, endpoint: EndpointIn
+    conn: asyncpg.Connection, tenant_id: UUID, endpoint: EndpointIn, vault: Vault
 ) -> tuple[Endpoint, str]:
-    """A new endpoint and its signing secret (shown once)."""
+    """A new endpoint and its signing secret (shown once; stored sealed)."""
     unknown = sorted(set(endpoint.events or ()) - set(EVENT_TYPES))
     if unknown:
         raise InvalidInput(f"unknown event types {unknown}; choose from {list(EVENT_TYPES)}")
@@ -95,10 +97,25 @@ async def create_endpoint(
     row = await conn.fetchrow(
         """INSERT INTO billing_webhook_endpoints (tenant_id, url, secret, events)
            VALUES ($1, $2, $3, $4) RETURNING id, url, events, created_at""",
-        tenant_id, str(endpoint.url), secret,
+        tenant_id, str(endpoint.url), vault.seal(secret),
         None if endpoint.events is None else list(endpoint.events),
     )  # fmt: skip
     return Endpoint(**dict(row)), secret
+
+
+async def seal_plain_secrets(pool: asyncpg.Pool, vault: Vault) -> int:
+    """Seal the endpoint secrets stored in plain text before they were encrypted; returns
+    how many. A migration cannot (the key is not in the database): the billing worker runs
+    this each round. Each update checks the old value, so replicas running it at once never
+    seal a secret twice."""
+    rows = await pool.fetch("SELECT id, secret FROM billing_webhook_endpoints")
+    plain = [(r["id"], r["secret"], vault.seal(r["secret"])) for r in rows
+             if not is_token(r["secret"])]  # fmt: skip
+    if plain:
+        await pool.executemany(
+            "UPDATE billing_webhook_endpoints SET secret = $3 WHERE id = $1 AND secret = $2", plain
+        )
+    return len(plain)
 
 
 async def list_endpoints(conn: asyncpg.Connection, tenant_id: UUID) -> list[Endpoint]:
@@ -170,6 +187,7 @@ class DeliveryReport(FrozenModel):
 async def deliver_due(
     pool: asyncpg.Pool,
     http: httpx.AsyncClient,
+    vault: Vault,
     now: datetime,
     *,
     limit: int = 100,
@@ -192,9 +210,13 @@ async def deliver_due(
 
     async def post(row: asyncpg.Record) -> tuple[int | None, str | None]:
         body = row["payload"].encode()
+        try:
+            secret = vault.open(row["secret"], "the webhook endpoint's secret")
+        except ConfigError as exc:  # sealed under another key: retried once the key is back
+            return None, exc.message
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(row["secret"], body, int(now.timestamp())),
+            SIGNATURE_HEADER: sign(secret, body, int(now.timestamp())),
         }
         try:
             response = await http.post(row["url"], content=body, headers=headers)

@@ -135,8 +135,9 @@ class TransformersImageSafety:
                 f"KIKI_IMAGE_SAFETY_MODEL={folder} has no config.json: point it at a folder "
                 "saved by a transformers image-classification model's save_pretrained"
             )
-        self.processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-        self.model = AutoModelForImageClassification.from_pretrained(
+        # A local folder only (local_files_only): nothing is downloaded, so no revision to pin.
+        self.processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)  # nosec B615
+        self.model = AutoModelForImageClassification.from_pretrained(  # nosec B615
             folder, local_files_only=True
         ).eval()
         labels = self.model.config.id2label

@@ -19,8 +19,8 @@ from kiki.engage import messaging, retention
 from kiki.engage.channels.base import Channel, MessageChannel
 from kiki.engage.crm import sources
 from kiki.engage.crm.sync import SyncResult, sync_configured
-from kiki.engage.crm.vault import Vault
 from kiki.errors import KikiError
+from kiki.vault import Vault
 
 
 class RoundReport(BaseModel):

@@ -7,9 +7,11 @@ these tests cover the launcher too.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -19,6 +21,30 @@ from kiki.db.embedded import free_port
 from kiki.db.pool import connect
 from launcher.platform import Platform
 from tests.conftest import S3Server
+
+# Distinctive values of the secret settings, which test_secret_leaks.py looks for everywhere
+# the platform writes or answers. None changes what the platform does: no SMTP host, Twilio
+# SID or FCM project is set, so those channels stay off; Stripe's API key stays unset (the
+# billing tests expect payments unconfigured; test_secret_leaks.py covers it in-process).
+SECRETS: dict[str, str] = {
+    "stripe_webhook_secret": "whsec_leaktest_7c1f3e9d",
+    "smtp_password": "smtp-leaktest-5d2a9b41",
+    "twilio_auth_token": "twilio-leaktest-8e4c1d07",
+    "fcm_access_token": "fcm-leaktest-3b7f0a26",
+    "secret_key": base64.urlsafe_b64encode(b"kiki-leaktest-fernet-key-32bytes").decode(),
+}
+DATABASE_PASSWORD = "pg-leaktest-9a6e2c53"
+
+
+def with_password(url: str) -> str:
+    """`url` with DATABASE_PASSWORD in it, unless it has a password already. The embedded
+    server trusts local connections, so the password is carried (and must be hidden) but not
+    checked."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user}:{DATABASE_PASSWORD}@{host}"))
 
 
 @dataclass
@@ -47,17 +73,19 @@ async def new_key(url: str, tenant: str) -> str:
 def platform(
     pg_url: str, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningPlatform]:
-    """The platform keeps its artifacts (models, creative images) in S3, as on a cluster."""
+    """The platform keeps its artifacts (models, creative images) in S3, as on a cluster, and
+    runs with every secret setting set (SECRETS)."""
     home: Path = tmp_path_factory.mktemp("kiki-home")
     settings = Settings(
         home=home,
-        database_url=pg_url,
+        database_url=with_password(pg_url),
         artifacts_url=f"s3://{s3_server.bucket()}/kiki",
         artifacts_endpoint_url=s3_server.endpoint_url,
         http_port=free_port(),
         grpc_port=free_port(),
         metrics_port=free_port(),
         auth_cache_ttl_s=0,
+        **SECRETS,
     )
     platform = Platform(settings, echo=print)
     try:

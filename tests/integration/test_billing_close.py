@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+from cryptography.fernet import Fernet
 
 from kiki.auth import Tenant, ensure_tenant
 from kiki.billing import metering, payments, reports, repository, subscriptions
@@ -24,6 +25,7 @@ from kiki.billing.proration import ChangeKind
 from kiki.db import migrate
 from kiki.db.pool import connect
 from kiki.errors import Conflict, FailedPrecondition
+from kiki.vault import Vault
 
 JAN1 = datetime(2026, 1, 1, 9, tzinfo=UTC)
 FEB1 = datetime(2026, 2, 1, tzinfo=UTC)
@@ -270,7 +272,10 @@ def test_coupons_credits_and_outbound_webhooks(fresh_db: str) -> None:
         await subscriptions.create(conn, tenant.id, "hal", "pro", None, JAN1)
         await subscriptions.create(conn, tenant.id, "ivy", "pro", None, JAN1)
         endpoint, secret = await webhooks.create_endpoint(
-            conn, tenant.id, webhooks.EndpointIn(url="http://127.0.0.1:9/hook")
+            conn,
+            tenant.id,
+            webhooks.EndpointIn(url="http://127.0.0.1:9/hook"),
+            Vault(Fernet.generate_key(), "test"),
         )
         assert secret.startswith("whsec_") and endpoint.events is None
         await close_period(conn, tenant, FEB1)

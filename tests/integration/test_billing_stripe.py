@@ -29,6 +29,7 @@ from kiki.config import Settings
 from kiki.db import migrate
 from kiki.db.embedded import free_port
 from kiki.db.pool import connect, create_pool
+from kiki.vault import Vault
 from tests.integration.conftest import new_key
 
 SECRET = "whsec_kiki_test"
@@ -76,13 +77,15 @@ class Billing:
 
 
 @contextmanager
-def billing_app(db: str, stripe_url: str, home: Path) -> Iterator[str]:
+def billing_app(
+    db: str, stripe_url: str, home: Path, stripe_api_key: str = "sk_test_kiki"
+) -> Iterator[str]:
     asyncio.run(_migrate(db))
     settings = Settings(
         home=home,
         database_url=db,
         stripe_api_base=stripe_url,
-        stripe_api_key="sk_test_kiki",
+        stripe_api_key=stripe_api_key,
         stripe_webhook_secret=SECRET,
         billing_worker_s=3600,
         auth_cache_ttl_s=0,
@@ -164,7 +167,7 @@ def set_up_catalog(b: Billing) -> None:
                                              "start_at": "2025-12-31T23:30:00+00:00"})  # fmt: skip
 
 
-def test_full_cycle_on_localstripe(billing: Billing) -> None:
+def test_full_cycle_on_localstripe(billing: Billing, tmp_path: Path) -> None:
     b = billing
     set_up_catalog(b)
     events = [{"transaction_id": f"t{i % 2500}", "customer": "ann", "metric_code": "api_calls",
@@ -215,14 +218,15 @@ def test_full_cycle_on_localstripe(billing: Billing) -> None:
 
     # 4. Outbound: invoice.paid twice, signed; the first delivery fails and is retried.
     pool_now = datetime.now(UTC)
+    vault = Vault.from_settings(Settings(home=tmp_path))  # the app's: the same home
 
     async def deliver() -> list[webhooks.DeliveryReport]:
         pool = await create_pool(b.db, min_size=1, max_size=2)
         try:
             async with httpx.AsyncClient() as http:
-                first = await webhooks.deliver_due(pool, http, pool_now)
+                first = await webhooks.deliver_due(pool, http, vault, pool_now)
                 later = pool_now + timedelta(minutes=5)
-                return [first, await webhooks.deliver_due(pool, http, later)]
+                return [first, await webhooks.deliver_due(pool, http, vault, later)]
         finally:
             await pool.close()
 

@@ -25,10 +25,10 @@ from kiki.db import migrate
 from kiki.db.pool import connect
 from kiki.engage import registry
 from kiki.engage.churn import MODEL_FEATURES, fit_churn_model
-from kiki.engage.crm.vault import is_token
 from kiki.engage.rfm import SEGMENTS as RFM_SEGMENTS
 from kiki.shield.consent import ConsentRecord, Purpose, record_consent
 from kiki.value import transactions
+from kiki.vault import is_token
 from tests.conftest import SmtpServer, store_in
 from tests.fakes.fake_fcm import FakeFcm
 from tests.fakes.fake_shopify import FakeShopify

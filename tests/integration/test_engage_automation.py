@@ -13,7 +13,7 @@ from kiki.auth import ensure_tenant
 from kiki.db.pool import connect
 from kiki.engage import retention
 from kiki.engage.crm import sources
-from kiki.engage.crm.vault import Vault
+from kiki.vault import Vault
 from tests.integration.conftest import RunningPlatform, run
 
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from kiki.auth import ensure_tenant
 from kiki.db.pool import connect
-from kiki.engage.crm.vault import is_token
+from kiki.vault import is_token
 from launcher.cli import main
 from tests.integration.test_engage_api import purchases_and_churn_model
 from tests.integration.test_engage_crm_sync import CRM_SCHEMA

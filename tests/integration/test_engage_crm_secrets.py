@@ -22,9 +22,9 @@ from kiki.db import migrate
 from kiki.db.pool import create_pool
 from kiki.engage import messaging
 from kiki.engage.crm import sources
-from kiki.engage.crm.vault import Vault, is_token
 from kiki.engage.schedule import run_round
 from kiki.errors import ConfigError, InvalidInput
+from kiki.vault import Vault, is_token
 from tests.integration.test_engage_crm_sync import CRM_SCHEMA, migrated
 
 SCHEMA = (

@@ -1,5 +1,5 @@
 """A tenant's configured CRM sources: settings validated per vendor, stored in
-`engage_crm_sources` with their secrets sealed (kiki.engage.crm.vault), and built into
+`engage_crm_sources` with their secrets sealed (kiki.vault), and built into
 connectors. Secrets are opened only for a sync and never leave in an answer."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from kiki.engage.crm.hubspot import HubSpotSettings, HubSpotSource
 from kiki.engage.crm.postgres import PostgresSettings, PostgresSource
 from kiki.engage.crm.salesforce import SalesforceSettings, SalesforceSource
 from kiki.engage.crm.shopify import ShopifySettings, ShopifySource
-from kiki.engage.crm.vault import Vault, is_token
 from kiki.errors import InvalidInput, NotFound
+from kiki.vault import Vault, is_token
 
 SETTINGS: dict[SourceName, type[BaseModel]] = {
     "hubspot": HubSpotSettings,

@@ -23,8 +23,8 @@ from pydantic import BaseModel
 
 from kiki.engage.crm import sources
 from kiki.engage.crm.base import CrmContact, CrmOrder, CrmSource
-from kiki.engage.crm.vault import Vault
 from kiki.value import Transaction, insert_transactions
+from kiki.vault import Vault
 
 Kind = Literal["contacts", "orders"]
 

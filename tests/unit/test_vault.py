@@ -1,6 +1,6 @@
-"""CRM credentials at rest: Fernet with KIKI_SECRET_KEY, or a key generated once into
-$KIKI_HOME/secret.key (0600) and reused; plain values from before encryption are told apart
-from tokens; a token under another key is a one-line error naming the source."""
+"""Stored credentials at rest (kiki.vault): Fernet with KIKI_SECRET_KEY, or a key generated
+once into $KIKI_HOME/secret.key (0600) and reused; plain values from before encryption are
+told apart from tokens; a token under another key is a one-line error naming the source."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from kiki.config import Settings
-from kiki.engage.crm.vault import Vault, is_token
 from kiki.errors import ConfigError
+from kiki.vault import Vault, is_token
 
 
 def test_key_file_is_made_once_private_and_reused(tmp_path: Path) -> None:

@@ -1,12 +1,14 @@
-"""CRM credentials encrypted at rest with Fernet (AES-128-CBC + HMAC-SHA256).
+"""Stored credentials encrypted at rest with Fernet (AES-128-CBC + HMAC-SHA256): SyncEngage's
+CRM credentials and the signing secrets of billing's webhook endpoints.
 
 The key is KIKI_SECRET_KEY, or else one generated once into $KIKI_HOME/secret.key (mode
-0600) and reused, so a restart reads what it wrote. Every process that syncs (the engage
-replicas, the automation actor, `kiki engage crm sync`) must see the same key: on a cluster
-of several machines set KIKI_SECRET_KEY.
+0600) and reused, so a restart reads what it wrote. Every process that reads them (the engage
+and billing replicas, the automation actor, `kiki engage crm sync`) must see the same key: on
+a cluster of several machines set KIKI_SECRET_KEY.
 
 A stored value that is not a Fernet token is a credential stored before encryption: it is
-read as plain text and sealed the next time the source is read for a sync.
+read as plain text and sealed by its owner (the next CRM sync of the source; the billing
+replica's start for webhook endpoints).
 """
 
 from __future__ import annotations
