@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from kiki.config import Settings
-from kiki.db.embedded import free_port
+from kiki.db.embedded import port_outside_ephemeral_range
 from kiki.errors import ConfigError
 
 
@@ -62,7 +62,9 @@ def configure_ingress(settings: Settings) -> str:
         }
     )
     # HAProxy's own stats and metrics listeners default to fixed ports (8404, 9101), which a
-    # second instance on the machine cannot bind: free ones, unless the operator chose.
+    # second instance on the machine cannot bind: free ones, unless the operator chose. Not
+    # from the ephemeral range: Ray's processes, starting meanwhile, bind ports there, and
+    # one took the stats port before HAProxy did.
     for variable in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
-        os.environ.setdefault(variable, str(free_port()))
+        os.environ.setdefault(variable, str(port_outside_ephemeral_range()))
     return f"HAProxy ({binary})"
