@@ -65,6 +65,9 @@ def configure_ingress(settings: Settings) -> str:
     # second instance on the machine cannot bind: free ones, unless the operator chose. Not
     # from the ephemeral range: Ray's processes, starting meanwhile, bind ports there, and
     # one took the stats port before HAProxy did.
+    chosen: list[int] = []
     for variable in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
-        os.environ.setdefault(variable, str(port_outside_ephemeral_range()))
+        if variable not in os.environ:
+            chosen.append(port_outside_ephemeral_range(taken=chosen))
+            os.environ[variable] = str(chosen[-1])
     return f"HAProxy ({binary})"

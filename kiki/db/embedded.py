@@ -12,6 +12,7 @@ import platform
 import socket
 import subprocess
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +47,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def port_outside_ephemeral_range(low: int = 20_000) -> int:
+def port_outside_ephemeral_range(low: int = 20_000, taken: Collection[int] = ()) -> int:
     """A free TCP port the OS will not hand to anyone else meanwhile: below the kernel's
     ephemeral range (where `bind(0)` and outgoing connections take theirs) and above Ray's
     worker ports (10002-19999). For a port chosen now and bound later by another process,
-    which a port from `free_port` can lose to any socket opened in between."""
+    which a port from `free_port` can lose to any socket opened in between. `taken`: ports
+    already chosen and not bound yet (two listeners of one program must not get the same)."""
     try:
         first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -59,7 +61,7 @@ def port_outside_ephemeral_range(low: int = 20_000) -> int:
     start = os.getpid() % span  # instances started together look in different places
     for step in range(min(span, 500)):
         port = low + (start + step) % span
-        if not port_in_use(port, ""):  # "": every interface, as the listener will bind
+        if port not in taken and not port_in_use(port, ""):  # "": every interface
             return port
     return free_port()
 
