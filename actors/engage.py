@@ -13,14 +13,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import httpx
 import ray
 
 from actors.resilience import Supervisor, command
 from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
-from kiki.db.pool import create_pool
+from kiki.db.pool import LazyPool
 from kiki.engage import messaging
 from kiki.engage.channels import configured_channels
 from kiki.engage.schedule import run_round
@@ -34,7 +33,7 @@ class EngageAutomationShell:
     def __init__(self, database_url: str, settings: dict[str, Any]) -> None:
         self.database_url = database_url
         self.settings = Settings(**settings)
-        self._pool: asyncpg.Pool | None = None
+        self._pool = LazyPool(database_url)
         self._client = httpx.AsyncClient()
         self._lock = asyncio.Lock()
         self._supervisor = Supervisor("engage-automation")
@@ -43,12 +42,7 @@ class EngageAutomationShell:
     @command("engage-automation")
     async def ready(self) -> bool:
         """Starts the schedule (once) and says it runs."""
-        if self._pool is None:
-            pool = await create_pool(self.database_url, min_size=1, max_size=4)
-            if self._pool is None:
-                self._pool = pool
-            else:  # a concurrent first call won
-                await pool.close()
+        await self._pool()
         interval = self.settings.engage_automation_interval_s
         self._supervisor.start_every("schedule", interval, self.run_once)
         return self._supervisor.running("schedule")
@@ -57,14 +51,14 @@ class EngageAutomationShell:
     async def run_once(self) -> dict[str, Any]:
         """One round now (rounds never overlap); its report as JSON."""
         await self.ready()
-        assert self._pool is not None
+        pool = await self._pool()
         async with self._lock:
             s = self.settings
             report = await run_round(
-                self._pool,
+                pool,
                 self._client,
                 Vault.from_settings(s),
-                configured_channels(s, self._client, self._pool),
+                configured_channels(s, self._client, pool),
                 messaging.Caps(per_day=s.engage_cap_per_day, per_week=s.engage_cap_per_week),
                 datetime.now(UTC).date(),
                 ArtifactStore.from_settings(s),
@@ -84,8 +78,7 @@ class EngageAutomationShell:
     async def stop(self) -> int:
         """Ends the schedule; returns the rounds run."""
         await self._supervisor.stop()
-        if self._pool is not None:
-            await self._pool.close()
+        await self._pool.close()
         await self._client.aclose()
         return self.rounds
 

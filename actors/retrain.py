@@ -9,13 +9,12 @@ import asyncio
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import ray
 
 from actors.resilience import Supervisor, command
 from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
-from kiki.db.pool import create_pool
+from kiki.db.pool import LazyPool
 from training.rounds import Retrainer
 
 RETRAINER_NAME = "kiki-retrainer"
@@ -29,7 +28,8 @@ class RetrainerShell:
         torch.set_num_threads(1)
         self.database_url = database_url
         self.settings = Settings(**settings)
-        self._pool: asyncpg.Pool | None = None
+        self._pool = LazyPool(database_url)
+        self.store = ArtifactStore.from_settings(self.settings)
         self._lock = asyncio.Lock()
         self._supervisor = Supervisor("retrainer")
         self.rounds = 0
@@ -43,13 +43,7 @@ class RetrainerShell:
         return self._supervisor.running("schedule")
 
     async def _retrainer(self) -> Retrainer:
-        if self._pool is None:
-            pool = await create_pool(self.database_url, min_size=1, max_size=4)
-            if self._pool is None:
-                self._pool = pool
-            else:  # a concurrent first call won
-                await pool.close()
-        return Retrainer(self._pool, ArtifactStore.from_settings(self.settings), self.settings)
+        return Retrainer(await self._pool(), self.store, self.settings)
 
     @command("retrainer")
     async def run_once(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
@@ -65,8 +59,7 @@ class RetrainerShell:
     async def stop(self) -> int:
         """Ends the schedule; returns the rounds run."""
         await self._supervisor.stop()
-        if self._pool is not None:
-            await self._pool.close()
+        await self._pool.close()
         return self.rounds
 
 

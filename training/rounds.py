@@ -78,10 +78,13 @@ class Retrainer:
                     continue
                 try:
                     outcome = await self._maybe_retrain(family, tenant_id, now, only_tenant)
-                except KikiError as exc:
+                except Exception as exc:  # one tenant's failure (a trial, its data) is its own
+                    if not isinstance(exc, KikiError):
+                        logger.exception("retraining %s of tenant %s failed", family.kind,
+                                         tenant_id)  # fmt: skip
                     outcome = Outcome(
                         tenant_id=str(tenant_id), family=family.kind, reason="error",
-                        skipped=exc.message,
+                        skipped=exc.message if isinstance(exc, KikiError) else repr(exc),
                     )  # fmt: skip
                 if outcome is not None:
                     logger.info(json.dumps({"event": "retrain", **outcome.model_dump()}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -63,3 +64,25 @@ async def create_pool(
         )
     except Exception as exc:
         raise _explain(url, exc) from None
+
+
+class LazyPool:
+    """A small pool opened on first use, one for all callers (concurrent first calls wait for
+    the same opening); a `PoolSource` when called."""
+
+    def __init__(self, url: str, max_size: int = 4) -> None:
+        self.url = url
+        self.max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> asyncpg.Pool:
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await create_pool(self.url, min_size=1, max_size=self.max_size)
+            return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

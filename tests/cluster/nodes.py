@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import psutil
+import yaml
 
+from kiki.config import SERVICES
 from kiki.db.embedded import free_port
 
 BIN = Path(sys.executable).parent
@@ -99,3 +101,12 @@ def wait_for(check: Callable[[], T], timeout_s: float, what: str, every_s: float
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not so after {timeout_s:.0f}s (last seen: {last})")
         time.sleep(every_s)
+
+
+def apps_running(serve_status: str) -> bool:
+    """Does `serve status`'s output show the six apps RUNNING? (An app that failed to deploy
+    ends the wait at once, with the output.)"""
+    apps = (yaml.safe_load(serve_status) or {}).get("applications") or {}
+    statuses = {name: app["status"] for name, app in apps.items()}
+    assert "DEPLOY_FAILED" not in statuses.values(), serve_status
+    return sorted(statuses) == sorted(SERVICES) and set(statuses.values()) == {"RUNNING"}

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,9 +25,9 @@ import yaml
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
-from kiki.config import SERVICES
 from kiki.db.embedded import free_port
 from protos import kiki_pb2, kiki_pb2_grpc
+from tests.cluster.nodes import apps_running, wait_for
 from tests.conftest import REPO, S3Server, new_database
 from tests.integration.test_value_api import CUT, synthetic_purchases
 
@@ -129,20 +128,13 @@ def three_nodes(database: str, s3_server: S3Server) -> Iterator[ThreeNodes]:
 
 
 def wait_running(nodes: ThreeNodes, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    statuses: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        out = subprocess.run(
+    def status() -> bool:
+        return apps_running(subprocess.run(
             [str(BIN / "serve"), "status", "-a", nodes.dashboard],
             env=nodes.env, capture_output=True, text=True, timeout=60,
-        ).stdout  # fmt: skip
-        apps = (yaml.safe_load(out) or {}).get("applications") or {}
-        statuses = {name: app["status"] for name, app in apps.items()}
-        if sorted(statuses) == sorted(SERVICES) and set(statuses.values()) == {"RUNNING"}:
-            return
-        assert "DEPLOY_FAILED" not in statuses.values(), out
-        time.sleep(3)
-    pytest.fail(f"apps not RUNNING after {timeout_s:.0f} s: {statuses}")
+        ).stdout)  # fmt: skip
+
+    wait_for(status, timeout_s, "the six apps RUNNING", every_s=3)
 
 
 @pytest.fixture(scope="module")

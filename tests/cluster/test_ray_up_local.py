@@ -34,6 +34,7 @@ from kiki.db.embedded import free_port, port_in_use
 from kiki.db.pool import connect
 from kiki.value import registry
 from kiki.value.features import FEATURE_NAMES
+from tests.cluster.nodes import apps_running, wait_for
 from tests.conftest import REPO, S3Server
 from tests.integration.test_value_api import CUT, synthetic_purchases, tiny_model
 
@@ -194,19 +195,6 @@ def _serve_deploy(cluster: FakeCluster, serve_yaml: str, deadline: float) -> Non
         time.sleep(2)  # the dashboard is still starting
 
 
-def _wait_running(cluster: FakeCluster, deadline: float) -> None:
-    statuses: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        out = cluster.run("serve", "status", "-a", cluster.dashboard).stdout
-        apps = (yaml.safe_load(out) or {}).get("applications") or {}
-        statuses = {name: app["status"] for name, app in apps.items()}
-        if sorted(statuses) == sorted(SERVICES) and set(statuses.values()) == {"RUNNING"}:
-            return
-        assert "DEPLOY_FAILED" not in statuses.values(), out
-        time.sleep(3)
-    pytest.fail(f"apps not RUNNING in {DEADLINE_S} s: {statuses}")
-
-
 @pytest.mark.timeout(DEADLINE_S + 180)
 def test_fake_cluster_serves_serve_config(
     fresh_db: str, s3_server: S3Server, tmp_path: Path
@@ -231,7 +219,10 @@ def test_fake_cluster_serves_serve_config(
     with fake_cluster(fresh_db, store) as (cluster, serve_yaml):
         deadline = time.monotonic() + DEADLINE_S
         _serve_deploy(cluster, serve_yaml, deadline)
-        _wait_running(cluster, deadline)
+        wait_for(
+            lambda: apps_running(cluster.run("serve", "status", "-a", cluster.dashboard).stdout),
+            max(1.0, deadline - time.monotonic()), "the six apps RUNNING", every_s=3,
+        )  # fmt: skip
 
         base = f"http://127.0.0.1:{cluster.http_port}"
         for app in SERVICES:
