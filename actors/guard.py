@@ -64,6 +64,26 @@ class GuardShell:
         return states
 
     @command("guard")
+    def admit_tenant(self, tenant: str, platform: str, calls: int) -> Admission:
+        """A tenant's own call (the API's admit): its breaker and its share of the budget."""
+        answer = self.guard.admit_tenant(tenant, platform, calls)
+        if not answer.allowed:
+            self._refused.inc(1, tags={"platform": platform, "reason": answer.reason})
+        return answer
+
+    @command("guard")
+    def record_tenant(self, tenant: str, platform: str, outcomes: list[bool]) -> BreakerState:
+        """A tenant's reported outcomes: they feed its own breaker, never the shared one."""
+        if not isinstance(outcomes, list):
+            raise InvalidInput("send a list of outcomes (true for success)")
+        for success in outcomes:
+            self.guard.check(platform, success=success)
+        state = BreakerState.CLOSED
+        for success in outcomes:
+            state = self.guard.record_tenant(tenant, platform, success)
+        return state
+
+    @command("guard")
     def reset(self, platform: str) -> None:
         self.guard.reset(platform)
         self._publish()
@@ -74,9 +94,9 @@ class GuardShell:
         self._publish()
 
     @command("guard")
-    def status(self) -> list[PlatformStatus]:
+    def status(self, tenant: str | None = None) -> list[PlatformStatus]:
         self._publish()
-        return self.guard.status()
+        return self.guard.status(tenant)
 
 
 def _pairs(items: object) -> list[tuple]:

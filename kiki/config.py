@@ -103,7 +103,9 @@ class Settings(BaseSettings):
         "counts their failure (and replaces it)",
     )
     api_rate_per_s: float = Field(
-        500.0, gt=0, description="requests per second per API key, per replica (token bucket)"
+        500.0,
+        gt=0,
+        description="requests per second per API key, cluster-wide (token bucket)",
     )
     api_burst: int = Field(1000, ge=1, description="token-bucket burst per API key")
     platform_rate_per_s: float = Field(50.0, gt=0, description="calls per second per ad platform")

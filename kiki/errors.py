@@ -40,6 +40,12 @@ class Unauthenticated(KikiError):
     code = "unauthenticated"
 
 
+class Forbidden(KikiError):
+    """A known key without the scope the call needs (the scope is named, the data is not)."""
+
+    code = "forbidden"
+
+
 class NotFound(KikiError):
     """The thing does not exist, or belongs to another tenant (never say which)."""
 

@@ -284,6 +284,30 @@ def bench_billing(
     click.echo(table([close_ours], close_naive))
 
 
+@bench.command("keyrate")
+@click.option("--seconds", default=5.0, show_default=True, help="Duration of each run.")
+@click.option("--concurrency", default=64, show_default=True, help="Requests in flight.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_keyrate(seconds: float, concurrency: int, as_json: bool) -> None:
+    """What one rate limit per API key across the cluster costs a request: the key-rate
+    actor's check (batched while a call is in flight) vs the per-replica token bucket."""
+    from benchmarks.common import table
+    from benchmarks.keyrate import key_rate_checks
+
+    with local_ray("kiki-bench-keyrate"):
+        baseline, ours = asyncio.run(key_rate_checks(concurrency, seconds))
+    if as_json:
+        click.echo(
+            json.dumps({"baseline": baseline.to_json(), "ours": [r.to_json() for r in ours]})
+        )
+        return
+    click.echo("API-key rate limit checks per second (a request's check; no request refused)\n")
+    click.echo(table(ours, baseline))
+    for r in ours:
+        added_us = 1e6 / r.per_second - 1e6 / baseline.per_second if r.per_second else 0.0
+        click.echo(f"{r.name}: {added_us:,.1f} us more per request than the baseline")
+
+
 @bench.command("fuzz")
 @click.option(
     "--examples",

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -306,25 +307,89 @@ def _with_conn(settings: Settings, func: Callable[[Any], Any]) -> Any:
         return asyncio.run(run(url))
 
 
+_SECONDS_PER = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+class Duration(click.ParamType):
+    """A span like 90d, 24h, 30m or 3600s."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        if len(text) > 1 and text[-1] in _SECONDS_PER and text[:-1].isdigit():
+            return timedelta(seconds=int(text[:-1]) * _SECONDS_PER[text[-1]])
+        self.fail(f"{value!r} is not a duration: write e.g. 90d, 24h, 30m or 3600s", param, ctx)
+
+
+SCOPE_HELP = (
+    "read, write or admin (each includes the ones before it) for the tenant's data; operator "
+    "for platform-wide state. Repeat or comma-separate."
+)
+
+
 @keys.command("create")
 @click.option("--tenant", required=True, help="Tenant name (created if new): a-z, 0-9, _ and -.")
 @click.option("--label", default="", help="A note to tell keys apart.")
-def keys_create(tenant: str, label: str) -> None:
+@click.option("--scope", "scopes", multiple=True, help=SCOPE_HELP + "  [default: admin]")
+@click.option("--expires-in", type=Duration(), default=None, help="Lifetime, e.g. 90d.")
+def keys_create(
+    tenant: str, label: str, scopes: tuple[str, ...], expires_in: timedelta | None
+) -> None:
     """Create an API key and print it (only this once)."""
     settings = settings_or_exit()
     auth.check_tenant_name(tenant)
-    _, key = _with_conn(settings, lambda conn: auth.create_api_key(conn, tenant, label))
+    names = [n for given in scopes for n in given.split(",")] or ["admin"]
+    chosen = auth.parse_scopes(names)
+    _, key = _with_conn(
+        settings, lambda conn: auth.create_api_key(conn, tenant, label, chosen, expires_in)
+    )
     click.echo(key)
 
 
 @keys.command("list")
 @click.option("--tenant", default=None, help="Only this tenant's keys.")
-def keys_list(tenant: str | None) -> None:
-    """List keys by prefix (the secret part is never stored)."""
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_list(tenant: str | None, as_json: bool) -> None:
+    """List keys by prefix with scopes, state, expiry and last use (the secret part is never
+    stored; last use is exact to within KIKI_AUTH_CACHE_TTL_S)."""
     settings = settings_or_exit()
-    for k in _with_conn(settings, lambda conn: auth.list_api_keys(conn, tenant)):
-        state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
-        click.echo(f"{k.prefix}  {k.tenant:<20} {state:<18} {k.label}")
+    found = _with_conn(settings, lambda conn: auth.list_api_keys(conn, tenant))
+    if as_json:
+        click.echo(json.dumps([k.model_dump(mode="json") for k in found], indent=2))
+        return
+    now = datetime.now(UTC)
+    click.echo(f"{'prefix':<9} {'tenant':<20} {'scopes':<20} {'state':<8} "
+               f"{'expires':<17} {'last used':<17} label")  # fmt: skip
+    for k in found:
+        scopes = ",".join(s.value for s in k.scopes)
+        click.echo(
+            f"{k.prefix:<9} {k.tenant:<20} {scopes:<20} {k.state(now):<8} "
+            f"{_when(k.expires_at):<17} {_when(k.last_used_at):<17} {k.label}"
+        )
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else "-"
+
+
+@keys.command("rotate")
+@click.argument("prefix")
+@click.option("--overlap", type=Duration(), default="24h", show_default=True,
+              help="How long the old key keeps working.")  # fmt: skip
+@click.option("--expires-in", type=Duration(), default=None,
+              help="The new key's lifetime (default: the old key's).")  # fmt: skip
+def keys_rotate(prefix: str, overlap: timedelta, expires_in: timedelta | None) -> None:
+    """Make a successor of the key (same tenant, label and scopes) and print it; the old key
+    expires after the overlap."""
+    settings = settings_or_exit()
+    key, old = _with_conn(
+        settings, lambda conn: auth.rotate_api_key(conn, prefix, overlap, None, expires_in)
+    )
+    click.echo(key)
+    click.echo(f"{prefix} keeps working until {_when(old.expires_at)} UTC", err=True)
 
 
 @keys.command("revoke")

@@ -33,7 +33,9 @@ from launcher import serve_config
 from launcher.dashboard import ServeRest, nodes, state_api
 
 Echo = Callable[[str], None]
-READY_TIMEOUT_S = 120.0
+# The apps' first start loads torch and models; on a machine busy with other work it has
+# taken over two minutes, so wait longer than that before calling a deployment failed.
+READY_TIMEOUT_S = 300.0
 
 
 @dataclass

@@ -4,7 +4,17 @@ and gRPC, the views, the dependencies, and the base of the ingress deployments."
 
 from deployments._serve.api import DecimalJSONRoute, create_service_api
 from deployments._serve.builder import AppArgs, plain_ingress
-from deployments._serve.deps import Connection, CurrentTenant, context_of, runtime_of
+from deployments._serve.deps import (
+    ANY_SCOPE,
+    Admin,
+    AnyKey,
+    Connection,
+    Operator,
+    Reader,
+    Writer,
+    context_of,
+    runtime_of,
+)
 from deployments._serve.errors import ERROR_STATUS, error_body, status_for
 from deployments._serve.ingress import ServiceIngress
 from deployments._serve.metering import UsageMeter
@@ -12,18 +22,23 @@ from deployments._serve.runtime import Probe, ServiceRuntime, runtime_for
 from deployments._serve.views import HealthReport, MoneyOut, WhoAmI
 
 __all__ = [
+    "ANY_SCOPE",
     "ERROR_STATUS",
+    "Admin",
+    "AnyKey",
     "AppArgs",
     "Connection",
-    "CurrentTenant",
     "DecimalJSONRoute",
     "HealthReport",
     "MoneyOut",
+    "Operator",
     "Probe",
+    "Reader",
     "ServiceIngress",
     "ServiceRuntime",
     "UsageMeter",
     "WhoAmI",
+    "Writer",
     "context_of",
     "create_service_api",
     "error_body",

@@ -22,7 +22,7 @@ from ray.util import metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deployments._serve.deps import CurrentTenant, runtime_of
+from deployments._serve.deps import ANY_SCOPE, API_KEY, AnyKey, runtime_of
 from deployments._serve.errors import error_body, status_for
 from deployments._serve.runtime import ServiceRuntime, runtime_for
 from deployments._serve.views import HealthReport, WhoAmI
@@ -156,6 +156,18 @@ def _handle_errors(api: FastAPI, service: str) -> None:
         )
 
 
+def _openapi_with_alternatives(api: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, in which a route that takes any one of several scopes (`ANY_SCOPE`
+    in its openapi_extra) lists each as an alternative security requirement."""
+    if api.openapi_schema is None:
+        schema = FastAPI.openapi(api)
+        for item in schema["paths"].values():
+            for operation in item.values():
+                if alternatives := operation.pop(ANY_SCOPE, None):
+                    operation["security"] = [{API_KEY.scheme_name: [s]} for s in alternatives]
+    return api.openapi_schema
+
+
 # Runs once per process when the app starts; what it returns is the app's typed context.
 StartupHook = Callable[[FastAPI, ServiceRuntime], object]
 
@@ -189,6 +201,7 @@ def create_service_api(
     )
     api.router.route_class = DecimalJSONRoute
     api.add_middleware(MetricsMiddleware, service=service)
+    api.openapi = lambda: _openapi_with_alternatives(api)  # type: ignore[method-assign]
 
     _handle_errors(api, service)
 
@@ -204,8 +217,15 @@ def create_service_api(
         return JSONResponse(report.model_dump(), status_code=200 if report.status == "ok" else 503)
 
     @api.get("/api/v1/whoami", response_model=WhoAmI, tags=["ops"])
-    async def whoami(tenant: CurrentTenant) -> WhoAmI:
-        """The tenant your API key belongs to."""
-        return WhoAmI(tenant_id=str(tenant.id), tenant=tenant.name, service=service)
+    async def whoami(grant: AnyKey) -> WhoAmI:
+        """The tenant your API key belongs to, and what the key may do."""
+        return WhoAmI(
+            tenant_id=str(grant.tenant.id),
+            tenant=grant.tenant.name,
+            service=service,
+            key_prefix=grant.prefix,
+            scopes=list(grant.scopes),
+            expires_at=grant.expires_at,
+        )
 
     return api

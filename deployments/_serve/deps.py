@@ -1,5 +1,10 @@
-"""FastAPI dependencies every app's routes use: the replica's runtime, the caller's tenant,
-the app's typed context, and one pooled connection per request."""
+"""FastAPI dependencies every app's routes use: the replica's runtime, the caller's tenant
+with the scope the route needs, the app's typed context, and one pooled connection per
+request.
+
+A route states its scope by the type of its tenant parameter (`Reader`, `Writer`, `Admin`,
+`Operator`); each is a FastAPI `Security` dependency on the `X-API-Key` scheme, so the scope
+shows in the app's OpenAPI as the operation's security requirement."""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypeVar
 
 import asyncpg
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, SecurityScopes
 
 from deployments._serve.runtime import ServiceRuntime
-from kiki.auth import Tenant
+from kiki.auth import Grant, Scope, Tenant
 
 C = TypeVar("C")
 
@@ -20,14 +26,43 @@ def runtime_of(request: Request) -> ServiceRuntime:
     return request.app.state.runtime
 
 
-async def require_tenant(
+# auto_error off: a missing key gets KIKI's own 401 in the `{"error": ...}` shape.
+API_KEY = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="ApiKey",
+    description="A KIKI API key (`kiki keys create`). Scopes: read < write < admin act on the "
+    "key's tenant; operator acts on platform-wide state. Each operation names the scope it "
+    "needs; a key without it gets 403 naming the scope.",
+    auto_error=False,
+)
+
+
+async def require_grant(
     request: Request,
-    x_api_key: Annotated[str | None, Header(alias="X-API-Key", description="your API key")] = None,
-) -> Tenant:
-    return await runtime_of(request).tenant(x_api_key)
+    security_scopes: SecurityScopes,
+    api_key: Annotated[str | None, Security(API_KEY)],
+) -> Grant:
+    """The caller's key, checked to hold every scope the route asks for."""
+    grant = await runtime_of(request).grant(api_key)
+    for scope in security_scopes.scopes:
+        grant.require(Scope(scope))
+    return grant
 
 
-CurrentTenant = Annotated[Tenant, Depends(require_tenant)]
+async def _tenant(grant: Annotated[Grant, Security(require_grant)]) -> Tenant:
+    return grant.tenant
+
+
+# A route's openapi_extra key listing scopes any one of which will do (the OpenAPI then shows
+# each as an alternative security requirement); the route checks them itself.
+ANY_SCOPE = "x-kiki-any-scope"
+
+Reader = Annotated[Tenant, Security(_tenant, scopes=[Scope.READ])]
+Writer = Annotated[Tenant, Security(_tenant, scopes=[Scope.WRITE])]
+Admin = Annotated[Tenant, Security(_tenant, scopes=[Scope.ADMIN])]
+Operator = Annotated[Tenant, Security(_tenant, scopes=[Scope.OPERATOR])]
+# Any valid key, for routes that decide for themselves (key management: admin or operator).
+AnyKey = Annotated[Grant, Security(require_grant)]
 
 
 @functools.cache
@@ -47,6 +82,6 @@ async def pooled_connection(request: Request) -> AsyncIterator[asyncpg.Connectio
         yield conn
 
 
-# Declare it after CurrentTenant in a route, so a bad key is refused before a connection is
-# taken from the pool.
+# Declare it after the tenant (Reader, Writer, ...) in a route, so a bad key is refused before a
+# connection is taken from the pool.
 Connection = Annotated[asyncpg.Connection, Depends(pooled_connection)]

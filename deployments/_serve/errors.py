@@ -8,6 +8,7 @@ import grpc
 from kiki.errors import (
     Conflict,
     FailedPrecondition,
+    Forbidden,
     InvalidInput,
     KikiError,
     NotFound,
@@ -20,6 +21,7 @@ from kiki.errors import (
 ERROR_STATUS: dict[type[KikiError], tuple[int, grpc.StatusCode]] = {
     InvalidInput: (400, grpc.StatusCode.INVALID_ARGUMENT),
     Unauthenticated: (401, grpc.StatusCode.UNAUTHENTICATED),
+    Forbidden: (403, grpc.StatusCode.PERMISSION_DENIED),
     NotFound: (404, grpc.StatusCode.NOT_FOUND),
     Conflict: (409, grpc.StatusCode.ABORTED),
     FailedPrecondition: (409, grpc.StatusCode.FAILED_PRECONDITION),

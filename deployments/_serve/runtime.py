@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
+import ray
 from pydantic import BaseModel
 
+from actors.keyrates import key_rates
+from deployments._serve.keyrates import ClusterKeyLimit
 from deployments._serve.metering import UsageMeter
 from deployments._serve.views import HealthReport
 from kiki import __version__
 from kiki.artifacts import ArtifactStore, Loadable
-from kiki.auth import ApiKeyCache, Tenant, authenticate, hash_api_key
+from kiki.auth import ApiKeyCache, Grant, authenticate, hash_api_key
 from kiki.clock import WallClock
 from kiki.config import Settings, get_settings
 from kiki.db.embedded import EmbeddedPostgres
@@ -52,9 +56,12 @@ class ServiceRuntime:
         self._pool_lock = asyncio.Lock()
         self._keys = ApiKeyCache(self.settings.auth_cache_ttl_s)
         self._meters: dict[str, UsageMeter] = {}
+        # Each key's rate limit: one bucket for the whole cluster in the key-rate actor, the
+        # replica's own bucket outside Ray or while that actor cannot answer.
         self.key_limits = RateLimiter(
             self.settings.api_rate_per_s, self.settings.api_burst, WallClock()
         )
+        self._cluster_limit: ClusterKeyLimit | None = None
         # What the app depends on besides the database (actors, models), by check name.
         self.probes: dict[str, Probe] = {}
         self.started = time.monotonic()
@@ -98,22 +105,35 @@ class ServiceRuntime:
                     )
         return self._pool
 
-    async def tenant(self, api_key: str | None) -> Tenant:
-        """The key's tenant; each key also draws on its own token bucket (429 when empty)."""
+    async def grant(self, api_key: str | None) -> Grant:
+        """What the key grants; each key also draws on its own token bucket (429 when empty)."""
         digest = hash_api_key(api_key or "")  # once per request: cache and bucket share it
-        tenant = self._keys.get(digest) if api_key else None
-        if tenant is None:
+        grant = self._keys.get(digest) if api_key else None
+        if grant is None:
             pool = await self.pool()
             async with pool.acquire() as conn:
-                tenant = await authenticate(conn, api_key)
-            self._keys.put(digest, tenant)
-        wait = self.key_limits.check(digest)
+                grant = await authenticate(conn, api_key)
+            self._keys.put(digest, grant)
+        grant.check_live(datetime.now(UTC))
+        wait = await self._rate_check(digest)
         if wait > 0:
             raise RateLimited(
                 f"too many requests for this API key; retry in {wait:.2f}s",
                 retry_after_s=wait,
             )
-        return tenant
+        return grant
+
+    async def _rate_check(self, key_hash: str) -> float:
+        if not ray.is_initialized():
+            return self.key_limits.check(key_hash)
+        if self._cluster_limit is None:
+            s = self.settings
+            self._cluster_limit = ClusterKeyLimit(
+                partial(key_rates, s.api_rate_per_s, s.api_burst),
+                self.key_limits,
+                s.actor_call_timeout_s,
+            )
+        return await self._cluster_limit.check(key_hash)
 
     async def check_database(self) -> str:
         try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field
 
+from kiki.auth import Scope
 from kiki.money import Money
 
 
@@ -30,3 +33,6 @@ class WhoAmI(BaseModel):
     tenant_id: str
     tenant: str
     service: str
+    key_prefix: str
+    scopes: list[Scope]
+    expires_at: datetime | None

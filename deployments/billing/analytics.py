@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import AfterValidator, AwareDatetime
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments._serve import Connection, DecimalJSONRoute, Reader
 from deployments.billing.context import Context
 from deployments.billing.schemas import CustomerQuery, MrrView
 from kiki.billing import reports
@@ -24,7 +24,7 @@ def _existing_month(month: str | None) -> str | None:
 
 @router.get("/mrr", response_model=list[MrrView])
 async def mrr(
-    tenant: CurrentTenant,
+    tenant: Reader,
     ctx: Context,
     conn: Connection,
     month: Annotated[
@@ -41,7 +41,7 @@ async def mrr(
 
 @router.get("/usage", response_model=list[reports.UsagePoint])
 async def usage(
-    tenant: CurrentTenant,
+    tenant: Reader,
     conn: Connection,
     metric: Annotated[str, Query(pattern=CODE_PATTERN)],
     start: Annotated[AwareDatetime, Query(alias="from")],

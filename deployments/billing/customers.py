@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments._serve import Admin, Connection, DecimalJSONRoute, Reader, Writer
 from deployments.billing.context import Context
 from deployments.billing.schemas import (
     CouponApply,
@@ -24,23 +24,23 @@ router = APIRouter(prefix="/api/v1/customers", route_class=DecimalJSONRoute, tag
 
 
 @router.post("", status_code=201, response_model=CustomerView)
-async def create_customer(body: CustomerIn, tenant: CurrentTenant, conn: Connection) -> Any:
+async def create_customer(body: CustomerIn, tenant: Writer, conn: Connection) -> Any:
     return CustomerView.of(await repository.create_customer(conn, tenant.id, body))
 
 
 @router.get("", response_model=list[CustomerView])
-async def list_customers(tenant: CurrentTenant, conn: Connection) -> Any:
+async def list_customers(tenant: Reader, conn: Connection) -> Any:
     return [CustomerView.of(c) for c in await repository.list_customers(conn, tenant.id)]
 
 
 @router.get("/{customer_id}", response_model=CustomerView)
-async def get_customer(customer_id: CustomerPath, tenant: CurrentTenant, conn: Connection) -> Any:
+async def get_customer(customer_id: CustomerPath, tenant: Reader, conn: Connection) -> Any:
     return CustomerView.of(await repository.get_customer(conn, tenant.id, customer_id))
 
 
 @router.post("/{customer_id}/payment-method", response_model=CustomerView)
 async def attach_payment_method(
-    customer_id: CustomerPath, body: PaymentMethodIn, tenant: CurrentTenant, ctx: Context
+    customer_id: CustomerPath, body: PaymentMethodIn, tenant: Writer, ctx: Context
 ) -> Any:
     """Create the customer in Stripe (once) and attach the payment method invoices charge."""
     # No pooled connection is held while Stripe answers.
@@ -55,7 +55,7 @@ async def attach_payment_method(
 
 @router.post("/{customer_id}/credits", response_model=CustomerView)
 async def add_credits(
-    customer_id: CustomerPath, body: CreditsIn, tenant: CurrentTenant, conn: Connection
+    customer_id: CustomerPath, body: CreditsIn, tenant: Admin, conn: Connection
 ) -> Any:
     """Prepaid credits, spent on the customer's next invoices after tax."""
     customer = await repository.get_customer(conn, tenant.id, customer_id)
@@ -65,7 +65,7 @@ async def add_credits(
 
 @router.post("/{customer_id}/coupons", status_code=204)
 async def apply_coupon(
-    customer_id: CustomerPath, body: CouponApply, tenant: CurrentTenant, conn: Connection
+    customer_id: CustomerPath, body: CouponApply, tenant: Admin, conn: Connection
 ) -> Response:
     await repository.apply_coupon(conn, tenant.id, customer_id, body.coupon_code)
     return Response(status_code=204)

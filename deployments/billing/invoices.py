@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 from fastapi import APIRouter, Query, Response
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments._serve import Admin, Connection, DecimalJSONRoute, Reader, Writer
 from deployments.billing.context import BillingContext, Context
 from deployments.billing.schemas import (
     CloseIn,
@@ -31,21 +31,21 @@ router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute)
 
 
 @router.post("/events", response_model=IngestResult, tags=["usage"])
-async def post_events(body: EventsIn, tenant: CurrentTenant, conn: Connection) -> Any:
+async def post_events(body: EventsIn, tenant: Writer, conn: Connection) -> Any:
     """Up to 10,000 usage events; each `transaction_id` counts once, however often it is
     sent. `duplicates` counts the events already stored (retries)."""
     return await metering.ingest(conn, tenant.id, body.events)
 
 
 @router.post("/periods/close", response_model=CloseReport, tags=["invoices"])
-async def close(body: CloseIn, tenant: CurrentTenant, ctx: Context, conn: Connection) -> Any:
+async def close(body: CloseIn, tenant: Admin, ctx: Context, conn: Connection) -> Any:
     """Invoice every period that ended by `as_of` (what `kiki billing close-period` runs)."""
     return await close_period(conn, tenant, body.as_of or ctx.clock.now())
 
 
 @router.get("/invoices", response_model=list[InvoiceView], tags=["invoices"])
 async def list_invoices(
-    tenant: CurrentTenant,
+    tenant: Reader,
     conn: Connection,
     customer_id: CustomerQuery = None,
     status: InvoiceStatus | None = None,
@@ -56,7 +56,7 @@ async def list_invoices(
 
 
 @router.get("/invoices/{invoice_id}", response_model=InvoiceView, tags=["invoices"])
-async def get_invoice(invoice_id: UUID, tenant: CurrentTenant, conn: Connection) -> Any:
+async def get_invoice(invoice_id: UUID, tenant: Reader, conn: Connection) -> Any:
     return InvoiceView.of(await repository.get_invoice(conn, tenant.id, invoice_id))
 
 
@@ -66,7 +66,7 @@ async def get_invoice(invoice_id: UUID, tenant: CurrentTenant, conn: Connection)
     responses={200: {"content": {"application/pdf": {}}}},
     tags=["invoices"],
 )
-async def invoice_pdf(invoice_id: UUID, tenant: CurrentTenant, conn: Connection) -> Response:
+async def invoice_pdf(invoice_id: UUID, tenant: Reader, conn: Connection) -> Response:
     invoice = await repository.get_invoice(conn, tenant.id, invoice_id)
     customer = await repository.get_customer(conn, tenant.id, invoice.customer_id)
     name = invoice.number or str(invoice.id)
@@ -90,7 +90,7 @@ async def _mark(
 
 
 @router.post("/invoices/{invoice_id}/void", response_model=InvoiceView, tags=["invoices"])
-async def void(invoice_id: UUID, tenant: CurrentTenant, ctx: Context, conn: Connection) -> Any:
+async def void(invoice_id: UUID, tenant: Admin, ctx: Context, conn: Connection) -> Any:
     return await _mark(invoice_id, InvoiceStatus.VOID, tenant.id, conn, ctx)
 
 
@@ -98,13 +98,13 @@ async def void(invoice_id: UUID, tenant: CurrentTenant, ctx: Context, conn: Conn
     "/invoices/{invoice_id}/mark-uncollectible", response_model=InvoiceView, tags=["invoices"]
 )
 async def mark_uncollectible(
-    invoice_id: UUID, tenant: CurrentTenant, ctx: Context, conn: Connection
+    invoice_id: UUID, tenant: Admin, ctx: Context, conn: Connection
 ) -> Any:
     return await _mark(invoice_id, InvoiceStatus.UNCOLLECTIBLE, tenant.id, conn, ctx)
 
 
 @router.post("/invoices/{invoice_id}/pay", response_model=PaymentView, tags=["invoices"])
-async def pay(invoice_id: UUID, tenant: CurrentTenant, ctx: Context) -> Any:
+async def pay(invoice_id: UUID, tenant: Admin, ctx: Context) -> Any:
     """Charge the customer's payment method now (a Stripe PaymentIntent)."""
     payment = await payments.pay(
         await ctx.pool(), ctx.gateway, tenant.id, invoice_id, ctx.clock.now()
@@ -113,7 +113,7 @@ async def pay(invoice_id: UUID, tenant: CurrentTenant, ctx: Context) -> Any:
 
 
 @router.get("/invoices/{invoice_id}/payment", response_model=PaymentView, tags=["invoices"])
-async def get_payment(invoice_id: UUID, tenant: CurrentTenant, conn: Connection) -> Any:
+async def get_payment(invoice_id: UUID, tenant: Reader, conn: Connection) -> Any:
     payment = await repository.get_payment(conn, tenant.id, invoice_id)
     if payment is None:
         await repository.get_invoice(conn, tenant.id, invoice_id)  # 404 for a stranger's
@@ -122,7 +122,7 @@ async def get_payment(invoice_id: UUID, tenant: CurrentTenant, conn: Connection)
 
 
 @router.post("/invoices/{invoice_id}/refund", response_model=InvoiceView, tags=["invoices"])
-async def refund(invoice_id: UUID, body: RefundIn, tenant: CurrentTenant, ctx: Context) -> Any:
+async def refund(invoice_id: UUID, body: RefundIn, tenant: Admin, ctx: Context) -> Any:
     pool = await ctx.pool()
     amount = None
     if body.amount is not None:

@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 from fastapi import APIRouter
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments._serve import Connection, DecimalJSONRoute, Reader, Writer
 from deployments.billing.context import Context
 from deployments.billing.schemas import CancelIn, CustomerQuery, SubscriptionIn
 from kiki.billing import repository, subscriptions
@@ -25,7 +25,7 @@ router = APIRouter(
 
 @router.post("", status_code=201, response_model=Subscription)
 async def create_subscription(
-    body: SubscriptionIn, tenant: CurrentTenant, ctx: Context, conn: Connection
+    body: SubscriptionIn, tenant: Writer, ctx: Context, conn: Connection
 ) -> Any:
     start = body.start_at or ctx.clock.now()
     return await subscriptions.create(
@@ -35,13 +35,13 @@ async def create_subscription(
 
 @router.get("", response_model=list[Subscription])
 async def list_subscriptions(
-    tenant: CurrentTenant, conn: Connection, customer_id: CustomerQuery = None
+    tenant: Reader, conn: Connection, customer_id: CustomerQuery = None
 ) -> Any:
     return await repository.list_subscriptions(conn, tenant.id, customer_id)
 
 
 @router.get("/{sub_id}", response_model=Subscription)
-async def get_subscription(sub_id: UUID, tenant: CurrentTenant, conn: Connection) -> Any:
+async def get_subscription(sub_id: UUID, tenant: Reader, conn: Connection) -> Any:
     return await repository.get_subscription(conn, tenant.id, sub_id)
 
 
@@ -61,7 +61,7 @@ async def _change(
 
 @router.post("/{sub_id}/upgrade", response_model=Subscription)
 async def upgrade(
-    sub_id: UUID, body: PlanRef, tenant: CurrentTenant, ctx: Context, conn: Connection
+    sub_id: UUID, body: PlanRef, tenant: Writer, ctx: Context, conn: Connection
 ) -> Any:
     """Switch now to a plan with a base fee at least the current one's; the prorated credit
     and charges go on the next invoice."""
@@ -70,7 +70,7 @@ async def upgrade(
 
 @router.post("/{sub_id}/downgrade", response_model=Subscription)
 async def downgrade(
-    sub_id: UUID, body: PlanRef, tenant: CurrentTenant, ctx: Context, conn: Connection
+    sub_id: UUID, body: PlanRef, tenant: Writer, ctx: Context, conn: Connection
 ) -> Any:
     """Switch to a cheaper plan at the end of the current period."""
     return await _change(ChangeKind.DOWNGRADE, sub_id, body, tenant.id, conn, ctx.clock)
@@ -78,7 +78,7 @@ async def downgrade(
 
 @router.post("/{sub_id}/cancel", response_model=Subscription)
 async def cancel(
-    sub_id: UUID, body: CancelIn, tenant: CurrentTenant, ctx: Context, conn: Connection
+    sub_id: UUID, body: CancelIn, tenant: Writer, ctx: Context, conn: Connection
 ) -> Any:
     """At period end (undo with /resume), or immediately with a prorated final invoice."""
     now = ctx.clock.now()
@@ -92,6 +92,6 @@ async def cancel(
 
 
 @router.post("/{sub_id}/resume", response_model=Subscription)
-async def resume(sub_id: UUID, tenant: CurrentTenant, conn: Connection) -> Any:
+async def resume(sub_id: UUID, tenant: Writer, conn: Connection) -> Any:
     """Keep renewing a subscription that was to end at its period end."""
     return await subscriptions.resume(conn, tenant.id, sub_id)

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments._serve import Admin, Connection, DecimalJSONRoute, Reader
 from deployments.billing.context import Context
 from deployments.billing.schemas import EndpointCreated, StripeAck
 from kiki.billing import payments, webhooks
@@ -22,19 +22,19 @@ router = APIRouter(route_class=DecimalJSONRoute, tags=["webhooks"])
 
 @router.post("/api/v1/webhook-endpoints", status_code=201, response_model=EndpointCreated)
 async def create_endpoint(
-    body: webhooks.EndpointIn, tenant: CurrentTenant, conn: Connection, ctx: Context
+    body: webhooks.EndpointIn, tenant: Admin, conn: Connection, ctx: Context
 ) -> Any:
     endpoint, secret = await webhooks.create_endpoint(conn, tenant.id, body, ctx.vault)
     return EndpointCreated(endpoint=endpoint, secret=secret)
 
 
 @router.get("/api/v1/webhook-endpoints", response_model=list[webhooks.Endpoint])
-async def list_endpoints(tenant: CurrentTenant, conn: Connection) -> Any:
+async def list_endpoints(tenant: Reader, conn: Connection) -> Any:
     return await webhooks.list_endpoints(conn, tenant.id)
 
 
 @router.delete("/api/v1/webhook-endpoints/{endpoint_id}", status_code=204)
-async def delete_endpoint(endpoint_id: UUID, tenant: CurrentTenant, conn: Connection) -> Response:
+async def delete_endpoint(endpoint_id: UUID, tenant: Admin, conn: Connection) -> Response:
     await webhooks.delete_endpoint(conn, tenant.id, endpoint_id)
     return Response(status_code=204)
 

@@ -10,7 +10,7 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments._serve import Connection, DecimalJSONRoute, Reader, Writer
 from deployments.create.context import Context
 from deployments.create.schemas import (
     CreativeView,
@@ -89,7 +89,7 @@ def _refuse_if_all_withheld(batch: Batch) -> None:
 
 
 @router.post("/generate", status_code=201, response_model=GenerateResponse)
-async def generate(body: GenerateRequest, tenant: CurrentTenant, ctx: Context) -> GenerateResponse:
+async def generate(body: GenerateRequest, tenant: Writer, ctx: Context) -> GenerateResponse:
     """N variants for one placement: each with its seed, compliance score and safety verdict,
     stored as one A/B experiment. Unsafe text is refused (400, every reason listed) before
     generation; images an image check flags are withheld, never stored or returned."""
@@ -137,9 +137,7 @@ async def generate(body: GenerateRequest, tenant: CurrentTenant, ctx: Context) -
 
 
 @router.get("/creatives/{creative_id}", response_model=CreativeView)
-async def get_creative(
-    creative_id: uuid.UUID, tenant: CurrentTenant, conn: Connection
-) -> CreativeView:
+async def get_creative(creative_id: uuid.UUID, tenant: Reader, conn: Connection) -> CreativeView:
     row = await store.get_creative(conn, tenant.id, creative_id)
     return CreativeView(**VariantView.of(row).model_dump(), layout=row.layout)
 
@@ -150,7 +148,7 @@ async def get_creative(
     responses={200: {"content": {"image/png": {}}, "description": "the creative as a PNG"}},
 )
 async def get_creative_image(
-    creative_id: uuid.UUID, tenant: CurrentTenant, ctx: Context, conn: Connection
+    creative_id: uuid.UUID, tenant: Reader, ctx: Context, conn: Connection
 ) -> Response:
     row = await store.get_creative(conn, tenant.id, creative_id)
     return Response(
@@ -165,7 +163,7 @@ async def get_creative_image(
 
 @router.get("/experiments/{experiment_id}", response_model=ExperimentView)
 async def get_experiment(
-    experiment_id: uuid.UUID, tenant: CurrentTenant, conn: Connection
+    experiment_id: uuid.UUID, tenant: Reader, conn: Connection
 ) -> ExperimentView:
     """The variants with their totals, rates and each one's probability of being best."""
     return ExperimentView.of(await store.get_experiment(conn, tenant.id, experiment_id))
@@ -175,7 +173,7 @@ async def get_experiment(
 async def report_results(
     experiment_id: uuid.UUID,
     report: ResultsReport,
-    tenant: CurrentTenant,
+    tenant: Writer,
     conn: Connection,
     idempotency_key: KeyHeader = None,
 ) -> ExperimentView:
@@ -192,13 +190,13 @@ async def report_results(
 
 
 @router.get("/placements", response_model=list[PlacementView])
-async def placements(tenant: CurrentTenant) -> list[PlacementView]:
+async def placements(tenant: Reader) -> list[PlacementView]:
     """Every placement: exact size, safe zone, and how images are fitted."""
     return [PlacementView.of(p) for p in PLACEMENTS.values()]
 
 
 @router.get("/model", response_model=ModelStatus)
-async def model_status(tenant: CurrentTenant, ctx: Context) -> ModelStatus:
+async def model_status(tenant: Reader, ctx: Context) -> ModelStatus:
     """The configured model, from the app's options (does not wake a scaled-to-zero
     generator)."""
     a = ctx.args

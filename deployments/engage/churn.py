@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute, MoneyOut
+from deployments._serve import Connection, DecimalJSONRoute, MoneyOut, Reader
 from deployments.engage.context import Context
 from deployments.engage.schemas import AsOf, AtRisk, ChurnRiskPage, CohortList, CohortView, LTVView
 from kiki.engage import cohorts, retention
@@ -37,7 +37,7 @@ def _at_risk(customer_id: str, row: Any, table: RiskTable, ltv: ModelRecord | No
 
 @router.get("/churn-risk", response_model=ChurnRiskPage, tags=["churn"])
 async def churn_risk(
-    tenant: CurrentTenant,
+    tenant: Reader,
     ctx: Context,
     threshold: Annotated[float, Query(ge=0, le=1)] = 0.7,
     as_of: AsOf = None,
@@ -66,7 +66,7 @@ async def churn_risk(
 
 @router.get("/cohorts", response_model=CohortView | CohortList, tags=["cohorts"])
 async def get_cohorts(
-    tenant: CurrentTenant,
+    tenant: Reader,
     conn: Connection,
     cohort_id: Annotated[
         str | None, Query(description="e.g. cohort_jan_2026; omit for every cohort")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments._serve import Admin, Connection, DecimalJSONRoute, Reader, Writer
 from deployments.engage.context import Context
 from deployments.engage.schemas import SourceIn, SourcePath
 from kiki.engage.crm import sources
@@ -18,26 +18,26 @@ router = APIRouter(prefix="/api/v1/crm", route_class=DecimalJSONRoute, tags=["cr
 
 @router.put("/{source}", response_model=sources.SourceConfig)
 async def put_crm_source(
-    source: SourcePath, body: SourceIn, tenant: CurrentTenant, ctx: Context, conn: Connection
+    source: SourcePath, body: SourceIn, tenant: Admin, ctx: Context, conn: Connection
 ) -> sources.SourceConfig:
     """Configure a CRM source; its secrets are stored encrypted and answered masked."""
     return await sources.put(conn, tenant.id, source, body.config, body.enabled, ctx.vault)
 
 
 @router.get("", response_model=list[sources.SourceConfig])
-async def list_crm_sources(tenant: CurrentTenant, conn: Connection) -> list[sources.SourceConfig]:
+async def list_crm_sources(tenant: Reader, conn: Connection) -> list[sources.SourceConfig]:
     return await sources.listed(conn, tenant.id)
 
 
 @router.delete("/{source}", status_code=204)
-async def delete_crm_source(source: SourcePath, tenant: CurrentTenant, conn: Connection) -> None:
+async def delete_crm_source(source: SourcePath, tenant: Admin, conn: Connection) -> None:
     await sources.remove(conn, tenant.id, source)
 
 
 @router.post("/{source}/sync", response_model=SyncResult)
 async def sync_crm_source(
     source: SourcePath,
-    tenant: CurrentTenant,
+    tenant: Writer,
     ctx: Context,
     full: Annotated[
         bool, Query(description="read everything again, not just changes since the cursors")

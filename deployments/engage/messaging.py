@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import AwareDatetime
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments._serve import Connection, DecimalJSONRoute, Reader, Writer
 from deployments.engage.context import Context
 from deployments.engage.schemas import CustomerPath
 from kiki.db.values import PgText
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute, tags=["messag
 
 @router.put("/customers/{customer_id}", response_model=messaging.Profile)
 async def put_customer(
-    customer_id: CustomerPath, body: messaging.ProfileIn, tenant: CurrentTenant, conn: Connection
+    customer_id: CustomerPath, body: messaging.ProfileIn, tenant: Writer, conn: Connection
 ) -> messaging.Profile:
     """Set how to reach a customer (email, E.164 phone, push token) and their attributes."""
     return await messaging.upsert_profile(conn, tenant.id, customer_id, body)
@@ -27,7 +27,7 @@ async def put_customer(
 
 @router.get("/customers/{customer_id}", response_model=messaging.Profile)
 async def get_customer(
-    customer_id: CustomerPath, tenant: CurrentTenant, conn: Connection
+    customer_id: CustomerPath, tenant: Reader, conn: Connection
 ) -> messaging.Profile:
     return await messaging.get_profile(conn, tenant.id, customer_id)
 
@@ -40,7 +40,7 @@ async def get_customer(
 )
 async def post_message(
     body: messaging.MessageRequest,
-    tenant: CurrentTenant,
+    tenant: Writer,
     ctx: Context,
     response: Response,
     idempotency_key: Annotated[
@@ -60,7 +60,7 @@ async def post_message(
 
 @router.get("/messages", response_model=list[messaging.MessageRecord])
 async def get_messages(
-    tenant: CurrentTenant,
+    tenant: Reader,
     conn: Connection,
     customer_id: Annotated[PgText | None, Query(min_length=1, max_length=128)] = None,
     since: AwareDatetime | None = None,
@@ -73,7 +73,7 @@ async def get_messages(
 @router.get("/inbox/{customer_id}", response_model=list[messaging.InboxItem])
 async def get_inbox(
     customer_id: CustomerPath,
-    tenant: CurrentTenant,
+    tenant: Reader,
     conn: Connection,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[messaging.InboxItem]:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments._serve import Connection, DecimalJSONRoute, Reader, Writer
 from deployments.engage.schemas import (
     AfterCustomer,
     AsOf,
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute, tags=["segmen
 
 @router.get("/rfm", response_model=list[rfm.RFMSegmentSummary])
 async def get_rfm(
-    tenant: CurrentTenant, conn: Connection, as_of: AsOf = None, currency: Currency = "USD"
+    tenant: Reader, conn: Connection, as_of: AsOf = None, currency: Currency = "USD"
 ) -> list[rfm.RFMSegmentSummary]:
     """RFM segments (champions, at_risk, hibernating, ...) with their sizes."""
     return await rfm.rfm_summary(conn, tenant.id, as_of or today(), normalize_currency(currency))
@@ -33,7 +33,7 @@ async def get_rfm(
 
 @router.get("/rfm/customers", response_model=list[rfm.RFMCustomer])
 async def get_rfm_customers(
-    tenant: CurrentTenant,
+    tenant: Reader,
     conn: Connection,
     segment: Annotated[str | None, Query(description="one of the RFM segment names")] = None,
     as_of: AsOf = None,
@@ -49,41 +49,39 @@ async def get_rfm_customers(
 
 
 @router.post("/segments", status_code=201, response_model=segments.Segment)
-async def create_segment(
-    body: SegmentCreate, tenant: CurrentTenant, conn: Connection
-) -> segments.Segment:
+async def create_segment(body: SegmentCreate, tenant: Writer, conn: Connection) -> segments.Segment:
     """Store a rule segment (see the README for the rule language)."""
     return await segments.create(conn, tenant.id, body.segment_id, body)
 
 
 @router.get("/segments", response_model=list[segments.Segment])
-async def list_segments(tenant: CurrentTenant, conn: Connection) -> list[segments.Segment]:
+async def list_segments(tenant: Reader, conn: Connection) -> list[segments.Segment]:
     return await segments.list_segments(conn, tenant.id)
 
 
 @router.get("/segments/{segment_id}", response_model=segments.Segment)
 async def get_segment(
-    segment_id: SegmentPath, tenant: CurrentTenant, conn: Connection
+    segment_id: SegmentPath, tenant: Reader, conn: Connection
 ) -> segments.Segment:
     return await segments.get(conn, tenant.id, segment_id)
 
 
 @router.put("/segments/{segment_id}", response_model=segments.Segment)
 async def put_segment(
-    segment_id: SegmentPath, body: segments.SegmentIn, tenant: CurrentTenant, conn: Connection
+    segment_id: SegmentPath, body: segments.SegmentIn, tenant: Writer, conn: Connection
 ) -> segments.Segment:
     return await segments.replace(conn, tenant.id, segment_id, body)
 
 
 @router.delete("/segments/{segment_id}", status_code=204)
-async def delete_segment(segment_id: SegmentPath, tenant: CurrentTenant, conn: Connection) -> None:
+async def delete_segment(segment_id: SegmentPath, tenant: Writer, conn: Connection) -> None:
     await segments.delete(conn, tenant.id, segment_id)
 
 
 @router.get("/segments/{segment_id}/customers", response_model=segments.Members)
 async def segment_customers(
     segment_id: SegmentPath,
-    tenant: CurrentTenant,
+    tenant: Reader,
     conn: Connection,
     as_of: AsOf = None,
     currency: Currency = "USD",
@@ -101,7 +99,7 @@ async def segment_customers(
 @router.post("/segments/preview", response_model=segments.Members)
 async def preview_segment(
     body: RuleQuery,
-    tenant: CurrentTenant,
+    tenant: Reader,
     conn: Connection,
     as_of: AsOf = None,
     currency: Currency = "USD",

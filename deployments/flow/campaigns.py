@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute, context_of
+from deployments._serve import Connection, DecimalJSONRoute, Reader, Writer, context_of
 from deployments.flow.context import FlowContext
 from deployments.flow.schemas import CampaignPage, CampaignView
 from kiki.flow import store
@@ -19,7 +19,7 @@ Context = Annotated[FlowContext, Depends(context_of(FlowContext))]
 
 @router.post("", status_code=201, response_model=CampaignView)
 async def create_campaign(
-    spec: CampaignSpec, tenant: CurrentTenant, ctx: Context, conn: Connection
+    spec: CampaignSpec, tenant: Writer, ctx: Context, conn: Connection
 ) -> CampaignView:
     """Create a campaign in `draft`; its budget is allocated in SyncShield at once."""
     campaign = Campaign.from_spec(str(tenant.id), spec)
@@ -30,7 +30,7 @@ async def create_campaign(
 
 @router.get("", response_model=CampaignPage)
 async def list_campaigns(
-    tenant: CurrentTenant,
+    tenant: Reader,
     conn: Connection,
     status: CampaignStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -47,7 +47,7 @@ async def list_campaigns(
 
 @router.get("/{campaign_id}", response_model=CampaignView)
 async def get_campaign(
-    campaign_id: Identifier, tenant: CurrentTenant, ctx: Context, conn: Connection
+    campaign_id: Identifier, tenant: Reader, ctx: Context, conn: Connection
 ) -> CampaignView:
     campaign = await store.get_campaign(conn, str(tenant.id), campaign_id)
     return CampaignView.of(campaign, await ctx.spent(campaign))
@@ -57,7 +57,7 @@ async def get_campaign(
 async def patch_campaign(
     campaign_id: Identifier,
     patch: CampaignPatch,
-    tenant: CurrentTenant,
+    tenant: Writer,
     ctx: Context,
     conn: Connection,
 ) -> CampaignView:
@@ -75,7 +75,7 @@ async def patch_campaign(
 async def campaign_action(
     campaign_id: Identifier,
     action: Literal["start", "pause", "stop"],
-    tenant: CurrentTenant,
+    tenant: Writer,
     ctx: Context,
     conn: Connection,
 ) -> CampaignView:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute, context_of
+from deployments._serve import Connection, DecimalJSONRoute, Reader, Writer, context_of
 from deployments.flow.context import FlowContext
 from deployments.flow.schemas import (
     Decision,
@@ -27,7 +27,7 @@ Context = Annotated[FlowContext, Depends(context_of(FlowContext))]
 
 @router.get("/decisions", response_model=DecisionPage, tags=["audit"])
 async def get_decisions(
-    tenant: CurrentTenant,
+    tenant: Reader,
     conn: Connection,
     campaign_id: Identifier | None = None,
     since: Annotated[
@@ -41,7 +41,7 @@ async def get_decisions(
 
 
 @router.get("/loop", response_model=list[LoopShard], tags=["audit"])
-async def loop_status(tenant: CurrentTenant, ctx: Context) -> list[LoopShard]:
+async def loop_status(tenant: Reader, ctx: Context) -> list[LoopShard]:
     """The bid-loop shards: campaigns held, ticks run, ticks that overran tick_s."""
     stats = await ctx.loops.stats()
     return [
@@ -58,7 +58,7 @@ async def loop_status(tenant: CurrentTenant, ctx: Context) -> list[LoopShard]:
 
 @router.put("/segments/{segment_id}", response_model=SegmentView, tags=["segments"])
 async def put_segment(
-    segment_id: Identifier, body: SegmentMembers, tenant: CurrentTenant, conn: Connection
+    segment_id: Identifier, body: SegmentMembers, tenant: Writer, conn: Connection
 ) -> SegmentView:
     """Set an audience segment's members (replacing them). Ad groups that target it bid
     with its value: the mean predicted LTV of its members (SyncValue), refreshed each minute."""
@@ -67,9 +67,7 @@ async def put_segment(
 
 
 @router.get("/segments/{segment_id}", response_model=SegmentView, tags=["segments"])
-async def get_segment(
-    segment_id: Identifier, tenant: CurrentTenant, conn: Connection
-) -> SegmentView:
+async def get_segment(segment_id: Identifier, tenant: Reader, conn: Connection) -> SegmentView:
     count = await segments.member_count(conn, tenant.id, segment_id)
     if not count:
         raise NotFound(f"segment {segment_id} has no members; PUT its customer_ids first")

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from ray.serve import Application
 
 from deployments._serve import AppArgs, ServiceRuntime, create_service_api, plain_ingress
-from deployments.shield import budgets, consent, platforms
+from deployments.shield import budgets, consent, keys, platforms
 from deployments.shield.context import ShieldContext
 
 
@@ -38,6 +38,7 @@ api = create_service_api(
 api.include_router(budgets.router)
 api.include_router(platforms.router)
 api.include_router(consent.router, tags=["consent"])
+api.include_router(keys.router)
 
 
 ShieldIngress = plain_ingress("shield", api)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from deployments._serve import CurrentTenant, DecimalJSONRoute, MoneyOut, context_of
+from deployments._serve import Admin, DecimalJSONRoute, MoneyOut, Reader, Writer, context_of
 from deployments.shield.context import ShieldContext
 from deployments.shield.schemas import (
     AllocateRequest,
@@ -87,7 +87,7 @@ def _settled(result: OpResult) -> SettleResponse:
 
 @router.post("/allocate", response_model=BudgetView, tags=["budgets"])
 async def allocate(
-    body: AllocateRequest, tenant: CurrentTenant, ctx: Context, idem: KeyHeader = None
+    body: AllocateRequest, tenant: Admin, ctx: Context, idem: KeyHeader = None
 ) -> BudgetView:
     """Create a campaign's budget, or set its total budget (raise or lower). Lowering below
     what is already committed and reserved is refused (409)."""
@@ -108,7 +108,7 @@ async def allocate(
 async def update_budget(
     campaign_id: CampaignId,
     body: BudgetUpdate,
-    tenant: CurrentTenant,
+    tenant: Admin,
     ctx: Context,
     idem: KeyHeader = None,
 ) -> BudgetView:
@@ -126,7 +126,7 @@ async def update_budget(
 
 
 @router.get("/budget/{campaign_id}", response_model=BudgetView, tags=["budgets"])
-async def get_budget(campaign_id: CampaignId, tenant: CurrentTenant, ctx: Context) -> BudgetView:
+async def get_budget(campaign_id: CampaignId, tenant: Reader, ctx: Context) -> BudgetView:
     """Caps, committed and reserved spend, today's and each platform's use."""
     result = await _one(ctx, BudgetOp("status", str(tenant.id), campaign_id))
     return BudgetView.of(result.snapshot or {})
@@ -134,7 +134,7 @@ async def get_budget(campaign_id: CampaignId, tenant: CurrentTenant, ctx: Contex
 
 @router.post("/budget/{campaign_id}/unblock", response_model=BudgetView, tags=["budgets"])
 async def unblock(
-    campaign_id: CampaignId, tenant: CurrentTenant, ctx: Context, idem: KeyHeader = None
+    campaign_id: CampaignId, tenant: Admin, ctx: Context, idem: KeyHeader = None
 ) -> BudgetView:
     """Lift the block an over-delivery put on a campaign, once it has been reviewed."""
     result = await _one(ctx, BudgetOp("unblock", str(tenant.id), campaign_id, idem))
@@ -142,7 +142,7 @@ async def unblock(
 
 
 @router.post("/check", response_model=CheckResponse, tags=["budgets"])
-async def check(body: CheckRequest, tenant: CurrentTenant, ctx: Context) -> CheckResponse:
+async def check(body: CheckRequest, tenant: Reader, ctx: Context) -> CheckResponse:
     """Would this bid be allowed now? Every compliance rule and cap it breaks, none held."""
     op = BudgetOp(
         "check",
@@ -165,7 +165,7 @@ async def check(body: CheckRequest, tenant: CurrentTenant, ctx: Context) -> Chec
 
 @router.post("/reserve", response_model=ReserveResponse, tags=["reservations"])
 async def reserve(
-    body: ReserveRequest, tenant: CurrentTenant, ctx: Context, idem: KeyHeader = None
+    body: ReserveRequest, tenant: Writer, ctx: Context, idem: KeyHeader = None
 ) -> ReserveResponse:
     """Hold spend against every cap. Granted in full, partially (what is left), or denied
     with the rule that refused it; the same idempotency key always gets the first answer."""
@@ -175,7 +175,7 @@ async def reserve(
 
 @router.post("/reserve/batch", response_model=BatchReserveResponse, tags=["reservations"])
 async def reserve_batch(
-    body: BatchReserveRequest, tenant: CurrentTenant, ctx: Context, idem: KeyHeader = None
+    body: BatchReserveRequest, tenant: Writer, ctx: Context, idem: KeyHeader = None
 ) -> BatchReserveResponse:
     """Many reservations in one call (one actor call per shard). With an Idempotency-Key
     header, item i without its own key uses `<header>:<i>`."""
@@ -195,7 +195,7 @@ async def reserve_batch(
 
 @router.post("/commit", response_model=SettleResponse, tags=["reservations"])
 async def commit(
-    body: CommitRequest, tenant: CurrentTenant, ctx: Context, idem: KeyHeader = None
+    body: CommitRequest, tenant: Writer, ctx: Context, idem: KeyHeader = None
 ) -> SettleResponse:
     """Settle a reservation with the spend the platform reported. More than was reserved is
     recorded as over-delivery and blocks the campaign until it is unblocked."""
@@ -212,7 +212,7 @@ async def commit(
 
 @router.post("/release", response_model=SettleResponse, tags=["reservations"])
 async def release(
-    body: ReleaseRequest, tenant: CurrentTenant, ctx: Context, idem: KeyHeader = None
+    body: ReleaseRequest, tenant: Writer, ctx: Context, idem: KeyHeader = None
 ) -> SettleResponse:
     """Give a reservation back unspent."""
     op = BudgetOp(

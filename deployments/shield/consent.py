@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Request
 from pydantic import BaseModel, Field, RootModel
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments._serve import Admin, Connection, DecimalJSONRoute, Reader, Writer
 from kiki import gdpr
 from kiki.shield.consent import (
     ConsentHistory,
@@ -58,14 +58,14 @@ class Erasure(BaseModel):
 
 def _requested_by(request: Request) -> str:
     """The API key's display prefix (as `kiki keys list` shows it), for the audit trail; only
-    called after CurrentTenant has accepted the key, so it has the `kiki_<prefix>_` form."""
+    called after the tenant dependency has accepted the key, so it has the `kiki_<prefix>_` form."""
     return request.headers["X-API-Key"].split("_")[1]
 
 
 @router.post("/consent", status_code=201, response_model=Recorded, tags=["consent"])
 async def post_consent(
     body: ConsentBatch,
-    tenant: CurrentTenant,
+    tenant: Writer,
     conn: Connection,
     idempotency_key: Annotated[
         str | None,
@@ -91,14 +91,14 @@ async def post_consent(
 
 @router.get("/consent/{customer_id}", response_model=ConsentHistory, tags=["consent"])
 async def get_consent(
-    customer_id: CustomerPath, tenant: CurrentTenant, conn: Connection
+    customer_id: CustomerPath, tenant: Reader, conn: Connection
 ) -> ConsentHistory:
     """The customer's current consent per purpose (absent = not given) and its history."""
     return await customer_consent(conn, tenant.id, customer_id)
 
 
 @router.post("/consent/audience", response_model=Audience, tags=["consent"])
-async def post_audience(body: AudienceQuery, tenant: CurrentTenant, conn: Connection) -> Audience:
+async def post_audience(body: AudienceQuery, tenant: Reader, conn: Connection) -> Audience:
     """Which of these customers may be reached for this purpose now."""
     allowed, denied = await filter_audience(conn, tenant.id, body.customer_ids, body.purpose)
     return Audience(purpose=body.purpose, allowed=allowed, denied=denied)
@@ -106,7 +106,7 @@ async def post_audience(body: AudienceQuery, tenant: CurrentTenant, conn: Connec
 
 @router.get("/gdpr/customers/{customer_id}/export", response_model=CustomerExport, tags=["gdpr"])
 async def export_customer(
-    customer_id: CustomerPath, request: Request, tenant: CurrentTenant, conn: Connection
+    customer_id: CustomerPath, request: Request, tenant: Admin, conn: Connection
 ) -> CustomerExport:
     """Everything stored about the customer (right of access); the request is audited."""
     rows = await gdpr.export_customer(conn, tenant.id, customer_id, _requested_by(request))
@@ -115,7 +115,7 @@ async def export_customer(
 
 @router.delete("/gdpr/customers/{customer_id}", response_model=Erasure, tags=["gdpr"])
 async def erase_customer(
-    customer_id: CustomerPath, request: Request, tenant: CurrentTenant, conn: Connection
+    customer_id: CustomerPath, request: Request, tenant: Admin, conn: Connection
 ) -> Erasure:
     """Delete everything stored about the customer (right to erasure); audited by a hash."""
     return Erasure(

@@ -244,10 +244,13 @@ class BreakerOutcome(BaseModel):
 
 class PlatformView(BaseModel):
     platform: str
-    breaker: BreakerSnapshot
+    breaker: BreakerSnapshot = Field(description="the shared breaker (connectors, operators)")
     rate_per_s: float
     burst: int
     tokens: float
+    tenant_breaker: BreakerSnapshot | None = Field(
+        None, description="your own breaker, fed by the outcomes you report"
+    )
 
 
 class AdmitResponse(BaseModel):

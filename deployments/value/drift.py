@@ -11,7 +11,7 @@ import ray
 from fastapi import APIRouter, Query
 from ray.util import metrics
 
-from deployments._serve import CurrentTenant, DecimalJSONRoute
+from deployments._serve import DecimalJSONRoute, Reader
 from deployments.value.context import Context
 from kiki.value import drift
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute)
 
 @router.get("/drift", response_model=drift.DriftReport, tags=["models"])
 async def get_drift(
-    tenant: CurrentTenant,
+    tenant: Reader,
     ctx: Context,
     as_of: Annotated[date | None, Query(description="the live window's day; default today")] = None,
     threshold: Annotated[float, Query(gt=0, le=10)] = 0.2,

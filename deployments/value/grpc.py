@@ -12,7 +12,7 @@ from typing import TypeVar
 from ray.serve.grpc_util import RayServegRPCContext
 
 from deployments._serve import ServiceRuntime, status_for
-from kiki.auth import Tenant
+from kiki.auth import Scope, Tenant
 from kiki.errors import InvalidInput, KikiError, NotFound
 from kiki.value.service import Customer, Prediction, PredictionError, ValueService
 from protos import kiki_pb2
@@ -23,12 +23,12 @@ R = TypeVar("R")
 async def answer(
     runtime: ServiceRuntime, context: RayServegRPCContext, work: Callable[[Tenant], Awaitable[R]]
 ) -> R | None:
-    """`work` for the caller's tenant (`x-api-key` metadata); on a domain error or a bad
-    request, None with the gRPC status and details set."""
+    """`work` for the caller's tenant (`x-api-key` metadata, `read` scope: every method reads);
+    on a domain error or a bad request, None with the gRPC status and details set."""
     try:
         metadata = dict(context.invocation_metadata())
-        tenant = await runtime.tenant(metadata.get("x-api-key"))
-        return await work(tenant)
+        grant = await runtime.grant(metadata.get("x-api-key"))
+        return await work(grant.require(Scope.READ))
     except KikiError as exc:
         context.set_code(status_for(exc)[1])
         context.set_details(exc.message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from deployments._serve import Connection, CurrentTenant, DecimalJSONRoute
+from deployments._serve import Connection, DecimalJSONRoute, Reader, Writer
 from deployments.value.context import Context
 from deployments.value.schemas import (
     CustomerBatch,
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute)
 
 @router.post("/predict", response_model=Prediction | Predictions, tags=["predictions"])
 async def predict(
-    body: Customer | CustomerBatch, tenant: CurrentTenant, ctx: Context
+    body: Customer | CustomerBatch, tenant: Reader, ctx: Context
 ) -> Prediction | Predictions:
     """Value one customer (`{"customer_id": ...}`) or many (`{"customers": [...]}`)."""
     customers = body.customers if isinstance(body, CustomerBatch) else [body]
@@ -37,7 +37,7 @@ async def predict(
 
 @router.post("/transactions", response_model=TransactionsLoaded, status_code=201, tags=["data"])
 async def post_transactions(
-    body: TransactionBatch, tenant: CurrentTenant, conn: Connection
+    body: TransactionBatch, tenant: Writer, conn: Connection
 ) -> TransactionsLoaded:
     """Load purchases; an order_id already loaded is skipped, so retries are safe."""
     rows = [transactions.Transaction.of(t) for t in body.transactions]

@@ -75,7 +75,7 @@ async def register_model(pg_url: str, api_key: str, settings: Settings, folder: 
     url, reference = tiny_model(PURCHASES, folder, settings)
     conn = await connect(pg_url)
     try:
-        tenant = await authenticate(conn, api_key)
+        tenant = (await authenticate(conn, api_key)).tenant
         record = await registry.register(
             conn, tenant.id, metrics={}, feature_schema=list(FEATURE_NAMES),
             config={"currency": "USD"}, calibration_end=CUT, horizon_days=90, data_window={},

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from kiki.auth import create_api_key
+from kiki.auth import TENANT_ADMIN, Scope, create_api_key
 from kiki.config import Settings
 from kiki.db.embedded import free_port
 from kiki.db.pool import connect
@@ -61,10 +61,11 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def new_key(url: str, tenant: str) -> str:
+async def new_key(url: str, tenant: str, scopes: Iterable[Scope] = TENANT_ADMIN) -> str:
+    """A key for the tenant (created if new): a full tenant admin unless scopes are named."""
     conn = await connect(url)
     try:
-        return (await create_api_key(conn, tenant))[1]
+        return (await create_api_key(conn, tenant, scopes=scopes))[1]
     finally:
         await conn.close()
 

@@ -49,7 +49,7 @@ def test_api_keys_authenticate_until_revoked(fresh_db: str) -> None:
         try:
             await migrate.migrate(conn, migrate.discover())
             tenant, key = await auth.create_api_key(conn, "acme", "ci")
-            assert (await auth.authenticate(conn, key)).id == tenant.id
+            assert (await auth.authenticate(conn, key)).tenant.id == tenant.id
             stored = await conn.fetchval("SELECT key_hash FROM api_keys")
             assert stored == auth.hash_api_key(key) and key not in stored
             (info,) = await auth.list_api_keys(conn, "acme")

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from actors.budget import BudgetClient
+from kiki.auth import Scope
 from kiki.shield.book import BudgetOp, shard_of
 from tests.integration.conftest import RunningPlatform, new_key, run
 
@@ -155,33 +156,59 @@ def test_clear_errors_and_tenant_isolation(shield: httpx.Client, platform: Runni
     assert too_low.status_code == 409 and "committed and reserved" in too_low.text
 
 
-def test_breaker_opens_and_admission_says_when_to_retry(
+def test_a_tenants_reports_trip_only_its_own_breaker_and_only_operators_hold_the_shared_one(
     shield: httpx.Client, platform: RunningPlatform
 ) -> None:
-    assert shield.post("/api/v1/platforms/amazon/admit").status_code == 200
-    for _ in range(2):
-        shield.post("/api/v1/platforms/amazon/outcomes", json={"success": False, "calls": 10})
-    view = shield.get("/api/v1/platforms").json()
-    amazon = next(p for p in view if p["platform"] == "amazon")
-    assert amazon["breaker"]["state"] == "OPEN"
-    refused = shield.post("/api/v1/platforms/amazon/admit")
-    assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
-    # The state is a Prometheus gauge too (2 = open), exported by Ray's metrics agent.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        text = httpx.get(platform.metrics_url, timeout=5).text
-        if any(
-            ln.startswith("ray_kiki_breaker_state{")
-            and 'platform="amazon"' in ln
-            and ln.endswith(" 2.0")
-            for ln in text.splitlines()
-        ):
-            break
-        time.sleep(1)
-    else:
-        pytest.fail("ray_kiki_breaker_state for amazon never showed OPEN (2)")
-    assert shield.post("/api/v1/platforms/amazon/reset").json()["breaker"]["state"] == "CLOSED"
-    assert shield.post("/api/v1/platforms/nowhere/admit").status_code == 404
+    """Issue 19: one tenant's thousand fake failures must not stop every tenant's calls."""
+    other_key = run(new_key(platform.database_url, "shield-bystander"))
+    operator_key = run(new_key(platform.database_url, "shield-ops", [Scope.OPERATOR]))
+    url = f"{platform.base_url}/shield"
+    with (
+        httpx.Client(base_url=url, timeout=30, headers={"X-API-Key": other_key}) as other,
+        httpx.Client(base_url=url, timeout=30, headers={"X-API-Key": operator_key}) as operator,
+    ):
+        assert shield.post("/api/v1/platforms/amazon/admit").status_code == 200
+        for _ in range(2):
+            shield.post("/api/v1/platforms/amazon/outcomes", json={"success": False, "calls": 10})
+        amazon = next(
+            p for p in shield.get("/api/v1/platforms").json() if p["platform"] == "amazon"
+        )
+        assert amazon["tenant_breaker"]["state"] == "OPEN"
+        assert amazon["breaker"]["state"] == "CLOSED"
+        refused = shield.post("/api/v1/platforms/amazon/admit")
+        assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+        assert "your own amazon circuit breaker" in refused.json()["error"]["message"]
+        assert other.post("/api/v1/platforms/amazon/admit").status_code == 200
+
+        # The shared breaker is an operator's: a tenant admin is told the scope it lacks.
+        for action in ("open", "reset"):
+            denied = shield.post(f"/api/v1/platforms/amazon/{action}")
+            assert denied.status_code == 403, denied.text
+            assert denied.json()["error"]["code"] == "scope_missing"
+            assert "'operator'" in denied.json()["error"]["message"]
+        opened = operator.post("/api/v1/platforms/amazon/open")
+        assert opened.status_code == 200 and opened.json()["breaker"]["state"] == "OPEN"
+        shut_out = other.post("/api/v1/platforms/amazon/admit")
+        assert shut_out.status_code == 503 and "amazon circuit breaker is open" in shut_out.text
+        # The state is a Prometheus gauge too (2 = open), exported by Ray's metrics agent.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            text = httpx.get(platform.metrics_url, timeout=5).text
+            if any(
+                ln.startswith("ray_kiki_breaker_state{")
+                and 'platform="amazon"' in ln
+                and ln.endswith(" 2.0")
+                for ln in text.splitlines()
+            ):
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("ray_kiki_breaker_state for amazon never showed OPEN (2)")
+        assert (
+            operator.post("/api/v1/platforms/amazon/reset").json()["breaker"]["state"] == "CLOSED"
+        )
+        assert other.post("/api/v1/platforms/amazon/admit").status_code == 200
+        assert shield.post("/api/v1/platforms/nowhere/admit").status_code == 404
 
 
 def test_the_wedging_request_is_refused_and_every_campaign_on_its_shard_still_answers(

@@ -81,7 +81,7 @@ def value(platform: RunningPlatform, tmp_path_factory: pytest.TempPathFactory) -
     async def register() -> uuid.UUID:
         conn = await connect(platform.database_url)
         try:
-            tenant = await authenticate(conn, key)
+            tenant = (await authenticate(conn, key)).tenant
             for _ in range(2):  # versions 1 and 2, same weights: the A/B test tells them apart
                 record = await registry.register(
                     conn,

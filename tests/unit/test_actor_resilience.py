@@ -107,24 +107,27 @@ junk = st.one_of(pairs, st.none(), st.text(max_size=5), st.lists(st.integers(), 
 
 
 @settings(max_examples=150, deadline=None)
-@given(admit=junk, record=junk, platform_name=platform)
+@given(admit=junk, record=junk, platform_name=platform, calls=value, outcomes=junk)
 def test_the_guard_answers_any_command_and_a_refused_one_changes_nothing(
-    admit: object, record: object, platform_name: object
+    admit: object, record: object, platform_name: object, calls: object, outcomes: object
 ) -> None:
     shell = GuardShell()
     for call, args in (
         (shell.admit_many, (admit,)),
         (shell.record_many, (record,)),
+        (shell.admit_tenant, ("acme", platform_name, calls)),
+        (shell.record_tenant, ("acme", platform_name, outcomes)),
         (shell.reset, (platform_name,)),
         (shell.force_open, (platform_name,)),
     ):
-        before = shell.status()
+        before = shell.status("acme")
         try:
             call(*args)
         except KikiError as exc:
             assert isinstance(exc, InvalidInput), exc  # never an internal error
-            after = shell.status()
+            after = shell.status("acme")
             assert [s.breaker.state for s in after] == [s.breaker.state for s in before]
+            assert [s.tenant_breaker for s in after] == [s.tenant_breaker for s in before]
             # Nothing spent; the buckets only refill with time.
             assert all(a.tokens >= b.tokens for a, b in zip(after, before, strict=True))
     assert shell.admit_many([("meta", 1)])[0].platform == "meta"  # still serving

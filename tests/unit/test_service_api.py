@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from deployments._serve import ServiceRuntime, create_service_api, status_for
-from kiki.auth import Tenant, generate_api_key, hash_api_key
+from kiki.auth import TENANT_ADMIN, Grant, Tenant, generate_api_key, hash_api_key, key_prefix
 from kiki.config import Settings
 from kiki.errors import (
     Conflict,
@@ -90,21 +90,25 @@ def test_every_domain_error_maps_to_http_and_grpc() -> None:
 
 
 def test_each_api_key_has_its_own_token_bucket() -> None:
+    # Outside Ray each replica limits on its own (tests/integration/test_key_rates.py shows the
+    # cluster-wide limit).
     runtime = ServiceRuntime("test", Settings(api_rate_per_s=1, api_burst=2))
     tenant = Tenant(id=uuid4(), name="acme")
     busy, calm = generate_api_key()[0], generate_api_key()[0]
     for key in (busy, calm):
-        runtime._keys.put(hash_api_key(key), tenant)  # known keys: no database round trip
+        grant = Grant(tenant=tenant, key_id=uuid4(), prefix=key_prefix(key),
+                      scopes=TENANT_ADMIN, expires_at=None)  # fmt: skip
+        runtime._keys.put(hash_api_key(key), grant)  # known keys: no database round trip
 
     async def calls() -> None:
-        assert await runtime.tenant(busy) == tenant
-        assert await runtime.tenant(busy) == tenant
+        assert (await runtime.grant(busy)).tenant == tenant
+        assert (await runtime.grant(busy)).tenant == tenant
         try:
-            await runtime.tenant(busy)
+            await runtime.grant(busy)
         except RateLimited as exc:
             assert 0 < exc.retry_after_s <= 1
         else:
             raise AssertionError("the third call within a second should be limited")
-        assert await runtime.tenant(calm) == tenant  # other keys are unaffected
+        assert (await runtime.grant(calm)).tenant == tenant  # other keys are unaffected
 
     asyncio.run(calls())
