@@ -4,7 +4,13 @@ and gRPC, the views, the dependencies, and the base of the ingress deployments."
 
 from deployments._serve.api import DecimalJSONRoute, create_service_api
 from deployments._serve.builder import AppArgs, plain_ingress
-from deployments._serve.deps import Connection, CurrentTenant, context_of, runtime_of
+from deployments._serve.deps import (
+    Connection,
+    CurrentTenant,
+    Suppressing,
+    context_of,
+    runtime_of,
+)
 from deployments._serve.errors import ERROR_STATUS, error_body, status_for
 from deployments._serve.ingress import ServiceIngress
 from deployments._serve.metering import UsageMeter
@@ -22,6 +28,7 @@ __all__ = [
     "Probe",
     "ServiceIngress",
     "ServiceRuntime",
+    "Suppressing",
     "UsageMeter",
     "WhoAmI",
     "context_of",

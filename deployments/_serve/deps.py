@@ -12,6 +12,7 @@ from fastapi import Depends, Header, Request
 
 from deployments._serve.runtime import ServiceRuntime
 from kiki.auth import Tenant
+from kiki.gdpr import Suppressions
 
 C = TypeVar("C")
 
@@ -45,6 +46,14 @@ async def pooled_connection(request: Request) -> AsyncIterator[asyncpg.Connectio
     pool = await runtime_of(request).pool()
     async with pool.acquire() as conn:
         yield conn
+
+
+def suppressions_of(request: Request) -> Suppressions:
+    return runtime_of(request).suppressions
+
+
+# Who was erased: what routes that store or contact customers check (kiki.gdpr).
+Suppressing = Annotated[Suppressions, Depends(suppressions_of)]
 
 
 # Declare it after CurrentTenant in a route, so a bad key is refused before a connection is
