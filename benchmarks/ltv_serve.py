@@ -27,6 +27,7 @@ from benchmarks.http import Load
 from benchmarks.serving import BENCH_ENV, actor_nodes, local_serve, on_worker, uvicorn_app
 from kiki.artifacts import ArtifactStore
 from kiki.auth import create_api_key
+from kiki.gdpr import Suppressions
 from kiki.value import drift, registry, transactions
 from kiki.value.cdnow import load_cdnow
 from kiki.value.features import FEATURE_NAMES
@@ -51,6 +52,10 @@ LOADS = (
 )
 
 
+# The benchmark's tenant is new: nobody was erased, whatever the key.
+NOBODY_ERASED = Suppressions(bytes(32))
+
+
 async def prepare(url: str, folder: Path) -> str:
     """Load CDNOW, fit a small model, register and promote it; returns an API key."""
     frame = load_cdnow()
@@ -64,7 +69,7 @@ async def prepare(url: str, folder: Path) -> str:
     try:
         tenant, key = await create_api_key(conn, "bench-value")
         async with conn.transaction():
-            await transactions.insert(conn, tenant.id, rows)
+            await transactions.insert(conn, tenant.id, rows, NOBODY_ERASED)
         record = await registry.register(
             conn,
             tenant.id,

@@ -6,6 +6,10 @@ The key is KIKI_SECRET_KEY, or else one generated once into $KIKI_HOME/secret.ke
 and billing replicas, the automation actor, `kiki engage crm sync`) must see the same key: on
 a cluster of several machines set KIKI_SECRET_KEY.
 
+The key also yields derived keys for other uses (`derive`): the GDPR suppression hashes
+(kiki.gdpr), which every app and `kiki ingest` check, so they too must see the same key, and
+a changed key forgets who was erased.
+
 A stored value that is not a Fernet token is a credential stored before encryption: it is
 read as plain text and sealed by its owner (the next CRM sync of the source; the billing
 replica's start for webhook endpoints).
@@ -19,6 +23,8 @@ import re
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kiki.config import Settings
 from kiki.errors import ConfigError
@@ -62,6 +68,7 @@ class Vault:
     def __init__(self, key: bytes | str, origin: str) -> None:
         try:
             self._fernet = Fernet(key)
+            self._key = base64.urlsafe_b64decode(key)
         except (ValueError, TypeError):
             raise ConfigError(
                 f"{origin} is not a Fernet key (32 url-safe base64-encoded bytes); make one "
@@ -74,6 +81,12 @@ class Vault:
             return cls(settings.secret_key.get_secret_value(), "KIKI_SECRET_KEY")
         home = Path(settings.home).resolve()
         return cls(_key_file(home), f"{home / KEY_FILE}")
+
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for `purpose` (HKDF-SHA256 of the vault's key): another use of the
+        secret gets its own key, and no derived key gives the vault's own away."""
+        kdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+        return kdf.derive(self._key)
 
     def seal(self, value: str) -> str:
         return self._fernet.encrypt(value.encode()).decode("ascii")

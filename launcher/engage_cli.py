@@ -269,19 +269,20 @@ def crm_sync(source: SourceName | None, full: bool, tenant: str | None) -> None:
 
 
 def _summary(r: SyncResult) -> str:
-    updated = r.contacts - r.customers_created - r.customers_merged
-    loaded = r.orders - r.orders_new - r.orders_unmatched
+    upserted = r.contacts - r.contacts_suppressed
+    updated = upserted - r.customers_created - r.customers_merged
+    loaded = r.orders - r.orders_new - r.orders_unmatched - r.orders_suppressed
 
     def mark(at: datetime | None) -> str:
         return at.isoformat() if at else "none yet"
 
     return (
-        f"{r.source}: contacts {r.contacts} read, {r.contacts} upserted ({r.customers_created} "
-        f"new, {r.customers_merged} merged by email, {updated} updated), cursor "
-        f"{mark(r.contacts_cursor)}\n"
+        f"{r.source}: contacts {r.contacts} read, {upserted} upserted ({r.customers_created} "
+        f"new, {r.customers_merged} merged by email, {updated} updated), "
+        f"{r.contacts_suppressed} suppressed (erased), cursor {mark(r.contacts_cursor)}\n"
         f"{' ' * len(r.source)}  orders {r.orders} read, {r.orders_new} new, {loaded} already "
-        f"loaded, {r.orders_unmatched} unmatched (no such customer yet), cursor "
-        f"{mark(r.orders_cursor)}"
+        f"loaded, {r.orders_unmatched} unmatched (no such customer yet), "
+        f"{r.orders_suppressed} suppressed (erased), cursor {mark(r.orders_cursor)}"
     )
 
 

@@ -17,6 +17,7 @@ from kiki.engage import messaging, retention
 from kiki.engage.channels import configured_channels
 from kiki.engage.crm import sources
 from kiki.errors import FailedPrecondition, InvalidInput
+from kiki.gdpr import Suppressions
 from kiki.money import micros_to_decimal_str
 from launcher.engage_cli import given, json_file, model_options, with_pool
 from launcher.value_cli import (
@@ -119,8 +120,9 @@ def rules_run(
         async with httpx.AsyncClient() as client:
             channels = configured_channels(settings, client, pool)
             return await retention.run_rules(
-                pool, owner.id, channels, caps, day, ArtifactStore.from_settings(settings),
-                dry_run=dry_run, rule_ids=list(rule_ids) or None,
+                pool, owner.id, channels, caps, Suppressions.from_settings(settings), day,
+                ArtifactStore.from_settings(settings), dry_run=dry_run,
+                rule_ids=list(rule_ids) or None,
             )  # fmt: skip
 
     runs, errors = with_pool(settings, tenant, work)

@@ -19,6 +19,7 @@ from kiki.auth import Tenant, ensure_tenant
 from kiki.config import Settings, load_settings
 from kiki.db.pool import connect
 from kiki.errors import InvalidInput
+from kiki.gdpr import Suppressions
 from kiki.model_registry import ModelRecord, ModelRegistry
 from kiki.value import registry, transactions
 from launcher.platform import database
@@ -82,17 +83,26 @@ def with_tenant(
 def load_rows(settings: Settings, tenant: str | None, rows: list[transactions.Transaction]) -> None:
     """Insert all rows in one transaction with a progress bar, then print a summary."""
 
-    async def work(conn: asyncpg.Connection, owner: Tenant) -> tuple[int, dict[str, Any]]:
+    suppressions = Suppressions.from_settings(settings)
+
+    async def work(
+        conn: asyncpg.Connection, owner: Tenant
+    ) -> tuple[transactions.Loaded, dict[str, Any]]:
         with click.progressbar(length=len(rows), label="loading", show_pos=True) as bar:
             async with conn.transaction():
-                inserted = await transactions.insert(conn, owner.id, rows, progress=bar.update)
-        return inserted, await transactions.summary(conn, owner.id)
+                loaded = await transactions.insert(
+                    conn, owner.id, rows, suppressions, progress=bar.update
+                )
+        return loaded, await transactions.summary(conn, owner.id)
 
-    inserted, totals = with_tenant(settings, tenant, work)
+    loaded, totals = with_tenant(settings, tenant, work)
+    inserted, suppressed = loaded.inserted, loaded.suppressed
     click.echo(
-        f"read {len(rows):,} rows: {inserted:,} new, {len(rows) - inserted:,} already loaded\n"
-        f"tenant now has {totals['purchases']:,} purchases by {totals['customers']:,} "
-        f"customers, {totals['first']:%Y-%m-%d} .. {totals['last']:%Y-%m-%d}"
+        f"read {len(rows):,} rows: {inserted:,} new, "
+        f"{len(rows) - inserted - suppressed:,} already loaded, "
+        f"{suppressed:,} of erased customers dropped\n"
+        f"tenant now has {totals['purchases']:,} purchases by {totals['customers']:,} customers"
+        + (f", {totals['first']:%Y-%m-%d} .. {totals['last']:%Y-%m-%d}" if totals["first"] else "")
     )
 
 

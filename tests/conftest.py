@@ -21,8 +21,11 @@ import pytest
 from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
 from kiki.db.embedded import free_port
+from kiki.gdpr import Suppressions
 
 REPO = Path(__file__).resolve().parent.parent
+# Who was erased, under a fixed key: for tests that run the domain on a fresh database.
+SUPPRESSIONS = Suppressions(b"test suppression key, 32 bytes!!")
 
 
 def store_in(settings: Settings, folder: Path, kind: str) -> str:

@@ -18,6 +18,7 @@ from fastapi.security import APIKeyHeader, SecurityScopes
 
 from deployments._serve.runtime import ServiceRuntime
 from kiki.auth import Grant, Scope, Tenant
+from kiki.gdpr import Suppressions
 
 C = TypeVar("C")
 
@@ -80,6 +81,14 @@ async def pooled_connection(request: Request) -> AsyncIterator[asyncpg.Connectio
     pool = await runtime_of(request).pool()
     async with pool.acquire() as conn:
         yield conn
+
+
+def suppressions_of(request: Request) -> Suppressions:
+    return runtime_of(request).suppressions
+
+
+# Who was erased: what routes that store or contact customers check (kiki.gdpr).
+Suppressing = Annotated[Suppressions, Depends(suppressions_of)]
 
 
 # Declare it after the tenant (Reader, Writer, ...) in a route, so a bad key is refused before a

@@ -26,6 +26,7 @@ from kiki.config import Settings, get_settings
 from kiki.db.embedded import EmbeddedPostgres
 from kiki.db.pool import create_pool, redact
 from kiki.errors import KikiError, RateLimited
+from kiki.gdpr import Suppressions
 from kiki.model_registry import LoadCheck, ModelRegistry
 from kiki.shield import RateLimiter
 
@@ -70,6 +71,12 @@ class ServiceRuntime:
     def artifacts(self) -> ArtifactStore:
         """Where this app reads and writes models and files (KIKI_ARTIFACTS_URL)."""
         return ArtifactStore.from_settings(self.settings)
+
+    @cached_property
+    def suppressions(self) -> Suppressions:
+        """Who was erased (kiki.gdpr), under the key derived from the vault's: every app
+        that stores or contacts customers asks it first."""
+        return Suppressions.from_settings(self.settings)
 
     def args_as(self, kind: type[A]) -> A:
         """The app's options in force: those its builder was given (serve_config.yaml

@@ -17,6 +17,7 @@ from kiki.config import Settings
 from kiki.db.pool import PoolSource
 from kiki.engage import messaging
 from kiki.engage.service import EngageService
+from kiki.gdpr import Suppressions
 from kiki.vault import Vault
 
 
@@ -34,7 +35,8 @@ class EngageContext:
             per_day=settings.engage_cap_per_day, per_week=settings.engage_cap_per_week
         )
         store = ArtifactStore.from_settings(settings)
-        return cls(EngageService(pool, client, settings, caps, store), settings)
+        suppressions = Suppressions.from_settings(settings)
+        return cls(EngageService(pool, client, settings, caps, store, suppressions), settings)
 
     @cached_property
     def vault(self) -> Vault:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import AwareDatetime
 
-from deployments._serve import Connection, DecimalJSONRoute, Reader, Writer
+from deployments._serve import Connection, DecimalJSONRoute, Reader, Suppressing, Writer
 from deployments.engage.context import Context
 from deployments.engage.schemas import CustomerPath
 from kiki.db.values import PgText
@@ -19,10 +19,15 @@ router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute, tags=["messag
 
 @router.put("/customers/{customer_id}", response_model=messaging.Profile)
 async def put_customer(
-    customer_id: CustomerPath, body: messaging.ProfileIn, tenant: Writer, conn: Connection
+    customer_id: CustomerPath,
+    body: messaging.ProfileIn,
+    tenant: Writer,
+    conn: Connection,
+    suppressions: Suppressing,
 ) -> messaging.Profile:
-    """Set how to reach a customer (email, E.164 phone, push token) and their attributes."""
-    return await messaging.upsert_profile(conn, tenant.id, customer_id, body)
+    """Set how to reach a customer (email, E.164 phone, push token) and their attributes;
+    409 `customer_erased` for a customer erased at their request."""
+    return await messaging.upsert_profile(conn, tenant.id, customer_id, body, suppressions)
 
 
 @router.get("/customers/{customer_id}", response_model=messaging.Profile)

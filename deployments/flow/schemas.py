@@ -103,3 +103,4 @@ class SegmentMembers(BaseModel):
 class SegmentView(BaseModel):
     segment_id: str
     customers: int
+    suppressed: int = Field(0, description="on a PUT: customers erased at their request, dropped")

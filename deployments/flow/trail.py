@@ -8,7 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
 
-from deployments._serve import Connection, DecimalJSONRoute, Reader, Writer, context_of
+from deployments._serve import (
+    Connection,
+    DecimalJSONRoute,
+    Reader,
+    Suppressing,
+    Writer,
+    context_of,
+)
 from deployments.flow.context import FlowContext
 from deployments.flow.schemas import (
     Decision,
@@ -58,12 +65,19 @@ async def loop_status(tenant: Reader, ctx: Context) -> list[LoopShard]:
 
 @router.put("/segments/{segment_id}", response_model=SegmentView, tags=["segments"])
 async def put_segment(
-    segment_id: Identifier, body: SegmentMembers, tenant: Writer, conn: Connection
+    segment_id: Identifier,
+    body: SegmentMembers,
+    tenant: Writer,
+    conn: Connection,
+    suppressions: Suppressing,
 ) -> SegmentView:
-    """Set an audience segment's members (replacing them). Ad groups that target it bid
-    with its value: the mean predicted LTV of its members (SyncValue), refreshed each minute."""
-    count = await segments.replace_members(conn, tenant.id, segment_id, body.customer_ids)
-    return SegmentView(segment_id=segment_id, customers=count)
+    """Set an audience segment's members (replacing them); customers erased at their request
+    are dropped and counted. Ad groups that target it bid with its value: the mean predicted
+    LTV of its members (SyncValue), refreshed each minute."""
+    count, suppressed = await segments.replace_members(
+        conn, tenant.id, segment_id, body.customer_ids, suppressions
+    )
+    return SegmentView(segment_id=segment_id, customers=count, suppressed=suppressed)
 
 
 @router.get("/segments/{segment_id}", response_model=SegmentView, tags=["segments"])

@@ -11,13 +11,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Request
 from pydantic import BaseModel, Field, RootModel
 
-from deployments._serve import Admin, Connection, DecimalJSONRoute, Reader, Writer
+from deployments._serve import (
+    Admin,
+    Connection,
+    DecimalJSONRoute,
+    Reader,
+    Suppressing,
+    Writer,
+)
 from kiki import gdpr
 from kiki.shield.consent import (
     ConsentHistory,
     ConsentRecord,
     CustomerId,
     Purpose,
+    Recorded,
     customer_consent,
     filter_audience,
     record_consent,
@@ -31,10 +39,6 @@ CustomerPath = Annotated[str, Path(min_length=1, max_length=128, description="yo
 
 class ConsentBatch(BaseModel):
     records: list[ConsentRecord] = Field(min_length=1, max_length=1000)
-
-
-class Recorded(BaseModel):
-    recorded: int = Field(description="new events; records already stored (retries) not counted")
 
 
 class AudienceQuery(BaseModel):
@@ -67,6 +71,7 @@ async def post_consent(
     body: ConsentBatch,
     tenant: Writer,
     conn: Connection,
+    suppressions: Suppressing,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -77,7 +82,8 @@ async def post_consent(
         ),
     ] = None,
 ) -> Recorded:
-    """Record grants and withdrawals, all or none; a retried batch is applied once."""
+    """Record grants and withdrawals, all or none; a retried batch is applied once, records
+    of customers erased at their request are dropped (counted in `suppressed`)."""
     records = body.records
     if idempotency_key is not None:
         records = [
@@ -86,7 +92,7 @@ async def post_consent(
             else r.model_copy(update={"idempotency_key": f"{idempotency_key}:{i}"})
             for i, r in enumerate(records)
         ]
-    return Recorded(recorded=await record_consent(conn, tenant.id, records))
+    return await record_consent(conn, tenant.id, records, suppressions)
 
 
 @router.get("/consent/{customer_id}", response_model=ConsentHistory, tags=["consent"])
@@ -115,9 +121,15 @@ async def export_customer(
 
 @router.delete("/gdpr/customers/{customer_id}", response_model=Erasure, tags=["gdpr"])
 async def erase_customer(
-    customer_id: CustomerPath, request: Request, tenant: Admin, conn: Connection
+    customer_id: CustomerPath,
+    request: Request,
+    tenant: Admin,
+    conn: Connection,
+    suppressions: Suppressing,
 ) -> Erasure:
-    """Delete everything stored about the customer (right to erasure); audited by a hash."""
-    return Erasure(
-        erased=await gdpr.erase_customer(conn, tenant.id, customer_id, _requested_by(request))
+    """Delete everything stored about the customer (right to erasure) and suppress them, so
+    no CRM sync, ingestion or message brings them back; audited by a hash."""
+    erased = await gdpr.erase_customer(
+        conn, tenant.id, customer_id, _requested_by(request), suppressions
     )
+    return Erasure(erased=erased)

@@ -25,3 +25,4 @@ class TransactionsLoaded(BaseModel):
     received: int
     inserted: int
     duplicates: int
+    suppressed: int = Field(description="rows of customers erased at their request, dropped")

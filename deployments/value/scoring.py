@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from deployments._serve import Connection, DecimalJSONRoute, Reader, Writer
+from deployments._serve import Connection, DecimalJSONRoute, Reader, Suppressing, Writer
 from deployments.value.context import Context
 from deployments.value.schemas import (
     CustomerBatch,
@@ -37,12 +37,16 @@ async def predict(
 
 @router.post("/transactions", response_model=TransactionsLoaded, status_code=201, tags=["data"])
 async def post_transactions(
-    body: TransactionBatch, tenant: Writer, conn: Connection
+    body: TransactionBatch, tenant: Writer, conn: Connection, suppressions: Suppressing
 ) -> TransactionsLoaded:
-    """Load purchases; an order_id already loaded is skipped, so retries are safe."""
+    """Load purchases; an order_id already loaded is skipped, so retries are safe. Purchases
+    of a customer erased at their request are dropped and counted in `suppressed`."""
     rows = [transactions.Transaction.of(t) for t in body.transactions]
     async with conn.transaction():
-        inserted = await transactions.insert(conn, tenant.id, rows)
+        loaded = await transactions.insert(conn, tenant.id, rows, suppressions)
     return TransactionsLoaded(
-        received=len(rows), inserted=inserted, duplicates=len(rows) - inserted
+        received=len(rows),
+        inserted=loaded.inserted,
+        duplicates=len(rows) - loaded.inserted - loaded.suppressed,
+        suppressed=loaded.suppressed,
     )

@@ -1,6 +1,8 @@
 """Sending one message: consent, contact, frequency caps, idempotency and the delivery log.
 
-Every request leaves one row in `engage_messages`, the delivery log, keyed by the tenant's
+A message to a customer erased at their request (kiki.gdpr) is refused with Erased (409)
+before anything is logged: a log row would store them again. Every other request leaves one
+row in `engage_messages`, the delivery log, keyed by the tenant's
 idempotency key (a unique index): `refused` with the reason (no consent in SyncShield's
 registry, no address on file, a frequency cap), or `sending` and then `sent` with the
 provider's id, or `failed` with the provider's error. A retry with the same key returns the
@@ -24,6 +26,7 @@ from kiki.db.values import PgText, refuse_nul
 from kiki.engage.channels.base import Channel, MessageChannel, Outgoing
 from kiki.engage.templates import generic_context, render
 from kiki.errors import Conflict, KikiError, NotFound
+from kiki.gdpr import Suppressions
 from kiki.shield import CustomerId, Purpose, current_consent
 
 PURPOSES: dict[Channel, Purpose | None] = {
@@ -101,18 +104,25 @@ _MESSAGE_COLUMNS = """id AS message_id, idempotency_key, customer_id, channel, t
 
 
 async def upsert_profile(
-    conn: asyncpg.Connection, tenant_id: UUID, customer_id: str, body: ProfileIn
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    customer_id: str,
+    body: ProfileIn,
+    suppressions: Suppressions,
 ) -> Profile:
-    row = await conn.fetchrow(
-        """INSERT INTO engage_customers
-               (tenant_id, customer_id, email, phone, push_token, first_name, attributes)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
-           ON CONFLICT (tenant_id, customer_id) DO UPDATE SET email = $3, phone = $4,
-               push_token = $5, first_name = $6, attributes = $7, updated_at = now()
-           RETURNING *""",
-        tenant_id, customer_id, body.email, body.phone, body.push_token, body.first_name,
-        json.dumps(body.attributes),
-    )  # fmt: skip
+    """Store the profile, unless the customer was erased (Erased, 409)."""
+    async with conn.transaction():
+        await suppressions.refuse(conn, tenant_id, customer_id)
+        row = await conn.fetchrow(
+            """INSERT INTO engage_customers
+                   (tenant_id, customer_id, email, phone, push_token, first_name, attributes)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (tenant_id, customer_id) DO UPDATE SET email = $3, phone = $4,
+                   push_token = $5, first_name = $6, attributes = $7, updated_at = now()
+               RETURNING *""",
+            tenant_id, customer_id, body.email, body.phone, body.push_token, body.first_name,
+            json.dumps(body.attributes),
+        )  # fmt: skip
     return _profile(row)
 
 
@@ -253,9 +263,11 @@ async def send_message(
     channels: Mapping[Channel, MessageChannel],
     personalize: Personalize,
     caps: Caps,
+    suppressions: Suppressions,
 ) -> tuple[MessageRecord, bool]:
     """Send (or refuse) and log one message; returns the log row and whether this call wrote
-    it (False: an earlier request with the same idempotency key did)."""
+    it (False: an earlier request with the same idempotency key did). Erased (409) for a
+    customer erased at their request, nothing logged."""
     key = request.idempotency_key or f"auto-{uuid.uuid4().hex}"
     async with pool.acquire() as conn:
         profile = await _find_profile(conn, tenant_id, request.customer_id)
@@ -269,6 +281,7 @@ async def send_message(
             "SELECT pg_advisory_xact_lock(hashtext('engage:' || $1::text || ':' || $2))",
             str(tenant_id), request.customer_id,
         )  # fmt: skip
+        await suppressions.refuse(conn, tenant_id, request.customer_id)
         existing = await _earlier(conn, tenant_id, key, request)
         if existing is not None and existing.status != "failed":
             return existing, False

@@ -30,6 +30,7 @@ from kiki.engage.churn import TrainedChurnModel
 from kiki.engage.risk import RiskTable, risk_table
 from kiki.engage.templates import TEMPLATES
 from kiki.errors import Conflict, FailedPrecondition, KikiError, NotFound
+from kiki.gdpr import Suppressions
 from kiki.money import MICROS_PER_UNIT, decimal_to_micros, micros_to_decimal_str
 from kiki.value import LTV_MODELS, TrainedLTVModel, end_of_day, purchase_history
 
@@ -90,6 +91,7 @@ class RunResult(BaseModel):
     channel: Channel
     template: str
     targets: list[Target]
+    suppressed: int = Field(0, description="customers it held for who were erased: skipped")
 
 
 # --- storage ----------------------------------------------------------------------------------
@@ -254,15 +256,19 @@ async def run(
     table: RiskTable,
     channels: Mapping[Channel, MessageChannel],
     caps: messaging.Caps,
+    suppressions: Suppressions,
     currency: str = "USD",
     *,
     dry_run: bool,
 ) -> RunResult:
-    """Evaluate one rule on `table` (as of its day) and send, or with dry_run only list."""
+    """Evaluate one rule on `table` (as of its day) and send, or with dry_run only list;
+    customers erased at their request are skipped and counted."""
     day = table.as_of
     async with pool.acquire() as conn:
         members = await _members(conn, tenant_id, rule, day, currency) if rule.segment_id else None
-        chosen = select(rule, table, members)
+        chosen, suppressed = await suppressions.keep(
+            conn, tenant_id, select(rule, table, members), lambda c: c[0]
+        )
         keys = [period_key(rule.rule_id, c, day, rule.period_days) for c, _, _ in chosen]
         done = {
             r["idempotency_key"]: r["id"]
@@ -286,7 +292,7 @@ async def run(
                 idempotency_key=key,
             )  # fmt: skip
             record, _ = await messaging.send_message(
-                pool, tenant_id, request, channels, personalize, caps
+                pool, tenant_id, request, channels, personalize, caps, suppressions
             )
             target.outcome, target.reason, target.message_id = (
                 record.status, record.reason, record.message_id,  # type: ignore[assignment]
@@ -295,7 +301,7 @@ async def run(
                 await meter_sent(pool, tenant_id, record)
         targets.append(target)
     return RunResult(rule_id=rule.rule_id, dry_run=dry_run, as_of=day, channel=rule.channel,
-                     template=rule.template, targets=targets)  # fmt: skip
+                     template=rule.template, targets=targets, suppressed=suppressed)  # fmt: skip
 
 
 async def run_rules(
@@ -303,6 +309,7 @@ async def run_rules(
     tenant_id: UUID,
     channels: Mapping[Channel, MessageChannel],
     caps: messaging.Caps,
+    suppressions: Suppressions,
     day: date,
     store: ArtifactStore,
     *,
@@ -326,9 +333,11 @@ async def run_rules(
     runs, errors = [], []
     for rule in rules:
         try:
-            runs.append(
-                await run(pool, tenant_id, rule, table, channels, caps, currency, dry_run=dry_run)
-            )
+            result = await run(
+                pool, tenant_id, rule, table, channels, caps, suppressions, currency,
+                dry_run=dry_run,
+            )  # fmt: skip
+            runs.append(result)
         except KikiError as exc:
             errors.append(f"rule {rule.rule_id}: {exc.message}")
     return runs, errors

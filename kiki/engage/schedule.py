@@ -20,6 +20,7 @@ from kiki.engage.channels.base import Channel, MessageChannel
 from kiki.engage.crm import sources
 from kiki.engage.crm.sync import SyncResult, sync_configured
 from kiki.errors import KikiError
+from kiki.gdpr import Suppressions
 from kiki.vault import Vault
 
 
@@ -50,7 +51,7 @@ async def run_round(
         tenants = await retention.tenants_with_rules(conn)
     for tenant_id in tenants:
         runs, errors = await retention.run_rules(
-            pool, tenant_id, channels, caps, day, store, dry_run=False
+            pool, tenant_id, channels, caps, Suppressions.of(vault), day, store, dry_run=False
         )
         report.runs += runs
         report.errors += [f"{tenant_id} {e}" for e in errors]

@@ -27,6 +27,7 @@ from kiki.engage.churn import TrainedChurnModel
 from kiki.engage.registry import NO_CHURN_MODEL
 from kiki.engage.risk import RiskTable, risk_table
 from kiki.errors import FailedPrecondition
+from kiki.gdpr import Suppressions
 from kiki.model_registry import ModelRecord
 from kiki.value import LTV_MODELS, TrainedLTVModel, end_of_day, purchase_history
 
@@ -58,10 +59,12 @@ class EngageService:
         channel_settings: ChannelSettings,
         caps: messaging.Caps,
         store: ArtifactStore,
+        suppressions: Suppressions,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
         self.store = store
+        self.suppressions = suppressions  # who was erased: never messaged
         self.client = client  # the channels' and the CRMs' HTTP client
         self.caps = caps
         self._channel_settings = channel_settings
@@ -161,8 +164,9 @@ class EngageService:
 
         pool = await self.pool()
         record, new = await messaging.send_message(
-            pool, tenant_id, request, await self.channels(), personalize, self.caps
-        )
+            pool, tenant_id, request, await self.channels(), personalize, self.caps,
+            self.suppressions,
+        )  # fmt: skip
         if record.status == "sent":
             await retention.meter_sent(pool, tenant_id, record)
         return record, new
@@ -176,6 +180,6 @@ class EngageService:
             rule = await retention.get(conn, tenant_id, rule_id)
         table, _, ltv = await self.table(tenant_id, as_of, DEFAULT_HORIZON_DAYS)
         return await retention.run(
-            pool, tenant_id, rule, table, await self.channels(), self.caps, ltv_currency(ltv),
-            dry_run=dry_run,
+            pool, tenant_id, rule, table, await self.channels(), self.caps, self.suppressions,
+            ltv_currency(ltv), dry_run=dry_run,
         )  # fmt: skip

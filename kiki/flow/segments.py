@@ -7,17 +7,26 @@ from uuid import UUID
 
 import asyncpg
 
+from kiki.gdpr import Suppressions
+
 # Enough members to value a segment to within a few percent; larger segments are sampled by
 # a stable hash of the customer id, so the sample does not change from one call to the next.
 MAX_MEMBERS_VALUED = 2_000
 
 
 async def replace_members(
-    conn: asyncpg.Connection, tenant_id: UUID, segment_id: str, customer_ids: list[str]
-) -> int:
-    """Set a segment's members (all of them, in one transaction). Returns the count."""
-    unique = sorted(set(customer_ids))
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    segment_id: str,
+    customer_ids: list[str],
+    suppressions: Suppressions,
+) -> tuple[int, int]:
+    """Set a segment's members (all of them, in one transaction), less customers erased at
+    their request. Returns the members and the erased ids dropped."""
     async with conn.transaction():
+        unique, suppressed = await suppressions.keep(
+            conn, tenant_id, sorted(set(customer_ids)), str
+        )
         await conn.execute(
             "DELETE FROM audience_segments WHERE tenant_id = $1 AND segment_id = $2",
             tenant_id,
@@ -28,7 +37,7 @@ async def replace_members(
             columns=("tenant_id", "segment_id", "customer_id"),
             records=[(tenant_id, segment_id, c) for c in unique],
         )
-    return len(unique)
+    return len(unique), suppressed
 
 
 async def member_count(conn: asyncpg.Connection, tenant_id: UUID, segment_id: str) -> int:

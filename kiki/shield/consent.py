@@ -3,6 +3,7 @@
 Consent is an append-only history of events per (tenant, customer, purpose); the current
 state of a purpose is its latest event by `recorded_at` (when the customer acted), ties broken
 by arrival order. A purpose never recorded means no consent, so the safe answer is the default.
+Events of a customer erased at their request (kiki.gdpr) are dropped and counted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
 
 from kiki.db.values import PgText
 from kiki.errors import InvalidInput, NotFound
+from kiki.gdpr import Suppressions
 
 # A client clock may run a little fast; more than this and a future-dated grant would outrank
 # every later withdrawal, so it is refused.
@@ -52,6 +54,11 @@ class ConsentRecord(BaseModel):
     )
 
 
+class Recorded(BaseModel):
+    recorded: int = Field(description="new events; records already stored (retries) not counted")
+    suppressed: int = Field(description="records of customers erased at their request, dropped")
+
+
 class ConsentState(BaseModel):
     customer_id: str
     purpose: Purpose
@@ -72,10 +79,14 @@ _STATE_COLUMNS = "customer_id, purpose, granted, source, recorded_at"
 
 
 async def record_consent(
-    conn: asyncpg.Connection, tenant_id: UUID, records: list[ConsentRecord]
-) -> int:
-    """Store a batch atomically and return how many events were new: a record whose
-    idempotency key is already stored (a retried batch) is skipped."""
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    records: list[ConsentRecord],
+    suppressions: Suppressions,
+) -> Recorded:
+    """Store a batch atomically and say how many events were new: a record whose
+    idempotency key is already stored (a retried batch) is skipped, one of an erased
+    customer dropped."""
     async with conn.transaction():
         now: datetime = await conn.fetchval("SELECT now()")
         for index, r in enumerate(records):
@@ -84,6 +95,9 @@ async def record_consent(
                     f"records[{index}].recorded_at {r.recorded_at.isoformat()} is in the future "
                     f"(server time {now.isoformat()}); send when the customer acted"
                 )
+        records, suppressed = await suppressions.keep(
+            conn, tenant_id, records, lambda r: r.customer_id
+        )
         status = await conn.execute(
             """INSERT INTO consent_events
                    (tenant_id, customer_id, purpose, granted, source, recorded_at, idempotency_key)
@@ -104,7 +118,7 @@ async def record_consent(
             [r.recorded_at for r in records],
             [r.idempotency_key for r in records],
         )
-    return int(status.rsplit(" ", 1)[1])
+    return Recorded(recorded=int(status.rsplit(" ", 1)[1]), suppressed=suppressed)
 
 
 async def current_consent(

@@ -2,7 +2,8 @@
 
 A load is all or nothing: a file with one bad row loads no row, and the error names the line
 and the field. Rows are keyed by the tenant's `order_id`, so loading a file twice (or an
-overlapping file) inserts each purchase once.
+overlapping file) inserts each purchase once. Rows of a customer who was erased (GDPR) are
+dropped and counted, never stored.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from kiki.db.values import PgText
 from kiki.errors import InvalidInput, KikiError
+from kiki.gdpr import Suppressions
 from kiki.money import MAX_AMOUNT, DecimalAmount, decimal_to_micros, normalize_currency
 
 Identifier = Annotated[PgText, Field(min_length=1, max_length=128)]
@@ -160,17 +162,28 @@ def read_csv(path: Path) -> list[Transaction]:
     return list(validate_rows(rows()))
 
 
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    inserted: int  # new rows
+    suppressed: int  # rows of erased customers, dropped
+
+
 async def insert(
     conn: asyncpg.Connection,
     tenant_id: UUID,
     rows: list[Transaction],
+    suppressions: Suppressions,
     progress: Callable[[int], None] | None = None,
     chunk: int = 10_000,
-) -> int:
-    """Insert in the caller's transaction; rows whose order_id is already there are skipped.
-    Returns how many were new. `progress(n)` is told as each chunk of n rows is sent."""
+) -> Loaded:
+    """Insert in the caller's transaction; rows whose order_id is already there are skipped,
+    rows of erased customers dropped. `progress(n)` is told as each chunk of n rows is sent
+    (or dropped)."""
+    rows, suppressed = await suppressions.keep(conn, tenant_id, rows, lambda r: r.customer_id)
+    if progress and suppressed:
+        progress(suppressed)
     if not rows:
-        return 0
+        return Loaded(0, suppressed)
     await conn.execute(
         """CREATE TEMP TABLE IF NOT EXISTS incoming_transactions (
                order_id text, customer_id text, occurred_at timestamptz, amount_micros bigint,
@@ -197,7 +210,7 @@ async def insert(
            ON CONFLICT (tenant_id, order_id) DO NOTHING""",
         tenant_id,
     )
-    return int(status.rsplit(" ", 1)[1])
+    return Loaded(int(status.rsplit(" ", 1)[1]), suppressed)
 
 
 async def history(

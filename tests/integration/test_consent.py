@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -28,6 +29,7 @@ from kiki.shield.consent import (
     filter_audience,
     record_consent,
 )
+from tests.conftest import SUPPRESSIONS
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -81,9 +83,12 @@ def test_grant_withdraw_regrant_keeps_the_history_and_the_latest_state(fresh_db:
         acme = await ensure_tenant(conn, "acme")
         for hours, granted in ((0, True), (1, False), (2, True)):
             await record_consent(
-                conn, acme.id, [event("c1", "email", granted, T0 + timedelta(hours=hours))]
+                conn,
+                acme.id,
+                [event("c1", "email", granted, T0 + timedelta(hours=hours))],
+                SUPPRESSIONS,
             )
-        await record_consent(conn, acme.id, [event("c1", "sms", False, T0)])
+        await record_consent(conn, acme.id, [event("c1", "sms", False, T0)], SUPPRESSIONS)
 
         history = await consent_history(conn, acme.id, "c1")
         assert [(h.purpose, h.granted) for h in history] == [
@@ -103,16 +108,23 @@ def test_the_latest_recorded_at_wins_even_when_events_arrive_out_of_order(fresh_
     async def scenario(conn: asyncpg.Connection) -> None:
         acme = await ensure_tenant(conn, "acme")
         # The withdrawal (10:00) reaches us before the older grants from a CRM import.
-        await record_consent(conn, acme.id, [event("c1", "email", False, T0 + timedelta(hours=1))])
         await record_consent(
-            conn, acme.id, [event("c1", "email", True, T0), event("c1", "email", True, T0)]
+            conn, acme.id, [event("c1", "email", False, T0 + timedelta(hours=1))], SUPPRESSIONS
+        )
+        await record_consent(
+            conn,
+            acme.id,
+            [event("c1", "email", True, T0), event("c1", "email", True, T0)],
+            SUPPRESSIONS,
         )
         assert await states(conn, acme, "c1") == {"email": False}
         history = await consent_history(conn, acme.id, "c1")
         assert [h.granted for h in history] == [True, True, False]
 
         # Same instant (no recorded_at: the batch shares now()): the later record wins.
-        await record_consent(conn, acme.id, [event("c2", "sms", True), event("c2", "sms", False)])
+        await record_consent(
+            conn, acme.id, [event("c2", "sms", True), event("c2", "sms", False)], SUPPRESSIONS
+        )
         assert await states(conn, acme, "c2") == {"sms": False}
 
     run(fresh_db, scenario)
@@ -125,13 +137,15 @@ def test_a_retried_batch_is_applied_once(fresh_db: str) -> None:
             event("c1", "email", True, T0, key="import-7:0"),
             event("c1", "email", False, T0 + timedelta(hours=1), key="import-7:1"),
         ]
-        assert await record_consent(conn, acme.id, batch) == 2
-        assert await record_consent(conn, acme.id, batch) == 0
-        assert await record_consent(conn, acme.id, [*batch, event("c1", "sms", True)]) == 1
+        assert (await record_consent(conn, acme.id, batch, SUPPRESSIONS)).recorded == 2
+        assert (await record_consent(conn, acme.id, batch, SUPPRESSIONS)).recorded == 0
+        assert (
+            await record_consent(conn, acme.id, [*batch, event("c1", "sms", True)], SUPPRESSIONS)
+        ).recorded == 1
         assert len(await consent_history(conn, acme.id, "c1")) == 3
         # The key is per tenant: another tenant may use the same one.
         other = await ensure_tenant(conn, "other")
-        assert await record_consent(conn, other.id, batch) == 2
+        assert (await record_consent(conn, other.id, batch, SUPPRESSIONS)).recorded == 2
 
     run(fresh_db, scenario)
 
@@ -142,7 +156,7 @@ def test_a_future_recorded_at_is_refused_and_the_batch_is_not_stored(fresh_db: s
         future = datetime.now(UTC) + timedelta(days=1)
         batch = [event("c1", "email", False), event("c1", "email", True, future)]
         with pytest.raises(InvalidInput, match=r"records\[1\]\.recorded_at .* is in the future"):
-            await record_consent(conn, acme.id, batch)
+            await record_consent(conn, acme.id, batch, SUPPRESSIONS)
         assert await consent_history(conn, acme.id, "c1") == []
 
     run(fresh_db, scenario)
@@ -160,6 +174,7 @@ def test_the_audience_keeps_only_customers_whose_latest_event_grants(fresh_db: s
                 event("withdrawn", "ads_personalization", False, T0 + timedelta(minutes=1)),
                 event("other_purpose", "email", True, T0),
             ],
+            SUPPRESSIONS,
         )
         ids = ["unknown", "withdrawn", "granted", "other_purpose", "granted"]
         allowed, denied = await filter_audience(conn, acme.id, ids, Purpose.ADS_PERSONALIZATION)
@@ -168,7 +183,10 @@ def test_the_audience_keeps_only_customers_whose_latest_event_grants(fresh_db: s
 
         many = [f"m{i:05d}" for i in range(5_000)]
         await record_consent(
-            conn, acme.id, [event(c, "push", i % 3 == 0, T0) for i, c in enumerate(many)]
+            conn,
+            acme.id,
+            [event(c, "push", i % 3 == 0, T0) for i, c in enumerate(many)],
+            SUPPRESSIONS,
         )
         allowed, denied = await filter_audience(conn, acme.id, many, Purpose.PUSH)
         assert allowed == many[::3]
@@ -181,13 +199,15 @@ def test_tenants_never_see_or_touch_each_others_customers(fresh_db: str) -> None
     async def scenario(conn: asyncpg.Connection) -> None:
         acme = await ensure_tenant(conn, "acme")
         beta = await ensure_tenant(conn, "beta")
-        await record_consent(conn, acme.id, [event("c1", "email", True, T0)])
-        await record_consent(conn, beta.id, [event("c1", "email", False, T0)])
+        await record_consent(conn, acme.id, [event("c1", "email", True, T0)], SUPPRESSIONS)
+        await record_consent(conn, beta.id, [event("c1", "email", False, T0)], SUPPRESSIONS)
 
         assert await states(conn, acme, "c1") == {"email": True}
         assert await states(conn, beta, "c1") == {"email": False}
         assert (await filter_audience(conn, beta.id, ["c1"], Purpose.EMAIL))[0] == []
-        assert await gdpr.erase_customer(conn, acme.id, "c1", "cli") == counts(consent_events=1)
+        assert await gdpr.erase_customer(conn, acme.id, "c1", "cli", SUPPRESSIONS) == counts(
+            consent_events=1
+        )
         assert await states(conn, beta, "c1") == {"email": False}
         exported = await gdpr.export_customer(conn, beta.id, "c1", "cli")
         assert [r["tenant_id"] for r in exported["consent_events"]] == [str(beta.id)]
@@ -207,8 +227,9 @@ def test_export_returns_every_row_as_json_and_is_audited(fresh_db: str) -> None:
             conn,
             acme.id,
             [event("c1", "email", True, T0, key="k1"), event("c1", "sms", False, T0)],
+            SUPPRESSIONS,
         )
-        await record_consent(conn, acme.id, [event("c2", "email", True, T0)])
+        await record_consent(conn, acme.id, [event("c2", "email", True, T0)], SUPPRESSIONS)
 
         exported = await gdpr.export_customer(conn, acme.id, "c1", "AbCd1234")
         rows = exported["consent_events"]
@@ -239,17 +260,22 @@ def test_erasure_removes_only_that_customer_and_leaves_a_trail_without_the_id(
                 event("c1", "push", True, T0),
                 event("c2", "sms", True),
             ],
+            SUPPRESSIONS,
         )
-        await record_consent(conn, beta.id, [event("c1", "email", True, T0)])
+        await record_consent(conn, beta.id, [event("c1", "email", True, T0)], SUPPRESSIONS)
 
-        assert await gdpr.erase_customer(conn, acme.id, "c1", "cli") == counts(consent_events=2)
+        assert await gdpr.erase_customer(conn, acme.id, "c1", "cli", SUPPRESSIONS) == counts(
+            consent_events=2
+        )
         assert await consent_history(conn, acme.id, "c1") == []
         assert len(await consent_history(conn, acme.id, "c2")) == 1
         assert len(await consent_history(conn, beta.id, "c1")) == 1
         assert await gdpr.export_customer(conn, acme.id, "c1", "cli") == {
             t.table: [] for t in gdpr.CUSTOMER_TABLES
         }
-        assert await gdpr.erase_customer(conn, acme.id, "c1", "cli") == counts(consent_events=0)
+        assert await gdpr.erase_customer(conn, acme.id, "c1", "cli", SUPPRESSIONS) == counts(
+            consent_events=0
+        )
 
         erase, export, again = await audit_rows(conn)
         assert (erase["action"], export["action"], again["action"]) == ("erase", "export", "erase")
@@ -276,11 +302,11 @@ def test_every_registered_table_is_exported_and_erased(
             'INSERT INTO "crm notes" VALUES ($1, $2, $3)',
             [(acme.id, "c1", "vip"), (acme.id, "c2", "new"), (beta.id, "c1", "beta's")],
         )
-        await record_consent(conn, acme.id, [event("c1", "email", True, T0)])
+        await record_consent(conn, acme.id, [event("c1", "email", True, T0)], SUPPRESSIONS)
 
         exported = await gdpr.export_customer(conn, acme.id, "c1", "cli")
         assert exported["crm notes"] == [{"owner": str(acme.id), "client ref": "c1", "note": "vip"}]
-        erased = await gdpr.erase_customer(conn, acme.id, "c1", "cli")
+        erased = await gdpr.erase_customer(conn, acme.id, "c1", "cli", SUPPRESSIONS)
         assert erased == {**counts(consent_events=1), "crm notes": 1}
         left = await conn.fetch('SELECT note FROM "crm notes" ORDER BY note')
         assert [r["note"] for r in left] == ["beta's", "new"]
@@ -291,7 +317,7 @@ def test_every_registered_table_is_exported_and_erased(
 def test_consent_history_and_the_audit_trail_are_never_rewritten(fresh_db: str) -> None:
     async def scenario(conn: asyncpg.Connection) -> None:
         acme = await ensure_tenant(conn, "acme")
-        await record_consent(conn, acme.id, [event("c1", "email", True, T0)])
+        await record_consent(conn, acme.id, [event("c1", "email", True, T0)], SUPPRESSIONS)
         await gdpr.export_customer(conn, acme.id, "c1", "cli")
         for sql in (
             "UPDATE consent_events SET granted = false",
@@ -304,7 +330,7 @@ def test_consent_history_and_the_audit_trail_are_never_rewritten(fresh_db: str) 
     run(fresh_db, scenario)
 
 
-def test_the_http_routes(fresh_db: str) -> None:
+def test_the_http_routes(fresh_db: str, tmp_path: Path) -> None:
     keys: dict[str, str] = {}
 
     async def make_keys(conn: asyncpg.Connection) -> None:
@@ -314,7 +340,7 @@ def test_the_http_routes(fresh_db: str) -> None:
     run(fresh_db, make_keys)
     api = create_service_api("shield", "t", "t")
     api.include_router(router)
-    api.state.runtime = ServiceRuntime("shield", Settings(database_url=fresh_db))
+    api.state.runtime = ServiceRuntime("shield", Settings(database_url=fresh_db, home=tmp_path))
     acme = {"X-API-Key": keys["acme"]}
     beta = {"X-API-Key": keys["beta"]}
     batch = {
@@ -331,8 +357,9 @@ def test_the_http_routes(fresh_db: str) -> None:
 
         retry = {**acme, "Idempotency-Key": "form-42"}
         resp = client.post("/api/v1/consent", json=batch, headers=retry)
-        assert resp.status_code == 201 and resp.json() == {"recorded": 2}
-        assert client.post("/api/v1/consent", json=batch, headers=retry).json() == {"recorded": 0}
+        assert resp.status_code == 201 and resp.json() == {"recorded": 2, "suppressed": 0}
+        again = client.post("/api/v1/consent", json=batch, headers=retry).json()
+        assert again == {"recorded": 0, "suppressed": 0}
 
         resp = client.get("/api/v1/consent/c1", headers=acme)
         assert resp.status_code == 200
@@ -380,6 +407,11 @@ def test_the_http_routes(fresh_db: str) -> None:
         assert resp.status_code == 200 and resp.json() == {"erased": counts(consent_events=2)}
         assert client.get("/api/v1/consent/c1", headers=acme).status_code == 404
         assert client.delete("/api/v1/gdpr/customers/c1").status_code == 401
+        # Suppressed: a later consent batch goes in without the erased customer.
+        mixed = {"records": [{**first, "recorded_at": None}, {**first, "customer_id": "c2"}]}
+        resp = client.post("/api/v1/consent", json=mixed, headers=acme)
+        assert resp.status_code == 201 and resp.json() == {"recorded": 1, "suppressed": 1}
+        assert client.get("/api/v1/consent/c1", headers=acme).status_code == 404
 
         paths = client.get("/openapi.json").json()["paths"]
         assert {"/api/v1/consent", "/api/v1/gdpr/customers/{customer_id}"} <= set(paths)

@@ -29,7 +29,7 @@ from kiki.engage.rfm import SEGMENTS as RFM_SEGMENTS
 from kiki.shield.consent import ConsentRecord, Purpose, record_consent
 from kiki.value import transactions
 from kiki.vault import is_token
-from tests.conftest import SmtpServer, store_in
+from tests.conftest import SUPPRESSIONS, SmtpServer, store_in
 from tests.fakes.fake_fcm import FakeFcm
 from tests.fakes.fake_shopify import FakeShopify
 from tests.fakes.fake_twilio import FakeTwilio
@@ -50,7 +50,7 @@ async def purchases_and_churn_model(
     history = simulate()
     rows = transactions.from_frame(history.assign(quantity=1), "sim-")
     async with conn.transaction():
-        await transactions.insert(conn, tenant_id, rows)
+        await transactions.insert(conn, tenant_id, rows, SUPPRESSIONS)
     model = fit_churn_model(history[history["ts"] <= END], END, SMALL)
     saved = await registry.register(
         conn,
@@ -80,6 +80,7 @@ async def prepare(url: str, models: Path) -> str:
                 ConsentRecord(customer_id="cust_123", purpose=p, granted=True, source="test")
                 for p in (Purpose.EMAIL, Purpose.SMS, Purpose.PUSH)
             ],
+            SUPPRESSIONS,
         )
         return (await create_api_key(conn, "engage_api"))[1]
     finally:

@@ -75,8 +75,8 @@ def test_crm_sources_and_sync(kiki: CliRunner, fresh_db: str, tmp_path: Path) ->
     assert "postgres   yes" in listed and "url=***" in listed and fresh_db not in listed
 
     first = ok("sync")
-    assert "postgres: contacts 2 read, 2 upserted (2 new, 0 merged by email, 0 updated), " \
-           "cursor 2026-02-02T00:00:00+00:00" in first  # fmt: skip
+    assert "postgres: contacts 2 read, 2 upserted (2 new, 0 merged by email, 0 updated), 0 " \
+           "suppressed (erased), cursor 2026-02-02T00:00:00+00:00" in first  # fmt: skip
     assert "orders 2 read, 1 new, 0 already loaded, 1 unmatched" in first
     again = ok("sync", "postgres")  # inclusive cursors: the newest of each kind again
     assert "contacts 1 read, 1 upserted (0 new, 0 merged by email, 1 updated)" in again

@@ -15,6 +15,7 @@ from kiki.db.pool import create_pool
 from kiki.engage.crm.hubspot import HubSpotSettings, HubSpotSource
 from kiki.engage.crm.postgres import PostgresSettings, PostgresSource
 from kiki.engage.crm.sync import cursor, sync
+from tests.conftest import SUPPRESSIONS
 from tests.fakes.fake_hubspot import FakeHubSpot
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -69,23 +70,25 @@ def test_sync_dedupes_merges_and_is_idempotent(fresh_db: str) -> None:
         crm = HubSpotSource(
             hubspot.client("https://api.hubapi.com"), HubSpotSettings(access_token="pat")
         )
-        first = await sync(pool, tenant.id, crm)
+        first = await sync(pool, tenant.id, crm, SUPPRESSIONS)
         assert (first.contacts, first.customers_created, first.customers_merged) == (2, 1, 1)
         assert (first.orders_new, first.orders_unmatched) == (1, 0)
-        again = await sync(pool, tenant.id, crm)  # inclusive cursor: the newest is read again
+        again = await sync(
+            pool, tenant.id, crm, SUPPRESSIONS
+        )  # inclusive cursor: the newest is read again
         assert (again.contacts, again.customers_created, again.customers_merged) == (1, 0, 0)
         assert again.orders_new == 0
 
         table = PostgresSettings(
             url=fresh_db, contacts_table="crm.people", orders_table="crm.sales"
         )
-        pg = await sync(pool, tenant.id, PostgresSource(table))
+        pg = await sync(pool, tenant.id, PostgresSource(table), SUPPRESSIONS)
         assert (pg.customers_created, pg.customers_merged) == (1, 1)  # carol new, bob merged
         assert (pg.orders_new, pg.orders_unmatched) == (1, 1)
         async with pool.acquire() as conn:
             await conn.execute("UPDATE crm.people SET first_name = 'Bobby', updated_at = $1 "
                                "WHERE id = 10", T0 + timedelta(hours=1))  # fmt: skip
-        changed = await sync(pool, tenant.id, PostgresSource(table))
+        changed = await sync(pool, tenant.id, PostgresSource(table), SUPPRESSIONS)
         # only Bob changed after the contacts cursor; orders re-read at their cursor add nothing
         assert (changed.contacts, changed.orders, changed.orders_new) == (1, 2, 0)
 
@@ -149,12 +152,12 @@ def test_hubspot_orders_sync_incrementally(fresh_db: str) -> None:
         crm = HubSpotSource(
             hubspot.client("https://api.hubapi.com"), HubSpotSettings(access_token="pat")
         )
-        first = await sync(pool, tenant.id, crm)
+        first = await sync(pool, tenant.id, crm, SUPPRESSIONS)
         assert (first.orders, first.orders_new, first.orders_unmatched) == (250, 250, 0)
         assert first.orders_cursor == T0 + timedelta(seconds=249)
         hubspot.requests.clear()
         hubspot.add_order("999", T0 + timedelta(hours=1), contact="1", total="7", currency="USD")
-        second = await sync(pool, tenant.id, crm)
+        second = await sync(pool, tenant.id, crm, SUPPRESSIONS)
         # inclusive cursor: the last order of the first sync, and the new one
         assert (second.orders, second.orders_new) == (2, 1)
         searches = [r.json() for r in hubspot.requests if r.path.endswith("orders/search")]
@@ -167,7 +170,7 @@ def test_hubspot_orders_sync_incrementally(fresh_db: str) -> None:
                 "SELECT sum(amount_micros) FROM transactions WHERE tenant_id = $1", tenant.id
             )
             assert total == 250 * 2_500_000 + 7_000_000
-        full = await sync(pool, tenant.id, crm, full=True)
+        full = await sync(pool, tenant.id, crm, SUPPRESSIONS, full=True)
         assert (full.orders, full.orders_new) == (251, 0)
         await pool.close()
 

@@ -23,7 +23,7 @@ from kiki.engage.channels.push import FcmPushChannel, FcmSettings
 from kiki.engage.channels.sms import TwilioSettings, TwilioSmsChannel
 from kiki.errors import Conflict
 from kiki.shield.consent import ConsentRecord, Purpose, record_consent
-from tests.conftest import SmtpServer
+from tests.conftest import SUPPRESSIONS, SmtpServer
 from tests.fakes.fake_fcm import FakeFcm
 from tests.fakes.fake_twilio import FakeTwilio
 
@@ -65,6 +65,7 @@ def run(pg_url: str, smtp: SmtpServer, scenario: Scenario) -> None:
                             push_token=DEVICE,
                             first_name="Ada",
                         ),
+                        SUPPRESSIONS,
                     )
                 await record_consent(
                     conn,
@@ -73,6 +74,7 @@ def run(pg_url: str, smtp: SmtpServer, scenario: Scenario) -> None:
                         ConsentRecord(customer_id="cust_123", purpose=p, granted=True, source="t")
                         for p in (Purpose.EMAIL, Purpose.SMS, Purpose.PUSH)
                     ],
+                    SUPPRESSIONS,
                 )
             twilio = FakeTwilio(account_sid=SID, auth_token=TOKEN)
             fcm = FakeFcm(project_id="kiki-test", access_token="fcm-token")
@@ -109,7 +111,9 @@ def test_email_is_delivered_over_smtp_once_per_key(fresh_db: str, smtp_server: S
     async def scenario(pool, tenant, channels, twilio, fcm) -> None:  # type: ignore[no-untyped-def]
         caps = messaging.Caps()
         seed = request(personalization=True, idempotency_key="wb-1")
-        sent, new = await messaging.send_message(pool, tenant, seed, channels, personalize, caps)
+        sent, new = await messaging.send_message(
+            pool, tenant, seed, channels, personalize, caps, SUPPRESSIONS
+        )
         assert (sent.status, new) == ("sent", True)
         (mail,) = smtp_server.messages
         assert mail["To"] == "cust_123@example.com" and mail["From"] == "shop@kiki.test"
@@ -117,15 +121,17 @@ def test_email_is_delivered_over_smtp_once_per_key(fresh_db: str, smtp_server: S
         text = mail.get_content()
         assert "Hi Ada, it has been 40 days" in text and "just for you" in text  # risk 0.82
         assert mail["Message-ID"] == sent.provider_id
-        again, new = await messaging.send_message(pool, tenant, seed, channels, personalize, caps)
+        again, new = await messaging.send_message(
+            pool, tenant, seed, channels, personalize, caps, SUPPRESSIONS
+        )
         assert (again.message_id, new, len(smtp_server.messages)) == (sent.message_id, False, 1)
         with pytest.raises(Conflict, match="used for another message"):
             await messaging.send_message(
                 pool, tenant, request(channel="sms", idempotency_key="wb-1"), channels,
-                personalize, caps,
+                personalize, caps, SUPPRESSIONS,
             )  # fmt: skip
         plain, _ = await messaging.send_message(
-            pool, tenant, request(personalization=False), channels, personalize, caps
+            pool, tenant, request(personalization=False), channels, personalize, caps, SUPPRESSIONS
         )
         assert plain.subject == "We miss you" and "Ada" not in (plain.body or "")
 
@@ -138,26 +144,36 @@ def test_no_consent_no_address_and_caps_are_refused_with_reasons(
     async def scenario(pool, tenant, channels, twilio, fcm) -> None:  # type: ignore[no-untyped-def]
         caps = messaging.Caps(per_day=2)
         no_consent, _ = await messaging.send_message(
-            pool, tenant, request(customer_id="cust_9"), channels, personalize, caps
+            pool, tenant, request(customer_id="cust_9"), channels, personalize, caps, SUPPRESSIONS
         )
         assert no_consent.status == "refused" and "no email consent" in (no_consent.reason or "")
         async with pool.acquire() as conn:
             await record_consent(
                 conn, tenant,
                 [ConsentRecord(customer_id="cust_9", purpose=Purpose.SMS, granted=False,
-                               source="sms_stop")],
+                               source="sms_stop")], SUPPRESSIONS,
             )  # fmt: skip
         withdrawn, _ = await messaging.send_message(
-            pool, tenant, request(customer_id="cust_9", channel="sms"), channels, personalize, caps
+            pool,
+            tenant,
+            request(customer_id="cust_9", channel="sms"),
+            channels,
+            personalize,
+            caps,
+            SUPPRESSIONS,
         )
         assert "withdrew sms consent" in (withdrawn.reason or "")
         nobody, _ = await messaging.send_message(
             pool, tenant, request(customer_id="ghost", channel="in_app"), channels, personalize,
-            caps,
+            caps, SUPPRESSIONS,
         )  # fmt: skip
         assert nobody.status == "sent"  # in-app needs no opt-in and no address
         statuses = [
-            (await messaging.send_message(pool, tenant, request(), channels, personalize, caps))[0]
+            (
+                await messaging.send_message(
+                    pool, tenant, request(), channels, personalize, caps, SUPPRESSIONS
+                )
+            )[0]
             for _ in range(3)
         ]
         assert [s.status for s in statuses] == ["sent", "sent", "refused"]
@@ -178,11 +194,11 @@ def test_sms_push_and_in_app_through_their_providers(
         twilio.fail_next("throttle")
         key = {"idempotency_key": "sms-1"}
         failed, _ = await messaging.send_message(
-            pool, tenant, request(channel="sms", **key), channels, personalize, caps
+            pool, tenant, request(channel="sms", **key), channels, personalize, caps, SUPPRESSIONS
         )
         assert failed.status == "failed" and "Twilio throttled" in (failed.reason or "")
         sms, new = await messaging.send_message(
-            pool, tenant, request(channel="sms", **key), channels, personalize, caps
+            pool, tenant, request(channel="sms", **key), channels, personalize, caps, SUPPRESSIONS
         )
         assert (sms.status, sms.message_id, new) == ("sent", failed.message_id, True)  # retried
         (delivered,) = twilio.sent
@@ -191,20 +207,20 @@ def test_sms_push_and_in_app_through_their_providers(
 
         push, _ = await messaging.send_message(
             pool, tenant, request(channel="push", template="vip_thanks"), channels,
-            personalize, caps,
+            personalize, caps, SUPPRESSIONS,
         )  # fmt: skip
         assert push.status == "sent" and push.provider_id.startswith("projects/kiki-test/")
         assert fcm.delivered[0]["notification"]["body"].startswith("You are one of our best")
         assert "120.5 USD" in fcm.delivered[0]["notification"]["body"]
         fcm.devices.clear()
         gone, _ = await messaging.send_message(
-            pool, tenant, request(channel="push"), channels, personalize, caps
+            pool, tenant, request(channel="push"), channels, personalize, caps, SUPPRESSIONS
         )
         assert gone.status == "failed" and "UNREGISTERED" in (gone.reason or "")
 
         inbox, _ = await messaging.send_message(
             pool, tenant, request(channel="in_app", template="welcome"), channels,
-            personalize, caps,
+            personalize, caps, SUPPRESSIONS,
         )  # fmt: skip
         async with pool.acquire() as conn:
             (item,) = await messaging.inbox(conn, tenant, "cust_123", 10)

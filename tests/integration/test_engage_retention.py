@@ -19,7 +19,7 @@ from kiki.engage.channels.email import SmtpChannel, SmtpSettings
 from kiki.engage.risk import RiskTable
 from kiki.errors import FailedPrecondition
 from kiki.shield.consent import ConsentRecord, Purpose, record_consent
-from tests.conftest import SmtpServer
+from tests.conftest import SUPPRESSIONS, SmtpServer
 
 DAY = date(2026, 3, 31)
 BOOK = {  # customer: (churn risk, expected LTV as the model gives it)
@@ -55,6 +55,7 @@ def test_dry_run_then_real_run_once_per_period(fresh_db: str, smtp_server: SmtpS
                     await messaging.upsert_profile(
                         conn, tenant.id, customer,
                         messaging.ProfileIn(email=f"{customer}@example.com", first_name="Ada"),
+                        SUPPRESSIONS,
                     )  # fmt: skip
                 await record_consent(
                     conn,
@@ -65,6 +66,7 @@ def test_dry_run_then_real_run_once_per_period(fresh_db: str, smtp_server: SmtpS
                         )
                         for c in ("c_high", "c_poor", "c_safe")
                     ],
+                    SUPPRESSIONS,
                 )
                 rule = await retention.create(
                     conn, tenant.id, "win-back-vip",
@@ -80,7 +82,7 @@ def test_dry_run_then_real_run_once_per_period(fresh_db: str, smtp_server: SmtpS
             period = DAY.toordinal() // 30
 
             dry = await retention.run(
-                pool, tenant.id, rule, table(DAY), channels, caps, dry_run=True
+                pool, tenant.id, rule, table(DAY), channels, caps, SUPPRESSIONS, dry_run=True
             )
             assert [(t.customer_id, t.outcome, t.ltv_micros) for t in dry.targets] == [
                 ("c_high", "would_send", 250_500_000),
@@ -92,7 +94,7 @@ def test_dry_run_then_real_run_once_per_period(fresh_db: str, smtp_server: SmtpS
                 assert await conn.fetchval("SELECT count(*) FROM engage_messages") == 0
 
             real = await retention.run(
-                pool, tenant.id, rule, table(DAY), channels, caps, dry_run=False
+                pool, tenant.id, rule, table(DAY), channels, caps, SUPPRESSIONS, dry_run=False
             )
             outcomes = {t.customer_id: (t.outcome, t.reason) for t in real.targets}
             assert outcomes["c_high"] == ("sent", None)
@@ -103,18 +105,18 @@ def test_dry_run_then_real_run_once_per_period(fresh_db: str, smtp_server: SmtpS
             assert "40 days since your last order" in mail.get_content()
 
             again = await retention.run(pool, tenant.id, rule, table(DAY + timedelta(days=1)),
-                                        channels, caps, dry_run=False)  # fmt: skip
+                                        channels, caps, SUPPRESSIONS, dry_run=False)  # fmt: skip
             assert {t.customer_id: t.outcome for t in again.targets}["c_high"] == "already_sent"
             assert len(smtp_server.messages) == 1
 
             later = DAY + timedelta(days=30)
             next_period = await retention.run(pool, tenant.id, rule, table(later), channels,
-                                              caps, dry_run=True)  # fmt: skip
+                                              caps, SUPPRESSIONS, dry_run=True)  # fmt: skip
             assert {t.customer_id: t.outcome for t in next_period.targets}["c_high"] == "would_send"
 
             with pytest.raises(FailedPrecondition, match="no LTV model"):
                 await retention.run(pool, tenant.id, rule, table(DAY, with_ltv=False), channels,
-                                    caps, dry_run=True)  # fmt: skip
+                                    caps, SUPPRESSIONS, dry_run=True)  # fmt: skip
         finally:
             await pool.close()
 

@@ -28,7 +28,7 @@ from kiki.value import drift, registry, transactions
 from kiki.value.cdnow import load_cdnow
 from kiki.value.features import FEATURE_NAMES, compute_features
 from kiki.value.ziln import ZILNConfig, train_ziln
-from tests.conftest import store_in
+from tests.conftest import SUPPRESSIONS, store_in
 from tests.integration.conftest import RunningPlatform
 from tests.unit.test_engage_churn import END, SMALL, simulate
 
@@ -60,7 +60,9 @@ async def tenant_with_a_champion(url: str, settings: Settings, folder: Path) -> 
         await migrate.migrate(conn, migrate.discover())
         tenant = await ensure_tenant(conn, "retrain")
         async with conn.transaction():
-            await transactions.insert(conn, tenant.id, transactions.from_frame(frame, "r-"))
+            await transactions.insert(
+                conn, tenant.id, transactions.from_frame(frame, "r-"), SUPPRESSIONS
+            )
         champion = await registry.register(
             conn, tenant.id, metrics={}, feature_schema=list(FEATURE_NAMES),
             config={"currency": "USD"}, calibration_end=CHAMPION_CUT, horizon_days=HORIZON,
@@ -147,7 +149,7 @@ async def tenant_with_a_churn_champion(url: str, settings: Settings, folder: Pat
         tenant = await ensure_tenant(conn, "retrain-churn")
         rows = transactions.from_frame(history.assign(quantity=1), "sim-")
         async with conn.transaction():
-            await transactions.insert(conn, tenant.id, rows)
+            await transactions.insert(conn, tenant.id, rows, SUPPRESSIONS)
         champion = await CHURN_MODELS.register(
             conn, tenant.id, metrics={}, feature_schema=list(MODEL_FEATURES),
             config=config.model_dump(), calibration_end=END.date(),

@@ -70,9 +70,14 @@ def value(platform: RunningPlatform, tmp_path_factory: pytest.TempPathFactory) -
     rows = synthetic_purchases()
     resp = client.post("/api/v1/transactions", json={"transactions": rows})
     assert resp.status_code == 201, resp.text
-    assert resp.json() == {"received": len(rows), "inserted": len(rows), "duplicates": 0}
+    assert resp.json() == {
+        "received": len(rows),
+        "inserted": len(rows),
+        "duplicates": 0,
+        "suppressed": 0,
+    }
     again = client.post("/api/v1/transactions", json={"transactions": rows[:10]}).json()
-    assert again == {"received": 10, "inserted": 0, "duplicates": 10}
+    assert again == {"received": 10, "inserted": 0, "duplicates": 10, "suppressed": 0}
 
     artifact, reference = tiny_model(
         rows, tmp_path_factory.mktemp("model") / "v1", platform.settings
@@ -221,7 +226,7 @@ def test_flow_bids_on_the_segment_value_from_syncvalue(
         base_url=f"{platform.base_url}/flow", timeout=30, headers={"X-API-Key": value["key"]}
     )
     resp = flow.put("/api/v1/segments/vip", json={"customer_ids": [*members, members[0]]})
-    assert resp.json() == {"segment_id": "vip", "customers": len(members)}
+    assert resp.json() == {"segment_id": "vip", "customers": len(members), "suppressed": 0}
     campaign = {
         "campaign_id": "valued",
         "name": "valued by SyncValue",

@@ -18,6 +18,7 @@ from kiki.engage.churn import TrainedChurnModel
 from kiki.engage.registry import NO_CHURN_MODEL
 from kiki.engage.service import REGISTRY_TTL_S, EngageService
 from kiki.errors import FailedPrecondition
+from tests.conftest import SUPPRESSIONS
 
 
 async def _no_pool() -> asyncpg.Pool:
@@ -32,8 +33,9 @@ class Registries(EngageService):
         settings = Settings()
         store = ArtifactStore.from_settings(settings)
         super().__init__(
-            _no_pool, httpx.AsyncClient(), settings, messaging.Caps(), store, timer=lambda: self.now
-        )
+            _no_pool, httpx.AsyncClient(), settings, messaging.Caps(), store, SUPPRESSIONS,
+            timer=lambda: self.now,
+        )  # fmt: skip
         self.records = records
         self.reads = 0
 

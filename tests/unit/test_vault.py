@@ -4,6 +4,7 @@ told apart from tokens; a token under another key is a one-line error naming the
 
 from __future__ import annotations
 
+import base64
 import stat
 from pathlib import Path
 
@@ -51,3 +52,13 @@ def test_a_malformed_key_is_a_config_error_that_does_not_echo_it(tmp_path: Path)
         Vault.from_settings(Settings(home=tmp_path, secret_key="hunter2"))
     assert "hunter2" not in caught.value.message
     assert "hunter2" not in repr(Settings(home=tmp_path, secret_key="hunter2"))
+
+
+def test_derived_keys_are_stable_per_purpose_and_do_not_give_the_key_away() -> None:
+    key = Fernet.generate_key()
+    vault = Vault(key, "test")
+    derived = vault.derive("kiki gdpr suppression v1")
+    assert len(derived) == 32 and derived == Vault(key, "again").derive("kiki gdpr suppression v1")
+    assert derived != vault.derive("another purpose")
+    assert derived not in base64.urlsafe_b64decode(key)
+    assert derived != Vault(Fernet.generate_key(), "other").derive("kiki gdpr suppression v1")

@@ -6,6 +6,10 @@ email an existing customer already has joins that customer, and the merge is rec
 customer id is `<source>-<record id>`. Orders land under `<source>:<order id>` (unique per
 tenant), so reading an order again inserts nothing; amounts are exact micros.
 
+A person erased at their request (kiki.gdpr) is not brought back: a contact whose record,
+email, phone or would-be customer id is suppressed is skipped, and so is an order whose buyer's
+record or email is; both are counted.
+
 Each page is written in its own transaction under a per-tenant advisory lock, so two sources
 syncing at once cannot both create a customer for one email. The cursor moves only after
 every page of a kind is in: a failure mid-way re-reads from the old cursor, harmlessly.
@@ -23,6 +27,7 @@ from pydantic import BaseModel
 
 from kiki.engage.crm import sources
 from kiki.engage.crm.base import CrmContact, CrmOrder, CrmSource
+from kiki.gdpr import Identifier, IdentifierKind, Suppressions
 from kiki.value import Transaction, insert_transactions
 from kiki.vault import Vault
 
@@ -34,9 +39,11 @@ class SyncResult(BaseModel):
     contacts: int = 0
     customers_created: int = 0
     customers_merged: int = 0
+    contacts_suppressed: int = 0  # records of people erased at their request, skipped
     orders: int = 0
     orders_new: int = 0
     orders_unmatched: int = 0  # the buyer is no customer yet (no linked contact, no email)
+    orders_suppressed: int = 0  # orders of erased people, skipped
     contacts_cursor: datetime | None = None
     orders_cursor: datetime | None = None
 
@@ -94,6 +101,24 @@ async def _by_email(conn: asyncpg.Connection, tenant_id: UUID, email: str | None
     )
 
 
+def _names(*pairs: tuple[IdentifierKind, str | None]) -> set[Identifier]:
+    return {(kind, value) for kind, value in pairs if value}
+
+
+def _contact_names(source: str, c: CrmContact) -> set[Identifier]:
+    """What the contact would be stored as or under: any one suppressed skips it."""
+    return _names(
+        ("crm", f"{source}:{c.external_id}"),
+        ("customer", f"{source}-{c.external_id}"),
+        ("email", c.email),
+        ("phone", c.phone),
+    )
+
+
+def _buyer_names(source: str, o: CrmOrder) -> set[Identifier]:
+    return _names(("crm", o.contact_id and f"{source}:{o.contact_id}"), ("email", o.email))
+
+
 async def _contact(
     conn: asyncpg.Connection, tenant_id: UUID, source: str, c: CrmContact, result: SyncResult
 ) -> None:
@@ -134,9 +159,14 @@ async def _orders(
     source: str,
     page: list[CrmOrder],
     result: SyncResult,
+    suppressions: Suppressions,
 ) -> None:
+    kept, dropped = await suppressions.keep_named(
+        conn, tenant_id, page, lambda o: _buyer_names(source, o)
+    )
+    result.orders_suppressed += dropped
     rows = []
-    for o in page:
+    for o in kept:
         customer = await _linked(conn, tenant_id, source, o.contact_id) or await _by_email(
             conn, tenant_id, o.email
         )
@@ -145,11 +175,18 @@ async def _orders(
             continue
         order_id = f"{source}:{o.external_id}"
         rows.append(Transaction(order_id, customer, o.occurred_at, o.amount_micros, o.currency, 1))
-    result.orders_new += await insert_transactions(conn, tenant_id, rows)
+    loaded = await insert_transactions(conn, tenant_id, rows, suppressions)
+    result.orders_new += loaded.inserted
+    result.orders_suppressed += loaded.suppressed
 
 
 async def sync(
-    pool: asyncpg.Pool, tenant_id: UUID, source: CrmSource, *, full: bool = False
+    pool: asyncpg.Pool,
+    tenant_id: UUID,
+    source: CrmSource,
+    suppressions: Suppressions,
+    *,
+    full: bool = False,
 ) -> SyncResult:
     """Contacts first (orders name their buyers), then orders, each from its own cursor, or
     with `full` everything again (to repair data; the upserts keep it idempotent)."""
@@ -160,7 +197,11 @@ async def sync(
     async for contacts in source.contacts(since):
         async with pool.acquire() as conn, conn.transaction():
             await _lock(conn, tenant_id)
-            for c in contacts:
+            kept, dropped = await suppressions.keep_named(
+                conn, tenant_id, contacts, lambda c: _contact_names(source.name, c)
+            )
+            result.contacts_suppressed += dropped
+            for c in kept:
                 await _contact(conn, tenant_id, source.name, c, result)
         result.contacts += len(contacts)
         latest = _latest(latest, [c.updated_at for c in contacts])
@@ -173,7 +214,7 @@ async def sync(
     async for orders in source.orders(since):
         async with pool.acquire() as conn, conn.transaction():
             await _lock(conn, tenant_id)
-            await _orders(conn, tenant_id, source.name, orders, result)
+            await _orders(conn, tenant_id, source.name, orders, result, suppressions)
         result.orders += len(orders)
         latest = _latest(latest, [o.updated_at for o in orders])
     result.orders_cursor = latest
@@ -196,7 +237,8 @@ async def sync_configured(
     `kiki engage crm sync` run."""
     async with pool.acquire() as conn:
         name, config = await sources.stored(conn, tenant_id, source, vault)
-    return await sync(pool, tenant_id, sources.build(name, config, client), full=full)
+    built = sources.build(name, config, client)
+    return await sync(pool, tenant_id, built, Suppressions.of(vault), full=full)
 
 
 def _latest(current: datetime | None, seen: list[datetime]) -> datetime | None:
