@@ -26,7 +26,7 @@ from kiki.db.values import PgText, refuse_nul
 from kiki.engage.channels.base import Channel, MessageChannel, Outgoing
 from kiki.engage.templates import generic_context, render
 from kiki.errors import Conflict, KikiError, NotFound
-from kiki.gdpr import Suppressions
+from kiki.gdpr import Erased, Suppressions
 from kiki.shield import CustomerId, Purpose, current_consent
 
 PURPOSES: dict[Channel, Purpose | None] = {
@@ -230,6 +230,11 @@ async def _finish(
                     updated_at = now() WHERE id = $1 RETURNING {_MESSAGE_COLUMNS}""",
             message_id, status, reason, provider_id,
         )  # fmt: skip
+    if row is None:  # erased (with its log) while the provider had it
+        raise Erased(
+            f"message {message_id} was handed to the provider, but its customer was erased at "
+            "their request meanwhile and the message's record with them"
+        )
     return MessageRecord(**dict(row))
 
 
