@@ -32,6 +32,7 @@ class ClusterKeyLimit:
         self._timeout_s = timeout_s
         self._queue: list[tuple[str, asyncio.Future[float]]] = []
         self._sending = False
+        self._pump_task: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
 
     async def check(self, key_hash: str) -> float:
         """0.0 when the key may make this request now, else the seconds to wait."""
@@ -39,7 +40,7 @@ class ClusterKeyLimit:
         self._queue.append((key_hash, future))
         if not self._sending:
             self._sending = True
-            asyncio.create_task(self._pump())  # noqa: RUF006 - it ends when the queue is empty
+            self._pump_task = asyncio.create_task(self._pump())
         return await future
 
     async def _pump(self) -> None:
