@@ -123,6 +123,9 @@ PLAN = {
 BRAVO = "bravo"  # what B names its own things
 CONSENT = {"customer_id": "<customer>", "purpose": "email", "granted": False, "source": "iso"}
 MESSAGE = {"customer_id": "<customer>", "channel": "in_app", "template": "win_back"}
+# Rules stay disabled: the engage actor's scheduled round must not message A's customers
+# while the walk compares A's messages.
+RETENTION = {"channel": "in_app", "template": "win_back", "enabled": False}
 CUSTOMER = {"customer_id": "<customer>"}
 BUDGET = {"campaign_id": "<budget>"}
 INVOICE = {"invoice_id": "<invoice>"}
@@ -282,13 +285,7 @@ CASES: dict[Key, Case] = {
     "engage GET /api/v1/crm": Browse(),
     "engage POST /api/v1/crm/{source}/sync": Reach(params={"source": "<crm>"}, watch=("crm",)),
     "engage POST /api/v1/rules": Reuse(
-        json={
-            **RULE_ID,
-            "name": BRAVO,
-            "channel": "in_app",
-            "template": "win_back",
-            "segment_id": "<engage_segment>",
-        },
+        json={**RULE_ID, **RETENTION, "name": BRAVO, "segment_id": "<engage_segment>"},
         expect=(201,),
         watch=("rule",),
     ),
@@ -296,7 +293,7 @@ CASES: dict[Key, Case] = {
     "engage GET /api/v1/rules/{rule_id}": Reach(params=RULE_ID),
     "engage PUT /api/v1/rules/{rule_id}": Reach(
         params=RULE_ID,
-        json={"name": BRAVO, "channel": "in_app", "template": "win_back"},
+        json={**RETENTION, "name": BRAVO},
         watch=("rule",),
     ),
     "engage DELETE /api/v1/rules/{rule_id}": Reach(params=RULE_ID, watch=("rule",)),
@@ -508,8 +505,8 @@ SEED: list[tuple[Request, dict[str, str]]] = [
     (Request("engage", "POST", "/api/v1/segments",
              json={**ENGAGE_SEGMENT, "name": "<name> lapsed", "rule": RULE}), {}),
     (Request("engage", "POST", "/api/v1/rules",
-             json={**RULE_ID, "name": "<name> win back", "channel": "in_app",
-                   "template": "win_back", "segment_id": "<engage_segment>"}), {}),
+             json={**RULE_ID, **RETENTION, "name": "<name> win back",
+                   "segment_id": "<engage_segment>"}), {}),
     (Request("engage", "PUT", "/api/v1/crm/{source}", {"source": "<crm>"}, json={
         "enabled": False,
         "config": {"access_token": "pat-<name>", "base_url": "http://127.0.0.1:9/<name>"}}),
