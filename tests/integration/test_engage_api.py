@@ -52,6 +52,14 @@ async def purchases_and_churn_model(
     async with conn.transaction():
         await transactions.insert(conn, tenant_id, rows, SUPPRESSIONS)
     model = fit_churn_model(history[history["ts"] <= END], END, SMALL)
+    url = store_in(Settings(home=models), model.save(models / "churn"), "churn")
+    await promote_small_churn_model(conn, tenant_id, url)
+
+
+async def promote_small_churn_model(
+    conn: asyncpg.Connection, tenant_id: UUID, artifact_url: str
+) -> None:
+    """A churn model fitted with SMALL up to END, registered for the tenant and promoted."""
     saved = await registry.register(
         conn,
         tenant_id,
@@ -61,7 +69,7 @@ async def purchases_and_churn_model(
         calibration_end=END.date(),
         horizon_days=SMALL.horizon_days,
         data_window={},
-        artifact_url=store_in(Settings(home=models), model.save(models / "churn"), "churn"),
+        artifact_url=artifact_url,
     )
     await registry.promote(conn, tenant_id, saved.version)
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import grpc
 import httpx
 import numpy as np
@@ -61,6 +62,24 @@ def tiny_model(rows: list[dict], folder: Path, settings: Settings) -> tuple[str,
     return url, {k: v.model_dump() for k, v in reference.items()}
 
 
+async def register_tiny_model(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, artifact: str, reference: dict
+) -> registry.ModelRecord:
+    """A model made by `tiny_model`, registered (not promoted) for the tenant."""
+    return await registry.register(
+        conn,
+        tenant_id,
+        metrics={"gini": 0.5},
+        feature_schema=list(FEATURE_NAMES),
+        config={"currency": "USD"},
+        calibration_end=CUT,
+        horizon_days=90,
+        data_window={"start": "2024-11-01", "end": CUT.isoformat()},
+        artifact_url=artifact,
+        reference=reference,
+    )
+
+
 @pytest.fixture(scope="module")
 def value(platform: RunningPlatform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     key = asyncio.run(new_key(platform.database_url, f"value-{uuid.uuid4().hex[:6]}"))
@@ -88,18 +107,7 @@ def value(platform: RunningPlatform, tmp_path_factory: pytest.TempPathFactory) -
         try:
             tenant = (await authenticate(conn, key)).tenant
             for _ in range(2):  # versions 1 and 2, same weights: the A/B test tells them apart
-                record = await registry.register(
-                    conn,
-                    tenant.id,
-                    metrics={"gini": 0.5},
-                    feature_schema=list(FEATURE_NAMES),
-                    config={"currency": "USD"},
-                    calibration_end=CUT,
-                    horizon_days=90,
-                    data_window={"start": "2024-11-01", "end": CUT.isoformat()},
-                    artifact_url=artifact,
-                    reference=reference,
-                )
+                record = await register_tiny_model(conn, tenant.id, artifact, reference)
             await registry.promote(conn, tenant.id, 1)
             assert record.version == 2
             return tenant.id
