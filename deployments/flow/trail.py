@@ -11,6 +11,7 @@ from pydantic import AwareDatetime
 from deployments._serve import (
     Connection,
     DecimalJSONRoute,
+    Operator,
     Reader,
     Suppressing,
     Writer,
@@ -48,8 +49,9 @@ async def get_decisions(
 
 
 @router.get("/loop", response_model=list[LoopShard], tags=["audit"])
-async def loop_status(tenant: Reader, ctx: Context) -> list[LoopShard]:
-    """The bid-loop shards: campaigns held, ticks run, ticks that overran tick_s."""
+async def loop_status(operator: Operator, ctx: Context) -> list[LoopShard]:
+    """The bid-loop shards: campaigns held, ticks run, ticks that overran tick_s (operators
+    only: the shards hold every tenant's campaigns)."""
     stats = await ctx.loops.stats()
     return [
         LoopShard(

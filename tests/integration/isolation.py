@@ -20,7 +20,9 @@ import httpx
 
 _PLACEHOLDER = re.compile(r"<([a-z_]+)>")
 # Fields that differ between two otherwise equal answers (new rows, clocks, keys).
-VOLATILE = frozenset({"message_id", "inbox_id", "created_at", "updated_at", "idempotency_key"})
+VOLATILE = frozenset(
+    {"message_id", "inbox_id", "created_at", "updated_at", "idempotency_key", "last_used_at"}
+)
 
 
 def render(template: Any, ids: dict[str, str]) -> Any:
@@ -243,9 +245,8 @@ class Public(Case):
 
 @dataclass(frozen=True)
 class Operator(Case):
-    """Platform-wide state (ad platforms' breakers and rate budgets, the bid-loop shards):
-    shared by every tenant, for the platform's operator only. `expect` is what a tenant's key
-    gets now; `expect_scoped` what it must get once operator-only routes refuse tenant keys."""
+    """Platform-wide state (the ad platforms' shared breakers, the bid-loop shards): shared by
+    every tenant, for the platform's operator only; a tenant's key gets 403."""
 
     kind: ClassVar[str] = "operator"
-    expect_scoped: tuple[int, ...] = (403,)
+    expect: tuple[int, ...] = (403,)

@@ -15,7 +15,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -24,7 +24,7 @@ import grpc
 import httpx
 import pytest
 
-from kiki.auth import create_api_key
+from kiki.auth import create_api_key, key_prefix
 from kiki.config import SERVICES
 from kiki.db.pool import connect
 from kiki.engage.churn import fit_churn_model
@@ -55,22 +55,17 @@ from tests.integration.test_value_api import (
 )
 from tests.unit.test_engage_churn import END, SMALL, simulate
 
-# The lead's change makes the platform-wide routes (kind Operator) refuse tenant keys with
-# 403. Until it lands they answer tenant keys as before; set this to True when it does (the
-# operator test fails and says so once they refuse).
-OPERATOR_SCOPE = False
-
 AS_OF = CUT.isoformat()
 MONTH_CLOSED = "2026-02-01T00:00:00Z"
 RULE = {"all": [{"field": "days_since_last", "op": ">=", "value": 1}]}
-BREAKER_PLATFORM = "amazon"  # the operator cases open its breaker (and reset it)
+BREAKER_PLATFORM = "amazon"  # the platform the breaker cases name
 
 # A's client-chosen ids (B reuses them) and, for each, one that nobody has. The ids the
 # platform makes (reservation, experiment, creative, subscription, invoice, endpoint) are
 # added when A makes them.
 IDS = {
     "customer": "cust_0001",  # has purchases in A's history (synthetic_purchases)
-    "bystander": "cust_0002",  # has purchases too; no case of B's names it (gRPC does)
+    "bystander": "cust_0002",  # has purchases too; only B's erasure and gRPC name it
     "order": "o1-0",
     "budget": "budget_iso_1",
     "campaign": "camp_iso_1",
@@ -94,6 +89,7 @@ UNUSED = {name: f"{value}-never" for name, value in IDS.items()} | {
     "engage_segment": "never_iso",
     "rule": "never-iso",
     "crm": "salesforce",  # A configures hubspot only
+    "key_prefix": "NeVeR000",
 }
 # Ids that are ordinary words (a CRM's name) or short enough to occur in unrelated text are
 # not looked for in B's answers; everything else of A's is.
@@ -160,14 +156,20 @@ CASES: dict[Key, Case] = {
     "shield POST /api/v1/release": Reach(
         json={**BUDGET, "reservation_id": "<reservation>"}, watch=("budget",)
     ),
-    # shield: ad platforms' breakers and rate budgets, shared by every tenant
-    "shield GET /api/v1/platforms": Operator(),
-    "shield POST /api/v1/platforms/{platform}/admit": Operator(params=PLATFORM),
-    "shield POST /api/v1/platforms/{platform}/outcomes": Operator(
+    # shield: ad platforms' breakers and rate budgets. The shared ones are the operator's; a
+    # tenant's admits draw on its own share and its reports feed its own breaker.
+    "shield GET /api/v1/platforms": Own(),
+    "shield POST /api/v1/platforms/{platform}/admit": Own(params=PLATFORM),
+    "shield POST /api/v1/platforms/{platform}/outcomes": Own(
         params=PLATFORM, json={"success": True}
     ),
     "shield POST /api/v1/platforms/{platform}/open": Operator(params=PLATFORM),
     "shield POST /api/v1/platforms/{platform}/reset": Operator(params=PLATFORM),
+    # shield: keys (a tenant admin's own; another tenant's prefix is not found)
+    "shield GET /api/v1/keys": Browse(),
+    "shield POST /api/v1/keys": Own(json={"label": "iso", "scopes": ["read"]}, expect=(201,)),
+    "shield POST /api/v1/keys/{prefix}/rotate": Reach(params={"prefix": "<key_prefix>"}, json={}),
+    "shield DELETE /api/v1/keys/{prefix}": Reach(params={"prefix": "<key_prefix>"}),
     # shield: consent and GDPR (customer ids are the tenant's own: B gets its empty record)
     "shield POST /api/v1/consent": Reuse(
         json={"records": [{**CONSENT, "idempotency_key": "<consent_key>"}]},
@@ -179,10 +181,10 @@ CASES: dict[Key, Case] = {
         json={"purpose": "email", "customer_ids": ["<customer>"]}
     ),
     "shield GET /api/v1/gdpr/customers/{customer_id}/export": Reach(params=CUSTOMER, expect=(200,)),
+    # B's erasure of an id suppresses that id in B's tenant (kiki.gdpr), so it names A's
+    # other customer: B's reuses of A's first customer below must still be B's own.
     "shield DELETE /api/v1/gdpr/customers/{customer_id}": Reach(
-        params=CUSTOMER,
-        expect=(200,),
-        watch=("consent", "prediction", "profile", "messages", "inbox", "flow_segment"),
+        params={"customer_id": "<bystander>"}, expect=(200,), watch=("bystander_prediction",)
     ),
     # value
     "value POST /api/v1/predict": Reach(json={**CUSTOMER, "as_of": AS_OF}, watch=("prediction",)),
@@ -415,6 +417,9 @@ READS = {
     "budget": Request("shield", "GET", "/api/v1/budget/{campaign_id}", BUDGET),
     "consent": Request("shield", "GET", "/api/v1/consent/{customer_id}", CUSTOMER),
     "prediction": Request("value", "POST", "/api/v1/predict", json={**CUSTOMER, "as_of": AS_OF}),
+    "bystander_prediction": Request(
+        "value", "POST", "/api/v1/predict", json={"customer_id": "<bystander>", "as_of": AS_OF}
+    ),
     "campaign": Request(
         "flow", "GET", "/api/v1/campaigns/{campaign_id}", {"campaign_id": "<campaign>"}
     ),
@@ -594,7 +599,7 @@ def tenants(platform: RunningPlatform, tmp_path_factory: pytest.TempPathFactory)
 def walk(platform: RunningPlatform, tenants: Tenants) -> Iterator[Walk]:
     """B's answers to the Browse cases, taken before A makes anything; then A's world, made
     and read."""
-    ids = IDS | {"name": f"alpha{tenants.token}"}
+    ids = IDS | {"name": f"alpha{tenants.token}", "key_prefix": key_prefix(tenants.made["a"][1])}
     with tenants.client(platform.base_url, "a") as a, tenants.client(platform.base_url, "b") as b:
         walk = Walk(a=a, b=b, ids=ids, unused=dict(UNUSED), markers=set(), reads=READS)
         walk.baseline = {
@@ -644,18 +649,11 @@ def test_tenant_b_can_neither_read_list_change_nor_delete_what_a_made(walk: Walk
 
 
 def test_platform_wide_routes_are_for_the_operator(walk: Walk) -> None:
-    """Until OPERATOR_SCOPE, a tenant's key is still answered: nothing of A's may be in it.
-    The breaker the cases open is reset whatever happens."""
+    """A tenant's key is refused (403 naming the scope): nothing of A's, or anyone's, in it."""
     problems = []
-    try:
-        for key, case in CASES.items():
-            if isinstance(case, Operator):
-                scoped = replace(case, expect=case.expect_scoped) if OPERATOR_SCOPE else case
-                problems += [f"{key}: {p}" for p in scoped.check(key, walk)]
-    finally:
-        walk.b.post(f"/shield/api/v1/platforms/{BREAKER_PLATFORM}/reset")
-    if not OPERATOR_SCOPE and any("answered 403" in p for p in problems):
-        problems.append("operator-only routes refuse tenant keys now: set OPERATOR_SCOPE = True")
+    for key, case in CASES.items():
+        if isinstance(case, Operator):
+            problems += [f"{key}: {p}" for p in case.check(key, walk)]
     assert not problems, "\n".join(problems)
 
 
