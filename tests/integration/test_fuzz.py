@@ -1,6 +1,9 @@
-"""A bounded fuzz of every app on the session's platform (issue 16): no generated request,
-valid or not, gets an answer >= 500 or waits past the actor-call deadline and a margin.
-`kiki bench fuzz` runs the same longer; a failure here prints each request as curl.
+"""A bounded fuzz of every app on the session's platform (issues 16 and 19): no generated or
+malformed request, valid or not, gets an answer >= 500 or waits past the actor-call deadline
+and a margin; every error is in the `{"error": {...}}` shape; every malformed request is
+refused with a clean 4xx; no refused request writes the tenant's rows; and the gRPC service
+answers malformed calls with their status. `kiki bench fuzz` runs the same longer; a
+failure here prints each request as curl.
 """
 
 from __future__ import annotations
@@ -32,12 +35,16 @@ def test_no_request_gets_a_5xx_or_hangs(platform: RunningPlatform, app: str) -> 
     deadline_s = platform.settings.actor_call_timeout_s + DEADLINE_MARGIN_S
     _, key = asyncio.run(fuzz_tenant_key(platform.database_url))
     report = run_fuzz(
-        platform.base_url, key, [app], examples=EXAMPLES, timeout_s=deadline_s, seed_value=SEED
-    )
-    assert report.requests > 0
+        platform.base_url, key, [app], examples=EXAMPLES, database_url=platform.database_url,
+        grpc_target=platform.grpc_target, max_body_bytes=platform.settings.max_body_bytes,
+        timeout_s=deadline_s, seed_value=SEED,
+    )  # fmt: skip
+    assert report.requests > 0 and report.malformed_sent > 0 and report.watched_tables > 30
     assert sorted(report.excluded) == sorted(
         f"{a} {m} {p}" for a, m, p in PLATFORM_WIDE if a == app
     )
-    assert not report.server_errors and not report.timeouts, report.table()
+    assert not any(report.failures.values()), report.table()
     assert report.slowest is not None and report.slowest.seconds < deadline_s, report.table()
     assert report.cleanup_error is None, report.cleanup_error
+    if app == "value":  # the gRPC service, malformed calls and a good one afterwards
+        assert len(report.grpc) > 10 and not report.grpc_failures, report.table()
