@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import ray
 from fastapi import FastAPI, Request, Response
@@ -156,11 +157,24 @@ class BodyTooLarge(StarletteHTTPException):
         )
 
 
-class BodyLimitMiddleware:
-    """Refuses a body over the replica's KIKI_MAX_BODY_BYTES: at once when Content-Length
-    says so, else as soon as the streamed body passes it, so no replica ever reads an
-    oversized body whole. The limit comes from the app's runtime (settings built in code
-    apply), or the process's settings where the app is hosted without one."""
+def _path_problem(scope: Scope) -> str | None:
+    """Why the request's path cannot name anything: percent-encoded bytes that are not UTF-8
+    (decoded they would silently become U+FFFD) or a NUL, which no identifier holds
+    (PostgreSQL text cannot)."""
+    raw = scope.get("raw_path")
+    try:
+        path = unquote_to_bytes(raw).decode("utf-8") if raw else scope["path"]
+    except UnicodeDecodeError:
+        return "the path has percent-encoded bytes that are not UTF-8; encode it as UTF-8"
+    return "the path has a NUL (%00); no identifier holds one" if "\x00" in path else None
+
+
+class RequestLimitsMiddleware:
+    """Refuses before routing what no route could take: a path that is not UTF-8 or holds a
+    NUL (400), and a body over the replica's KIKI_MAX_BODY_BYTES (413): at once when
+    Content-Length says so, else as soon as the streamed body passes it, so no replica ever
+    reads an oversized body whole. The limit comes from the app's runtime (settings built in
+    code apply), or the process's settings where the app is hosted without one."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -168,6 +182,10 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if problem := _path_problem(scope):
+            response = JSONResponse(error_body("invalid_input", problem), status_code=400)
+            await response(scope, receive, send)
             return
         runtime = getattr(scope["app"].state, "runtime", None)
         limit = (runtime.settings if runtime else get_settings()).max_body_bytes
@@ -276,7 +294,7 @@ def create_service_api(
         },
     )
     api.router.route_class = DecimalJSONRoute
-    api.add_middleware(BodyLimitMiddleware)
+    api.add_middleware(RequestLimitsMiddleware)
     api.add_middleware(MetricsMiddleware, service=service)  # outermost: counts the 413s too
 
     _handle_errors(api, service)

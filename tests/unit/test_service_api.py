@@ -150,3 +150,11 @@ def test_a_body_over_the_limit_is_a_413_whether_declared_or_streamed() -> None:
         assert "1,024 bytes (KIKI_MAX_BODY_BYTES)" in resp.json()["error"]["message"]
     small = client.post("/echo", json={"amount": "1.5"})
     assert small.status_code == 200 and small.json() == {"amount": "1.5"}
+
+
+def test_a_path_with_a_nul_or_bytes_that_are_not_utf8_is_a_400() -> None:
+    client = make_client()
+    for path, reason in (("/boom/a%00b", "NUL"), ("/boom/a%FFb", "not UTF-8")):
+        resp = client.get(path)
+        assert resp.status_code == 400 and reason in resp.json()["error"]["message"], resp.text
+    assert client.get("/nowhere/caf%C3%A9").status_code == 404  # UTF-8 passes on to routing
