@@ -30,7 +30,13 @@ from hypothesis.strategies import SearchStrategy
 from pydantic import BaseModel, Field
 from schemathesis import Case, GenerationMode
 
-from benchmarks.fuzz_checks import BACKGROUND, TenantFingerprint, changed, shape_problem
+from benchmarks.fuzz_checks import (
+    BACKGROUND,
+    Fingerprint,
+    TenantFingerprint,
+    changed,
+    shape_problem,
+)
 from benchmarks.fuzz_corpus import (
     CLEAN_4XX,
     GrpcResult,
@@ -101,6 +107,7 @@ class FuzzReport(BaseModel):
     malformed_sent: int = Field(description="requests of the malformed corpus sent")
     malformed_accepted: list[Failure] = Field(description="malformed requests not refused 4xx")
     watched_tables: int = Field(description="tables of the fuzz tenant fingerprinted")
+    accepted_writes: int = Field(description="accepted requests whose fingerprints differed")
     grpc: list[GrpcResult]
     not_sent: int = Field(description="cases the HTTP client refused to send (e.g. bad headers)")
     excluded: list[str] = Field(description="operations left out, as 'app METHOD path'")
@@ -146,8 +153,9 @@ class FuzzReport(BaseModel):
             f"\n{self.examples} examples per operation and mode (valid and invalid) and "
             f"{self.malformed_sent} malformed requests, {self.seconds:.0f}s, {self.not_sent} "
             f"cases not sendable, {self.campaigns_stopped} campaigns stopped afterwards; "
-            f"{self.watched_tables} tables fingerprinted around every request (left out or "
-            f"narrowed for background writers: {', '.join(sorted(BACKGROUND))})"
+            f"{self.watched_tables} tables fingerprinted after every request (left out or "
+            f"narrowed for background writers: {', '.join(sorted(BACKGROUND))}), where "
+            f"{self.accepted_writes} accepted requests were seen writing"
         )
         if self.slowest:
             s = self.slowest
@@ -186,12 +194,14 @@ class FuzzReport(BaseModel):
 
 
 class _WriteWatch:
-    """Fingerprints of the fuzz tenant's rows over a direct database connection, taken before
-    and after each request (benchmarks.fuzz_checks)."""
+    """Fingerprints of the fuzz tenant's rows over a direct database connection, taken after
+    each request (benchmarks.fuzz_checks)."""
 
     def __init__(self, database_url: str, api_key: str) -> None:
         self._loop = asyncio.Runner()
         self._conn, self._print = self._loop.run(self._open(database_url, api_key))
+        self.last: Fingerprint = {}
+        self.take()
 
     @staticmethod
     async def _open(database_url: str, api_key: str) -> tuple[object, TenantFingerprint]:
@@ -203,8 +213,11 @@ class _WriteWatch:
     def tables(self) -> int:
         return len(self._print.tables)
 
-    def take(self) -> dict[str, tuple[int, int]]:
-        return self._loop.run(self._print.take(self._conn))
+    def take(self) -> Fingerprint:
+        """A fingerprint now, kept as `last`: the one after a request is the one before the
+        next, so each request costs one query."""
+        self.last = self._loop.run(self._print.take(self._conn))
+        return self.last
 
     def close(self) -> None:
         self._loop.run(self._conn.close())
@@ -214,9 +227,7 @@ class _WriteWatch:
 class _Recorder:
     """Sends each case and keeps the figures; never raises, so Hypothesis runs every example."""
 
-    def __init__(
-        self, base_url: str, api_key: str, timeout_s: float, watch: _WriteWatch | None
-    ) -> None:
+    def __init__(self, base_url: str, api_key: str, timeout_s: float, watch: _WriteWatch) -> None:
         self.base_url, self.timeout_s, self.watch = base_url, timeout_s, watch
         self.headers = {"X-API-Key": api_key}
         self.session = requests.Session()
@@ -226,6 +237,7 @@ class _Recorder:
         self.refused_writes: list[Failure] = []
         self.malformed_accepted: list[Failure] = []
         self.malformed_sent = 0
+        self.accepted_writes = 0
         self.not_sent = 0
         self.slowest: Slowest | None = None
         # Per operation, the case the malformed corpus starts from: the first accepted one,
@@ -277,7 +289,6 @@ class _Recorder:
         """One request and every check of its answer; its status (None: none came)."""
         if self.hung(app):
             return None
-        before = self.watch.take() if self.watch else None
         started = time.perf_counter()
         try:
             response = call()
@@ -313,10 +324,12 @@ class _Recorder:
         if malformed is not None and status < 500 and status not in malformed.expected:
             wanted = f"{malformed.expected.start}-{malformed.expected.stop - 1}"
             self.malformed_accepted.append(failure(f"{malformed.name}: wanted {wanted}"))
-        if before is not None and self.watch is not None and status >= 400:
-            wrote = changed(before, self.watch.take())
-            if wrote:
+        before, after = self.watch.last, self.watch.take()
+        if wrote := changed(before, after):
+            if status >= 400:
                 self.refused_writes.append(failure(f"wrote {', '.join(wrote)}"))
+            else:  # evidence that the fingerprint sees what requests write
+                self.accepted_writes += 1
         self._time(app, method, path, status, elapsed, curl)
         return status
 
@@ -465,6 +478,7 @@ def run_fuzz(
         malformed_sent=recorder.malformed_sent,
         malformed_accepted=recorder.malformed_accepted,
         watched_tables=watch.tables,
+        accepted_writes=recorder.accepted_writes,
         grpc=probes,
         not_sent=recorder.not_sent,
         excluded=excluded,
