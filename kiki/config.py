@@ -108,6 +108,13 @@ class Settings(BaseSettings):
         description="requests per second per API key, cluster-wide (token bucket)",
     )
     api_burst: int = Field(1000, ge=1, description="token-bucket burst per API key")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        le=2**31 - 1,
+        description="largest HTTP request body (413 past it) and gRPC message "
+        "(RESOURCE_EXHAUSTED) accepted; the default holds the largest batches the API takes",
+    )
     platform_rate_per_s: float = Field(50.0, gt=0, description="calls per second per ad platform")
     platform_burst: int = Field(100, ge=1)
     stripe_api_base: str = Field(

@@ -319,12 +319,6 @@ def bench_keyrate(seconds: float, concurrency: int, as_json: bool) -> None:
     "--apps", default=",".join(SERVICES), show_default=True, help="Comma-separated apps to fuzz."
 )
 @click.option(
-    "--include-platform-wide",
-    is_flag=True,
-    help="Also fuzz shield's breaker routes (open, reset, outcomes, admit), which "
-    "change ad-platform state for every tenant.",
-)
-@click.option(
     "--timeout",
     default=60.0,
     show_default=True,
@@ -335,14 +329,15 @@ def bench_keyrate(seconds: float, concurrency: int, as_json: bool) -> None:
 def bench_fuzz(
     examples: int,
     apps: str,
-    include_platform_wide: bool,
     timeout: float,
     seed: int | None,
     as_json: bool,
 ) -> None:
-    """Requests schemathesis generates from each app's OpenAPI, sent to the platform that
-    `kiki up --detach` runs, under a new fuzz tenant: counts per app and status class, every
-    answer >= 500 and every hang with a curl reproducer. Exit 1 when there was any."""
+    """Requests schemathesis generates from each app's OpenAPI and a corpus of malformed
+    ones, sent to the platform that `kiki up --detach` runs under a new fuzz tenant, and
+    malformed gRPC calls: counts per app and status class, and with a curl reproducer every
+    answer >= 500, hang, error not in the error shape, malformed request not refused 4xx and
+    refused request that wrote the tenant's rows; the gRPC statuses. Exit 1 on any."""
     from benchmarks.fuzz import fuzz_tenant_key, run_fuzz
 
     chosen = [a.strip() for a in apps.split(",") if a.strip()]
@@ -357,16 +352,17 @@ def bench_fuzz(
         )
     with database(settings) as url:
         tenant, key = asyncio.run(fuzz_tenant_key(url))
-    report = run_fuzz(
-        state.http_url, key, chosen, examples=examples,
-        include_platform_wide=include_platform_wide, timeout_s=timeout, seed_value=seed,
-    )  # fmt: skip
+        report = run_fuzz(
+            state.http_url, key, chosen, examples=examples, database_url=url,
+            grpc_target=state.grpc_address, max_body_bytes=settings.max_body_bytes,
+            timeout_s=timeout, seed_value=seed,
+        )  # fmt: skip
     if as_json:
         click.echo(json.dumps({"tenant": tenant, **report.model_dump(mode="json")}))
     else:
-        click.echo(f"Fuzz of {state.http_url} as tenant {tenant}\n")
+        click.echo(f"Fuzz of {state.http_url} and {state.grpc_address} as tenant {tenant}\n")
         click.echo(report.table())
-    if report.server_errors or report.timeouts:
+    if any(report.failures.values()) or report.grpc_failures:
         sys.exit(1)
 
 

@@ -15,6 +15,8 @@ import click
 import ray
 import yaml
 
+from deployments.ingress import GRPC_MAX_MESSAGE_ENV
+from kiki.config import Settings
 from launcher.serve_config import DEFAULT_PATH, load, validate_strict
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,6 +25,7 @@ CLUSTER_YAML = REPO / "cluster.yaml"
 DEFAULT_IMAGE = "kiki:latest"
 DEFAULT_ARTIFACTS_URL = "s3://kiki-artifacts-CHANGE-ME/kiki"
 # The name of the Kubernetes Secret that holds the KIKI_* secrets, not a secret itself.
+MAX_BODY_BYTES: int = Settings.model_fields["max_body_bytes"].default
 SECRET_NAME = "kiki-secrets"  # nosec B105
 # The head's dashboard (Serve's REST API) is reached by KubeRay inside the Kubernetes
 # cluster; Ray's token authentication guards it.
@@ -60,6 +63,8 @@ def _pod(name: str, image: str, artifacts_url: str, ports: list[dict[str, Any]])
         "env": [
             # Serve's HAProxy ingress on every pod (Ray's images carry HAProxy).
             {"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"},
+            # The largest gRPC message, as KIKI_MAX_BODY_BYTES bounds HTTP bodies.
+            {"name": GRPC_MAX_MESSAGE_ENV, "value": str(MAX_BODY_BYTES)},
             {"name": "KIKI_ARTIFACTS_URL", "value": artifacts_url},
         ],
         "envFrom": [{"secretRef": {"name": SECRET_NAME}}],

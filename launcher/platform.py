@@ -21,7 +21,7 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel
 
-from deployments.ingress import configure_ingress
+from deployments.ingress import GRPC_MAX_MESSAGE_ENV, configure_ingress
 from kiki.artifacts import ArtifactStore
 from kiki.auth import authenticate, create_api_key
 from kiki.config import SERVICES, Settings
@@ -258,8 +258,10 @@ class Platform:
             self.state.metrics_url = "the cluster's metrics export port on each node"
         else:
             self._step("Ray: starting a local instance")
-            # Secrets reach the workers through the raylet's environment, not runtime_env.
-            with serve_config.inherited_env(serve_config.secret_env(s)):
+            # Secrets reach the workers through the raylet's environment, not runtime_env;
+            # so does the largest gRPC message Serve's proxy accepts (2 GiB unless set).
+            env = {**serve_config.secret_env(s), GRPC_MAX_MESSAGE_ENV: str(s.max_body_bytes)}
+            with serve_config.inherited_env(env):
                 context = ray.init(
                     address="local",
                     namespace="kiki",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import ray
 from fastapi import FastAPI, Request, Response
@@ -19,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from ray.util import metrics
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,17 +29,51 @@ from deployments._serve.errors import error_body, status_for
 from deployments._serve.runtime import ServiceRuntime, runtime_for
 from deployments._serve.views import HealthReport, WhoAmI
 from kiki import __version__
+from kiki.config import get_settings
 from kiki.errors import KikiError
 
 logger = logging.getLogger("kiki.serve")
 
 
+class _NotJSONNumber(ValueError):
+    pass
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise _NotJSONNumber(f"{constant} is not a JSON number; send a finite number or leave it out")
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as strict JSON (RFC 8259), numbers with a fraction or exponent as
+    Decimal, so money never passes through float. What the standard refuses (bytes that are
+    not UTF-8, NaN and Infinity), nesting past Python's recursion limit and integers past
+    its 4,300-digit limit are JSONDecodeErrors, which FastAPI answers 422 with the reason."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        reason = "not UTF-8; send the body encoded as UTF-8"
+        raise json.JSONDecodeError(reason, "", exc.start) from None
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
+    except json.JSONDecodeError:
+        raise
+    except _NotJSONNumber as exc:
+        raise json.JSONDecodeError(str(exc), text, 0) from None
+    except RecursionError:
+        reason = "arrays or objects nested too deeply; send a flatter body"
+        raise json.JSONDecodeError(reason, text, 0) from None
+    except ValueError:  # int() refuses integers past sys.get_int_max_str_digits()
+        reason = "an integer has more than 4,300 digits; send a number within the field's range"
+        raise json.JSONDecodeError(reason, text, 0) from None
+
+
 class _DecimalJSONRequest(Request):
-    """Parses JSON numbers as Decimal, so money in a request body never passes through float."""
+    """Parses the body with `parse_json`, so money in a request body never passes through
+    float and malformed JSON is always a 422."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), parse_float=Decimal)
+            self._json = parse_json(await self.body())
         return self._json
 
 
@@ -110,9 +146,81 @@ class MetricsMiddleware:
                 sink.latency.observe((time.perf_counter() - started) * 1000, tags=tags)
 
 
+class BodyTooLarge(StarletteHTTPException):
+    """A request body past KIKI_MAX_BODY_BYTES; answered 413 in the error shape."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"the request body is over {limit:,} bytes (KIKI_MAX_BODY_BYTES); send less per "
+            "request, e.g. split a batch",
+        )
+
+
+def _path_problem(scope: Scope) -> str | None:
+    """Why the request's path cannot name anything: percent-encoded bytes that are not UTF-8
+    (decoded they would silently become U+FFFD) or a NUL, which no identifier holds
+    (PostgreSQL text cannot)."""
+    raw = scope.get("raw_path")
+    try:
+        path = unquote_to_bytes(raw).decode("utf-8") if raw else scope["path"]
+    except UnicodeDecodeError:
+        return "the path has percent-encoded bytes that are not UTF-8; encode it as UTF-8"
+    return "the path has a NUL (%00); no identifier holds one" if "\x00" in path else None
+
+
+class RequestLimitsMiddleware:
+    """Refuses before routing what no route could take: a path that is not UTF-8 or holds a
+    NUL (400), and a body over the replica's KIKI_MAX_BODY_BYTES (413): at once when
+    Content-Length says so, else as soon as the streamed body passes it, so no replica ever
+    reads an oversized body whole. The limit comes from the app's runtime (settings built in
+    code apply), or the process's settings where the app is hosted without one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if problem := _path_problem(scope):
+            response = JSONResponse(error_body("invalid_input", problem), status_code=400)
+            await response(scope, receive, send)
+            return
+        runtime = getattr(scope["app"].state, "runtime", None)
+        limit = (runtime.settings if runtime else get_settings()).max_body_bytes
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            response = _error_response(BodyTooLarge(limit))
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)  # answered by the HTTPException handler
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _error_response(exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 413: "body_too_large"}.get(exc.status_code, f"http_{exc.status_code}")
+    message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    return JSONResponse(error_body(code, message), status_code=exc.status_code)
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
+        if err.get("type") == "json_invalid":  # the reason is in ctx, the offset in loc
+            offset = err["loc"][-1]
+            at = f" at character {offset}" if isinstance(offset, int) and offset > 0 else ""
+            parts.append(f"body: invalid JSON{at}: {err.get('ctx', {}).get('error', 'invalid')}")
+            continue
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) + " (see the API docs at <prefix>/docs)"
@@ -139,13 +247,11 @@ def _handle_errors(api: FastAPI, service: str) -> None:
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
-        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404:
-            message = (
-                f"no route {request.method} {request.url.path}; see the API docs at /{service}/docs"
-            )
-        return JSONResponse(error_body(code, message), status_code=exc.status_code)
+            route = f"{request.method} {request.url.path}"
+            docs = f"see the API docs at /{service}/docs"
+            exc = StarletteHTTPException(404, f"no route {route}; {docs}")
+        return _error_response(exc)
 
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -200,7 +306,8 @@ def create_service_api(
         },
     )
     api.router.route_class = DecimalJSONRoute
-    api.add_middleware(MetricsMiddleware, service=service)
+    api.add_middleware(RequestLimitsMiddleware)
+    api.add_middleware(MetricsMiddleware, service=service)  # outermost: counts the 413s too
     api.openapi = lambda: _openapi_with_alternatives(api)  # type: ignore[method-assign]
 
     _handle_errors(api, service)

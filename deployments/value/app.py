@@ -29,7 +29,7 @@ from actors.retrain import retrainer
 from deployments._serve import AppArgs, ServiceIngress, ServiceRuntime, create_service_api
 from deployments.value import drift, scoring
 from deployments.value.context import HandleScorer, ValueContext
-from deployments.value.grpc import answer, predict_ltv, predict_ltv_batch
+from deployments.value.grpc import answer, decoded, predict_ltv, predict_ltv_batch
 from kiki.artifacts import ArtifactStore
 from kiki.billing import PREDICTIONS_SERVED
 from kiki.config import get_settings
@@ -39,6 +39,7 @@ from kiki.value.scoring import LocalScorer, ModelCache, Scorer
 from kiki.value.service import ValueService
 from kiki.value.ziln import TrainedLTVModel
 from protos import kiki_pb2
+from protos.lenient import Undecodable
 
 
 class ValueArgs(AppArgs):
@@ -140,20 +141,24 @@ class ValueIngress(ServiceIngress):
         return self.runtime.context_as(ValueContext).value
 
     async def PredictLTV(
-        self, request: kiki_pb2.PredictLTVRequest, grpc_context: RayServegRPCContext
+        self, request: kiki_pb2.PredictLTVRequest | Undecodable, grpc_context: RayServegRPCContext
     ) -> kiki_pb2.PredictLTVResponse:
         found = await answer(
-            self.runtime, grpc_context, lambda tenant: predict_ltv(self._value(), tenant, request)
+            self.runtime,
+            grpc_context,
+            lambda tenant: predict_ltv(self._value(), tenant, decoded(request)),
         )
         return found or kiki_pb2.PredictLTVResponse()
 
     async def PredictLTVBatch(
-        self, request: kiki_pb2.PredictLTVBatchRequest, grpc_context: RayServegRPCContext
+        self,
+        request: kiki_pb2.PredictLTVBatchRequest | Undecodable,
+        grpc_context: RayServegRPCContext,
     ) -> kiki_pb2.PredictLTVBatchResponse:
         found = await answer(
             self.runtime,
             grpc_context,
-            lambda tenant: predict_ltv_batch(self._value(), tenant, request),
+            lambda tenant: predict_ltv_batch(self._value(), tenant, decoded(request)),
         )
         return found or kiki_pb2.PredictLTVBatchResponse()
 

@@ -16,7 +16,9 @@ from kiki.auth import Scope, Tenant
 from kiki.errors import InvalidInput, KikiError, NotFound
 from kiki.value.service import Customer, Prediction, PredictionError, ValueService
 from protos import kiki_pb2
+from protos.lenient import Undecodable
 
+M = TypeVar("M")
 R = TypeVar("R")
 
 
@@ -37,6 +39,16 @@ async def answer(
         context.set_code(status_for(InvalidInput(""))[1])
         context.set_details(f"invalid request: {exc}")
         return None
+
+
+def decoded(request: M | Undecodable) -> M:
+    """The request, or InvalidInput when its bytes were not a valid message (protos.lenient)."""
+    if isinstance(request, Undecodable):
+        raise InvalidInput(
+            f"the request is not a valid {request.message} ({request.reason}); send one "
+            "serialized as protos/kiki.proto defines it"
+        )
+    return request
 
 
 async def predict_ltv(

@@ -112,3 +112,53 @@ def test_each_api_key_has_its_own_token_bucket() -> None:
         assert (await runtime.grant(calm)).tenant == tenant  # other keys are unaffected
 
     asyncio.run(calls())
+
+
+def test_malformed_json_is_a_422_that_says_why() -> None:
+    client = make_client()
+    json_type = {"content-type": "application/json"}
+    cases = {
+        b'{"amount": NaN}': "NaN is not a JSON number",
+        b'{"amount": -Infinity}': "-Infinity is not a JSON number",
+        b'{"amount": ' + b"9" * 5000 + b"}": "more than 4,300 digits",
+        b"[" * 100_000 + b"]" * 100_000: "nested too deeply",
+        b'{"amount": "\xff\xfe"}': "at character 12: not UTF-8",
+        b'{"amount": 1e400}': "is too large",  # parsed exactly, refused by the type
+    }
+    for body, reason in cases.items():
+        resp = client.post("/echo", content=body, headers=json_type)
+        assert resp.status_code == 422, (body[:40], resp.text)
+        assert reason in resp.json()["error"]["message"], (body[:40], resp.text)
+
+
+def test_a_body_over_the_limit_is_a_413_whether_declared_or_streamed() -> None:
+    api = create_service_api("test", "Test", "test app")
+    api.state.runtime = ServiceRuntime("test", Settings(max_body_bytes=1024))
+
+    @api.post("/echo")
+    async def echo(body: Echo) -> dict:
+        return {"amount": format(body.amount, "f")}
+
+    client = TestClient(api, raise_server_exceptions=False)
+    padded = b'{"amount": 1' + b" " * 1100 + b"}"
+    declared = client.post("/echo", content=padded, headers={"content-type": "application/json"})
+
+    def chunks():  # no Content-Length: the body is counted as it arrives
+        yield padded[:600]
+        yield padded[600:]
+
+    streamed = client.post("/echo", content=chunks(), headers={"content-type": "application/json"})
+    for resp in (declared, streamed):
+        assert resp.status_code == 413, resp.text
+        assert resp.json()["error"]["code"] == "body_too_large"
+        assert "1,024 bytes (KIKI_MAX_BODY_BYTES)" in resp.json()["error"]["message"]
+    small = client.post("/echo", json={"amount": "1.5"})
+    assert small.status_code == 200 and small.json() == {"amount": "1.5"}
+
+
+def test_a_path_with_a_nul_or_bytes_that_are_not_utf8_is_a_400() -> None:
+    client = make_client()
+    for path, reason in (("/boom/a%00b", "NUL"), ("/boom/a%FFb", "not UTF-8")):
+        resp = client.get(path)
+        assert resp.status_code == 400 and reason in resp.json()["error"]["message"], resp.text
+    assert client.get("/nowhere/caf%C3%A9").status_code == 404  # UTF-8 passes on to routing
