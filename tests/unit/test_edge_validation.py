@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from deployments._serve.deps import pooled_connection, require_tenant
+from deployments._serve.deps import pooled_connection, require_grant, suppressions_of
 from deployments.billing.app import api as billing_api
 from deployments.billing.context import billing_context
 from deployments.create.app import api as create_api
@@ -21,14 +21,14 @@ from deployments.engage.app import api as engage_api
 from deployments.engage.context import engage_context
 from deployments.value.app import api as value_api
 from deployments.value.context import value_context
-from kiki.auth import Tenant
+from kiki.auth import TENANT_ADMIN, Grant, Tenant
 from kiki.billing.reports import parse_month
 
 APPS: dict[str, tuple[FastAPI, list[Any]]] = {
     # the app's context too: a dependency is resolved before the request is validated
     "billing": (billing_api, [pooled_connection, billing_context]),
-    "engage": (engage_api, [pooled_connection, engage_context]),
-    "value": (value_api, [pooled_connection, value_context]),
+    "engage": (engage_api, [pooled_connection, engage_context, suppressions_of]),
+    "value": (value_api, [pooled_connection, value_context, suppressions_of]),
     "create": (create_api, [create_context]),
 }
 PRODUCT = {"name": "Sync"}
@@ -42,7 +42,10 @@ async def _no_connection() -> Iterator[None]:
 @pytest.fixture
 def clients() -> Iterator[dict[str, TestClient]]:
     for api, connections in APPS.values():
-        api.dependency_overrides[require_tenant] = lambda: Tenant(id=uuid4(), name="t")
+        api.dependency_overrides[require_grant] = lambda: Grant(
+            tenant=Tenant(id=uuid4(), name="t"), key_id=uuid4(), prefix="AbCd1234",
+            scopes=TENANT_ADMIN, expires_at=None,
+        )  # fmt: skip
         for dependency in connections:
             api.dependency_overrides[dependency] = _no_connection
     yield {name: TestClient(api, raise_server_exceptions=False) for name, (api, _) in APPS.items()}
