@@ -18,6 +18,7 @@ from kiki.engage import cohorts, rfm, segments
 from kiki.engage.rules import Rule
 from kiki.errors import Conflict, InvalidInput, NotFound
 from kiki.value.transactions import Transaction, insert
+from tests.conftest import SUPPRESSIONS
 
 AS_OF = date(2026, 3, 31)
 PURCHASES = [  # customer, day, amount in micros, currency
@@ -44,7 +45,7 @@ def run_with_book(pg_url: str, work: Callable[[asyncpg.Connection, Tenant], Awai
                 for i, (c, d, m, cur) in enumerate(PURCHASES)
             ]
             async with conn.transaction():
-                await insert(conn, tenant.id, rows)
+                await insert(conn, tenant.id, rows, SUPPRESSIONS)
             await conn.execute(
                 """INSERT INTO engage_customers (tenant_id, customer_id, email, attributes)
                    VALUES ($1, 'alice', 'alice@example.com', '{"tier": "gold"}'),
