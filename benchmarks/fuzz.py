@@ -198,7 +198,7 @@ class _WriteWatch:
     @staticmethod
     async def _open(database_url: str, api_key: str) -> tuple[object, TenantFingerprint]:
         conn = await connect(database_url)
-        tenant = await authenticate(conn, api_key)
+        tenant = (await authenticate(conn, api_key)).tenant
         return conn, await TenantFingerprint.build(conn, tenant.id)
 
     @property

@@ -15,7 +15,10 @@ from kiki.clock import WallClock
 from kiki.shield.ratelimit import RateLimiter
 from tests.integration.conftest import RunningPlatform
 
-RATE, BURST, SECONDS = 20.0, 10, 1.5
+RATE, BURST, SECONDS = 20.0, 10, 2.0
+# A check sent just before the window closes may reach the actor a little after it, when the
+# bucket has refilled a little more: on a busy machine, up to this long after.
+LAG_S = 1.0
 
 
 @ray.remote(num_cpus=0)
@@ -56,7 +59,7 @@ def test_three_replicas_share_one_bucket_per_key(platform: RunningPlatform) -> N
     limiter = KeyRatesActor.options(num_cpus=0).remote(RATE, BURST)
     most = BURST + RATE * SECONDS  # what one bucket can give in the time
     shared = _admitted(limiter)
-    assert most * 0.75 <= shared <= most + 1, shared
+    assert most * 0.75 <= shared <= most + RATE * LAG_S, shared
     # The per-replica buckets it replaces would give each replica its own limit.
     per_replica = _admitted(None)
     assert per_replica > 2 * most, per_replica
