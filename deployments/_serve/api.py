@@ -112,7 +112,10 @@ class MetricsMiddleware:
 
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
-    for err in exc.errors()[:5]:
+    # A default made from another field is not made when that field is invalid: the
+    # invalid field is the error to name.
+    errors = [e for e in exc.errors() if e.get("type") != "default_factory_not_called"]
+    for err in errors[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) + " (see the API docs at <prefix>/docs)"
