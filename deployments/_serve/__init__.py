@@ -2,7 +2,12 @@
 and context, pool, keys, probes, meters), the FastAPI app factory, errors mapped once to HTTP
 and gRPC, the views, the dependencies, and the base of the ingress deployments."""
 
-from deployments._serve.api import DecimalJSONRoute, create_service_api
+from deployments._serve.api import (
+    DecimalJSONRoute,
+    MetricsMiddleware,
+    create_service_api,
+    handle_errors,
+)
 from deployments._serve.builder import AppArgs, plain_ingress
 from deployments._serve.deps import Connection, CurrentTenant, context_of, runtime_of
 from deployments._serve.errors import ERROR_STATUS, error_body, status_for
@@ -18,6 +23,7 @@ __all__ = [
     "CurrentTenant",
     "DecimalJSONRoute",
     "HealthReport",
+    "MetricsMiddleware",
     "MoneyOut",
     "Probe",
     "ServiceIngress",
@@ -27,6 +33,7 @@ __all__ = [
     "context_of",
     "create_service_api",
     "error_body",
+    "handle_errors",
     "plain_ingress",
     "runtime_for",
     "runtime_of",

@@ -121,10 +121,11 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) + " (see the API docs at <prefix>/docs)"
 
 
-def _handle_errors(api: FastAPI, service: str) -> None:
+def handle_errors(api: FastAPI, where_to_look: str) -> None:
     """Every error answers `{"error": {"code", "message"}}`: domain errors with their status
-    (and Retry-After), validation errors 422 naming the field, unknown routes 404 pointing at
-    the docs, and anything unexpected 500 without its details (they go to the log)."""
+    (and Retry-After), validation errors 422 naming the field, unknown routes 404 saying
+    `where_to_look` (the docs), and anything unexpected 500 without its details (they go to
+    the log)."""
 
     @api.exception_handler(KikiError)
     async def _kiki_error(request: Request, exc: KikiError) -> JSONResponse:
@@ -145,9 +146,7 @@ def _handle_errors(api: FastAPI, service: str) -> None:
         code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404:
-            message = (
-                f"no route {request.method} {request.url.path}; see the API docs at /{service}/docs"
-            )
+            message = f"no route {request.method} {request.url.path}; {where_to_look}"
         return JSONResponse(error_body(code, message), status_code=exc.status_code)
 
     @api.exception_handler(Exception)
@@ -193,7 +192,7 @@ def create_service_api(
     api.router.route_class = DecimalJSONRoute
     api.add_middleware(MetricsMiddleware, service=service)
 
-    _handle_errors(api, service)
+    handle_errors(api, f"see the API docs at /{service}/docs")
 
     @api.get(
         "/health",
