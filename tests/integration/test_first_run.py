@@ -95,7 +95,7 @@ def test_the_seed_calls_say_training_until_the_demo_is_ready_then_answer_with_da
     # The replicas re-read the registries within seconds.
     eventually(lambda: call(http, "predict").status_code == 200, 30, "a prediction")
     assert call(http, "predict").json()["model_version"] == 1
-    assert predict_ltv(platform, key).model_version == 1
+    assert predict_ltv(platform, key).model_version == "1"
     eventually(lambda: call(http, "churn-risk").status_code == 200, 30, "churn risk")
     everyone = http.get("/engage/api/v1/churn-risk", params={"threshold": 0}).json()
     assert everyone["model_version"] == 1 and everyone["total"] == 200
