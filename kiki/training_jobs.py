@@ -147,12 +147,23 @@ async def _reestimate(conn: asyncpg.Connection, tenant_id: UUID, steps: Sequence
         )
 
 
-async def beat(conn: asyncpg.Connection, tenant_id: UUID) -> None:
-    """The worker is alive: its running jobs stay running."""
-    await conn.execute(
-        "UPDATE training_jobs SET heartbeat_at = now() WHERE tenant_id = $1 AND status = 'running'",
-        tenant_id,
-    )
+async def beat(conn: asyncpg.Connection, tenant_id: UUID, steps: Sequence[Step]) -> None:
+    """The worker is alive: its running jobs stay running. `steps` are those left, the first
+    one under way; when it runs past its estimate, the steps after it move back with it."""
+    async with conn.transaction():
+        await conn.execute(
+            """UPDATE training_jobs SET heartbeat_at = now()
+               WHERE tenant_id = $1 AND status = 'running'""",
+            tenant_id,
+        )
+        if steps:
+            left = await conn.fetchval(
+                """SELECT greatest(extract(epoch FROM ready_by - now()), 0)::float8
+                   FROM training_jobs WHERE tenant_id = $1 AND kind = $2""",
+                tenant_id,
+                steps[0][0],
+            )
+            await _reestimate(conn, tenant_id, [(steps[0][0], left or 0.0), *steps[1:]])
 
 
 async def finish(conn: asyncpg.Connection, tenant_id: UUID, kind: Kind, detail: str) -> None:

@@ -35,12 +35,13 @@ PURPOSE = "first-run demo"
 YEARS_LATER = 29  # 1997-01 becomes 2026-01
 ORDER_PREFIX = "demo-cdnow-"
 CDNOW_CUSTOMERS = 23_570
-# Seconds each step takes with a few hundred customers and with all of CDNOW (one thread, as
-# measured here: the LTV fit is about 36 s of CPU, the churn fit 5 s).
+# Seconds each step takes with a few hundred customers and with all of CDNOW, as measured on
+# this busy 2-core machine (the LTV fit is about 36 s of CPU, the churn fit 5 s; `kiki up`
+# took 1, 63 and 5 s). Only estimates: a step past its own pushes the later ones back.
 SECONDS: dict[training_jobs.Kind, tuple[float, float]] = {
     "data": (2, 6),
-    "ltv": (4, 45),
-    "churn": (3, 12),
+    "ltv": (4, 60),
+    "churn": (3, 20),
 }
 
 
@@ -73,11 +74,12 @@ def demo_purchases(today: date, customers: int | None = None) -> pd.DataFrame:
     return frame[frame["ts"] < pd.Timestamp(today) + pd.Timedelta(days=1)]
 
 
-async def _beat(pool: asyncpg.Pool, tenant_id: UUID) -> None:
+async def _beat(pool: asyncpg.Pool, tenant_id: UUID, left: list[training_jobs.Step]) -> None:
+    """Keep the jobs alive; `left` is the worker's steps still to finish, the first under way."""
     while True:
         await asyncio.sleep(training_jobs.HEARTBEAT_S)
         async with pool.acquire() as conn:
-            await training_jobs.beat(conn, tenant_id)
+            await training_jobs.beat(conn, tenant_id, left)
 
 
 async def _load(pool: asyncpg.Pool, tenant_id: UUID, options: DemoOptions) -> pd.DataFrame:
@@ -123,15 +125,17 @@ async def run_demo(
     """Load the demo's purchases, then an LTV and a churn model, each step marked done in
     `training_jobs` as it ends (or every step left marked failed, with why)."""
     steps = options.steps()
-    beating = asyncio.create_task(_beat(pool, tenant_id))
+    left = list(steps)
+    beating = asyncio.create_task(_beat(pool, tenant_id, left))
     try:
         async with pool.acquire() as conn:
             await training_jobs.begin(conn, tenant_id, steps)
         history = await _load(pool, tenant_id, options)
         sizes = {"ltv": options.ltv_epochs, "churn": options.churn_rounds}
         for i, family in enumerate((LTV, CHURN), start=1):
+            left[:] = steps[i:]
             async with pool.acquire() as conn:
-                await training_jobs.begin(conn, tenant_id, steps[i:])
+                await training_jobs.begin(conn, tenant_id, left)
             train = options.train_options(sizes[family.kind])
             await _train(pool, store, tenant_id, family, history, train)
     except BaseException as exc:

@@ -2,7 +2,8 @@
 that needs the models answers 409 saying they are being trained and when they will be ready
 (HTTP with Retry-After, and gRPC); the retraining actor then loads 200 CDNOW customers and
 trains small models, the console is told each step, and the same calls answer with data. A
-tenant with data gets no demo; a job whose worker stopped beating is not read as running."""
+tenant with data gets no demo; a step past its estimate pushes the later ones back, and a job
+whose worker stopped beating is not read as running."""
 
 from __future__ import annotations
 
@@ -106,21 +107,40 @@ def test_the_seed_calls_say_training_until_the_demo_is_ready_then_answer_with_da
     assert not FirstRun(platform.database_url, platform.settings, said.append, TENANT).plan()
 
 
-def test_a_job_whose_worker_stopped_beating_is_not_running(platform: RunningPlatform) -> None:
-    async def scenario() -> tuple[bool, bool]:
+def test_a_late_step_pushes_the_later_ones_back_and_a_silent_worker_is_not_running(
+    platform: RunningPlatform,
+) -> None:
+    async def scenario() -> tuple[float, float, bool]:
         conn = await connect(platform.database_url)
         try:
-            tenant = await ensure_tenant(conn, "first-run-stale")
+            tenant = await ensure_tenant(conn, "first-run-late")
             await training_jobs.plan(conn, tenant.id, PURPOSE, DemoOptions().steps())
-            fresh = await training_jobs.latest(conn, tenant.id, "ltv")
+            # Planned an hour ago, and the LTV step still not done: its worker beats.
+            await conn.execute(
+                "UPDATE training_jobs SET ready_by = now() - interval '1 hour' "
+                "WHERE tenant_id = $1",
+                tenant.id,
+            )
+            await training_jobs.beat(conn, tenant.id, [("ltv", 45.0), ("churn", 30.0)])
+            ltv = await training_jobs.latest(conn, tenant.id, "ltv")
+            churn = await training_jobs.latest(conn, tenant.id, "churn")
+            # Then the worker goes silent.
             await conn.execute(
                 "UPDATE training_jobs SET heartbeat_at = now() - interval '2 minutes' "
                 "WHERE tenant_id = $1",
                 tenant.id,
             )
-            stale = await training_jobs.latest(conn, tenant.id, "ltv")
-            return fresh.live, stale.live
+            silent = await training_jobs.latest(conn, tenant.id, "ltv")
+            assert ltv.live and churn.live and not silent.live
+            return (
+                (ltv.ready_by - ltv.seen_at).total_seconds(),
+                (churn.ready_by - churn.seen_at).total_seconds(),
+                silent.status == "running",
+            )
         finally:
             await conn.close()
 
-    assert run(scenario()) == (True, False)
+    ltv_left, churn_left, still_marked_running = run(scenario())
+    assert abs(ltv_left) < 1  # overdue: "taking longer than the estimate"
+    assert 29 < churn_left <= 30  # now + its own 30 s, not an hour ago + 30 s
+    assert still_marked_running  # the row stays; readers see it is not live

@@ -109,6 +109,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         return {s: state["members"][s] for s in ids if state["members"].get(s)}
 
     monkeypatch.setattr(registry, "serving", serving)
+
     async def no_job(conn: Any, tenant_id: UUID, kind: str) -> None:
         return None  # nothing is training a model for the tenant
 
