@@ -1,7 +1,8 @@
 """The retraining actor: one named, detached actor that every `retrain_check_s` runs a round
 of training.rounds (retrain what is due, register challengers, promote the ones that beat
-their champion). Its Ray Tune trials go wherever the cluster has room; the actor itself
-only waits for them and fits the winner."""
+their champion), and a tenant's first-run demo when `kiki up` asks (training/first_run.py).
+Its Ray Tune trials go wherever the cluster has room; the actor itself only waits for them and
+fits the winner."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from actors.resilience import Supervisor, command
 from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
 from kiki.db.pool import LazyPool
+from training.first_run import DemoOptions, run_demo
 from training.rounds import Retrainer
 
 RETRAINER_NAME = "kiki-retrainer"
@@ -54,6 +56,13 @@ class RetrainerShell:
             outcomes = await retrainer.round(only_tenant=UUID(tenant_id) if tenant_id else None)
         self.rounds += 1
         return [o.model_dump(mode="json") for o in outcomes]
+
+    @command("retrainer")
+    async def first_run(self, tenant_id: str, options: dict[str, Any]) -> None:
+        """A tenant's first-run demo (training/first_run.py): its data and first models,
+        never at the same time as a round."""
+        async with self._lock:
+            await run_demo(await self._pool(), self.store, UUID(tenant_id), DemoOptions(**options))
 
     @command("retrainer")
     async def stop(self) -> int:

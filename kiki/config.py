@@ -18,6 +18,10 @@ from kiki.artifacts import url_problem
 from kiki.errors import ConfigError
 
 SERVICES: tuple[str, ...] = ("value", "shield", "flow", "create", "engage", "billing")
+# The app on the proxy root (`/`): `GET /health` over every service, 404 elsewhere.
+ROOT_APP = "root"
+# Every Serve app KIKI deploys.
+APPS: tuple[str, ...] = (*SERVICES, ROOT_APP)
 # Settings that carry credentials besides those typed SecretStr. They never travel in Ray's
 # runtime_env, which the dashboard and `serve status` show: a local run hands them to the
 # raylet's own environment instead.

@@ -23,7 +23,7 @@ import asyncpg
 import click
 
 from kiki import __version__, auth
-from kiki.config import SERVICES, Settings
+from kiki.config import APPS, ROOT_APP, Settings
 from kiki.db import migrate
 from kiki.db.pool import connect
 from kiki.errors import ConfigError, InvalidInput, KikiError
@@ -87,10 +87,11 @@ def print_summary(settings: Settings, dev_key: str | None) -> None:
     health = check_health(settings)
     click.echo("")
     click.echo(f"{'APP':<9} {'URL':<36} HEALTH")
-    for service in SERVICES:
-        code, detail = health[service]
+    for app in APPS:
+        code, detail = health[app]
         shown = "healthy" if code == 200 else f"{code or 'down'}: {detail}"
-        click.echo(f"{service:<9} {f'http://127.0.0.1:{settings.http_port}/{service}':<36} {shown}")
+        where = "" if app == ROOT_APP else app  # the root's /health lists every service
+        click.echo(f"{app:<9} {f'http://127.0.0.1:{settings.http_port}/{where}':<36} {shown}")
     click.echo("")
     click.echo(f"gRPC      127.0.0.1:{settings.grpc_port} (metadata `application: value`)")
     if state:
@@ -106,11 +107,12 @@ def print_summary(settings: Settings, dev_key: str | None) -> None:
             f"  curl -H 'X-API-Key: {dev_key}' "
             f"http://127.0.0.1:{settings.http_port}/shield/api/v1/whoami"
         )
+        click.echo(f"  curl http://127.0.0.1:{settings.http_port}/health   # every service, no key")
 
 
-def _up_foreground(settings: Settings) -> None:
+def _up_foreground(settings: Settings, demo: bool) -> None:
     stop = threading.Event()
-    platform = Platform(settings, click.echo)
+    platform = Platform(settings, click.echo, demo=demo)
     try:
         platform.start()
     except BaseException as exc:
@@ -129,7 +131,7 @@ def _up_foreground(settings: Settings) -> None:
     click.echo("KIKI stopped.")
 
 
-def _up_detached(settings: Settings) -> None:
+def _up_detached(settings: Settings, demo: bool) -> None:
     log_dir = Path(settings.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / "kiki-up.log"
@@ -138,7 +140,7 @@ def _up_detached(settings: Settings) -> None:
         fail(f"KIKI is already running (pid {existing.pid}): see `kiki status` or `kiki down`", 2)
     with open(log_file, "w") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "launcher.cli", "up"],
+            [sys.executable, "-m", "launcher.cli", "up", *([] if demo else ["--no-demo"])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
@@ -166,17 +168,26 @@ def _up_detached(settings: Settings) -> None:
 
 @main.command()
 @click.option("--detach", "-d", is_flag=True, help="Run in the background and return when healthy.")
-def up(detach: bool) -> None:
-    """Start the platform: PostgreSQL, migrations, Ray, and the six Serve apps.
+@click.option(
+    "--no-demo",
+    is_flag=True,
+    help="On a first run (the development tenant has no data), skip loading the CDNOW demo "
+    "and training its models.",
+)
+def up(detach: bool, no_demo: bool) -> None:
+    """Start the platform: PostgreSQL, migrations, Ray, the six Serve apps and the proxy
+    root's `/health`.
 
     Uses embedded PostgreSQL under $KIKI_HOME unless KIKI_DATABASE_URL is set, and a local
-    Ray unless RAY_ADDRESS is set. Stays up until Ctrl-C, unless --detach.
+    Ray unless RAY_ADDRESS is set. On a first run the development tenant gets the CDNOW demo
+    and small LTV and churn models, trained in the background. Stays up until Ctrl-C,
+    unless --detach.
     """
     settings = settings_or_exit()
     if detach:
-        _up_detached(settings)
+        _up_detached(settings, demo=not no_demo)
     else:
-        _up_foreground(settings)
+        _up_foreground(settings, demo=not no_demo)
 
 
 @main.command()

@@ -19,7 +19,7 @@ from ray.serve.schema import ServeInstanceDetails
 from ray.util.state import StateApiClient
 from ray.util.state.common import ListApiOptions, NodeState, StateResource
 
-from kiki.config import SERVICES
+from kiki.config import APPS
 from kiki.errors import Unavailable
 
 PATH = "/api/serve/applications/"
@@ -102,6 +102,6 @@ class ServeRest:
         others = [
             app.deployed_app_config.model_dump(mode="json", exclude_unset=True)
             for name, app in current.applications.items()
-            if name not in SERVICES and app.deployed_app_config is not None
+            if name not in APPS and app.deployed_app_config is not None
         ]
         self._call("PUT", {**config, "applications": [*config["applications"], *others]})

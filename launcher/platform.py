@@ -24,13 +24,14 @@ from pydantic import BaseModel
 from deployments.ingress import GRPC_MAX_MESSAGE_ENV, configure_ingress
 from kiki.artifacts import ArtifactStore
 from kiki.auth import authenticate, create_api_key
-from kiki.config import SERVICES, Settings
+from kiki.config import APPS, ROOT_APP, Settings
 from kiki.db import migrate
 from kiki.db.embedded import EmbeddedPostgres, port_in_use
 from kiki.db.pool import connect, redact
 from kiki.errors import ConfigError, KikiError, Unauthenticated, Unavailable
 from launcher import serve_config
 from launcher.dashboard import ServeRest, nodes, state_api
+from launcher.first_run import FirstRun
 
 Echo = Callable[[str], None]
 # The apps' first start loads torch and models; on a machine busy with other work it has
@@ -152,13 +153,21 @@ def app_url(settings: Settings, service: str, host: str = "127.0.0.1") -> str:
     return f"http://{host}:{settings.http_port}/{service}"
 
 
+def health_url(settings: Settings, app: str) -> str:
+    """An app's `/health`; the root's (`/health`, no prefix) lists every service."""
+    if app == ROOT_APP:
+        return f"http://127.0.0.1:{settings.http_port}/health"
+    return f"{app_url(settings, app)}/health"
+
+
 def check_health(settings: Settings, timeout_s: float = 5.0) -> dict[str, tuple[int | None, str]]:
-    """Each app's health: (HTTP status or None when unreachable, short detail)."""
+    """Each app's health, the root's included: (HTTP status or None when unreachable, short
+    detail)."""
     results: dict[str, tuple[int | None, str]] = {}
     with httpx.Client(timeout=timeout_s) as client:
-        for service in SERVICES:
+        for service in APPS:
             try:
-                resp = client.get(f"{app_url(settings, service)}/health")
+                resp = client.get(health_url(settings, service))
             except httpx.HTTPError as exc:
                 results[service] = (None, f"unreachable ({exc.__class__.__name__})")
                 continue
@@ -177,9 +186,12 @@ def check_health(settings: Settings, timeout_s: float = 5.0) -> dict[str, tuple[
 class Platform:
     """One running KIKI: start() brings every part up in order, stop() takes it down."""
 
-    def __init__(self, settings: Settings, echo: Echo) -> None:
+    def __init__(self, settings: Settings, echo: Echo, demo: bool = False) -> None:
         self.settings = settings
         self.echo = echo
+        # `kiki up` without --no-demo: a development tenant without data gets the demo.
+        self.demo = demo
+        self.first_run: FirstRun | None = None
         self.pg: EmbeddedPostgres | None = None
         self.database_url: str | None = None
         self.dev_key: str | None = None
@@ -238,6 +250,11 @@ class Platform:
 
         self._start_ray()
         self._start_serve(config)
+        if self.demo:
+            first_run = FirstRun(self.database_url, s, self.echo)
+            if first_run.plan():
+                first_run.launch()
+                self.first_run = first_run
         self.state.status = "ready"
         write_state(s, self.state)
 
@@ -303,7 +320,7 @@ class Platform:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             statuses = {name: app.status for name, app in serve.status().applications.items()}
-            if all(statuses.get(n) == "RUNNING" for n in SERVICES):
+            if all(statuses.get(n) == "RUNNING" for n in APPS):
                 break
             failed = {n: st for n, st in statuses.items() if st == "DEPLOY_FAILED"}
             if failed:
@@ -330,6 +347,8 @@ class Platform:
         if self.state:
             self.state.status = "stopping"
             write_state(s, self.state)
+        if self.first_run is not None:
+            self.first_run.stop()
         if self._ray_started:
             import ray
 
@@ -368,7 +387,7 @@ class Platform:
             self._step("removing the apps from Serve")
             try:
                 running = serve.status().applications
-                for name in SERVICES:
+                for name in APPS:
                     if name in running:
                         serve.delete(name)
             except Exception as exc:
@@ -424,7 +443,7 @@ def placement(dashboard_url: str) -> list[Placed]:
     placed = [
         Placed(name=f"{app_name}/{dep_name}", kind="replica", state=str(replica.state.value),
                node_id=replica.node_id or "", node_ip=replica.node_ip or "")
-        for app_name, app in sorted(details.applications.items()) if app_name in SERVICES
+        for app_name, app in sorted(details.applications.items()) if app_name in APPS
         for dep_name, dep in sorted(app.deployments.items())
         for replica in dep.replicas
     ]  # fmt: skip

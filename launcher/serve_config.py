@@ -29,7 +29,7 @@ from ray.serve.schema import (
 )
 
 from deployments._serve import AppArgs
-from kiki.config import SECRET_SETTINGS, SERVICES, Settings
+from kiki.config import APPS, SECRET_SETTINGS, Settings
 from kiki.errors import ConfigError
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "serve_config.yaml"
@@ -92,8 +92,8 @@ def validate_strict(data: dict[str, Any]) -> ServeDeploySchema:
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"Serve config invalid at {where}: {first['msg']}") from None
     names = [a.name for a in schema.applications]
-    if sorted(names) != sorted(SERVICES):
-        raise ConfigError(f"Serve config must define the apps {', '.join(SERVICES)}; found {names}")
+    if sorted(names) != sorted(APPS):
+        raise ConfigError(f"Serve config must define the apps {', '.join(APPS)}; found {names}")
     return schema
 
 

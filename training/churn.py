@@ -125,7 +125,8 @@ def train_churn(
     cpus_per_trial: float | None = None,
     storage: ArtifactStore | None = None,
 ) -> TrainedChurn:
-    """Search, then fit on every window up to calibration_end. Metrics come from the
+    """Search (`trials` 0: no search, the default trees), then fit on every window up to
+    calibration_end. Metrics come from the
     horizon after calibration_end when the data has it, else from the last labelled window
     (which the model trained on, so they flatter it)."""
     started = time.perf_counter()
@@ -134,7 +135,7 @@ def train_churn(
     config = search(
         calibration, calibration_end, horizon_days, trials, seed, rounds,
         storage=storage, cpus_per_trial=cpus_per_trial,
-    )  # fmt: skip
+    ) if trials else ChurnConfig(horizon_days=horizon_days, rounds=rounds)  # fmt: skip
     model = fit_churn_model(calibration, calibration_end, config, seed)
     return TrainedChurn(
         model=model,

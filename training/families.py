@@ -31,7 +31,7 @@ MIN_CUSTOMERS = 50  # fewer customers by the cut: too few to learn from
 @dataclass(frozen=True)
 class TrainOptions:
     horizon_days: int = 90
-    trials: int = 6
+    trials: int = 6  # 0: no search, the family's default configuration
     seed: int = 0
     size: int | None = None  # LTV: max epochs (40); churn: boosting rounds (300)
     cpus_per_trial: float | None = None

@@ -107,8 +107,9 @@ def train_ltv(
     cpus_per_trial: float | None = None,
     storage: ArtifactStore | None = None,
 ) -> TrainedLTV:
-    """Search, then fit the benchmark's model (an ensemble over stacked cuts, labels of
-    `horizon_days`) on everything up to `calibration_end` and score as of that day. Metrics
+    """Search (`trials` 0: no search, the default network), then fit the benchmark's model
+    (an ensemble over stacked cuts, labels of `horizon_days`) on everything up to
+    `calibration_end` and score as of that day. Metrics
     come from the days after `calibration_end` when the data has them, else from the last
     labelled window (which the model trained on, so they flatter it)."""
     started = time.perf_counter()
@@ -116,7 +117,7 @@ def train_ltv(
     best = search(
         calibration, calibration_end, horizon_days, trials, seed, max_epochs,
         storage=storage, cpus_per_trial=cpus_per_trial,
-    )  # fmt: skip
+    ) if trials else ZILNConfig(max_epochs=max_epochs)  # fmt: skip
     config = LTVTrainingConfig(
         horizon_days=horizon_days, model=best.model_copy(update={"members": 3})
     )

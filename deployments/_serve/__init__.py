@@ -2,7 +2,12 @@
 and context, pool, keys, probes, meters), the FastAPI app factory, errors mapped once to HTTP
 and gRPC, the views, the dependencies, and the base of the ingress deployments."""
 
-from deployments._serve.api import DecimalJSONRoute, create_service_api
+from deployments._serve.api import (
+    DecimalJSONRoute,
+    MetricsMiddleware,
+    create_service_api,
+    handle_errors,
+)
 from deployments._serve.builder import AppArgs, plain_ingress
 from deployments._serve.deps import (
     ANY_SCOPE,
@@ -31,6 +36,7 @@ __all__ = [
     "Connection",
     "DecimalJSONRoute",
     "HealthReport",
+    "MetricsMiddleware",
     "MoneyOut",
     "Operator",
     "Probe",
@@ -44,6 +50,7 @@ __all__ = [
     "context_of",
     "create_service_api",
     "error_body",
+    "handle_errors",
     "plain_ingress",
     "runtime_for",
     "runtime_of",

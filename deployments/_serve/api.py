@@ -215,7 +215,10 @@ def _error_response(exc: StarletteHTTPException) -> JSONResponse:
 
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
-    for err in exc.errors()[:5]:
+    # A default made from another field is not made when that field is invalid: the
+    # invalid field is the error to name.
+    errors = [e for e in exc.errors() if e.get("type") != "default_factory_not_called"]
+    for err in errors[:5]:
         if err.get("type") == "json_invalid":  # the reason is in ctx, the offset in loc
             offset = err["loc"][-1]
             at = f" at character {offset}" if isinstance(offset, int) and offset > 0 else ""
@@ -226,10 +229,11 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) + " (see the API docs at <prefix>/docs)"
 
 
-def _handle_errors(api: FastAPI, service: str) -> None:
+def handle_errors(api: FastAPI, where_to_look: str) -> None:
     """Every error answers `{"error": {"code", "message"}}`: domain errors with their status
-    (and Retry-After), validation errors 422 naming the field, unknown routes 404 pointing at
-    the docs, and anything unexpected 500 without its details (they go to the log)."""
+    (and Retry-After), validation errors 422 naming the field, unknown routes 404 saying
+    `where_to_look` (the docs), and anything unexpected 500 without its details (they go to
+    the log)."""
 
     @api.exception_handler(KikiError)
     async def _kiki_error(request: Request, exc: KikiError) -> JSONResponse:
@@ -249,8 +253,7 @@ def _handle_errors(api: FastAPI, service: str) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             route = f"{request.method} {request.url.path}"
-            docs = f"see the API docs at /{service}/docs"
-            exc = StarletteHTTPException(404, f"no route {route}; {docs}")
+            exc = StarletteHTTPException(404, f"no route {route}; {where_to_look}")
         return _error_response(exc)
 
     @api.exception_handler(Exception)
@@ -310,7 +313,7 @@ def create_service_api(
     api.add_middleware(MetricsMiddleware, service=service)  # outermost: counts the 413s too
     api.openapi = lambda: _openapi_with_alternatives(api)  # type: ignore[method-assign]
 
-    _handle_errors(api, service)
+    handle_errors(api, f"see the API docs at /{service}/docs")
 
     @api.get(
         "/health",

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from deployments._serve.runtime import runtime_for
+from deployments._serve.views import HealthReport
 
 logger = logging.getLogger("kiki.serve")
 
@@ -25,6 +26,11 @@ class ServiceIngress:
 
     def __init__(self, args: BaseModel | None = None) -> None:
         self.runtime = runtime_for(self.service, args)
+
+    async def health_report(self) -> HealthReport:
+        """This replica's `/health`, through a deployment handle: the proxy root's
+        `GET /health` asks every app this way, whatever node and port its replicas have."""
+        return await self.runtime.health()
 
     async def check_health(self) -> None:
         """Serve's own health check of this replica: the probes of /health, so Serve replaces

@@ -112,6 +112,7 @@ async def generate(body: GenerateRequest, tenant: Writer, ctx: Context) -> Gener
     ctx.creatives_generated.add(tenant.id, len(rows))
     return GenerateResponse(
         experiment_id=experiment_id,
+        defaults=body.defaults(),
         placement=PlacementView.of(body.placement),
         model=model,
         steps=batch.steps,

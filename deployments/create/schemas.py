@@ -116,6 +116,9 @@ class SafetySummary(BaseModel):
 
 class GenerateResponse(BaseModel):
     experiment_id: uuid.UUID
+    defaults: dict[str, str] = Field(
+        description="what the request left out (brand, platform) and what stood in for it"
+    )
     placement: PlacementView
     model: ModelView
     steps: int

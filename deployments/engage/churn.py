@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from deployments._serve import Connection, DecimalJSONRoute, MoneyOut, Reader
 from deployments.engage.context import Context
 from deployments.engage.schemas import AsOf, AtRisk, ChurnRiskPage, CohortList, CohortView, LTVView
+from kiki import training_jobs
 from kiki.engage import cohorts, retention
 from kiki.engage.risk import RiskTable
 from kiki.engage.service import ltv_currency, today
@@ -75,6 +76,7 @@ async def get_cohorts(
 ) -> CohortView | CohortList:
     """Monthly acquisition cohorts: retention and revenue by month since the first purchase."""
     day = as_of or today()
+    await training_jobs.check_loaded(conn, tenant.id)
     if cohort_id is not None:
         return CohortView.of(await cohorts.cohort(conn, tenant.id, cohort_id, day))
     found = await cohorts.cohorts(conn, tenant.id, day)

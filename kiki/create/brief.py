@@ -8,7 +8,7 @@ import base64
 import binascii
 import io
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -96,15 +96,33 @@ def decode_logo(value: str) -> Image.Image:
     return logo.convert("RGBA")
 
 
+DEFAULT_PLACEMENT = "meta_1_1"  # square: the one shape every network's feed takes
+DEFAULT_BRAND_COLOUR = "#3b82f6"
+
+
+def default_brand(data: dict[str, Any]) -> Brand:
+    """The brand of a request that names none (the seed's minimal call): the product is its
+    own brand, in one blue, neutrals allowed, no banned words or disclaimers."""
+    # Pydantic calls this only once `product` is valid (otherwise the request is a 422).
+    return Brand(name=data["product"].name, primary_colors=[DEFAULT_BRAND_COLOUR])
+
+
 class GenerateRequest(BaseModel):
-    """POST /create/api/v1/generate."""
+    """POST /create/api/v1/generate. Only `product` is required: a request without `brand`
+    or `platform` gets `default_brand` and DEFAULT_PLACEMENT, and the answer says so."""
 
     model_config = {"extra": "forbid"}
 
     product: Product
-    brand: Brand
+    brand: Brand = Field(
+        default_factory=default_brand,
+        description=f"default: the product's name as the brand, colour {DEFAULT_BRAND_COLOUR}",
+    )
     variants: int = Field(3, ge=1, le=MAX_VARIANTS)
-    platform: str = Field(description="placement: " + ", ".join(PLACEMENTS))
+    platform: str = Field(
+        DEFAULT_PLACEMENT,
+        description=f"placement (default {DEFAULT_PLACEMENT}): " + ", ".join(PLACEMENTS),
+    )
     headline: PgText | None = Field(None, min_length=1, max_length=90, description="else written")
     call_to_action: PgText | None = Field(None, min_length=1, max_length=30)
     style: PgText | None = Field(None, max_length=200, description="added to every prompt")
@@ -123,6 +141,22 @@ class GenerateRequest(BaseModel):
     @property
     def placement(self) -> Placement:
         return PLACEMENTS[self.platform]
+
+    def defaults(self) -> dict[str, str]:
+        """What the request left out and what stood in for it, for the answer."""
+        said: dict[str, str] = {}
+        if "brand" not in self.model_fields_set:
+            said["brand"] = (
+                f"none given: the product's name {self.brand.name!r} in "
+                f"{', '.join(self.brand.primary_colors)}, neutrals allowed; send `brand` "
+                "(name, primary_colors) for yours"
+            )
+        if "platform" not in self.model_fields_set:
+            said["platform"] = (
+                f"none given: {self.platform} ({self.placement.width}x{self.placement.height}); "
+                f"send `platform`, one of {', '.join(PLACEMENTS)}"
+            )
+        return said
 
 
 # Visual angles: variant i takes angle i, so the variants of an experiment differ on purpose.

@@ -18,6 +18,7 @@ from uuid import UUID
 import httpx
 from cachetools import TTLCache
 
+from kiki import training_jobs
 from kiki.artifacts import ArtifactStore
 from kiki.db.pool import PoolSource
 from kiki.engage import messaging, registry, retention
@@ -26,7 +27,6 @@ from kiki.engage.channels.base import Channel, MessageChannel
 from kiki.engage.churn import TrainedChurnModel
 from kiki.engage.registry import NO_CHURN_MODEL
 from kiki.engage.risk import RiskTable, risk_table
-from kiki.errors import FailedPrecondition
 from kiki.gdpr import Suppressions
 from kiki.model_registry import ModelRecord
 from kiki.value import LTV_MODELS, TrainedLTVModel, end_of_day, purchase_history
@@ -89,11 +89,14 @@ class EngageService:
         async with pool.acquire() as conn:
             if kind == "churn":
                 return await registry.production(conn, tenant_id)
+            if kind == "churn_job":
+                return await training_jobs.latest(conn, tenant_id, "churn")
             return (await LTV_MODELS.serving(conn, tenant_id))[0]
 
     async def _record(self, kind: str, tenant_id: UUID) -> Any:
-        """The production record of a registry ('churn' or 'ltv'); None (no model) is kept
-        as well, so a tenant without one is not asked again on every request."""
+        """The production record of a registry ('churn' or 'ltv'), or the job training the
+        churn model ('churn_job'); None (no model, no job) is kept as well, so a tenant
+        without one is not asked again on every request."""
         found = self._records.get((kind, tenant_id), _UNREAD)
         if found is _UNREAD:
             found = self._records[(kind, tenant_id)] = await self._read_record(kind, tenant_id)
@@ -109,7 +112,8 @@ class EngageService:
     ) -> tuple[ModelRecord, TrainedChurnModel, ModelRecord | None, Any]:
         churn = await self._record("churn", tenant_id)
         if churn is None:
-            raise FailedPrecondition(NO_CHURN_MODEL)
+            job = await self._record("churn_job", tenant_id)
+            raise training_jobs.no_model(job, NO_CHURN_MODEL)
         ltv = await self._record("ltv", tenant_id)
         ltv_model = self._load(ltv.artifact_url, TrainedLTVModel) if ltv else None
         return churn, self._load(churn.artifact_url, TrainedChurnModel), ltv, ltv_model

@@ -22,6 +22,7 @@ import pandas as pd
 from cachetools import TTLCache
 from pydantic import BaseModel, Field
 
+from kiki import training_jobs
 from kiki.batching import KeyedBatcher
 from kiki.db.values import PgText
 from kiki.errors import FailedPrecondition, NotFound
@@ -39,6 +40,7 @@ NO_MODEL = (
 # (tenant, segment) values; the least recently used go first past them.
 MAX_TENANTS_CACHED = 10_000
 MAX_SEGMENTS_CACHED = 100_000
+_UNREAD = object()  # a job not read yet, as opposed to no job (None)
 
 PoolProvider = Callable[[], Awaitable[asyncpg.Pool]]
 # A tenant's (production, candidate) models.
@@ -142,6 +144,9 @@ class ValueService:
         self._serving: TTLCache[UUID, Serving] = TTLCache(
             MAX_TENANTS_CACHED, registry_ttl_s, timer=timer
         )
+        self._jobs: TTLCache[UUID, training_jobs.TrainingJob | None] = TTLCache(
+            MAX_TENANTS_CACHED, registry_ttl_s, timer=timer
+        )
         # The bid loop asks every tick; members and predictions change daily.
         self._segments: TTLCache[tuple[UUID, str], int | None] = TTLCache(
             MAX_SEGMENTS_CACHED, segment_ttl_s, timer=timer
@@ -160,8 +165,18 @@ class ValueService:
             self._serving[tenant_id] = found
         production, candidate = found
         if production is None:
-            raise FailedPrecondition(NO_MODEL)
+            raise await self._no_model(tenant_id)
         return production, candidate
+
+    async def _no_model(self, tenant_id: UUID) -> FailedPrecondition:
+        """Why there is no model: one being trained (ready when), or how to train one. The
+        job is re-read as often as the registry."""
+        job = self._jobs.get(tenant_id, _UNREAD)
+        if job is _UNREAD:
+            pool = await self.pool()
+            async with pool.acquire() as conn:
+                job = self._jobs[tenant_id] = await training_jobs.latest(conn, tenant_id, "ltv")
+        return training_jobs.no_model(job, NO_MODEL)
 
     async def predict(
         self, tenant_id: UUID, customers: list[Customer], billable: bool = True

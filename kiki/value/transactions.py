@@ -252,3 +252,9 @@ async def summary(conn: asyncpg.Connection, tenant_id: UUID) -> dict[str, object
         tenant_id,
     )
     return dict(row)
+
+
+async def any_purchases(conn: asyncpg.Connection, tenant_id: UUID) -> bool:
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM transactions WHERE tenant_id = $1)", tenant_id
+    )

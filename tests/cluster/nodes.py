@@ -18,7 +18,7 @@ from typing import TypeVar
 import psutil
 import yaml
 
-from kiki.config import SERVICES
+from kiki.config import APPS
 from kiki.db.embedded import free_port
 
 BIN = Path(sys.executable).parent
@@ -104,9 +104,9 @@ def wait_for(check: Callable[[], T], timeout_s: float, what: str, every_s: float
 
 
 def apps_running(serve_status: str) -> bool:
-    """Does `serve status`'s output show the six apps RUNNING? (An app that failed to deploy
-    ends the wait at once, with the output.)"""
+    """Does `serve status`'s output show every app (the six and the root) RUNNING? (An app
+    that failed to deploy ends the wait at once, with the output.)"""
     apps = (yaml.safe_load(serve_status) or {}).get("applications") or {}
     statuses = {name: app["status"] for name, app in apps.items()}
     assert "DEPLOY_FAILED" not in statuses.values(), serve_status
-    return sorted(statuses) == sorted(SERVICES) and set(statuses.values()) == {"RUNNING"}
+    return sorted(statuses) == sorted(APPS) and set(statuses.values()) == {"RUNNING"}

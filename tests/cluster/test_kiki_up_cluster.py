@@ -15,7 +15,7 @@ from pathlib import Path
 from ray._private.services import get_node_ip_address
 
 from actors.registry import kiki_actors
-from kiki.config import SERVICES
+from kiki.config import APPS
 from kiki.db.embedded import free_port
 from launcher.dashboard import ServeRest, nodes, state_api
 from tests.cluster.nodes import node_env, ray_node, short_temp_dir, wait_for
@@ -70,10 +70,10 @@ def test_kiki_up_status_down_on_a_two_node_cluster(fresh_db: str, tmp_path: Path
 
         wait_for(both_alive, 120, "two nodes alive")
         try:
-            up = kiki(["up", "--detach"], env)
+            up = kiki(["up", "--detach", "--no-demo"], env)
             assert up.returncode == 0, up.stdout + up.stderr
             assert "CPU and GPU as serve_config.yaml asks" in up.stdout
-            assert up.stdout.count("healthy") == len(SERVICES), up.stdout
+            assert up.stdout.count("healthy") == len(APPS), up.stdout
 
             status = kiki(["status", "--json"], env)
             assert status.returncode == 0, status.stdout + status.stderr
@@ -81,7 +81,7 @@ def test_kiki_up_status_down_on_a_two_node_cluster(fresh_db: str, tmp_path: Path
             assert report["placement_error"] is None, report
             replicas = [p for p in report["placement"] if p["kind"] == "replica"]
             actors = [p for p in report["placement"] if p["kind"] == "actor"]
-            assert {r["name"].split("/")[0] for r in replicas} == set(SERVICES)
+            assert {r["name"].split("/")[0] for r in replicas} == set(APPS)
             assert len({r["node_id"] for r in replicas}) == 2, replicas  # both nodes serve
             assert all(r["node_ip"] for r in replicas), replicas
             assert actors and all(a["node_id"] and a["node_ip"] for a in actors), actors
@@ -93,7 +93,7 @@ def test_kiki_up_status_down_on_a_two_node_cluster(fresh_db: str, tmp_path: Path
         assert down.returncode == 0, down.stdout + down.stderr
         assert "KIKI stopped." in down.stdout
         apps = ServeRest(dashboard).details().applications
-        assert not set(apps) & set(SERVICES), sorted(apps)
+        assert not set(apps) & set(APPS), sorted(apps)
         wait_for(lambda: not alive_kiki_actors(dashboard), 30, "no KIKI actor alive")
 
         # Again with no `kiki up` behind it (after `serve deploy` or `serve shutdown`): the

@@ -134,7 +134,7 @@ def wait_running(nodes: ThreeNodes, timeout_s: float = 300) -> None:
             env=nodes.env, capture_output=True, text=True, timeout=60,
         ).stdout)  # fmt: skip
 
-    wait_for(status, timeout_s, "the six apps RUNNING", every_s=3)
+    wait_for(status, timeout_s, "every app RUNNING", every_s=3)
 
 
 @pytest.fixture(scope="module")

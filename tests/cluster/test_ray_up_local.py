@@ -221,13 +221,15 @@ def test_fake_cluster_serves_serve_config(
         _serve_deploy(cluster, serve_yaml, deadline)
         wait_for(
             lambda: apps_running(cluster.run("serve", "status", "-a", cluster.dashboard).stdout),
-            max(1.0, deadline - time.monotonic()), "the six apps RUNNING", every_s=3,
+            max(1.0, deadline - time.monotonic()), "every app RUNNING", every_s=3,
         )  # fmt: skip
 
         base = f"http://127.0.0.1:{cluster.http_port}"
         for app in SERVICES:
             resp = httpx.get(f"{base}/{app}/health", timeout=30)
             assert resp.status_code == 200, (app, resp.text)
+        root = httpx.get(f"{base}/health", timeout=30)  # the proxy root: every service
+        assert root.status_code == 200 and "syncvalue" in root.json()["services"], root.text
         with httpx.Client(base_url=base, timeout=30, headers={"X-API-Key": api_key}) as api:
             for request in REQUESTS:
                 request(api)

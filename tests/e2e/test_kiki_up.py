@@ -1,4 +1,5 @@
-"""The user's path: `kiki up --detach`, every health endpoint, the printed curl, `kiki down`."""
+"""The user's path: `kiki up --detach --no-demo`, every health endpoint (the root's too), the
+printed curl, `kiki down`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kiki.config import SERVICES
+from kiki.config import APPS, SERVICES
 from kiki.db.embedded import free_port, port_in_use
 
 KIKI = [sys.executable, "-m", "launcher.cli"]
@@ -37,18 +38,23 @@ def kiki(args: list[str], env: dict[str, str], timeout: float = 240) -> subproce
 def test_up_detach_health_curl_down(env: dict[str, str]) -> None:
     http = int(env["KIKI_HTTP_PORT"])
     try:
-        up = kiki(["up", "--detach"], env)
+        # The first-run demo trains models for minutes: tests/integration/test_first_run.py
+        # runs it small; here --no-demo must reach the background process.
+        up = kiki(["up", "--detach", "--no-demo"], env)
         assert up.returncode == 0, up.stdout + up.stderr
         out = up.stdout
+        assert "first run" not in out
         for step in ("PostgreSQL", "migrations", "Ray", "Serve"):
             assert f"==> {step}" in out
         for service in SERVICES:
             assert f"http://127.0.0.1:{http}/{service}" in out
-        assert out.count("healthy") == len(SERVICES)
+        assert out.count("healthy") == len(APPS)
 
         for service in SERVICES:
             resp = httpx.get(f"http://127.0.0.1:{http}/{service}/health", timeout=10)
             assert resp.status_code == 200 and resp.json()["checks"]["database"] == "ok"
+        root = httpx.get(f"http://127.0.0.1:{http}/health", timeout=10)  # every service
+        assert root.status_code == 200 and set(root.json()["checks"].values()) == {"ok"}
 
         # The ready-to-paste curl works as printed.
         curl_line = next(ln.strip() for ln in out.splitlines() if ln.strip().startswith("curl "))

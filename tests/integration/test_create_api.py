@@ -125,6 +125,27 @@ def test_other_placements_and_a_logo(create: httpx.Client) -> None:
     ]
 
 
+def test_the_seeds_minimal_call_works_and_names_the_defaults_it_used(
+    create: httpx.Client,
+) -> None:
+    """The seed's call exactly as written: no brand, no placement, no steps."""
+    resp = create.post(
+        "/api/v1/generate", json={"product": {"name": "Test Product"}, "variants": 1}
+    )
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert set(body["defaults"]) == {"brand", "platform"}
+    assert "'Test Product' in #3b82f6" in body["defaults"]["brand"]
+    assert body["defaults"]["platform"].startswith("none given: meta_1_1")
+    assert body["placement"]["name"] == "meta_1_1"
+    [variant] = body["variants"]
+    assert (variant["width"], variant["height"]) == (1080, 1080)
+    assert variant["headline"] == "Meet Test Product"
+    assert create.post("/api/v1/generate", json={"variants": 1}).json()["error"]["message"] == (
+        "product: Field required (see the API docs at <prefix>/docs)"
+    )
+
+
 def test_unsafe_or_malformed_requests_are_refused_with_reasons(create: httpx.Client) -> None:
     rude = create.post("/api/v1/generate", json={**SEED_BODY, "headline": "This shit syncs"})
     assert rude.status_code == 400

@@ -10,6 +10,7 @@ import pytest
 from ray import serve
 
 from deployments._serve import ServiceIngress
+from deployments.root.app import platform_health
 from deployments.shield.app import ShieldIngress
 from kiki.db.embedded import free_port
 from tests.integration.conftest import RunningPlatform
@@ -33,6 +34,15 @@ def test_health_is_503_and_names_the_failing_check(platform: RunningPlatform) ->
         assert body["checks"]["database"].startswith("failed: cannot reach PostgreSQL")
         # The healthy apps are unaffected.
         assert httpx.get(f"{platform.base_url}/shield/health", timeout=10).status_code == 200
+        # The proxy root's report, with this replica standing in for SyncShield: 503 naming
+        # it and its failing check, the others ok.
+        report = asyncio.run(platform_health({"shield": serve.get_app_handle("broken-shield")}, 20))
+        assert report.status == "unavailable"
+        assert report.checks["syncshield"].startswith(
+            "unavailable: database: failed: cannot reach PostgreSQL"
+        )
+        assert {v for k, v in report.checks.items() if k != "syncshield"} == {"ok"}
+        assert report.services["syncshield"].prefix == "/shield"
     finally:
         serve.delete("broken-shield")
 

@@ -46,6 +46,29 @@ def test_calls_need_a_valid_api_key(
     assert resp.json()["service"] == service
 
 
+def test_the_proxy_root_lists_every_service_and_its_state(http: httpx.Client) -> None:
+    """The seed's `curl .../health | grep syncvalue`: no prefix, no key; each service on a
+    line of its own. Any other path on the root is a 404 in the error shape."""
+    resp = http.get("/health")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    names = {"syncvalue", "syncshield", "syncflow", "synccreate", "syncengage", "billing"}
+    assert body["status"] == "ok" and set(body["checks"]) == names == set(body["services"])
+    assert set(body["checks"].values()) == {"ok"}
+    value = body["services"]["syncvalue"]
+    assert (value["app"], value["prefix"], value["status"]) == ("value", "/value", "ok")
+    assert value["checks"]["database"] == "ok" and "ltv_models" in value["checks"]
+    [line] = [ln for ln in resp.text.splitlines() if '"syncvalue": {' in ln]
+    assert '"prefix":"/value","status":"ok"' in line
+
+    for path in ("/nowhere", "/api/v1/generate"):
+        missing = http.get(path)
+        assert missing.status_code == 404
+        error = missing.json()["error"]
+        assert error["code"] == "not_found" and f"no route GET {path}" in error["message"]
+        assert "/value, /shield, /flow, /create, /engage, /billing" in error["message"]
+
+
 def test_each_key_resolves_to_its_own_tenant(http: httpx.Client, platform: RunningPlatform) -> None:
     key = run(new_key(platform.database_url, "acme"))
     resp = http.get("/billing/api/v1/whoami", headers={"X-API-Key": key})

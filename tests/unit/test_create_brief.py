@@ -84,6 +84,21 @@ def test_bad_requests_say_what_is_wrong(body: dict, message: str) -> None:
     assert message in str(info.value)
 
 
+def test_the_minimal_request_gets_a_default_brand_and_placement_and_says_so() -> None:
+    request = GenerateRequest.model_validate({"product": {"name": "Test Product"}, "variants": 1})
+    assert request.brand.name == "Test Product" and request.brand.primary_colors == ["#3b82f6"]
+    assert request.placement.name == "meta_1_1"
+    said = request.defaults()
+    assert set(said) == {"brand", "platform"}
+    assert "'Test Product' in #3b82f6" in said["brand"] and "send `brand`" in said["brand"]
+    assert said["platform"].startswith("none given: meta_1_1 (1080x1080)")
+    assert GenerateRequest.model_validate(SEED_BODY).defaults() == {}
+    # No product: the product is the error named, not the brand made from it.
+    with pytest.raises(ValidationError) as info:
+        GenerateRequest.model_validate({"variants": 1})
+    assert [e["loc"] for e in info.value.errors() if e["type"] == "missing"] == [("product",)]
+
+
 def test_colours_are_normalised() -> None:
     request = GenerateRequest.model_validate(
         with_(brand={"name": "T", "primary_colors": ["3B82F6"], "secondary_colors": ["#FACC15"]})

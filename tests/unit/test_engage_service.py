@@ -46,16 +46,16 @@ class Registries(EngageService):
 
 def test_the_registry_is_read_again_once_its_entry_expires() -> None:
     async def main() -> None:
-        service = Registries({"churn": None, "ltv": None})
+        service = Registries({"churn": None, "churn_job": None, "ltv": None})
         tenant = uuid4()
         for _ in range(3):
             with pytest.raises(FailedPrecondition, match=NO_CHURN_MODEL):
                 await service.models(tenant)
-        assert service.reads == 1  # "no model" is kept as well
+        assert service.reads == 2  # "no model" and "no job training one" are kept as well
         service.now += REGISTRY_TTL_S + 0.1
         with pytest.raises(FailedPrecondition):
             await service.models(tenant)
-        assert service.reads == 2
+        assert service.reads == 4
 
     asyncio.run(main())
 

@@ -68,6 +68,8 @@ def test_serve_config_v2_is_serve_config_yaml(manifest: dict[str, Any]) -> None:
             d.get("ray_actor_options") for d in theirs["deployments"]
         ], mine["name"]
     assert embedded == original
+    # The proxy root's app, `GET /health` over every service, is deployed on Kubernetes too.
+    assert {"name": "root", "route_prefix": "/"}.items() <= embedded["applications"][-1].items()
 
 
 def test_groups_secrets_and_settings(manifest: dict[str, Any]) -> None:

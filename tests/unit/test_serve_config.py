@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from kiki.config import SERVICES, Settings
+from kiki.config import APPS, ROOT_APP, SERVICES, Settings
 from kiki.errors import ConfigError
 from launcher import serve_config
 
@@ -16,8 +16,9 @@ def config() -> dict:
 def test_the_shipped_config_passes_rays_schema_and_the_strict_check(config: dict) -> None:
     schema = serve_config.validate_strict(config)
     apps = {app.name: app for app in schema.applications}
-    assert sorted(apps) == sorted(SERVICES)
-    assert {app.route_prefix for app in apps.values()} == {f"/{s}" for s in SERVICES}
+    assert sorted(apps) == sorted(APPS)
+    assert {apps[s].route_prefix for s in SERVICES} == {f"/{s}" for s in SERVICES}
+    assert apps[ROOT_APP].route_prefix == "/"  # the proxy root: GET /health over them all
     assert schema.http_options.port == 8000
     assert schema.grpc_options.port == 50051
     assert any("LTVService" in f for f in schema.grpc_options.grpc_servicer_functions)

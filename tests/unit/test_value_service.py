@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kiki import training_jobs
 from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
 from kiki.errors import FailedPrecondition
@@ -80,7 +81,8 @@ class Clock:
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Stubbed registry (production v1, candidate v2 at 50%), history and segments."""
+    """Stubbed registry (production v1, candidate v2 at 50%), history, segments and no
+    training job."""
     state: dict[str, Any] = {
         "serving": (_record(1, "production", 100), _record(2, "candidate", 50)),
         "registry_reads": 0,
@@ -107,8 +109,13 @@ def world(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         return {s: state["members"][s] for s in ids if state["members"].get(s)}
 
     monkeypatch.setattr(registry, "serving", serving)
+
+    async def no_job(conn: Any, tenant_id: UUID, kind: str) -> None:
+        return None  # nothing is training a model for the tenant
+
     monkeypatch.setattr(transactions, "history", history)
     monkeypatch.setattr(service, "segment_members", members)
+    monkeypatch.setattr(training_jobs, "latest", no_job)
     return state
 
 

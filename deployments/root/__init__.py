@@ -1,0 +1,1 @@
+"""The proxy root (`/`): `GET /health` over every service."""
