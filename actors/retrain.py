@@ -16,6 +16,7 @@ from actors.resilience import Supervisor, command
 from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
 from kiki.db.pool import LazyPool
+from kiki.gdpr import Suppressions
 from training.first_run import DemoOptions, run_demo
 from training.rounds import Retrainer
 
@@ -62,7 +63,10 @@ class RetrainerShell:
         """A tenant's first-run demo (training/first_run.py): its data and first models,
         never at the same time as a round."""
         async with self._lock:
-            await run_demo(await self._pool(), self.store, UUID(tenant_id), DemoOptions(**options))
+            await run_demo(
+                await self._pool(), self.store, UUID(tenant_id), DemoOptions(**options),
+                Suppressions.from_settings(self.settings),
+            )  # fmt: skip
 
     @command("retrainer")
     async def stop(self) -> int:

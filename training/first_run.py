@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from kiki import training_jobs
 from kiki.artifacts import ArtifactStore
+from kiki.gdpr import Suppressions
 from kiki.value import transactions
 from kiki.value.cdnow import load_cdnow
 from training.families import CHURN, LTV, Family, TrainOptions, register_trained
@@ -82,12 +83,15 @@ async def _beat(pool: asyncpg.Pool, tenant_id: UUID, left: list[training_jobs.St
             await training_jobs.beat(conn, tenant_id, left)
 
 
-async def _load(pool: asyncpg.Pool, tenant_id: UUID, options: DemoOptions) -> pd.DataFrame:
-    """The demo's purchases into the tenant's, all at once; its purchase history back."""
+async def _load(
+    pool: asyncpg.Pool, tenant_id: UUID, options: DemoOptions, suppressions: Suppressions
+) -> pd.DataFrame:
+    """The demo's purchases into the tenant's, all at once (but for customers erased at
+    their request); its purchase history back."""
     frame = demo_purchases(datetime.now(UTC).date(), options.customers)
     rows = await asyncio.to_thread(transactions.from_frame, frame, ORDER_PREFIX)
     async with pool.acquire() as conn, conn.transaction():
-        await transactions.insert(conn, tenant_id, rows)
+        await transactions.insert(conn, tenant_id, rows, suppressions)
         history = await transactions.history(conn, tenant_id, datetime.now(UTC))
         await training_jobs.finish(
             conn,
@@ -120,7 +124,11 @@ async def _train(
 
 
 async def run_demo(
-    pool: asyncpg.Pool, store: ArtifactStore, tenant_id: UUID, options: DemoOptions
+    pool: asyncpg.Pool,
+    store: ArtifactStore,
+    tenant_id: UUID,
+    options: DemoOptions,
+    suppressions: Suppressions,
 ) -> None:
     """Load the demo's purchases, then an LTV and a churn model, each step marked done in
     `training_jobs` as it ends (or every step left marked failed, with why)."""
@@ -130,7 +138,7 @@ async def run_demo(
     try:
         async with pool.acquire() as conn:
             await training_jobs.begin(conn, tenant_id, steps)
-        history = await _load(pool, tenant_id, options)
+        history = await _load(pool, tenant_id, options, suppressions)
         sizes = {"ltv": options.ltv_epochs, "churn": options.churn_rounds}
         for i, family in enumerate((LTV, CHURN), start=1):
             left[:] = steps[i:]
