@@ -190,7 +190,7 @@ class MrrView(BaseModel):
 
 
 class MetricIn(BillableMetric):
-    name: str = Field("", max_length=200)
+    name: PgText = Field("", max_length=200)
 
 
 class PaymentMethodIn(BaseModel):
