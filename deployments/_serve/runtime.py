@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, TypeVar
 import asyncpg
 import ray
 from pydantic import BaseModel
+from ray import serve
+from ray.serve.exceptions import RayServeException
 
 from actors.keyrates import key_rates
 from deployments._serve.keyrates import ClusterKeyLimit
@@ -58,7 +60,7 @@ class ServiceRuntime:
         self._keys = ApiKeyCache(self.settings.auth_cache_ttl_s)
         self._meters: dict[str, UsageMeter] = {}
         # Each key's rate limit: one bucket for the whole cluster in the key-rate actor, the
-        # replica's own bucket outside Ray or while that actor cannot answer.
+        # process's own bucket outside a Serve replica or while that actor cannot answer.
         self.key_limits = RateLimiter(
             self.settings.api_rate_per_s, self.settings.api_burst, WallClock()
         )
@@ -131,7 +133,7 @@ class ServiceRuntime:
         return grant
 
     async def _rate_check(self, key_hash: str) -> float:
-        if not ray.is_initialized():
+        if not _in_serve_replica():
             return self.key_limits.check(key_hash)
         if self._cluster_limit is None:
             s = self.settings
@@ -200,6 +202,18 @@ class ServiceRuntime:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def _in_serve_replica() -> bool:
+    """Whether this process is a Serve replica (the app hosted on plain uvicorn or in-process,
+    as the benchmarks and unit tests do, limits per process even where Ray is running)."""
+    if not ray.is_initialized():
+        return False
+    try:
+        serve.get_replica_context()
+    except RayServeException:
+        return False
+    return True
 
 
 _runtimes: dict[str, ServiceRuntime] = {}
