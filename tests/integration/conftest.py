@@ -86,6 +86,9 @@ def platform(
         grpc_port=free_port(),
         metrics_port=free_port(),
         auth_cache_ttl_s=0,
+        # A generate past this is a 503: the default (300 s) waits for a GPU replica's cold
+        # start, and the CPU placeholder pipeline here takes seconds, more on a busy machine.
+        creative_timeout_s=30.0,
         **SECRETS,
     )
     platform = Platform(settings, echo=print)

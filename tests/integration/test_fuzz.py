@@ -1,9 +1,9 @@
 """A bounded fuzz of every app on the session's platform (issues 16 and 19): no generated or
 malformed request, valid or not, gets an answer >= 500 or waits past the actor-call deadline
-and a margin; every error is in the `{"error": {...}}` shape; every malformed request is
-refused with a clean 4xx; no refused request writes the tenant's rows; and the gRPC service
-answers malformed calls with their status. `kiki bench fuzz` runs the same longer; a
-failure here prints each request as curl.
+(the generator's, for SyncCreate) and a margin; every error is in the `{"error": {...}}`
+shape; every malformed request is refused with a clean 4xx; no refused request writes the
+tenant's rows; and the gRPC service answers malformed calls with their status. `kiki bench
+fuzz` runs the same longer; a failure here prints each request as curl.
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ def test_no_request_gets_a_5xx_or_hangs(platform: RunningPlatform, app: str) -> 
     # operation is fuzzed: a tenant key cannot open or reset the shared ad-platform breakers
     # (operators only), and its own admits and reports touch only its own. run_fuzz stops
     # the flow campaigns the fuzz started, so they do not keep bidding for the session.
-    deadline_s = platform.settings.actor_call_timeout_s + DEADLINE_MARGIN_S
+    # Generating creatives has a deadline of its own (a GPU replica may have to start first).
+    s = platform.settings
+    deadline_s = (s.creative_timeout_s if app == "create" else s.actor_call_timeout_s) + (
+        DEADLINE_MARGIN_S
+    )
     _, key = asyncio.run(fuzz_tenant_key(platform.database_url))
     report = run_fuzz(
         platform.base_url, key, [app], examples=EXAMPLES, database_url=platform.database_url,
