@@ -120,9 +120,17 @@ async def _scenario(
     names = _actor_names(o.shards)
     placed = {name: node for name, (node, _, _) in _actors(cluster, names).items()}
     deadline = time.monotonic() + o.timeout_s
-    while min((await _ticks(url, campaigns, None)).values()) < o.ticks_before:
+    # Before the loss every campaign has ticked, and has spent: a campaign the exchange had
+    # not yet delivered anything to would say nothing about the caps holding.
+    while (
+        min((await _ticks(url, campaigns, None)).values()) < o.ticks_before
+        or min((await _spent(url, campaigns)).values()) == 0
+    ):
         if time.monotonic() > deadline:
-            raise Unavailable(f"the bid loop did not tick {o.ticks_before} times before the loss")
+            raise Unavailable(
+                f"the bid loop did not tick {o.ticks_before} times and spend on every "
+                "campaign before the loss"
+            )
         await asyncio.sleep(POLL_S)
     before = await _fetch(url, LEDGER_ROWS)
 
@@ -302,6 +310,18 @@ async def _ticks(url: str, campaigns: list[Campaign], since: datetime | None) ->
         since,
     )
     found = {r["campaign_id"]: r["ticks"] for r in rows}
+    return {c.campaign_id: found.get(c.campaign_id, 0) for c in campaigns}
+
+
+async def _spent(url: str, campaigns: list[Campaign]) -> dict[str, int]:
+    """Per campaign, the spend its latest decision recorded (what the exchange delivered)."""
+    rows = await _fetch(
+        url,
+        """SELECT campaign_id, max(spent_micros) AS spent FROM flow_decisions
+           WHERE tenant_id = $1 GROUP BY campaign_id""",
+        uuid.UUID(campaigns[0].tenant_id),
+    )
+    found = {r["campaign_id"]: r["spent"] for r in rows}
     return {c.campaign_id: found.get(c.campaign_id, 0) for c in campaigns}
 
 
