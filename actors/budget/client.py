@@ -49,7 +49,7 @@ class BudgetClient:
     ) -> None:
         """`clock` and `detached=False` are for simulations: shards on a virtual clock that
         end with the driver that made them. `placement`: more Ray actor options, e.g. the
-        resources that pin the shards to one node in a benchmark."""
+        resources that pin the shards to one node in a benchmark (a `num_cpus` there wins)."""
         self.shards = shards
         self.call_timeout_s = call_timeout_s
         self.actors = [
@@ -60,9 +60,8 @@ class BudgetClient:
                     shards,
                     namespace,
                     detached,
-                    num_cpus=num_cpus,
                     max_concurrency=1000,
-                    **(placement or {}),
+                    **{"num_cpus": num_cpus, **(placement or {})},
                 )
             ).remote(i, shards, database_url, reservation_ttl_s, clock)
             for i in range(shards)

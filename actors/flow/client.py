@@ -35,7 +35,8 @@ class BidLoopClient:
         placement: Mapping[str, Any] | None = None,
     ) -> None:
         """`clock`: a simulation's virtual clock (every shard gets a copy it advances).
-        `placement`: more Ray actor options, e.g. resources that pin the shards to a node."""
+        `placement`: more Ray actor options, e.g. resources that pin the shards to a node (a
+        `num_cpus` there wins)."""
         self.shards = shards
         self.config = config
         self.call_timeout_s = config.call_timeout_s
@@ -47,9 +48,8 @@ class BidLoopClient:
                     shards,
                     config.namespace,
                     config.detached,
-                    num_cpus=num_cpus,
                     max_concurrency=100,
-                    **(placement or {}),
+                    **{"num_cpus": num_cpus, **(placement or {})},
                 )
             ).remote(i, shards, database_url, config, clock)
             for i in range(shards)

@@ -12,10 +12,15 @@ from uuid import UUID
 import asyncpg
 
 from benchmarks.pacing import SimulationOptions
-from benchmarks.simulate import run_simulation
+from benchmarks.simulate import Placement, run_simulation
 from tests.integration.conftest import RunningPlatform, run
 
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+# The simulations share the session platform's Ray, whose apps and actors hold most of this
+# 2-core machine's CPU shares; a creative generator replica scaled up by the SyncCreate tests
+# holds its share for its 300 s downscale delay. With their usual shares the simulation's
+# shards waited for it (297 s seen in CI); with small ones they are placed at once.
+SMALL_SHARES = Placement(budget={"num_cpus": 0.01}, bidloop={"num_cpus": 0.01})
 
 
 async def decisions_per_tick(url: str, tenant: str) -> dict[int, int]:
@@ -40,7 +45,9 @@ def test_short_simulation_never_overspends_and_logs_every_decision(
     options = SimulationOptions(
         campaigns=4, hours=0.5, tick_s=20, platforms=3, ad_groups=2, seed=3, start=START
     )
-    result = run(run_simulation(platform.database_url, options, str(tmp_path)))
+    result = run(
+        run_simulation(platform.database_url, options, str(tmp_path), placement=SMALL_SHARES)
+    )
     units = 4 * 3 * 2
     ticks = result.ticks - 1  # the last tick only settles the final interval
     assert ticks == 90
@@ -75,7 +82,7 @@ def test_the_loop_survives_a_platform_that_is_down(platform: RunningPlatform) ->
         outages=["meta"],
         start=START,
     )
-    result = run(run_simulation(platform.database_url, options))
+    result = run(run_simulation(platform.database_url, options, placement=SMALL_SHARES))
     # Meta never takes a bid, its breaker opens and its pushes are refused from then on...
     assert result.refused.get("meta", 0) > 0
     assert set(result.refused) == {"meta"}
