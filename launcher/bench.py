@@ -8,14 +8,15 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from benchmarks.serving import local_ray, scratch_database
-from kiki.config import SERVICES, load_settings
+from kiki.config import SERVICES, Settings, load_settings
 from kiki.errors import InvalidInput, Unavailable
-from launcher.platform import database, pid_alive, read_state
+from launcher.platform import RunState, database, pid_alive, read_state
 
 INGRESS_OPTION = click.option(
     "--ingress",
@@ -343,13 +344,7 @@ def bench_fuzz(
     chosen = [a.strip() for a in apps.split(",") if a.strip()]
     if unknown := sorted(set(chosen) - set(SERVICES)):
         raise InvalidInput(f"--apps: unknown {', '.join(unknown)}; use {','.join(SERVICES)}")
-    settings = load_settings()
-    state = read_state(settings)
-    if state is None or not pid_alive(state.pid) or state.status != "ready":
-        raise Unavailable(
-            "KIKI is not running (or not ready): start it with `kiki up --detach`, then run "
-            "`kiki bench fuzz` again"
-        )
+    settings, state = running_platform("fuzz")
     with database(settings) as url:
         tenant, key = asyncio.run(fuzz_tenant_key(url))
         report = run_fuzz(
@@ -364,6 +359,63 @@ def bench_fuzz(
         click.echo(report.table())
     if any(report.failures.values()) or report.grpc_failures:
         sys.exit(1)
+
+
+@bench.command("load")
+@click.option(
+    "--users",
+    default="1,2,4,8,16,32",
+    show_default=True,
+    help="Comma-separated users of each step, run in turn.",
+)
+@click.option("--step-s", default=30.0, show_default=True, help="Seconds each step runs.")
+@click.option(
+    "--apps", default=",".join(SERVICES), show_default=True, help="Comma-separated apps in the mix."
+)
+@click.option("--campaigns", default=20, show_default=True, help="Budgets the mix uses.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_load(users: str, step_s: float, apps: str, campaigns: int, as_json: bool) -> None:
+    """Locust, headless, drives a mix over the apps of the platform `kiki up --detach` runs,
+    with the development key (the first-run demo's tenant, whose models answer): budget
+    checks and reservations, predictions, churn risk and cohorts, usage events, campaigns and
+    decisions, a creative now and then. Per step: requests/s, p50/p99 and errors; per route at
+    the busiest step; and the step past which more users brought no more throughput. Writes
+    `load_camp_NNN` budgets, a `load_requests` metric and a `load_customer` in that tenant."""
+    from benchmarks.load import LoadOptions, run_load
+
+    chosen = [a.strip() for a in apps.split(",") if a.strip()]
+    if unknown := sorted(set(chosen) - set(SERVICES)):
+        raise InvalidInput(f"--apps: unknown {', '.join(unknown)}; use {','.join(SERVICES)}")
+    try:
+        steps = [int(u) for u in users.split(",")]
+    except ValueError:
+        raise InvalidInput(f"--users: {users!r} is not a comma-separated list of numbers") from None
+    if any(u < 1 for u in steps):
+        raise InvalidInput("--users: every step needs at least 1 user")
+    settings, state = running_platform("load")
+    key_file = Path(settings.home) / "dev_api_key"
+    if not key_file.exists():
+        raise Unavailable(f"no development key at {key_file}: start KIKI with `kiki up`")
+    options = LoadOptions(users=steps, step_s=step_s, apps=chosen, campaigns=campaigns)
+    report = run_load(state.http_url, key_file.read_text().strip(), options)
+    if as_json:
+        click.echo(report.model_dump_json())
+        return
+    click.echo(f"Load on {state.http_url}, {step_s:g} s a step, apps {','.join(chosen)}\n")
+    click.echo(report.table())
+
+
+def running_platform(bench_name: str) -> tuple[Settings, RunState]:
+    """The settings and run state of the platform `kiki up --detach` runs, or why there is
+    none to benchmark."""
+    settings = load_settings()
+    state = read_state(settings)
+    if state is None or not pid_alive(state.pid) or state.status != "ready":
+        raise Unavailable(
+            "KIKI is not running (or not ready): start it with `kiki up --detach`, then run "
+            f"`kiki bench {bench_name}` again"
+        )
+    return settings, state
 
 
 @bench.command("create")
