@@ -264,12 +264,15 @@ def test_declined_card_follows_the_dunning_schedule(billing: Billing) -> None:
         seen, at = [], retry_at
         try:
             for _ in range(3):
-                (payment,) = await payments.collect_due(pool, b.gateway, at)
+                (payment,) = await payments.collect_due(pool, {"stripe": b.gateway}, at)
                 seen.append(
                     (payment.attempts, payment.next_retry_at and payment.next_retry_at - at)
                 )
                 at = payment.next_retry_at or at
-            assert await payments.collect_due(pool, b.gateway, at + timedelta(days=30)) == []
+            assert (
+                await payments.collect_due(pool, {"stripe": b.gateway}, at + timedelta(days=30))
+                == []
+            )
         finally:
             await pool.close()
         return seen
