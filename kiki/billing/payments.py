@@ -251,7 +251,8 @@ async def _set_refunded(
 
 
 Locate = Callable[[asyncpg.Connection], Awaitable["tuple[UUID, UUID] | None"]]
-Apply = Callable[[asyncpg.Connection, UUID, UUID], Awaitable[str]]
+# Applies an event to (tenant, its invoice, the invoice's payment), both locked.
+Apply = Callable[[asyncpg.Connection, UUID, Invoice, "Payment | None"], Awaitable[str]]
 
 
 async def _handle_once(
@@ -276,7 +277,9 @@ async def _handle_once(
         if target is None:
             outcome = "ignored: not about a KIKI invoice"
         else:
-            outcome = await apply(conn, *target)
+            invoice = await repository.get_invoice(conn, *target, for_update=True)
+            payment = await repository.get_payment(conn, *target, for_update=True)
+            outcome = await apply(conn, target[0], invoice, payment)
         await conn.execute(
             """UPDATE billing_stripe_events SET outcome = $3, tenant_id = $4, invoice_id = $5
                WHERE gateway = $1 AND event_id = $2""",
@@ -294,7 +297,9 @@ async def handle_stripe_event(pool: asyncpg.Pool, event: dict[str, Any], now: da
         event.get("id"),
         kind,
         lambda conn: _invoice_of(conn, kind, obj),
-        lambda conn, tenant_id, invoice_id: _apply(conn, kind, obj, tenant_id, invoice_id, now),
+        lambda conn, tenant_id, invoice, payment: _apply(
+            conn, kind, obj, tenant_id, invoice, payment, now
+        ),
     )
 
 
@@ -331,12 +336,11 @@ async def _apply(
     kind: str,
     obj: dict[str, Any],
     tenant_id: UUID,
-    invoice_id: UUID,
+    invoice: Invoice,
+    payment: Payment | None,
     now: datetime,
 ) -> str:
-    invoice = await repository.get_invoice(conn, tenant_id, invoice_id, for_update=True)
-    payment = await repository.get_payment(conn, tenant_id, invoice_id, for_update=True)
-    intent = obj.get("id")
+    invoice_id, intent = invoice.id, obj.get("id")
     if kind == "payment_intent.succeeded":
         received = obj.get("amount_received", obj.get("amount"))
         if (
@@ -401,8 +405,8 @@ async def handle_paypal_event(
         event.get("id"),
         kind,
         lambda conn: _paypal_invoice_of(conn, kind, resource),
-        lambda conn, tenant_id, invoice_id: _apply_paypal(
-            conn, kind, resource, captured, tenant_id, invoice_id, now
+        lambda conn, tenant_id, invoice, payment: _apply_paypal(
+            conn, kind, resource, captured, tenant_id, invoice, payment, now
         ),
     )
 
@@ -435,12 +439,11 @@ async def _apply_paypal(
     resource: dict[str, Any],
     captured: ChargeResult | None,
     tenant_id: UUID,
-    invoice_id: UUID,
+    invoice: Invoice,
+    payment: Payment | None,
     now: datetime,
 ) -> str:
-    invoice = await repository.get_invoice(conn, tenant_id, invoice_id, for_update=True)
-    payment = await repository.get_payment(conn, tenant_id, invoice_id, for_update=True)
-    attempts = payment.attempts if payment else 1
+    invoice_id, attempts = invoice.id, payment.attempts if payment else 1
     if kind == "CHECKOUT.ORDER.APPROVED":
         if captured is None:
             return "ignored: the order is not the invoice's payment in progress"
