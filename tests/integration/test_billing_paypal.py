@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -19,7 +16,6 @@ from uuid import uuid4
 
 import httpx
 import pytest
-import uvicorn
 
 from kiki.billing.models import Customer
 from kiki.billing.paypal_gateway import PayPalGateway
@@ -33,6 +29,7 @@ from tests.integration.test_billing_stripe import (
     Billing,
     billing_app,
     dunning,
+    serve,
     set_up_catalog,
 )
 
@@ -57,21 +54,6 @@ class PayPalBilling(Billing):
                                                   self.webhook_id))  # fmt: skip
         assert response.status_code == 200, response.text
         return response.json()["outcome"]
-
-
-@contextmanager
-def serve(app: Any, port: int) -> Iterator[None]:
-    """An ASGI app on uvicorn at `port` while the generator is open."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def gateway_on(fake: FakePayPal, webhook_id: str | None = None) -> PayPalGateway:

@@ -95,17 +95,26 @@ def billing_app(
     )
     api.state.runtime = ServiceRuntime("billing", settings)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
+    try:
+        with serve(api, port):
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        api.state.runtime = None
+
+
+@contextmanager
+def serve(app: Any, port: int) -> Iterator[None]:
+    """An ASGI app on uvicorn at `port`, in a thread, for the block."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-        api.state.runtime = None
 
 
 async def _migrate(db: str) -> None:
