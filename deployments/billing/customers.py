@@ -45,11 +45,11 @@ async def attach_payment_method(
     """Choose the customer's gateway and payment method: a Stripe PaymentMethod (the customer
     is created in Stripe once), a vaulted PayPal payment token, or PayPal without one (each
     invoice is then paid at an approval link)."""
-    gateway = ctx.gateway(body.gateway)
     # No pooled connection is held while the gateway answers.
     pool = await ctx.pool()
     async with pool.acquire() as conn:
-        customer = await repository.get_customer(conn, tenant.id, customer_id)
+        customer = await repository.get_customer(conn, tenant.id, customer_id)  # 404 first
+    gateway = ctx.gateway(body.gateway)
     gateway_id, method = await gateway.sync_customer(tenant.id, customer, body.payment_method)
     async with pool.acquire() as conn:
         updated = await repository.set_payment_method(
