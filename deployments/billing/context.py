@@ -10,10 +10,11 @@ from typing import Annotated, cast
 from fastapi import Depends
 
 from deployments._serve import context_of
-from kiki.billing.gateway import PaymentGateway, gateway_of
+from kiki.billing.gateway import SETUP, PaymentGateway, gateway_of
 from kiki.billing.paypal_gateway import PayPalGateway
 from kiki.clock import Clock, WallClock
 from kiki.db.pool import PoolSource
+from kiki.errors import FailedPrecondition
 from kiki.vault import Vault
 
 
@@ -29,6 +30,16 @@ class BillingContext:
 
     def gateway(self, name: str) -> PaymentGateway:
         return gateway_of(self.gateways, name)
+
+    def payments_configured(self) -> dict[str, PaymentGateway]:
+        """The gateways; with none at all, the 409 saying what to set, before any lookup
+        (the same answer whatever invoice id is named)."""
+        if not self.gateways:
+            raise FailedPrecondition(
+                f"payments are not configured: for Stripe {SETUP['stripe']}; for PayPal "
+                f"{SETUP['paypal']}"
+            )
+        return self.gateways
 
     @property
     def paypal(self) -> PayPalGateway:

@@ -109,7 +109,7 @@ async def pay(invoice_id: UUID, tenant: Admin, ctx: Context) -> Any:
     PaymentIntent, a PayPal order). A PayPal customer without a vaulted token gets the
     payment `processing` with the `approval_url` to send the payer to."""
     payment = await payments.pay(
-        await ctx.pool(), ctx.gateways, tenant.id, invoice_id, ctx.clock.now()
+        await ctx.pool(), ctx.payments_configured(), tenant.id, invoice_id, ctx.clock.now()
     )
     return PaymentView.of(payment)
 
