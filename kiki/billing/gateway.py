@@ -15,8 +15,6 @@ from kiki.billing.catalog import FrozenModel
 from kiki.billing.models import Customer, Invoice
 from kiki.errors import FailedPrecondition
 
-GatewayName = Literal["stripe", "paypal"]
-
 # What to set for each gateway, for the error that answers a call needing an unconfigured one.
 SETUP: dict[str, str] = {
     "stripe": "set KIKI_STRIPE_API_KEY (and KIKI_STRIPE_API_BASE for a Stripe-compatible "
