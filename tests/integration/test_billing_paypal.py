@@ -126,7 +126,8 @@ def test_paypal_vaulted_and_approval_link_payments_and_a_refund(billing: PayPalB
     assert waiting["approval_url"] == f"{fake.base_url}/checkoutnow?token={order_id}"
     again = b.http.post(f"/api/v1/invoices/{ben['id']}/pay")
     assert again.status_code == 409 and waiting["approval_url"] in again.json()["error"]["message"]
-    # An approval of an order that is not ben's payment in progress captures nothing.
+    # An approval naming ann's (paid) invoice but an order that is not its payment in
+    # progress captures nothing.
     assert b.send("CHECKOUT.ORDER.APPROVED", {"id": "5O190127TN364715T", "purchase_units": [
         {"custom_id": unit["custom_id"]}]}) == (
         "ignored: the order is not the invoice's payment in progress")  # fmt: skip
@@ -138,6 +139,17 @@ def test_paypal_vaulted_and_approval_link_payments_and_a_refund(billing: PayPalB
     assert b.ok("GET", f"/invoices/{ben['id']}")["status"] == "paid"
     capture = fake.captures[settled["payment_intent_id"]]
     assert b.send("PAYMENT.CAPTURE.COMPLETED", capture) == "invoice already paid"
+    # cat's approved order is denied at capture time (PayPal's DENIED event): a failed attempt
+    # on the dunning schedule.
+    cat = invoices["cat"]
+    b.ok("POST", "/customers/cat/payment-method", json={"gateway": "paypal"})
+    cat_order = b.ok("POST", f"/invoices/{cat['id']}/pay")["payment_intent_id"]
+    denied = {"id": "7NW873794T343360M", "status": "DECLINED",
+              "custom_id": fake.orders[cat_order]["purchase_units"][0]["custom_id"]}  # fmt: skip
+    assert b.send("PAYMENT.CAPTURE.DENIED", denied) == "payment failure recorded"
+    failed = b.ok("GET", f"/invoices/{cat['id']}/payment")
+    assert (failed["status"], failed["attempts"]) == ("failed", 1) and failed["next_retry_at"]
+    assert b.send("PAYMENT.CAPTURE.DENIED", denied | {"id": "8X"}) == "failure already recorded"
 
     # 3. Refund 5.00 of ann's payment, after PayPal dropped our token: one refresh, no error.
     fake.expire_tokens()
