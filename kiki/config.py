@@ -30,6 +30,7 @@ SECRET_SETTINGS: frozenset[str] = frozenset(
         "database_url",
         "stripe_api_key",
         "stripe_webhook_secret",
+        "paypal_client_secret",
         "smtp_password",
         "twilio_auth_token",
         "fcm_access_token",
@@ -130,6 +131,26 @@ class Settings(BaseSettings):
     )
     stripe_webhook_tolerance_s: int = Field(
         300, ge=1, le=3600, description="oldest Stripe event signature accepted"
+    )
+    paypal_api_base: str = Field(
+        "https://api-m.paypal.com",
+        description="PayPal's REST API (https://api-m.sandbox.paypal.com for the sandbox)",
+    )
+    paypal_client_id: str | None = Field(None, description="REST app client id; unset = no PayPal")
+    paypal_client_secret: str | None = Field(None, description="REST app secret")
+    paypal_webhook_id: str | None = Field(
+        None, description="id PayPal gave the webhook pointing at POST /billing/webhooks/paypal"
+    )
+    paypal_webhook_tolerance_s: int = Field(
+        300, ge=1, le=3600, description="oldest PayPal event transmission accepted"
+    )
+    paypal_return_url: str = Field(
+        "https://example.com/paid",
+        description="where PayPal sends a payer after approving an invoice's order",
+    )
+    paypal_cancel_url: str = Field(
+        "https://example.com/canceled",
+        description="where PayPal sends a payer who cancels at the approval link",
     )
     billing_worker_s: float = Field(
         10.0, gt=0, description="seconds between the billing worker's rounds (dunning, webhooks)"

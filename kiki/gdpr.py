@@ -207,6 +207,7 @@ EXEMPT_COLUMNS: dict[str, str] = {
         for table, column in (
             ("billing_customers", "customer_id"), ("billing_customers", "name"),
             ("billing_customers", "email"), ("billing_customers", "stripe_customer_id"),
+            ("billing_customers", "paypal_customer_id"),
             ("billing_subscriptions", "customer_id"), ("billing_invoices", "customer_id"),
             ("billing_events", "customer_id"), ("billing_coupon_redemptions", "customer_id"),
         )

@@ -11,10 +11,9 @@ import asyncpg
 import click
 
 from kiki.auth import Tenant
-from kiki.billing import payments, reports
+from kiki.billing import payments, processors, reports
 from kiki.billing.closing import CloseReport, close_period
 from kiki.billing.pdf import format_minor
-from kiki.billing.stripe_gateway import StripeGateway
 from kiki.config import Settings, load_settings
 from kiki.db.pool import connect, create_pool
 from launcher.platform import database
@@ -61,21 +60,19 @@ def _close_all(settings: Settings, as_of: datetime) -> list[tuple[str, CloseRepo
 
 
 def _collect(settings: Settings, as_of: datetime) -> None:
-    """Charge the invoices due (first attempts and dunning retries) when Stripe is set up."""
-    if not settings.stripe_api_key:
-        click.echo("payments: KIKI_STRIPE_API_KEY is not set, invoices left to collect later")
+    """Charge the invoices due (first attempts and dunning retries) on the configured gateways."""
+    gateways = processors.configured(settings)
+    if not gateways:
+        click.echo(
+            "payments: neither KIKI_STRIPE_API_KEY nor KIKI_PAYPAL_CLIENT_ID/_SECRET is set, "
+            "invoices left to collect later"
+        )
         return
 
     async def run(url: str) -> list[Any]:
         pool = await create_pool(url, min_size=1, max_size=2)
         try:
-            gateway = StripeGateway.configured(
-                settings.stripe_api_key,
-                settings.stripe_api_base,
-                settings.stripe_webhook_secret,
-                settings.stripe_webhook_tolerance_s,
-            )
-            return await payments.collect_due(pool, gateway, as_of, limit=10_000)
+            return await payments.collect_due(pool, gateways, as_of, limit=10_000)
         finally:
             await pool.close()
 

@@ -25,12 +25,14 @@ from deployments.billing import (
 )
 from deployments.billing.context import BillingContext
 from deployments.billing.worker import run_worker
+from kiki.billing import processors
 from kiki.vault import Vault
 
 
 class BillingArgs(AppArgs):
     """Stripe's address and signature tolerance, and the worker's pace. Stripe's API key and
-    webhook secret are KIKI_* settings only: args show in Ray's dashboard."""
+    webhook secret, and PayPal's settings (KIKI_PAYPAL_*), are KIKI_* settings only: args show
+    in Ray's dashboard."""
 
     stripe_api_base: str = Field(
         "https://api.stripe.com", description="Stripe's API, or a Stripe-compatible server"
@@ -50,12 +52,15 @@ class BillingArgs(AppArgs):
 
 def _start(app: FastAPI, runtime: ServiceRuntime) -> BillingContext:
     args = runtime.args_as(BillingArgs)
+    settings = runtime.settings.model_copy(
+        update={
+            "stripe_api_base": args.stripe_api_base,
+            "stripe_webhook_tolerance_s": args.stripe_webhook_tolerance_s,
+        }
+    )
     context = BillingContext(
         pool=runtime.pool,
-        stripe_api_key=runtime.settings.stripe_api_key,
-        stripe_api_base=args.stripe_api_base,
-        stripe_webhook_secret=runtime.settings.stripe_webhook_secret,
-        stripe_webhook_tolerance_s=args.stripe_webhook_tolerance_s,
+        gateways=processors.configured(settings),
         vault=Vault.from_settings(runtime.settings),
     )
     context.worker = asyncio.get_running_loop().create_task(
@@ -69,8 +74,8 @@ api = create_service_api(
     "Billing",
     "Usage-based billing for your customers: billable metrics, versioned plans (standard, "
     "graduated, volume, package, percentage charges), subscriptions in each customer's time "
-    "zone, exactly-once usage events, invoices with gapless numbers and PDFs, Stripe payments "
-    "with dunning, signed webhooks, and MRR analytics.",
+    "zone, exactly-once usage events, invoices with gapless numbers and PDFs, Stripe or PayPal "
+    "payments with dunning, signed webhooks, and MRR analytics.",
     on_startup=_start,
 )
 api.include_router(catalogue.router)

@@ -1,47 +1,49 @@
-"""What a billing replica works with: its pool, its clock, Stripe once it is configured, the
-vault of webhook endpoint secrets, and the background worker."""
+"""What a billing replica works with: its pool, its clock, the payment gateways configured
+(Stripe, PayPal), the vault of webhook endpoint secrets, and the background worker."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends
 
 from deployments._serve import context_of
-from kiki.billing.stripe_gateway import StripeGateway
+from kiki.billing.gateway import SETUP, PaymentGateway, gateway_of
+from kiki.billing.paypal_gateway import PayPalGateway
 from kiki.clock import Clock, WallClock
 from kiki.db.pool import PoolSource
+from kiki.errors import FailedPrecondition
 from kiki.vault import Vault
 
 
 @dataclass
 class BillingContext:
     pool: PoolSource
-    stripe_api_key: str | None  # a secret: from the replica's settings, never from args
-    stripe_api_base: str
-    stripe_webhook_secret: str | None
-    stripe_webhook_tolerance_s: int
+    # By name, those whose secrets the replica's settings hold (never args). Without one,
+    # the payment routes answer what to set (409), and everything else works.
+    gateways: dict[str, PaymentGateway]
     vault: Vault  # seals and opens the tenants' webhook endpoint secrets
     clock: Clock = field(default_factory=WallClock)
     worker: asyncio.Task[None] | None = None
 
-    @property
-    def payments_configured(self) -> bool:
-        return bool(self.stripe_api_key)
+    def gateway(self, name: str) -> PaymentGateway:
+        return gateway_of(self.gateways, name)
 
-    @cached_property
-    def gateway(self) -> StripeGateway:
-        """Made on first use: without a Stripe key the payment routes answer what to set
-        (409), and everything else works."""
-        return StripeGateway.configured(
-            self.stripe_api_key,
-            self.stripe_api_base,
-            self.stripe_webhook_secret,
-            self.stripe_webhook_tolerance_s,
-        )
+    def payments_configured(self) -> dict[str, PaymentGateway]:
+        """The gateways; with none at all, the 409 saying what to set, before any lookup
+        (the same answer whatever invoice id is named)."""
+        if not self.gateways:
+            raise FailedPrecondition(
+                f"payments are not configured: for Stripe {SETUP['stripe']}; for PayPal "
+                f"{SETUP['paypal']}"
+            )
+        return self.gateways
+
+    @property
+    def paypal(self) -> PayPalGateway:
+        return cast(PayPalGateway, self.gateway("paypal"))  # processors only makes that one
 
 
 billing_context = context_of(BillingContext)

@@ -42,14 +42,19 @@ async def get_customer(customer_id: CustomerPath, tenant: Reader, conn: Connecti
 async def attach_payment_method(
     customer_id: CustomerPath, body: PaymentMethodIn, tenant: Writer, ctx: Context
 ) -> Any:
-    """Create the customer in Stripe (once) and attach the payment method invoices charge."""
-    # No pooled connection is held while Stripe answers.
+    """Choose the customer's gateway and payment method: a Stripe PaymentMethod (the customer
+    is created in Stripe once), a vaulted PayPal payment token, or PayPal without one (each
+    invoice is then paid at an approval link)."""
+    # No pooled connection is held while the gateway answers.
     pool = await ctx.pool()
     async with pool.acquire() as conn:
-        customer = await repository.get_customer(conn, tenant.id, customer_id)
-    stripe_id, method = await ctx.gateway.sync_customer(tenant.id, customer, body.payment_method)
+        customer = await repository.get_customer(conn, tenant.id, customer_id)  # 404 first
+    gateway = ctx.gateway(body.gateway)
+    gateway_id, method = await gateway.sync_customer(tenant.id, customer, body.payment_method)
     async with pool.acquire() as conn:
-        updated = await repository.set_stripe_ids(conn, tenant.id, customer_id, stripe_id, method)
+        updated = await repository.set_payment_method(
+            conn, tenant.id, customer_id, body.gateway, gateway_id, method
+        )
     return CustomerView.of(updated)
 
 

@@ -105,9 +105,11 @@ async def mark_uncollectible(
 
 @router.post("/invoices/{invoice_id}/pay", response_model=PaymentView, tags=["invoices"])
 async def pay(invoice_id: UUID, tenant: Admin, ctx: Context) -> Any:
-    """Charge the customer's payment method now (a Stripe PaymentIntent)."""
+    """Charge the customer's payment method now, through the customer's gateway (a Stripe
+    PaymentIntent, a PayPal order). A PayPal customer without a vaulted token gets the
+    payment `processing` with the `approval_url` to send the payer to."""
     payment = await payments.pay(
-        await ctx.pool(), ctx.gateway, tenant.id, invoice_id, ctx.clock.now()
+        await ctx.pool(), ctx.payments_configured(), tenant.id, invoice_id, ctx.clock.now()
     )
     return PaymentView.of(payment)
 
@@ -130,6 +132,6 @@ async def refund(invoice_id: UUID, body: RefundIn, tenant: Admin, ctx: Context) 
             invoice = await repository.get_invoice(conn, tenant.id, invoice_id)
         amount = exact_minor(body.amount, invoice.currency)
     refunded = await payments.refund(
-        pool, ctx.gateway, tenant.id, invoice_id, amount, ctx.clock.now()
+        pool, ctx.gateways, tenant.id, invoice_id, amount, ctx.clock.now()
     )
     return InvoiceView.of(refunded)

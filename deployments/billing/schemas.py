@@ -5,11 +5,11 @@ finer than its minor unit."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import Path, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from deployments._serve import MoneyOut
 from kiki.billing import reports, webhooks
@@ -44,7 +44,9 @@ class CustomerView(BaseModel):
     tax_percent: str
     currency: str
     credit_balance: MoneyOut
+    payment_gateway: str
     stripe_customer_id: str | None
+    paypal_customer_id: str | None
     has_payment_method: bool
 
     @classmethod
@@ -57,8 +59,10 @@ class CustomerView(BaseModel):
             tax_percent=format(c.tax_percent.normalize(), "f"),
             currency=c.currency,
             credit_balance=money(c.credit_balance_minor, c.currency),
+            payment_gateway=c.payment_gateway,
             stripe_customer_id=c.stripe_customer_id,
-            has_payment_method=c.stripe_payment_method_id is not None,
+            paypal_customer_id=c.paypal_customer_id,
+            has_payment_method=c.payment_method_id is not None,
         )
 
 
@@ -130,23 +134,32 @@ class InvoiceView(BaseModel):
 
 class PaymentView(BaseModel):
     invoice_id: UUID
-    payment_intent_id: str | None
+    gateway: str
+    payment_intent_id: str | None = Field(
+        description="the gateway's reference: a Stripe PaymentIntent, a PayPal capture, or a "
+        "PayPal order while it awaits the payer"
+    )
     status: str
     amount: MoneyOut
     attempts: int
     next_retry_at: datetime | None
     last_error: str | None
+    approval_url: str | None = Field(
+        description="where the payer approves a PayPal order (status processing until then)"
+    )
 
     @classmethod
     def of(cls, p: Payment) -> PaymentView:
         return cls(
             invoice_id=p.invoice_id,
+            gateway=p.gateway,
             payment_intent_id=p.payment_intent_id,
             status=p.status.value,
             amount=money(p.amount_minor, p.currency),
             attempts=p.attempts,
             next_retry_at=p.next_retry_at,
             last_error=p.last_error,
+            approval_url=p.approval_url,
         )
 
 
@@ -194,9 +207,23 @@ class MetricIn(BillableMetric):
 
 
 class PaymentMethodIn(BaseModel):
-    payment_method: PgText = Field(
-        min_length=3, max_length=255, description="a Stripe PaymentMethod id, e.g. pm_card_visa"
+    gateway: Literal["stripe", "paypal"] = Field(
+        "stripe", description="the gateway the customer's invoices are paid through"
     )
+    payment_method: PgText | None = Field(
+        None,
+        min_length=3,
+        max_length=255,
+        description="a Stripe PaymentMethod id (e.g. pm_card_visa; required for Stripe), or a "
+        "vaulted PayPal payment token id; for PayPal without one, each invoice is paid at an "
+        "approval link",
+    )
+
+    @model_validator(mode="after")
+    def _stripe_needs_a_card(self) -> PaymentMethodIn:
+        if self.gateway == "stripe" and self.payment_method is None:
+            raise ValueError("payment_method is required for Stripe (e.g. pm_card_visa)")
+        return self
 
 
 class CreditsIn(BaseModel):
@@ -239,6 +266,6 @@ class EndpointCreated(BaseModel):
     secret: str = Field(description="signs every delivery (Kiki-Signature); shown only once")
 
 
-class StripeAck(BaseModel):
+class WebhookAck(BaseModel):
     received: bool
     outcome: str

@@ -1,6 +1,6 @@
 """Billing's webhooks: the tenants' endpoints (signed deliveries of billing events), and
-Stripe's events, which take no API key: Stripe's signature authenticates them, and the tenant
-is the one of the invoice the event names."""
+Stripe's and PayPal's events, which take no API key: the gateway's signature authenticates
+them, and the tenant is the one of the invoice the event names."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from deployments._serve import Admin, Connection, DecimalJSONRoute, Reader
 from deployments.billing.context import Context
-from deployments.billing.schemas import EndpointCreated, StripeAck
+from deployments.billing.schemas import EndpointCreated, WebhookAck
 from kiki.billing import payments, webhooks
 from kiki.errors import KikiError
 
@@ -39,16 +39,37 @@ async def delete_endpoint(endpoint_id: UUID, tenant: Admin, conn: Connection) ->
     return Response(status_code=204)
 
 
-@router.post("/webhooks/stripe", response_model=StripeAck)
+@router.post("/webhooks/stripe", response_model=WebhookAck)
 async def stripe_webhook(request: Request, ctx: Context) -> Any:
     """Stripe's events (no API key: the Stripe-Signature header authenticates them)."""
     payload = await request.body()
     try:
-        event = ctx.gateway.verify_event(payload, request.headers.get("Stripe-Signature"))
+        event = await ctx.gateway("stripe").verify_event(payload, request.headers)
         outcome = await payments.handle_stripe_event(await ctx.pool(), event, ctx.clock.now())
     except KikiError as exc:  # forged, stale, replayed or malformed: refused and logged
-        client = request.client.host if request.client else "unknown"
-        extra = {"code": exc.code, "error": exc.message, "client": client}
-        logger.warning("Stripe webhook rejected", extra=extra)
+        _rejected(request, "Stripe", exc)
         raise
-    return StripeAck(received=True, outcome=outcome)
+    return WebhookAck(received=True, outcome=outcome)
+
+
+@router.post("/webhooks/paypal", response_model=WebhookAck)
+async def paypal_webhook(request: Request, ctx: Context) -> Any:
+    """PayPal's events (no API key: the PAYPAL-TRANSMISSION-* headers authenticate them,
+    checked by PayPal's verify-webhook-signature call against KIKI_PAYPAL_WEBHOOK_ID)."""
+    payload = await request.body()
+    try:
+        paypal = ctx.paypal
+        event = await paypal.verify_event(payload, request.headers)
+        outcome = await payments.handle_paypal_event(
+            await ctx.pool(), paypal, event, ctx.clock.now()
+        )
+    except KikiError as exc:
+        _rejected(request, "PayPal", exc)
+        raise
+    return WebhookAck(received=True, outcome=outcome)
+
+
+def _rejected(request: Request, gateway: str, exc: KikiError) -> None:
+    client = request.client.host if request.client else "unknown"
+    extra = {"code": exc.code, "error": exc.message, "client": client}
+    logger.warning(f"{gateway} webhook rejected", extra=extra)

@@ -1,7 +1,7 @@
 """The billing worker of a replica: every round it seals webhook endpoint secrets left in plain
-text from before encryption, delivers the tenants' webhooks that are due and, once Stripe is
-configured, retries the payments that are due (dunning). Replicas run rounds side by side: a
-delivery is claimed with SKIP LOCKED, and a charge carries its idempotency key."""
+text from before encryption, delivers the tenants' webhooks that are due and, once Stripe or
+PayPal is configured, retries the payments that are due (dunning). Replicas run rounds side by
+side: a delivery is claimed with SKIP LOCKED, and a charge carries its idempotency key."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ async def run_worker(context: BillingContext, interval_s: float) -> None:
                 pool = await context.pool()
                 await webhooks.seal_plain_secrets(pool, context.vault)
                 await webhooks.deliver_due(pool, http, context.vault, context.clock.now())
-                if context.payments_configured:
-                    await payments.collect_due(pool, context.gateway, context.clock.now())
+                if context.gateways:
+                    await payments.collect_due(pool, context.gateways, context.clock.now())
             except Exception:
                 logger.exception("billing worker round failed")

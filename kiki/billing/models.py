@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, Field, field_validator
@@ -51,9 +51,26 @@ class CustomerIn(FrozenModel):
 
 class Customer(CustomerIn):
     credit_balance_minor: int
+    # The gateway the customer pays through (kiki.billing.gateway), and its ids there.
+    payment_gateway: Literal["stripe", "paypal"] = "stripe"
     stripe_customer_id: str | None
     stripe_payment_method_id: str | None
+    paypal_customer_id: str | None = None
+    paypal_payment_token_id: str | None = None
     created_at: datetime
+
+    @property
+    def payment_method_id(self) -> str | None:
+        """The saved payment method invoices are charged to, on the chosen gateway."""
+        if self.payment_gateway == "paypal":
+            return self.paypal_payment_token_id
+        return self.stripe_payment_method_id
+
+    @property
+    def payable(self) -> bool:
+        """Whether an invoice can be paid: Stripe charges a saved card only; PayPal charges a
+        vaulted token, or without one sends the payer an approval link."""
+        return self.payment_gateway == "paypal" or self.payment_method_id is not None
 
 
 class SubscriptionStatus(StrEnum):
@@ -118,6 +135,7 @@ class PaymentStatus(StrEnum):
 
 class Payment(FrozenModel):
     invoice_id: UUID
+    gateway: Literal["stripe", "paypal"] = "stripe"
     payment_intent_id: str | None
     status: PaymentStatus
     amount_minor: int
@@ -125,4 +143,5 @@ class Payment(FrozenModel):
     attempts: int
     next_retry_at: datetime | None
     last_error: str | None
+    approval_url: str | None = None
     updated_at: datetime

@@ -151,7 +151,8 @@ async def apply_coupon(
 # --- customers ---------------------------------------------------------------------------
 
 CUSTOMER_COLUMNS = """customer_id, name, email, timezone, tax_percent, currency,
-    credit_balance_minor, stripe_customer_id, stripe_payment_method_id, created_at"""
+    credit_balance_minor, payment_gateway, stripe_customer_id, stripe_payment_method_id,
+    paypal_customer_id, paypal_payment_token_id, created_at"""
 
 
 async def create_customer(
@@ -196,18 +197,26 @@ async def list_customers(conn: asyncpg.Connection, tenant_id: UUID) -> list[Cust
     return [Customer(**dict(r)) for r in rows]
 
 
-async def set_stripe_ids(
+async def set_payment_method(
     conn: asyncpg.Connection,
     tenant_id: UUID,
     customer_id: str,
-    stripe_customer_id: str,
+    gateway: str,
+    gateway_customer_id: str | None,
     payment_method_id: str | None,
 ) -> Customer:
+    """Make `gateway` the customer's choice, with its ids there. A Stripe card stays until
+    another replaces it; a PayPal choice without a token means paying by approval link."""
     row = await conn.fetchrow(
-        f"""UPDATE billing_customers SET stripe_customer_id = $3,
-                   stripe_payment_method_id = coalesce($4, stripe_payment_method_id)
+        f"""UPDATE billing_customers SET payment_gateway = $3,
+                stripe_customer_id = CASE WHEN $3 = 'stripe' THEN $4 ELSE stripe_customer_id END,
+                stripe_payment_method_id = CASE WHEN $3 = 'stripe'
+                    THEN coalesce($5, stripe_payment_method_id) ELSE stripe_payment_method_id END,
+                paypal_customer_id = CASE WHEN $3 = 'paypal' THEN $4 ELSE paypal_customer_id END,
+                paypal_payment_token_id = CASE WHEN $3 = 'paypal' THEN $5
+                    ELSE paypal_payment_token_id END
             WHERE tenant_id = $1 AND customer_id = $2 RETURNING {CUSTOMER_COLUMNS}""",
-        tenant_id, customer_id, stripe_customer_id, payment_method_id,
+        tenant_id, customer_id, gateway, gateway_customer_id, payment_method_id,
     )  # fmt: skip
     return Customer(**dict(row))
 
@@ -337,8 +346,8 @@ async def set_invoice_status(
     return invoice_of(row)
 
 
-_PAYMENT = """invoice_id, payment_intent_id, status, amount_minor, currency, attempts,
-              next_retry_at, last_error, updated_at"""
+_PAYMENT = """invoice_id, gateway, payment_intent_id, status, amount_minor, currency, attempts,
+              next_retry_at, last_error, approval_url, updated_at"""
 
 
 async def get_payment(
@@ -353,15 +362,17 @@ async def get_payment(
 async def save_payment(conn: asyncpg.Connection, tenant_id: UUID, payment: Payment) -> Payment:
     row = await conn.fetchrow(
         f"""INSERT INTO billing_payments (invoice_id, tenant_id, payment_intent_id, status,
-                amount_minor, currency, attempts, next_retry_at, last_error, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                amount_minor, currency, attempts, next_retry_at, last_error, updated_at, gateway,
+                approval_url)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
             ON CONFLICT (invoice_id) DO UPDATE SET payment_intent_id = EXCLUDED.payment_intent_id,
                 status = EXCLUDED.status, amount_minor = EXCLUDED.amount_minor,
                 attempts = EXCLUDED.attempts, next_retry_at = EXCLUDED.next_retry_at,
-                last_error = EXCLUDED.last_error, updated_at = EXCLUDED.updated_at
+                last_error = EXCLUDED.last_error, updated_at = EXCLUDED.updated_at,
+                gateway = EXCLUDED.gateway, approval_url = EXCLUDED.approval_url
             RETURNING {_PAYMENT}""",
         payment.invoice_id, tenant_id, payment.payment_intent_id, payment.status.value,
         payment.amount_minor, payment.currency, payment.attempts, payment.next_retry_at,
-        payment.last_error, payment.updated_at,
+        payment.last_error, payment.updated_at, payment.gateway, payment.approval_url,
     )  # fmt: skip
     return Payment(**dict(row))

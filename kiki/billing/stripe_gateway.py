@@ -10,43 +10,18 @@ idempotency key, so a retried call never charges twice on Stripe.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Protocol
+from collections.abc import Mapping
+from typing import Any
 from uuid import UUID
 
 import stripe
 
-from kiki.billing.catalog import FrozenModel
+from kiki.billing.gateway import ChargeResult
 from kiki.billing.models import Customer, Invoice
 from kiki.errors import FailedPrecondition, InvalidInput, Unavailable
 
 TENANT_KEY = "kiki_tenant_id"
 INVOICE_KEY = "kiki_invoice_id"
-
-
-class ChargeResult(FrozenModel):
-    payment_intent_id: str | None
-    status: Literal["succeeded", "processing", "failed"]
-    error: str | None = None
-
-
-class PaymentGateway(Protocol):
-    async def sync_customer(
-        self, tenant_id: UUID, customer: Customer, payment_method: str | None
-    ) -> tuple[str, str | None]:
-        """The processor's customer id, and the attached payment method's id if one was given."""
-        ...
-
-    async def charge(
-        self, tenant_id: UUID, invoice: Invoice, customer: Customer, idempotency_key: str
-    ) -> ChargeResult: ...
-
-    async def refund(self, payment_intent_id: str, amount_minor: int, idempotency_key: str) -> int:
-        """Refund part of a payment; returns the amount refunded."""
-        ...
-
-    def verify_event(self, payload: bytes, signature: str | None) -> dict[str, Any]:
-        """The event, if the signature and its timestamp are good; InvalidInput otherwise."""
-        ...
 
 
 class StripeGateway:
@@ -64,21 +39,9 @@ class StripeGateway:
         self.webhook_secret = webhook_secret
         self.tolerance_s = tolerance_s
 
-    @classmethod
-    def configured(
-        cls, api_key: str | None, api_base: str, webhook_secret: str | None, tolerance_s: int
-    ) -> StripeGateway:
-        """The gateway, or, without an API key, the error that says how to set payments up."""
-        if not api_key:
-            raise FailedPrecondition(
-                "payments are not configured: set KIKI_STRIPE_API_KEY (and KIKI_STRIPE_API_BASE "
-                "for a Stripe-compatible server) and restart"
-            )
-        return cls(api_key, api_base, webhook_secret, tolerance_s)
-
     async def sync_customer(
         self, tenant_id: UUID, customer: Customer, payment_method: str | None
-    ) -> tuple[str, str | None]:
+    ) -> tuple[str | None, str | None]:
         v1 = self.client.v1
         try:
             stripe_id = customer.stripe_customer_id
@@ -142,7 +105,10 @@ class StripeGateway:
             payment_intent_id=intent.id, status="failed", error=f"payment {intent.status}"
         )
 
-    async def refund(self, payment_intent_id: str, amount_minor: int, idempotency_key: str) -> int:
+    async def refund(
+        self, payment_intent_id: str, amount_minor: int, currency: str, idempotency_key: str
+    ) -> int:
+        # Stripe refunds in the PaymentIntent's own currency: `currency` is not sent.
         try:
             refund = await self.client.v1.refunds.create_async(
                 params={"payment_intent": payment_intent_id, "amount": amount_minor},
@@ -154,7 +120,8 @@ class StripeGateway:
             raise _unavailable(exc) from None
         return int(refund.amount)
 
-    def verify_event(self, payload: bytes, signature: str | None) -> dict[str, Any]:
+    async def verify_event(self, payload: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+        signature = headers.get("Stripe-Signature")
         if not self.webhook_secret:
             raise FailedPrecondition(
                 "Stripe webhooks are not configured: set KIKI_STRIPE_WEBHOOK_SECRET"

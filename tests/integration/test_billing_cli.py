@@ -47,7 +47,7 @@ def test_close_period_and_report(fresh_db: str, monkeypatch: pytest.MonkeyPatch)
     closed = runner.invoke(main, ["billing", "close-period", "--as-of", "2026-01-31"])
     assert closed.exit_code == 0, closed.output
     assert "acme: 1 invoices (1 renewed, 0 downgraded, 0 ended" in closed.output
-    assert "KIKI_STRIPE_API_KEY is not set" in closed.output
+    assert "neither KIKI_STRIPE_API_KEY nor KIKI_PAYPAL_CLIENT_ID/_SECRET is set" in closed.output
 
     report = runner.invoke(main, ["billing", "report", "--tenant", "acme", "--month", "2026-01"])
     assert report.exit_code == 0, report.output

@@ -24,6 +24,7 @@ import uvicorn
 from deployments._serve import ServiceRuntime
 from deployments.billing.app import api
 from kiki.billing import payments, webhooks
+from kiki.billing.gateway import Gateways
 from kiki.billing.stripe_gateway import StripeGateway
 from kiki.config import Settings
 from kiki.db import migrate
@@ -78,8 +79,9 @@ class Billing:
 
 @contextmanager
 def billing_app(
-    db: str, stripe_url: str, home: Path, stripe_api_key: str = "sk_test_kiki"
+    db: str, stripe_url: str, home: Path, stripe_api_key: str = "sk_test_kiki", **more: Any
 ) -> Iterator[str]:
+    """The billing app on uvicorn; `more` are further settings (PayPal's)."""
     asyncio.run(_migrate(db))
     settings = Settings(
         home=home,
@@ -89,20 +91,30 @@ def billing_app(
         stripe_webhook_secret=SECRET,
         billing_worker_s=3600,
         auth_cache_ttl_s=0,
+        **more,
     )
     api.state.runtime = ServiceRuntime("billing", settings)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
+    try:
+        with serve(api, port):
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        api.state.runtime = None
+
+
+@contextmanager
+def serve(app: Any, port: int) -> Iterator[None]:
+    """An ASGI app on uvicorn at `port`, in a thread, for the block."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-        api.state.runtime = None
 
 
 async def _migrate(db: str) -> None:
@@ -258,24 +270,28 @@ def test_declined_card_follows_the_dunning_schedule(billing: Billing) -> None:
         "failure already recorded"
     )
     retry_at = datetime.fromisoformat(first["next_retry_at"])
-
-    async def dunning() -> list[tuple[int, Any]]:
-        pool = await create_pool(b.db, min_size=1, max_size=2)
-        seen, at = [], retry_at
-        try:
-            for _ in range(3):
-                (payment,) = await payments.collect_due(pool, b.gateway, at)
-                seen.append(
-                    (payment.attempts, payment.next_retry_at and payment.next_retry_at - at)
-                )
-                at = payment.next_retry_at or at
-            assert await payments.collect_due(pool, b.gateway, at + timedelta(days=30)) == []
-        finally:
-            await pool.close()
-        return seen
-
-    assert asyncio.run(dunning()) == [(2, timedelta(days=3)), (3, timedelta(days=5)), (4, None)]
+    assert asyncio.run(dunning(b.db, {"stripe": b.gateway}, retry_at)) == DUNNING
     assert b.ok("GET", f"/invoices/{cat['id']}")["status"] == "uncollectible"
+
+
+# (attempt, wait before the next) of each dunning retry: 1, 3 and 5 days, then given up.
+DUNNING = [(2, timedelta(days=3)), (3, timedelta(days=5)), (4, None)]
+
+
+async def dunning(db: str, gateways: Gateways, retry_at: datetime) -> list[tuple[int, Any]]:
+    """Run the dunning schedule's three retries of the one failing invoice, each when due,
+    then check nothing is left to try."""
+    pool = await create_pool(db, min_size=1, max_size=2)
+    seen, at = [], retry_at
+    try:
+        for _ in range(3):
+            (payment,) = await payments.collect_due(pool, gateways, at)
+            seen.append((payment.attempts, payment.next_retry_at and payment.next_retry_at - at))
+            at = payment.next_retry_at or at
+        assert await payments.collect_due(pool, gateways, at + timedelta(days=30)) == []
+    finally:
+        await pool.close()
+    return seen
 
 
 def test_forged_stale_and_replayed_stripe_events_are_refused(

@@ -16,6 +16,7 @@ PUBLIC = {
     ("*", "GET", "/health"): "liveness probes and load balancers call it without a key",
     ("create", "GET", "/metrics"): "Prometheus scrapes it; platform-wide counters, no tenant data",
     ("billing", "POST", "/webhooks/stripe"): "Stripe's signature authenticates it",
+    ("billing", "POST", "/webhooks/paypal"): "PayPal verifies its signature (PAYPAL-* headers)",
 }
 # Any valid key will do: it says only what the key itself may do.
 ANY_KEY = {("*", "GET", "/api/v1/whoami")}
