@@ -1,0 +1,280 @@
+"""Backup and restore of KIKI's database, with per-table checksums that prove a restore whole.
+
+A logical backup is `pg_dump --format=custom` of one snapshot: the dump and the checksums are
+taken inside the same exported snapshot, so the checksums describe exactly the rows in the
+dump. The folder (`db.dump` + `backup.json`) goes into the artifact store under
+`backups/<UTC time>-dump/<digest>/`, each file's SHA-256 in the store's manifest. A restore
+downloads and checks the files, replays the dump in one transaction (all of it or nothing),
+and recomputes every table's checksum against the manifest.
+
+The tools are the embedded distribution's own (PostgreSQL 18): they dump any server from 9.2
+up to 18 and restore into 18 or older servers' dumps; a newer server is refused with a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from pydantic import BaseModel
+
+from kiki.artifacts import ArtifactStore
+from kiki.db.embedded import POSTGRES_BIN_PATH
+from kiki.db.pool import connect, redact
+from kiki.errors import FailedPrecondition, InvalidInput, Unavailable
+
+INFO = "backup.json"
+DUMP = "db.dump"
+BACKUPS = "backups"
+
+# Row text must not depend on the session: the same row gives the same text on any server.
+_STABLE_TEXT = (
+    "SET LOCAL TimeZone = 'UTC'",
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL IntervalStyle = 'postgres'",
+    "SET LOCAL extra_float_digits = 3",
+    "SET LOCAL bytea_output = 'hex'",
+)
+_TABLES = """SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) AS name
+             FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+             ORDER BY 1"""
+
+
+class TableSum(BaseModel):
+    """A table's row count and the sum of its rows' hashes (64 bits of each row's MD5): any
+    missing, extra or changed row changes it, in any order, in constant memory."""
+
+    rows: int
+    digest: str
+
+
+class BackupInfo(BaseModel):
+    """`backup.json`: what a backup holds and what a restore must find again."""
+
+    format: Literal["pg_dump"] = "pg_dump"
+    taken_at: datetime
+    database: str
+    server_version: str
+    server_version_num: int
+    tool_version: str
+    wal_lsn: str | None
+    schema_version: int | None
+    tables: dict[str, TableSum]
+
+
+@dataclass(frozen=True)
+class Taken:
+    url: str
+    info: BackupInfo
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Restored:
+    info: BackupInfo
+    tables: int
+    rows: int
+    seconds: float
+
+
+def tool(name: str) -> Path:
+    return POSTGRES_BIN_PATH / name
+
+
+def tool_version(name: str) -> tuple[str, int]:
+    """(`18.6`, 18) of one of the embedded distribution's tools."""
+    out = subprocess.run(
+        [str(tool(name)), "--version"], check=True, capture_output=True, text=True
+    ).stdout
+    found = re.search(r"(\d+)(?:\.(\d+))?", out)
+    if not found:
+        raise Unavailable(f"cannot tell the version of {tool(name)} from {out!r}")
+    return found.group(0), int(found.group(1))
+
+
+async def checksums(conn: asyncpg.Connection) -> dict[str, TableSum]:
+    """Every table's TableSum, read in the connection's current transaction (the caller's
+    snapshot), so all tables are seen at one moment."""
+    for statement in _STABLE_TEXT:
+        await conn.execute(statement)
+    sums = {}
+    for name in [r["name"] for r in await conn.fetch(_TABLES)]:
+        row = await conn.fetchrow(
+            f"SELECT count(*) AS n, COALESCE(sum(('x' || left(md5(t::text), 16))::bit(64)"  # nosec B608
+            f"::bigint::numeric), 0)::text AS d FROM {name} AS t"  # name: quote_ident above
+        )
+        sums[name] = TableSum(rows=row["n"], digest=row["d"])
+    return sums
+
+
+def libpq_target(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its password, and the environment that gives the password to
+    pg_dump / pg_restore (not on their command line, where `ps` would show it)."""
+    parts = urlsplit(url)
+    env = dict(os.environ)
+    if parts.password is None:
+        return url, env
+    env["PGPASSWORD"] = parts.password
+    user = parts.username or ""
+    netloc = f"{user}@{parts.netloc.rpartition('@')[2]}" if user else parts.netloc.split("@")[-1]
+    return urlunsplit(parts._replace(netloc=netloc)), env
+
+
+async def _run(args: list[str], env: Mapping[str, str], what: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=dict(env), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode:
+        lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
+        detail = "; ".join(lines[:3]) or f"exit {proc.returncode}"
+        raise Unavailable(f"{what} failed: {detail}")
+
+
+async def dump(url: str, folder: Path) -> BackupInfo:
+    """`pg_dump` the database of `url` into `folder`/db.dump and write `backup.json` with the
+    checksums of the same snapshot."""
+    version, major = tool_version("pg_dump")
+    conn = await connect(url)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            row = await conn.fetchrow(
+                """SELECT pg_export_snapshot() AS snapshot, clock_timestamp() AS at,
+                          current_database() AS db,
+                          current_setting('server_version') AS version,
+                          current_setting('server_version_num')::int AS num,
+                          CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                               ELSE pg_current_wal_lsn() END::text AS lsn"""
+            )
+            if row["num"] // 10000 > major:
+                raise FailedPrecondition(
+                    f"the server runs PostgreSQL {row['version']}, newer than KIKI's pg_dump "
+                    f"{version}: back it up with that server's own pg_dump"
+                )
+            schema = await conn.fetchval(
+                "SELECT max(version) FROM schema_migrations"
+                if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+                else "SELECT NULL::int"
+            )
+            sums = await checksums(conn)
+            target, env = libpq_target(url)
+            # The dump reads the exported snapshot, which lives while this transaction does.
+            await _run(
+                [str(tool("pg_dump")), "--format=custom", f"--snapshot={row['snapshot']}",
+                 "--file", str(folder / DUMP), "--dbname", target],
+                env, "pg_dump",
+            )  # fmt: skip
+    finally:
+        await conn.close()
+    info = BackupInfo(
+        taken_at=row["at"].astimezone(UTC), database=row["db"], server_version=row["version"],
+        server_version_num=row["num"], tool_version=version, wal_lsn=row["lsn"],
+        schema_version=schema, tables=sums,
+    )  # fmt: skip
+    (folder / INFO).write_text(info.model_dump_json(indent=1))
+    return info
+
+
+async def backup(url: str, store: ArtifactStore) -> Taken:
+    """Dump the database and put the backup into the artifact store; its URL and figures."""
+    started = asyncio.get_running_loop().time()
+    with tempfile.TemporaryDirectory(prefix="kiki-backup-") as tmp:
+        info = await dump(url, Path(tmp))
+        size = (Path(tmp) / DUMP).stat().st_size
+        stamp = info.taken_at.strftime("%Y%m%dT%H%M%SZ")
+        stored = await asyncio.to_thread(store.put_folder, Path(tmp), f"{stamp}-dump", BACKUPS)
+    return Taken(stored, info, size, asyncio.get_running_loop().time() - started)
+
+
+async def _tables(conn: asyncpg.Connection) -> int:
+    return len(await conn.fetch(_TABLES))
+
+
+async def _recreate(url: str, database: str) -> None:
+    """Drop and create the database of `url` again, empty (from the server's `postgres`)."""
+    if database == "postgres":
+        raise InvalidInput("will not drop the `postgres` database: restore into another one")
+    admin = await connect(urlunsplit(urlsplit(url)._replace(path="/postgres")))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+
+
+async def restore_folder(folder: Path, url: str, replace: bool) -> Restored:
+    """Restore a downloaded backup folder into the database of `url` (empty, or emptied with
+    `replace`), then prove every table's rows equal to the backup's."""
+    started = asyncio.get_running_loop().time()
+    info = BackupInfo.model_validate_json((folder / INFO).read_text())
+    database = urlsplit(url).path.lstrip("/") or "postgres"
+    conn = await connect(url)
+    try:
+        num = int(await conn.fetchval("SELECT current_setting('server_version_num')"))
+        tables = await _tables(conn)
+    finally:
+        await conn.close()
+    if num // 10000 < info.server_version_num // 10000:
+        raise FailedPrecondition(
+            f"the backup is of PostgreSQL {info.server_version}, the target server is older "
+            f"({num // 10000}): restore into a server of version {info.server_version} or newer"
+        )
+    if tables and not replace:
+        raise FailedPrecondition(
+            f"database {database} at {redact(url)} holds {tables} tables: restore into an empty "
+            "database, or pass --replace to drop this one and restore in its place"
+        )
+    if tables:
+        await _recreate(url, database)
+    target, env = libpq_target(url)
+    await _run(
+        [str(tool("pg_restore")), "--exit-on-error", "--single-transaction", "--no-owner",
+         "--no-acl", "--dbname", target, str(folder / DUMP)],
+        env, "pg_restore",
+    )  # fmt: skip
+    conn = await connect(url)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            found = await checksums(conn)
+    finally:
+        await conn.close()
+    names = info.tables.keys() | found.keys()
+    wrong = sorted(n for n in names if info.tables.get(n) != found.get(n))
+    if wrong:
+        raise FailedPrecondition(
+            f"the restored rows differ from the backup's checksums in {', '.join(wrong[:10])}: "
+            "the backup is damaged or the target was written to during the restore"
+        )
+    rows = sum(t.rows for t in found.values())
+    return Restored(info, len(found), rows, asyncio.get_running_loop().time() - started)
+
+
+async def restore(backup_url: str, url: str, store: ArtifactStore, replace: bool) -> Restored:
+    """Download (checking each file) and restore the backup stored at `backup_url`."""
+    with tempfile.TemporaryDirectory(prefix="kiki-restore-") as tmp:
+        await asyncio.to_thread(
+            store.get_folder, backup_url, Path(tmp),
+            f"no backup at {backup_url}: give a URL that `kiki db backup` printed",
+        )  # fmt: skip
+        if not (Path(tmp) / INFO).is_file():
+            raise InvalidInput(f"{backup_url} is not a KIKI database backup (no {INFO})")
+        return await restore_folder(Path(tmp), url, replace)
+
+
+def store_for(url: str, base: ArtifactStore) -> ArtifactStore:
+    """The store a backup URL lives in (it may differ from KIKI_ARTIFACTS_URL, e.g. an
+    off-site bucket given to `--to`), with this node's cache and S3 endpoint."""
+    parts = urlsplit(url)
+    root = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    return ArtifactStore(url=root, cache_dir=base.cache_dir, endpoint_url=base.endpoint_url)
