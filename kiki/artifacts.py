@@ -166,6 +166,14 @@ class ArtifactStore:
         except FileNotFoundError:
             raise FailedPrecondition(f"{url} is missing from the artifact store") from None
 
+    def names(self, prefix: str) -> list[str]:
+        """The names of the objects directly under the key `prefix` (none when it is absent)."""
+        try:
+            found = self.fs.ls(self._path(prefix), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found)
+
     # Folders: model weights.
 
     def put_folder(self, folder: Path, kind: str, root: str = "models") -> str:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
 from kiki.artifacts import ArtifactStore, url_problem
 from kiki.db import backup as backups
+from kiki.db import wal
 from launcher.exits import fail, settings_or_exit
-from launcher.platform import database, pid_alive, read_state
+from launcher.platform import database, embedded_postgres, pid_alive, read_state
 
 
 def _store_url(value: str | None, option: str) -> str | None:
@@ -26,23 +30,45 @@ def _store_url(value: str | None, option: str) -> str | None:
     help="Store to write to: file:///path or s3://bucket/prefix (default: KIKI_ARTIFACTS_URL, "
     "or file://$KIKI_HOME/artifacts).",
 )
-def db_backup(to: str | None) -> None:
-    """Back up the database (pg_dump of one snapshot, with every table's checksum) into the
-    artifact store, under backups/<UTC time>-dump/<digest>/. Prints the backup's URL, which
-    `kiki db restore` takes. Safe while KIKI runs: the dump reads one consistent snapshot."""
+@click.option(
+    "--base",
+    is_flag=True,
+    help="A base backup of the whole server (pg_basebackup) instead of a dump: the start "
+    "point of `kiki db restore --until`, with KIKI_WAL_ARCHIVE=1.",
+)
+def db_backup(to: str | None, base: bool) -> None:
+    """Back up the database into the artifact store, under backups/<UTC time>-<dump|base>/.
+    A dump (the default) is pg_dump of one snapshot with every table's row checksum. Prints
+    the backup's URL, which `kiki db restore` takes. Safe while KIKI runs."""
     settings = settings_or_exit()
     store = ArtifactStore.from_settings(settings)
     if _store_url(to, "--to"):
         store = backups.store_for(to.rstrip("/"), store)  # type: ignore[union-attr]
     with database(settings, migrated=False) as url:
-        taken = asyncio.run(backups.backup(url, store))
-    rows = sum(t.rows for t in taken.info.tables.values())
+        taken = asyncio.run(backups.backup(url, store, base=base))
+    info = taken.info
+    what = (
+        "a base backup of the server"
+        if base
+        else f"{len(info.tables)} tables, {sum(t.rows for t in info.tables.values()):,} rows"
+    )
     click.echo(
-        f"backed up {taken.info.database} (PostgreSQL {taken.info.server_version}, snapshot of "
-        f"{taken.info.taken_at:%Y-%m-%d %H:%M:%S} UTC): {len(taken.info.tables)} tables, "
-        f"{rows:,} rows, {taken.bytes / 1e6:.1f} MB in {taken.seconds:.1f} s"
+        f"backed up {info.database} (PostgreSQL {info.server_version}, as of "
+        f"{info.taken_at:%Y-%m-%d %H:%M:%S} UTC): {what}, {taken.bytes / 1e6:.1f} MB in "
+        f"{taken.seconds:.1f} s"
     )
     click.echo(taken.url)
+
+
+def _moment(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--until {value!r} is not a time: give ISO 8601, e.g. 2026-12-07T17:30:00Z", 2)
+        raise
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @click.command("restore")
@@ -50,25 +76,72 @@ def db_backup(to: str | None) -> None:
 @click.option(
     "--replace",
     is_flag=True,
-    help="Drop the database first when it holds tables (without it, only an empty database "
-    "is restored into).",
+    help="Drop the database first when it holds tables (without it, a dump is only restored "
+    "into an empty database).",
 )
-def db_restore(source: str, replace: bool) -> None:
-    """Restore the backup at FROM (a URL printed by `kiki db backup`) into the database: the
-    files are checked against their SHA-256, the dump is replayed in one transaction (all or
-    nothing), and every table's row checksum must match the backup's. With the embedded
-    server and a lost data folder, it starts a fresh server first. Stop KIKI (`kiki down`)
-    before restoring; start it again with `kiki up` afterwards (the budget actors rebuild from
-    the restored ledger, pending migrations are applied)."""
+@click.option(
+    "--until",
+    metavar="TIME",
+    help="With a base backup: recover to this moment (ISO 8601; UTC unless it says); without "
+    "it, to the last archived WAL.",
+)
+def db_restore(source: str, replace: bool, until: str | None) -> None:
+    """Restore the backup at FROM (a URL printed by `kiki db backup`).
+
+    A dump: checked against its SHA-256, replayed in one transaction (all or nothing) into
+    the database, then every table's row checksum must match the backup's. With the embedded
+    server and a lost data folder, a fresh server is started first.
+
+    A base backup (embedded server only): the data folder is replaced by it and the archived
+    WAL replayed up to --until, then the server is promoted.
+
+    Stop KIKI (`kiki down`) first; `kiki up` afterwards rebuilds the budget actors from the
+    restored ledger and applies pending migrations."""
     settings = settings_or_exit()
-    _store_url(source.rstrip("/"), "FROM")
+    source = source.rstrip("/")
+    _store_url(source, "FROM")
+    moment = _moment(until)
     state = read_state(settings)
     if state is not None and pid_alive(state.pid):
         fail(f"KIKI is running (pid {state.pid}): stop it with `kiki down`, then restore", 1)
-    store = backups.store_for(source.rstrip("/"), ArtifactStore.from_settings(settings))
-    with database(settings, migrated=False) as url:
-        done = asyncio.run(backups.restore(source.rstrip("/"), url, store, replace))
+    configured = ArtifactStore.from_settings(settings)
+    with tempfile.TemporaryDirectory(prefix="kiki-restore-") as tmp:
+        info = backups.download(source, backups.store_for(source, configured), Path(tmp))
+        if info.format == "pg_basebackup":
+            if settings.database_url:
+                only = "a base backup restores the embedded server's data folder only"
+                fail(f"{only}: unset KIKI_DATABASE_URL, or restore a dump (README, Operations)", 2)
+            server = embedded_postgres(settings)
+            server.stop()
+            try:
+                done = backups.recover(Path(tmp), server, configured, moment)
+            finally:
+                server.stop()
+        elif moment is not None:
+            fail("--until needs a base backup (`kiki db backup --base`), not a dump", 2)
+            return
+        else:
+            with database(settings, migrated=False) as url:
+                done = asyncio.run(backups.restore_folder(Path(tmp), url, replace))
+    if info.format == "pg_basebackup":
+        click.echo(
+            f"recovered the server from the base backup of {info.taken_at:%Y-%m-%d %H:%M:%S} UTC "
+            f"to {moment.isoformat() if moment else 'the last archived WAL'}: {done.tables} "
+            f"tables, {done.rows:,} rows ({done.seconds:.1f} s)"
+        )
+        return
     click.echo(
-        f"restored {done.info.database} as of {done.info.taken_at:%Y-%m-%d %H:%M:%S} UTC: "
+        f"restored {info.database} as of {info.taken_at:%Y-%m-%d %H:%M:%S} UTC: "
         f"{done.tables} tables, {done.rows:,} rows, every checksum matches ({done.seconds:.1f} s)"
     )
+
+
+@click.command("archive-wal")
+def db_archive_wal() -> None:
+    """Ship the WAL segments the embedded server has archived (KIKI_WAL_ARCHIVE=1) from
+    $KIKI_HOME/wal-spool to the artifact store now. `kiki up` does this every few seconds;
+    run it before a planned restore so the newest segments are in the store."""
+    settings = settings_or_exit()
+    store = ArtifactStore.from_settings(settings)
+    shipped = wal.ship(settings.wal_spool, store)
+    click.echo(f"shipped {len(shipped)} WAL files to {store.url_of(wal.WAL)}")

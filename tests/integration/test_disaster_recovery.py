@@ -144,9 +144,9 @@ def ray_here() -> Iterator[None]:
         ray.shutdown()
 
 
-def kiki(args: list[str], settings: Settings) -> str:
+def kiki(args: list[str], settings: Settings, extra: dict[str, str] | None = None) -> str:
     env = {"KIKI_HOME": str(settings.home), "KIKI_PG_PORT": str(settings.pg_port),
-           "KIKI_DATABASE_URL": "", "KIKI_ARTIFACTS_URL": ""}  # fmt: skip
+           "KIKI_DATABASE_URL": "", "KIKI_ARTIFACTS_URL": "", **(extra or {})}  # fmt: skip
     result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 0, result.output
     return result.output
@@ -240,3 +240,90 @@ def test_restore_refuses_a_database_with_tables_and_a_damaged_backup(
     with pytest.raises(FailedPrecondition, match=r"differ from the backup's checksums in "
                        r"public\.tenants:"):  # fmt: skip
         asyncio.run(backup.restore_folder(folder, fresh_db, replace=True))
+
+
+async def ledger_apply(url: str, book: BudgetBook, ops: list[BudgetOp]) -> datetime:
+    """The commands through the book and into the ledger in one transaction, as a budget
+    shard's group commit writes them; the server's time just after the commit."""
+    events: list = []
+    created: list = []
+    results = [book.execute(op, datetime.now(UTC), events, created) for op in ops]
+    assert {r.outcome for r in results} <= {"set", "granted"}, results
+    conn = await asyncpg.connect(url)
+    try:
+        await store.append(conn, created, events)
+        return await conn.fetchval("SELECT clock_timestamp()")
+    finally:
+        await conn.close()
+
+
+async def archived_through(url: str) -> None:
+    """Close the current WAL segment and wait until the server has archived it."""
+    conn = await asyncpg.connect(url)
+    try:
+        segment = await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
+        for _ in range(300):
+            done = await conn.fetchval("SELECT last_archived_wal FROM pg_stat_archiver")
+            if done is not None and done >= segment:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"segment {segment} was not archived within 30 s")
+    finally:
+        await conn.close()
+
+
+def test_point_in_time_recovery_keeps_a_batch_whole(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", pg_port=free_port(), wal_archive=True)
+    server = EmbeddedPostgres(settings.pgdata, settings.pg_port, settings.wal_spool, 1)
+    url = server.start()
+    env = {"KIKI_WAL_ARCHIVE": "1"}
+    try:
+        asyncio.run(migrate.migrate_url(url))
+        tid = asyncio.run(seed_tenant(url))
+        book = BudgetBook()
+        allocate = [
+            BudgetOp("allocate", tid, c, f"a-{c}", currency="USD", caps_patch={"total": CAP})
+            for c in CAMPAIGNS
+        ]
+        asyncio.run(ledger_apply(url, book, allocate))
+        base_url = kiki(["db", "backup", "--base"], settings, env).strip().splitlines()[-1]
+        assert "-base/" in base_url
+
+        # After the base backup: batch A, then the moment to recover to, then batch B.
+        asyncio.run(ledger_apply(url, book, reserve(tid, "A", 2_000_000)))
+        moment = asyncio.run(ledger_apply(url, book, []))
+        time.sleep(0.05)
+        asyncio.run(ledger_apply(url, book, reserve(tid, "B", 3_000_000)))
+        asyncio.run(archived_through(url))
+        assert "shipped" in kiki(["db", "archive-wal"], settings, env)
+
+        server.stop()
+        shutil.rmtree(settings.pgdata)
+        out = kiki(["db", "restore", base_url, "--until", moment.isoformat()], settings, env)
+        assert "recovered the server" in out, out
+        server.start()
+
+        keys = asyncio.run(idempotency_keys(url))
+        assert {k for k in keys if k.startswith("A-")} == {f"A-{c}" for c in CAMPAIGNS}
+        assert not [k for k in keys if k.startswith("B-")]  # batch B: wholly absent
+        replay = asyncio.run(replayed(url, tid))
+        assert {s["reserved"] for s in replay.values()} == {2_000_000}
+    finally:
+        server.stop()
+
+
+async def seed_tenant(url: str) -> str:
+    conn = await asyncpg.connect(url)
+    try:
+        return str((await ensure_tenant(conn, "acme")).id)
+    finally:
+        await conn.close()
+
+
+async def idempotency_keys(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT idempotency_key FROM budget_ledger WHERE kind = 'reserved'")
+        return [r[0] for r in rows]
+    finally:
+        await conn.close()
