@@ -265,7 +265,16 @@ def recover(
         )
     with tempfile.TemporaryDirectory(prefix="kiki-wal-") as tmp:
         wal.fetch_all(wal_store, Path(tmp))
-        url = server.recover(folder, Path(tmp), until, timeout_s)
+        try:
+            url = server.recover(folder, Path(tmp), until, timeout_s)
+        except Unavailable as exc:
+            if "before configured recovery target" not in exc.message:
+                raise
+            raise FailedPrecondition(
+                f"the archived WAL ends before --until {until}: no transaction after that "
+                "moment was archived. Restore without --until to recover all that was archived "
+                "(run `kiki db archive-wal` on the old node first if it still exists)"
+            ) from None
     found = asyncio.run(_sums(url))
     rows = sum(t.rows for t in found.values())
     return Restored(info, len(found), rows, time.monotonic() - started)

@@ -233,12 +233,18 @@ class EmbeddedPostgres:
         settings = {"restore_command": restore_command(wal), "recovery_target_action": "promote"}
         if until is not None:
             settings["recovery_target_time"] = until.isoformat()
-        self.start(timeout_s=timeout_s, settings=settings)
-        deadline = time.monotonic() + timeout_s
-        while self._query("SELECT pg_is_in_recovery()") != "f":
-            if time.monotonic() > deadline or not self.is_running():
-                raise Unavailable(f"recovery did not finish: {self.last_log_line()}")
-            time.sleep(0.2)
+        try:
+            self.start(timeout_s=timeout_s, settings=settings)
+            deadline = time.monotonic() + timeout_s
+            while self._query("SELECT pg_is_in_recovery()") != "f":
+                if time.monotonic() > deadline or not self.is_running():
+                    raise Unavailable(f"not promoted within {timeout_s:.0f} s")
+                time.sleep(0.2)
+        except (Unavailable, subprocess.CalledProcessError) as exc:
+            # The server's reason is its last FATAL line, not the shutdown lines after it.
+            fatal = [ln for ln in self._log_lines() if "FATAL" in ln]
+            why = fatal[-1] if fatal else getattr(exc, "message", str(exc))
+            raise Unavailable(f"recovery failed: {why} (full log: {self.log_file})") from None
         return self.url
 
     def _query(self, sql: str) -> str:
@@ -253,9 +259,14 @@ class EmbeddedPostgres:
             return
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._run_as(), timeout=60)
 
-    def last_log_line(self) -> str:
+    def _log_lines(self) -> list[str]:
         try:
-            lines = [ln for ln in self.log_file.read_text().splitlines() if ln.strip()]
+            return [ln for ln in self.log_file.read_text().splitlines() if ln.strip()]
         except OSError:
+            return []
+
+    def last_log_line(self) -> str:
+        if not self.log_file.exists():
             return "no server log was written"
+        lines = self._log_lines()
         return lines[-1] if lines else "the server log is empty"
