@@ -76,8 +76,8 @@ def _moment(value: str | None) -> datetime | None:
 @click.option(
     "--replace",
     is_flag=True,
-    help="Drop the database first when it holds tables (without it, a dump is only restored "
-    "into an empty database).",
+    help="Drop the database first when it holds tables (a dump), or replace the data folder "
+    "that holds one (a base backup); without it, only an empty one is restored into.",
 )
 @click.option(
     "--until",
@@ -92,8 +92,9 @@ def db_restore(source: str, replace: bool, until: str | None) -> None:
     the database, then every table's row checksum must match the backup's. With the embedded
     server and a lost data folder, a fresh server is started first.
 
-    A base backup (embedded server only): the data folder is replaced by it and the archived
-    WAL replayed up to --until, then the server is promoted.
+    A base backup (embedded server only): the data folder (when it still holds a database,
+    with --replace) is replaced by it and the archived WAL replayed up to --until, then the
+    server is promoted.
 
     Stop KIKI (`kiki down`) first; `kiki up` afterwards rebuilds the budget actors from the
     restored ledger and applies pending migrations."""
@@ -112,6 +113,9 @@ def db_restore(source: str, replace: bool, until: str | None) -> None:
                 only = "a base backup restores the embedded server's data folder only"
                 fail(f"{only}: unset KIKI_DATABASE_URL, or restore a dump (README, Operations)", 2)
             server = embedded_postgres(settings)
+            if (server.pgdata / "PG_VERSION").exists() and not replace:
+                fail(f"{server.pgdata} holds a database: pass --replace to replace it with the "
+                     "base backup's", 1)  # fmt: skip
             server.stop()
             try:
                 done = backups.recover(Path(tmp), server, configured, moment)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 from pydantic import BaseModel
@@ -127,7 +127,7 @@ def libpq_target(url: str) -> tuple[str, dict[str, str]]:
     env = dict(os.environ)
     if parts.password is None:
         return url, env
-    env["PGPASSWORD"] = parts.password
+    env["PGPASSWORD"] = unquote(parts.password)  # a URL carries it percent-encoded
     user = parts.username or ""
     netloc = f"{user}@{parts.netloc.rpartition('@')[2]}" if user else parts.netloc.split("@")[-1]
     return urlunsplit(parts._replace(netloc=netloc)), env
