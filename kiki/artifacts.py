@@ -166,16 +166,25 @@ class ArtifactStore:
         except FileNotFoundError:
             raise FailedPrecondition(f"{url} is missing from the artifact store") from None
 
+    def names(self, prefix: str) -> list[str]:
+        """The names of the objects directly under the key `prefix` (none when it is absent)."""
+        try:
+            found = self.fs.ls(self._path(prefix), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found)
+
     # Folders: model weights.
 
-    def put_folder(self, folder: Path, kind: str) -> str:
-        """Upload a model folder to `models/<kind>/<digest>/` and give its URL. The same
-        content always lands at the same URL, so uploading twice is harmless."""
+    def put_folder(self, folder: Path, kind: str, root: str = "models") -> str:
+        """Upload a folder (model weights; a database backup under `root="backups"`) to
+        `<root>/<kind>/<digest>/` and give its URL. The same content always lands at the same
+        URL, so uploading twice is harmless."""
         manifest = manifest_of(folder)
         if not manifest:
             raise FailedPrecondition(f"{folder} holds no files to store")
         digest = digest_of(manifest)
-        key = f"models/{kind}/{digest}"
+        key = f"{root}/{kind}/{digest}"
         for name in manifest:
             self.fs.put_file(str(folder / name), self._path(f"{key}/{name}"))
         self.put_bytes(f"{key}/{MANIFEST}", json.dumps(manifest, sort_keys=True).encode())
@@ -190,25 +199,11 @@ class ArtifactStore:
         cached = self.cache_dir / digest
         if (cached / MANIFEST).is_file():
             return cached
-        remote = self._path(url)
-        try:
-            manifest = json.loads(self.fs.cat_file(f"{remote}/{MANIFEST}"))
-        except FileNotFoundError:
-            raise FailedPrecondition(
-                f"model files are missing at {url}; retrain or restore the artifact store"
-            ) from None
-        if digest_of(manifest) != digest:
-            raise FailedPrecondition(f"{url}: its manifest does not match its digest")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         draft = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=f".{digest[:12]}-"))
         try:
-            for name, sha in manifest.items():
-                target = draft / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.fs.get_file(f"{remote}/{name}", str(target))
-                if _sha256_file(target) != sha:
-                    raise FailedPrecondition(f"{url}/{name} does not match its manifest")
-            (draft / MANIFEST).write_text(json.dumps(manifest, sort_keys=True))
+            missing = f"model files are missing at {url}; retrain or restore the artifact store"
+            self.get_folder(url, draft, missing)
             try:
                 os.rename(draft, cached)
             except OSError:  # another process of this node got there first: same bytes
@@ -217,6 +212,27 @@ class ArtifactStore:
         finally:
             shutil.rmtree(draft, ignore_errors=True)
         return cached
+
+    def get_folder(self, url: str, into: Path, missing: str) -> dict[str, str]:
+        """Download a folder stored by `put_folder` into the empty folder `into`, checking
+        each file against the manifest and the manifest against the URL's digest; returns
+        the manifest. `missing`: the message when nothing is stored there."""
+        digest = url.rstrip("/").rsplit("/", 1)[-1]
+        remote = self._path(url)
+        try:
+            manifest = json.loads(self.fs.cat_file(f"{remote}/{MANIFEST}"))
+        except FileNotFoundError:
+            raise FailedPrecondition(missing) from None
+        if digest_of(manifest) != digest:
+            raise FailedPrecondition(f"{url}: its manifest does not match its digest")
+        for name, sha in manifest.items():
+            target = into / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get_file(f"{remote}/{name}", str(target))
+            if _sha256_file(target) != sha:
+                raise FailedPrecondition(f"{url}/{name} does not match its manifest")
+        (into / MANIFEST).write_text(json.dumps(manifest, sort_keys=True))
+        return manifest
 
     def load(self, url: str, kind: type[M]) -> M:
         """A model saved by `kind.save`, from its stored folder."""

@@ -56,6 +56,14 @@ class Settings(BaseSettings):
         None, description="endpoint of an S3-compatible store that is not AWS (MinIO, Ceph ...)"
     )
     pg_port: int = Field(5433, ge=1, le=65535, description="embedded PostgreSQL TCP port")
+    wal_archive: bool = Field(
+        False,
+        description="embedded PostgreSQL archives its WAL to the artifact store (wal/), so "
+        "`kiki db restore --until` can recover to any moment after a base backup",
+    )
+    wal_archive_timeout_s: int = Field(
+        60, ge=1, le=3600, description="a written WAL segment is archived at least this often"
+    )
     db_pool_min: int = Field(1, ge=0, le=100)
     db_pool_max: int = Field(10, ge=1, le=1000)
     ray_address: str | None = Field(
@@ -261,6 +269,11 @@ class Settings(BaseSettings):
     @property
     def pgdata(self) -> Path:
         return self.home / "pgdata"
+
+    @property
+    def wal_spool(self) -> Path:
+        """Where the embedded server puts finished WAL segments until they are shipped."""
+        return self.home / "wal-spool"
 
     @property
     def log_dir(self) -> Path:

