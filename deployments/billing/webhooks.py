@@ -13,8 +13,9 @@ from fastapi import APIRouter, Request, Response
 from deployments._serve import Admin, Connection, DecimalJSONRoute, Reader
 from deployments.billing.context import Context
 from deployments.billing.schemas import EndpointCreated, StripeAck
+from deployments.billing.telemetry import billing_metrics
 from kiki.billing import payments, webhooks
-from kiki.errors import KikiError
+from kiki.errors import KikiError, Unavailable
 
 logger = logging.getLogger("kiki.billing")
 router = APIRouter(route_class=DecimalJSONRoute, tags=["webhooks"])
@@ -43,6 +44,7 @@ async def delete_endpoint(endpoint_id: UUID, tenant: Admin, conn: Connection) ->
 async def stripe_webhook(request: Request, ctx: Context) -> Any:
     """Stripe's events (no API key: the Stripe-Signature header authenticates them)."""
     payload = await request.body()
+    metrics = billing_metrics()
     try:
         event = ctx.gateway.verify_event(payload, request.headers.get("Stripe-Signature"))
         outcome = await payments.handle_stripe_event(await ctx.pool(), event, ctx.clock.now())
@@ -50,5 +52,19 @@ async def stripe_webhook(request: Request, ctx: Context) -> Any:
         client = request.client.host if request.client else "unknown"
         extra = {"code": exc.code, "error": exc.message, "client": client}
         logger.warning("Stripe webhook rejected", extra=extra)
+        if metrics is not None:
+            metrics.stripe_event(_stripe_outcome(exc))
         raise
+    except Exception:
+        if metrics is not None:
+            metrics.stripe_event("failed")
+        raise
+    if metrics is not None:
+        metrics.stripe_event("applied")
     return StripeAck(received=True, outcome=outcome)
+
+
+def _stripe_outcome(exc: KikiError) -> str:
+    if exc.code == "webhook_replayed":
+        return "replayed"
+    return "failed" if isinstance(exc, Unavailable) else "rejected"
