@@ -80,10 +80,9 @@ class TickMetrics:
             boundaries=[10, 50, 100, 250, 500, 1000, 2000, 5000],
             tag_keys=("shard",),
         )
-        self.decisions = metrics.Counter(
-            "kiki_flow_decisions", "bid decisions made", tag_keys=("shard",)
-        )
-        # At 0 from the start: the slow-tick alert divides by the ticks.
+        # At 0 from the start, so a shard without campaigns shows 0 decisions and 0 slow
+        # ticks rather than nothing.
+        self.decisions = counter("kiki_flow_decisions", "bid decisions made", ("shard",), [tags])
         self.slow = counter("kiki_flow_slow_ticks", "ticks longer than tick_s", ("shard",), [tags])
         # Wall-clock time of the last completed tick (or of the start): a loop that stops
         # ticking leaves it behind, which is what the stall alert measures.
