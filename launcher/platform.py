@@ -218,6 +218,8 @@ class Platform:
         self.state: RunState | None = None
         self._ray_started = False
         self.dashboard_url = ""
+        # Ray's session folder on this node: where Ray writes Prometheus's service discovery.
+        self.session_dir: str | None = None
 
     def _step(self, text: str) -> None:
         self.echo(f"==> {text}")
@@ -309,7 +311,8 @@ class Platform:
                 )
             self.state.metrics_url = f"http://127.0.0.1:{s.metrics_port}/metrics"
             self.echo(f"    metrics for Prometheus: {self.state.metrics_url}")
-        for line in monitoring_hints(context.address_info.get("session_dir")):
+        self.session_dir = context.address_info.get("session_dir")
+        for line in monitoring_hints(self.session_dir):
             self.echo(f"    {line}")
         self._ray_started = True
         if not context.dashboard_url:
