@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # pip on this machine warns about every missing local mirror entry; keep its real output.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: run test lint audit unit integration e2e cluster bench protos clean
+.PHONY: run test lint sysdeps audit unit integration e2e cluster bench protos clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -c "import kiki, ray, torch; assert torch.__version__.startswith('2.13.0')"
 	touch $(STAMP)
 
+# System packages from Debian, installed once: promtool (the alert rules' unit tests) and the
+# Prometheus server (tests/integration/test_prometheus.py) come with `prometheus`. Only what
+# is missing is installed, so it runs quickly (and needs no root) on a machine that has it.
+sysdeps:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+		apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
+
 run: $(STAMP)
 	$(VENV)/bin/kiki up
 
@@ -30,7 +38,7 @@ test: lint
 	$(PY) -m pytest tests --ignore=tests/cluster
 	$(PY) -m pytest tests/cluster
 
-lint: $(STAMP)
+lint: $(STAMP) sysdeps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/bandit -c pyproject.toml -q -r kiki launcher actors deployments training benchmarks
@@ -41,10 +49,10 @@ lint: $(STAMP)
 audit: $(STAMP)
 	$(VENV)/bin/pip-audit --local --skip-editable --strict --progress-spinner off
 
-unit: $(STAMP)
+unit: $(STAMP) sysdeps
 	$(PY) -m pytest tests/unit -q
 
-integration: $(STAMP)
+integration: $(STAMP) sysdeps
 	$(PY) -m pytest tests/integration -q
 
 e2e: $(STAMP)

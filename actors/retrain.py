@@ -13,12 +13,14 @@ from uuid import UUID
 import ray
 
 from actors.resilience import Supervisor, command
+from actors.telemetry import counter
 from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
 from kiki.db.pool import LazyPool
 from kiki.gdpr import Suppressions
+from training.families import FAMILIES
 from training.first_run import DemoOptions, run_demo
-from training.rounds import Retrainer
+from training.rounds import Outcome, Retrainer
 
 RETRAINER_NAME = "kiki-retrainer"
 
@@ -36,6 +38,16 @@ class RetrainerShell:
         self._lock = asyncio.Lock()
         self._supervisor = Supervisor("retrainer")
         self.rounds = 0
+        # "round" counts the rounds that failed as a whole (the database, the registry).
+        families = [{"family": f} for f in (*FAMILIES, "round")]
+        self._failures = counter(
+            "kiki_retrain_failures", "retrainings that failed, by model family", ("family",),
+            families,
+        )  # fmt: skip
+        self._drift = counter(
+            "kiki_retrain_drift", "retrainings started because drift marks the model stale",
+            ("family",), families[:-1],
+        )  # fmt: skip
 
     @command("retrainer")
     async def ready(self) -> bool:
@@ -52,11 +64,24 @@ class RetrainerShell:
     async def run_once(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
         """One round now (rounds never overlap): every due model, or with `tenant_id` that
         tenant's models whether due or not. The outcomes as JSON."""
-        retrainer = await self._retrainer()
-        async with self._lock:
-            outcomes = await retrainer.round(only_tenant=UUID(tenant_id) if tenant_id else None)
+        try:
+            retrainer = await self._retrainer()
+            async with self._lock:
+                only = UUID(tenant_id) if tenant_id else None
+                outcomes = await retrainer.round(only_tenant=only)
+        except Exception:
+            self._failures.inc(1, tags={"family": "round"})
+            raise
         self.rounds += 1
+        self._count(outcomes)
         return [o.model_dump(mode="json") for o in outcomes]
+
+    def _count(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            if o.failed:
+                self._failures.inc(1, tags={"family": o.family})
+            elif o.reason == "drift":
+                self._drift.inc(1, tags={"family": o.family})
 
     @command("retrainer")
     async def first_run(self, tenant_id: str, options: dict[str, Any]) -> None:

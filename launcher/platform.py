@@ -38,6 +38,9 @@ Echo = Callable[[str], None]
 # The apps' first start loads torch and models; on a machine busy with other work it has
 # taken over two minutes, so wait longer than that before calling a deployment failed.
 READY_TIMEOUT_S = 300.0
+# The file Ray's dashboard writes (and keeps current) in its session folder: a Prometheus
+# file_sd list of every live node's metrics export port.
+SERVICE_DISCOVERY_FILE = "prom_metrics_service_discovery.json"
 
 
 @dataclass
@@ -152,6 +155,23 @@ def check_ports_free(settings: Settings, embedded: bool) -> None:
             )
 
 
+OPS = Path(__file__).resolve().parent.parent / "ops"
+
+
+def monitoring_hints(session_dir: str | None) -> list[str]:
+    """Where Prometheus finds every node's metrics, and where the alert rules and Grafana
+    dashboards are (README, "Operations")."""
+    sd = f"{session_dir}/{SERVICE_DISCOVERY_FILE}" if session_dir else None
+    return [
+        "Prometheus scrape config: file_sd_configs with "
+        + (f"{sd} (every node's metrics port; on a cluster, the head node's file)" if sd
+           else f"the head node's {SERVICE_DISCOVERY_FILE} in Ray's session folder"),
+        f"alert rules: {OPS / 'prometheus' / 'alerts.yml'} (rule_files)",
+        f"Grafana dashboards: {OPS / 'grafana'}/*.json (Dashboards > New > Import; data "
+        "source: that Prometheus)",
+    ]  # fmt: skip
+
+
 def app_url(settings: Settings, service: str, host: str = "127.0.0.1") -> str:
     return f"http://{host}:{settings.http_port}/{service}"
 
@@ -202,6 +222,8 @@ class Platform:
         self._ray_started = False
         self.dashboard_url = ""
         self.shipper: WalShipper | None = None
+        # Ray's session folder on this node: where Ray writes Prometheus's service discovery.
+        self.session_dir: str | None = None
 
     def _step(self, text: str) -> None:
         self.echo(f"==> {text}")
@@ -297,6 +319,9 @@ class Platform:
                 )
             self.state.metrics_url = f"http://127.0.0.1:{s.metrics_port}/metrics"
             self.echo(f"    metrics for Prometheus: {self.state.metrics_url}")
+        self.session_dir = context.address_info.get("session_dir")
+        for line in monitoring_hints(self.session_dir):
+            self.echo(f"    {line}")
         self._ray_started = True
         if not context.dashboard_url:
             raise ConfigError(

@@ -49,6 +49,11 @@ class Outcome(BaseModel):
     verdict: Verdict | None = None
     skipped: str | None = None  # why nothing was trained
 
+    @property
+    def failed(self) -> bool:
+        """The retraining broke (a trial, the data), as opposed to having nothing to do."""
+        return self.reason == "error"
+
 
 class Retrainer:
     """The round's dependencies; `now` is injectable for tests."""

@@ -24,6 +24,7 @@ import ray
 from ray.util import metrics
 
 from actors.resilience import Supervisor, command
+from actors.telemetry import counter
 from kiki.clock import Clock, VirtualClock, WallClock
 from kiki.db.pool import create_pool
 from kiki.errors import FailedPrecondition, Unavailable
@@ -36,7 +37,7 @@ from kiki.shield.book import (
     NewCampaign,
     OpResult,
 )
-from kiki.shield.budget import LedgerEvent
+from kiki.shield.budget import LedgerEvent, over_deliveries
 
 logger = logging.getLogger("kiki.budget")
 EXPIRY_INTERVAL_S = 1.0
@@ -74,6 +75,18 @@ class BudgetShard:
             tag_keys=("shard",),
         )
         self._batch_ms.set_default_tags(tags)
+        self._write_errors = counter(
+            "kiki_budget_ledger_write_errors",
+            "ledger writes that failed, by reason (conflict, refused, unavailable)",
+            ("shard", "reason"),
+            [{**tags, "reason": reason} for reason in WRITE_ERRORS],
+        )
+        self._over_deliveries = counter(
+            "kiki_budget_over_deliveries",
+            "commits that recorded spend beyond their reservation (each blocks its campaign)",
+            ("shard",),
+            [tags],
+        )
 
     async def _start(self) -> None:
         self._pool = await create_pool(self.database_url, min_size=1, max_size=4)
@@ -186,18 +199,21 @@ class BudgetShard:
                 await self._persist(created, events)
                 break
             except asyncpg.UniqueViolationError:
+                self._write_error("conflict")
                 # Another incarnation of this shard wrote a key we had not seen: reload the
                 # touched campaigns and run the batch again; the keys now replay.
                 await self._reload(_touched(created, events))
                 if attempt == 2:
                     return self._fail(batch, "conflicting ledger writes; retry the request")
             except _REFUSED as exc:
+                self._write_error("refused")
                 # The database refused some command's data: commit the others one by one.
                 logger.warning("ledger refused a batch", extra={"error": repr(exc)})
                 await self._reload(_touched(created, events))
                 answers = await self._commit_alone(batch)
                 break
             except Exception as exc:
+                self._write_error("unavailable")
                 logger.warning("ledger write failed", extra={"error": repr(exc)})
                 await self._reload(_touched(created, events))
                 return self._fail(batch, f"budget ledger unavailable ({exc.__class__.__name__})")
@@ -216,6 +232,7 @@ class BudgetShard:
                 except Exception as exc:
                     await self._reload(_touched(created, events))
                     refused = isinstance(exc, _REFUSED)
+                    self._write_error("refused" if refused else "unavailable")
                     result = OpResult(
                         "error",
                         op.campaign_id,
@@ -243,6 +260,11 @@ class BudgetShard:
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             await store.append(conn, created, events)
+        if over := over_deliveries(event for _, event in events):
+            self._over_deliveries.inc(over, tags={"shard": str(self.shard)})
+
+    def _write_error(self, reason: str) -> None:
+        self._write_errors.inc(1, tags={"shard": str(self.shard), "reason": reason})
 
     async def _reload(self, keys: set[CampaignKey]) -> None:
         assert self._pool is not None
@@ -267,6 +289,9 @@ Waiting = tuple[list[BudgetOp], "asyncio.Future[list[OpResult]] | None"]
 # The database refused a command's data (class 22 data exceptions, class 23 constraint
 # violations other than the unique keys handled above), not the connection.
 _REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# Why a ledger write failed: another incarnation wrote the same key, the database refused
+# the data, or it could not be reached.
+WRITE_ERRORS = ("conflict", "refused", "unavailable")
 
 
 def _kind(op: BudgetOp) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from ray.util import metrics
+
+from actors.telemetry import counter
 
 
 @dataclass
@@ -77,14 +80,23 @@ class TickMetrics:
             boundaries=[10, 50, 100, 250, 500, 1000, 2000, 5000],
             tag_keys=("shard",),
         )
-        self.decisions = metrics.Counter(
-            "kiki_flow_decisions", "bid decisions made", tag_keys=("shard",)
+        # At 0 from the start, so a shard without campaigns shows 0 decisions and 0 slow
+        # ticks rather than nothing.
+        self.decisions = counter("kiki_flow_decisions", "bid decisions made", ("shard",), [tags])
+        self.slow = counter("kiki_flow_slow_ticks", "ticks longer than tick_s", ("shard",), [tags])
+        # Wall-clock time of the last completed tick (or of the start): a loop that stops
+        # ticking leaves it behind, which is what the stall alert measures.
+        self.last_tick = metrics.Gauge(
+            "kiki_flow_last_tick_seconds",
+            "Unix time of the shard's last completed tick (its start before the first)",
+            tag_keys=("shard",),
         )
-        self.slow = metrics.Counter(
-            "kiki_flow_slow_ticks", "ticks longer than tick_s", tag_keys=("shard",)
-        )
-        for metric in (self.tick_ms, self.decisions, self.slow):
+        for metric in (self.tick_ms, self.decisions, self.slow, self.last_tick):
             metric.set_default_tags(tags)
+
+    def alive(self) -> None:
+        """The wall-clock loop completed a tick (or started)."""
+        self.last_tick.set(time.time())
 
     def record(self, ms: float, decisions: int, tick_s: float) -> bool:
         """Record one tick; True when it overran its interval."""

@@ -137,6 +137,7 @@ class BidLoopShard:
         await self.budgets.ready()
         await self._load()
         if self.config.autorun:
+            self._metrics.alive()  # the stall alert counts from the loop's start
             self._supervisor.start("tick_loop", self._run)
 
     @command("bidloop")
@@ -200,6 +201,7 @@ class BidLoopShard:
                 logger.exception("tick failed; the next one runs on schedule")
             else:
                 self._last_tick_ok = time.monotonic()
+                self._metrics.alive()
             next_at = max(next_at + self.config.tick_s, time.monotonic())
             await asyncio.sleep(next_at - time.monotonic())
 

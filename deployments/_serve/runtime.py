@@ -4,6 +4,7 @@ API-key cache and rate limit, the health probes and the usage meters."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ import ray
 from pydantic import BaseModel
 from ray import serve
 from ray.serve.exceptions import RayServeException
+from ray.util import metrics
 
 from actors.keyrates import key_rates
 from deployments._serve.keyrates import ClusterKeyLimit
@@ -172,6 +174,10 @@ class ServiceRuntime:
         checks = {"database": found[0]}
         for more in found[1:]:
             checks.update(more)
+        if ray.is_initialized():  # Serve checks every replica's health every few seconds
+            gauge = _dependency_gauge()
+            for name, result in checks.items():
+                gauge.set(1.0 if result == "ok" else 0.0, tags={"app": self.service, "check": name})
         ok = all(v == "ok" for v in checks.values())
         return HealthReport(
             status="ok" if ok else "unavailable",
@@ -230,3 +236,14 @@ def runtime_for(service: str, args: BaseModel | None = None) -> ServiceRuntime:
     if args is not None:
         _runtimes[service].args, _runtimes[service]._args_resolved = args, False
     return _runtimes[service]
+
+
+@functools.cache
+def _dependency_gauge() -> metrics.Gauge:
+    """Each health check's last result, per app: PostgreSQL reachable or not (`database`),
+    and the actors and models the app depends on."""
+    return metrics.Gauge(
+        "kiki_dependency_up",
+        "1 when the app's last health check of the dependency passed, 0 when it failed",
+        tag_keys=("app", "check"),
+    )

@@ -5,6 +5,7 @@ them, and the tenant is the one of the invoice the event names."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -13,8 +14,10 @@ from fastapi import APIRouter, Request, Response
 from deployments._serve import Admin, Connection, DecimalJSONRoute, Reader
 from deployments.billing.context import Context
 from deployments.billing.schemas import EndpointCreated, WebhookAck
+from deployments.billing.telemetry import billing_metrics
 from kiki.billing import payments, webhooks
-from kiki.errors import KikiError
+from kiki.billing.gateway import LABELS
+from kiki.errors import KikiError, Unavailable
 
 logger = logging.getLogger("kiki.billing")
 router = APIRouter(route_class=DecimalJSONRoute, tags=["webhooks"])
@@ -43,13 +46,12 @@ async def delete_endpoint(endpoint_id: UUID, tenant: Admin, conn: Connection) ->
 async def stripe_webhook(request: Request, ctx: Context) -> Any:
     """Stripe's events (no API key: the Stripe-Signature header authenticates them)."""
     payload = await request.body()
-    try:
+
+    async def apply() -> str:
         event = await ctx.gateway("stripe").verify_event(payload, request.headers)
-        outcome = await payments.handle_stripe_event(await ctx.pool(), event, ctx.clock.now())
-    except KikiError as exc:  # forged, stale, replayed or malformed: refused and logged
-        _rejected(request, "Stripe", exc)
-        raise
-    return WebhookAck(received=True, outcome=outcome)
+        return await payments.handle_stripe_event(await ctx.pool(), event, ctx.clock.now())
+
+    return await _received(request, "stripe", apply)
 
 
 @router.post("/webhooks/paypal", response_model=WebhookAck)
@@ -57,19 +59,40 @@ async def paypal_webhook(request: Request, ctx: Context) -> Any:
     """PayPal's events (no API key: the PAYPAL-TRANSMISSION-* headers authenticate them,
     checked by PayPal's verify-webhook-signature call against KIKI_PAYPAL_WEBHOOK_ID)."""
     payload = await request.body()
-    try:
+
+    async def apply() -> str:
         paypal = ctx.paypal
         event = await paypal.verify_event(payload, request.headers)
-        outcome = await payments.handle_paypal_event(
-            await ctx.pool(), paypal, event, ctx.clock.now()
-        )
-    except KikiError as exc:
-        _rejected(request, "PayPal", exc)
+        return await payments.handle_paypal_event(await ctx.pool(), paypal, event, ctx.clock.now())
+
+    return await _received(request, "paypal", apply)
+
+
+async def _received(
+    request: Request, gateway: str, apply: Callable[[], Awaitable[str]]
+) -> WebhookAck:
+    """Verify and apply one gateway event, counting its outcome (the alerts' input); a
+    refused event is logged with the caller's address."""
+    metrics = billing_metrics()
+    try:
+        outcome = await apply()
+    except KikiError as exc:  # forged, stale, replayed or malformed: refused and logged
+        client = request.client.host if request.client else "unknown"
+        extra = {"code": exc.code, "error": exc.message, "client": client}
+        logger.warning(f"{LABELS[gateway]} webhook rejected", extra=extra)
+        if metrics is not None:
+            metrics.gateway_event(gateway, _outcome(exc))
         raise
+    except Exception:
+        if metrics is not None:
+            metrics.gateway_event(gateway, "failed")
+        raise
+    if metrics is not None:
+        metrics.gateway_event(gateway, "applied")
     return WebhookAck(received=True, outcome=outcome)
 
 
-def _rejected(request: Request, gateway: str, exc: KikiError) -> None:
-    client = request.client.host if request.client else "unknown"
-    extra = {"code": exc.code, "error": exc.message, "client": client}
-    logger.warning(f"{gateway} webhook rejected", extra=extra)
+def _outcome(exc: KikiError) -> str:
+    if exc.code == "webhook_replayed":
+        return "replayed"
+    return "failed" if isinstance(exc, Unavailable) else "rejected"

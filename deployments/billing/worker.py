@@ -11,6 +11,7 @@ import logging
 import httpx
 
 from deployments.billing.context import BillingContext
+from deployments.billing.telemetry import billing_metrics
 from kiki.billing import payments, webhooks
 
 logger = logging.getLogger("kiki.billing")
@@ -19,14 +20,20 @@ logger = logging.getLogger("kiki.billing")
 async def run_worker(context: BillingContext, interval_s: float) -> None:
     """A round every `interval_s` (`billing_worker_s`) until the replica stops; a failed
     round is logged and the next one runs on schedule."""
+    metrics = billing_metrics()
     async with httpx.AsyncClient(timeout=10) as http:
         while True:
             await asyncio.sleep(interval_s)
             try:
                 pool = await context.pool()
                 await webhooks.seal_plain_secrets(pool, context.vault)
-                await webhooks.deliver_due(pool, http, context.vault, context.clock.now())
+                report = await webhooks.deliver_due(pool, http, context.vault, context.clock.now())
+                paid = []
                 if context.gateways:
-                    await payments.collect_due(pool, context.gateways, context.clock.now())
+                    paid = await payments.collect_due(pool, context.gateways, context.clock.now())
+                if metrics is not None:
+                    async with pool.acquire() as conn:
+                        backlog = await webhooks.backlog(conn, context.clock.now())
+                    metrics.round(backlog, report, paid)
             except Exception:
                 logger.exception("billing worker round failed")

@@ -15,6 +15,8 @@ from kiki.billing.catalog import FrozenModel
 from kiki.billing.models import Customer, Invoice
 from kiki.errors import FailedPrecondition
 
+# Each gateway's name as its vendor writes it, for messages and logs.
+LABELS: dict[str, str] = {"stripe": "Stripe", "paypal": "PayPal"}
 # What to set for each gateway, for the error that answers a call needing an unconfigured one.
 SETUP: dict[str, str] = {
     "stripe": "set KIKI_STRIPE_API_KEY (and KIKI_STRIPE_API_BASE for a Stripe-compatible "
@@ -66,5 +68,5 @@ def gateway_of(gateways: Gateways, name: str) -> PaymentGateway:
     try:
         return gateways[name]
     except KeyError:
-        label = {"stripe": "Stripe", "paypal": "PayPal"}.get(name, name)
+        label = LABELS.get(name, name)
         raise FailedPrecondition(f"{label} payments are not configured: {SETUP[name]}") from None

@@ -184,6 +184,26 @@ class DeliveryReport(FrozenModel):
     failed: int = 0
 
 
+class Backlog(FrozenModel):
+    """Deliveries not yet made, every tenant's: what an operator watches for endpoints that
+    stopped answering or a worker that stopped running."""
+
+    pending: int
+    oldest_age_s: float  # 0 when nothing is pending
+
+
+async def backlog(conn: asyncpg.Connection, now: datetime) -> Backlog:
+    row = await conn.fetchrow(
+        """SELECT count(*) AS pending, min(created_at) AS oldest
+           FROM billing_webhook_deliveries WHERE status = 'pending'"""
+    )
+    oldest = row["oldest"]
+    return Backlog(
+        pending=row["pending"],
+        oldest_age_s=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0,
+    )
+
+
 async def deliver_due(
     pool: asyncpg.Pool,
     http: httpx.AsyncClient,

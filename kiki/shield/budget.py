@@ -14,6 +14,7 @@ committed + reserved <= cap. Only a platform reporting more spend than was reser
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -55,6 +56,12 @@ class LedgerEvent:
     over_delivered_micros: int = 0
     # Budget and policy settings only.
     data: dict[str, Any] | None = None
+
+
+def over_deliveries(events: Iterable[LedgerEvent]) -> int:
+    """How many of `events` record spend beyond their reservation: over-delivery, the one
+    way spend passes a budget (every reservation is held within it), so operators are told."""
+    return sum(1 for e in events if e.over_delivered_micros > 0)
 
 
 @dataclass(slots=True)

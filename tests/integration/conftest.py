@@ -55,6 +55,7 @@ class RunningPlatform:
     metrics_url: str
     api_key: str
     database_url: str
+    ray_session_dir: Path
 
 
 def run(coro):
@@ -101,6 +102,7 @@ def platform(
             metrics_url=f"http://127.0.0.1:{settings.metrics_port}/metrics",
             api_key=platform.dev_key or "",
             database_url=pg_url,
+            ray_session_dir=Path(platform.session_dir or ""),
         )
     finally:
         platform.stop()
