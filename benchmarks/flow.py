@@ -14,10 +14,10 @@ from actors.budget import ACTOR_PREFIX as BUDGET_PREFIX
 from actors.flow.client import ACTOR_PREFIX as BIDLOOP_PREFIX
 from actors.guard import GUARD_NAME
 from benchmarks.capacity import ShardCosts
-from benchmarks.pacing import SimulationOptions, replay_pacing, summaries
+from benchmarks.pacing import SimulationOptions, replay_pacing, yardstick
 from benchmarks.serving import local_ray, on_worker, scratch_database, three_nodes
 from benchmarks.simulate import Placement, SimulationResult, run_simulation
-from kiki.flow.pacing import ControllerConfig
+from kiki.flow.pacing import ControllerConfig, ControllerKind
 
 
 def lease_runs(
@@ -32,12 +32,19 @@ def lease_runs(
     Returns the rows, where each 3-node run's actors were, and the costs of the last run of
     leases (for `benchmarks.capacity`)."""
 
-    def options(lease: int) -> SimulationOptions:
-        return SimulationOptions(
-            campaigns=campaigns, hours=minutes / 60, tick_s=tick_s, lease_ticks=lease
-        )
-
-    configs = {"baseline (lease 1)": 1, f"leases of {lease_ticks}": lease_ticks}
+    base = SimulationOptions(
+        campaigns=campaigns, hours=minutes / 60, tick_s=tick_s, lease_ticks=lease_ticks
+    )
+    # Leases of one tick against ours; then ours with the earlier pacing controller, and in
+    # the live market's conditions (no per-tick cap, spend reported every 60 s), side by side.
+    configs = {
+        "baseline (lease 1)": base.model_copy(update={"lease_ticks": 1}),
+        f"leases of {lease_ticks}": base,
+        f"leases of {lease_ticks}, fill controller": base.model_copy(update={"controller": "fill"}),
+        f"leases of {lease_ticks}, live mode": base.model_copy(
+            update={"tick_cap": False, "report_delay_s": 60.0}
+        ),
+    }
 
     def runs(
         hosting: AbstractContextManager[dict[str, str] | None], placement: Placement | None
@@ -45,9 +52,9 @@ def lease_runs(
         out = {}
         # The decision log lines are written too (to a scratch folder): part of the trail.
         with scratch_database() as url, hosting as names, TemporaryDirectory() as logs:
-            for name, lease in configs.items():
+            for name, options in configs.items():
                 r = asyncio.run(
-                    run_simulation(url, options(lease), logs, placement=placement, measure=True)
+                    run_simulation(url, options, logs, placement=placement, measure=True)
                 )
                 where = {a: (names or {}).get(u.node_id, "the node") for a, u in r.actors.items()}
                 out[name] = (r, where)
@@ -115,34 +122,46 @@ def shard_costs(r: SimulationResult) -> ShardCosts:
     )
 
 
+MODES = ("capped", "live")
+
+
 def pacing_rows(
-    campaigns: int, hours: float, tick_s: float, seed: int, starts: list[datetime]
+    options: SimulationOptions,
+    starts: list[datetime],
+    controllers: list[ControllerKind],
+    modes: list[str],
+    first_price: list[str],
+    report_delay_s: float,
 ) -> list[dict[str, Any]]:
-    """Per start time and controller, the pacing replay's summary (see benchmarks/pacing.py)."""
-    options = SimulationOptions(campaigns=campaigns, hours=hours, tick_s=tick_s, seed=seed)
-    controllers = {
-        "baseline (even split)": ControllerConfig(platform_split="even"),
-        "ours (whole allowance)": ControllerConfig(),
-    }
+    """Per start time, mode, auction and controller, the pacing replay's yardstick (see
+    benchmarks/pacing.py): "capped" is the sandbox's own mode (each tick capped at its
+    allowance, spend known each tick), "live" the live market's conditions (no per-tick cap,
+    spend reported every `report_delay_s`, the daily budget the only limit); "second" clears
+    every platform at second price, "first" the `first_price` platforms at first price."""
+    auctions = {"second": [], "first": first_price} if first_price else {"second": []}
     rows = []
     for moment in starts:
         start = moment.replace(tzinfo=UTC)
-        for name, controller in controllers.items():
-            groups = summaries(replay_pacing(options, start, controller))
-            allowed, every = groups["demand_allowed"], groups["all"]
-            assert every is not None  # campaigns >= 1
-            rows.append(
-                {
-                    "start_utc": start.isoformat(),
-                    "controller": name,
-                    "demand_allowed": allowed.campaigns if allowed else 0,
-                    "within_2pct": allowed.within_2pct if allowed else 0,
-                    "at_least_98pct": allowed.at_least_98pct if allowed else 0,
-                    "pacing_error_p90": allowed.pacing_error_p90 if allowed else None,
-                    "pacing_error_max": allowed.pacing_error_max if allowed else None,
-                    "utilisation": allowed.utilisation if allowed else None,
-                    "all_within_2pct": every.within_2pct,
-                    "overspend_micros": every.overspend_micros,
-                }
-            )
+        for mode in modes:
+            for auction, platforms in auctions.items():
+                run = options.model_copy(
+                    update={
+                        "tick_cap": mode == "capped",
+                        "report_delay_s": report_delay_s if mode == "live" else 0.0,
+                        "first_price": platforms,
+                    }
+                )
+                for kind in controllers:
+                    results = replay_pacing(run, start, ControllerConfig(kind=kind))
+                    rows.append(
+                        {
+                            "start_utc": start.isoformat(),
+                            "seed": options.seed,
+                            "mode": mode,
+                            "auction": auction,
+                            "controller": kind,
+                            "campaigns": len(results),
+                            **yardstick(results),
+                        }
+                    )
     return rows

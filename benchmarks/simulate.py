@@ -223,6 +223,10 @@ async def run_simulation(
         tenant_id=tenant_id,
         value_app=None,  # synthetic segments: the ad groups' stated values
         lease_ticks=options.lease_ticks,
+        exchange=options.exchange(),
+        controller=options.controller,
+        sandbox_tick_cap=options.tick_cap,
+        sandbox_report_s=options.report_delay_s,
     )
     loops = BidLoopClient(
         database_url, config, shards=shards, clock=VirtualClock(start), placement=placement.bidloop

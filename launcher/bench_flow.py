@@ -8,7 +8,9 @@ from datetime import datetime
 
 import click
 
-from benchmarks.flow import pacing_rows
+from benchmarks.flow import MODES, pacing_rows
+from benchmarks.pacing import SimulationOptions
+from kiki.flow.connectors.base import PLATFORMS
 from launcher.bench import nodes_option
 
 
@@ -33,8 +35,10 @@ def bench_flow(
     groups on the simulator (real bid-loop and budget actors, audit trail in PostgreSQL and
     `decision:` log lines):
     the baseline reserves and commits every pool every tick (leases of one tick), ours holds
-    leases of --lease-ticks. Both on one scratch PostgreSQL and one local Ray; with --nodes 3
-    also both on a local 3-node Ray (head without CPUs, budget shards on worker a, bid-loop
+    leases of --lease-ticks; then ours with the earlier (fill) pacing controller, and in the
+    live market's conditions (no per-tick cap, spend reported every 60 s). All on one scratch
+    PostgreSQL and one local Ray; with --nodes 3
+    also all on a local 3-node Ray (head without CPUs, budget shards on worker a, bid-loop
     shards on worker b), next to the 1-node figures. Then the nodes of --vcpus that 10,000
     and 100,000 campaigns would need, from the CPU each shard used."""
     from benchmarks.capacity import ShardCosts, explain, project
@@ -76,6 +80,15 @@ def bench_flow(
         click.echo("\n" + explain(costs, p))
 
 
+def _names(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
+    """A comma-separated choice of `allowed` names, or a usage error naming them."""
+    names = [n for n in text.split(",") if n]
+    wrong = [n for n in names if n not in allowed]
+    if wrong or not names:
+        raise click.BadParameter(f"choose from {', '.join(allowed)}", param_hint=flag)
+    return names
+
+
 @click.command("pacing")
 @click.option("--campaigns", default=1000, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--hours", default=0.25, show_default=True, type=click.FloatRange(0.01, 744))
@@ -95,6 +108,35 @@ def bench_flow(
     help="UTC hours the schedules start at, one replay each (time zones and traffic-shaped "
     "curves make pacing depend on it).",
 )
+@click.option(
+    "--controllers",
+    default="fill,curve",
+    show_default=True,
+    help="Pacing controllers side by side: curve (paces by price, the default) and fill "
+    "(the earlier one, on the fill of each tick's capped allowance).",
+)
+@click.option(
+    "--modes",
+    default="capped,live",
+    show_default=True,
+    help="capped: each tick's delivery capped at its allowance (the sandbox's own mode); "
+    "live: the live market's conditions, no per-tick cap, spend reported every "
+    "--report-delay-s, the daily budget pushed to the platform the only limit.",
+)
+@click.option(
+    "--report-delay-s",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="In live mode, seconds between spend reports (KIKI_FLOW_SPEND_POLL_S live).",
+)
+@click.option(
+    "--first-price",
+    default=",".join(PLATFORMS),
+    show_default=True,
+    help="Platforms that clear at first price in the first-price runs (every run is also "
+    "made at second price); empty: second price only.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench_pacing(
     campaigns: int,
@@ -103,14 +145,19 @@ def bench_pacing(
     seed: int,
     day: datetime,
     start_hours: str,
+    controllers: str,
+    modes: str,
+    report_delay_s: float,
+    first_price: str,
     as_json: bool,
 ) -> None:
     """Pacing of CAMPAIGNS synthetic campaigns replayed without Ray or a database (the bid
-    engine against the sandbox, budget leases granted by SyncShield's ledger logic): per start
-    hour, how many campaigns the market did not limit stay within 2 % of their curves and
-    spend at least 98 % of their budgets, the worst error, and how many of all campaigns stay
-    within 2 %. Ours (any platform may spend a campaign's whole allowance for a tick) next to
-    the baseline that splits it evenly over the campaign's platforms."""
+    engine against the sandbox; in capped mode budget leases granted by SyncShield's ledger
+    logic): per start hour, mode, auction and controller, over the campaigns the market did
+    not limit, cost per click and per conversion, ROAS, cost against the offline optimum of
+    the same auctions (median and p90 of the per-campaign ratio), how many stay within 2 % and
+    5 % of their curves, spend at least 98 %, stay alive for 95 % of their schedules, the
+    share of ticks in which a cap bound, and overspend over all campaigns."""
     try:
         starts = [int(h) for h in start_hours.split(",")]
     except ValueError:
@@ -118,24 +165,39 @@ def bench_pacing(
         raise click.BadParameter(message, param_hint="--start-hours") from None
     if not starts or any(not 0 <= h <= 23 for h in starts):
         raise click.BadParameter("each hour must be 0..23", param_hint="--start-hours")
-    rows = pacing_rows(campaigns, hours, tick_s, seed, [day.replace(hour=h) for h in starts])
+    kinds = _names(controllers, ("fill", "curve"), "--controllers")
+    chosen = _names(modes, MODES, "--modes")
+    platforms = _names(first_price, PLATFORMS, "--first-price") if first_price else []
+    options = SimulationOptions(campaigns=campaigns, hours=hours, tick_s=tick_s, seed=seed)
+    rows = pacing_rows(
+        options, [day.replace(hour=h) for h in starts], kinds, chosen, platforms, report_delay_s
+    )
     if as_json:
         click.echo(json.dumps(rows))
         return
     click.echo(
         f"SyncFlow pacing replay: {campaigns} campaigns, {hours:g} h schedules, {tick_s:g} s "
-        f"ticks, seed {seed}; the first six columns over the campaigns the market did not "
-        "limit\n\n| start (UTC) | controller | campaigns | within 2 % | >= 98 % spent | p90 error "
-        "| max error | utilisation | all within 2 % | overspend |\n"
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        f"ticks, seed {seed}, live reports every {report_delay_s:g} s; all but overspend over "
+        "the campaigns the market did not limit\n\n| start (UTC) | mode | auction | controller "
+        "| demand allowed | cost/click | cost/conv. | ROAS | vs optimum p50 / p90 | within 2 % "
+        "| within 5 % | >= 98 % spent | alive >= 95 % | cap bound | overspend |\n"
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: |"
     )
     for r in rows:
-        head = f"| {r['start_utc'][11:16]} | {r['controller']} | {r['demand_allowed']} | "
-        tail = f" | {r['all_within_2pct']} | {r['overspend_micros'] / 1e6:,.2f} |"
-        if not r["demand_allowed"]:
-            click.echo(head + "— | — | — | — | —" + tail)
-            continue
         click.echo(
-            head + f"{r['within_2pct']} | {r['at_least_98pct']} | {r['pacing_error_p90']:.2%} | "
-            f"{r['pacing_error_max']:.2%} | {r['utilisation']:.1%}" + tail
+            f"| {r['start_utc'][11:16]} | {r['mode']} | {r['auction']} | {r['controller']} | "
+            f"{r['demand_allowed']} | {_num(r['cost_per_click'])} | "
+            f"{_num(r['cost_per_conversion'])} | {_num(r['roas'])} | "
+            f"{_num(r['vs_optimum_median'])} / {_num(r['vs_optimum_p90'])} | "
+            f"{r['within_2pct']} | {r['within_5pct']} | {r['at_least_98pct']} | "
+            f"{r['alive_95pct']} | {_pct(r['cap_bound_share'])} | {_pct(r['overspend_share'])} |"
         )
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"

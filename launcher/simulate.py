@@ -54,6 +54,32 @@ def _parse_start(
     help="A sandbox platform that is down for the whole run (repeatable).",
 )
 @click.option(
+    "--controller",
+    type=click.Choice(["curve", "fill"]),
+    default="curve",
+    show_default=True,
+    help="Pacing controller: curve paces by price on the curve error; fill, the earlier one, "
+    "on the fill of each tick's capped allowance.",
+)
+@click.option(
+    "--live",
+    is_flag=True,
+    help="The live market's conditions in the sandbox: no per-tick cap (each pool stops only "
+    "at the daily budget pushed to its platform) and spend reported every --report-delay-s.",
+)
+@click.option(
+    "--report-delay-s",
+    default=60.0,
+    show_default=True,
+    help="With --live, seconds between spend reports (as KIKI_FLOW_SPEND_POLL_S live).",
+)
+@click.option(
+    "--first-price",
+    multiple=True,
+    type=click.Choice(PLATFORMS),
+    help="A sandbox platform that clears at first price (repeatable; default second price).",
+)
+@click.option(
     "--chart",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("simulation.png"),
@@ -72,6 +98,10 @@ def simulate(
     shards: int,
     start_at: datetime | None,
     outages: tuple[str, ...],
+    controller: str,
+    live: bool,
+    report_delay_s: float,
+    first_price: tuple[str, ...],
     chart: Path,
     as_json: bool,
 ) -> None:
@@ -99,6 +129,10 @@ def simulate(
             ad_groups=ad_groups,
             outages=list(outages),
             start=start_at,
+            controller=controller,
+            tick_cap=not live,
+            report_delay_s=report_delay_s if live else 0.0,
+            first_price=list(first_price),
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kiki.flow.exchange import ExchangeConfig
+from kiki.flow.pacing import ControllerKind
 from kiki.shield import RateLimitConfig
 
 
@@ -28,6 +29,13 @@ class BidLoopConfig(BaseModel):
         None, description="raw platform credentials: the live market; None: the sandbox"
     )
     spend_poll_s: float = Field(60.0, gt=0)
+    controller: ControllerKind = Field("curve", description="the pacing controller")
+    sandbox_tick_cap: bool = Field(
+        True, description="the sandbox caps each tick (False: the live market's conditions)"
+    )
+    sandbox_report_s: float = Field(
+        0.0, ge=0, description="the sandbox reports spend every this many seconds (0: each tick)"
+    )
     log_dir: str | None = Field(None, description="folder of the `decision:` log files")
     guard_rate: RateLimitConfig | None = None
     lease_ticks: int = Field(10, ge=1, description="ticks a budget lease covers")

@@ -52,6 +52,7 @@ from kiki.flow.engine import BidEngine, TickPlan
 from kiki.flow.leases import UNANSWERED, LeaseBook, commit_op
 from kiki.flow.live import parse_credentials
 from kiki.flow.market import LiveMarket, Market, SandboxMarket
+from kiki.flow.pacing import ControllerConfig
 from kiki.shield import BudgetOp, OpResult, shard_of
 
 logger = logging.getLogger("kiki.flow")
@@ -87,13 +88,19 @@ class BidLoopShard:
         self.market: Market = (
             LiveMarket(parse_credentials(config.credentials), config.spend_poll_s, self.clock)
             if config.credentials
-            else SandboxMarket(config.exchange, config.seed + shard, config.outages)
+            else SandboxMarket(
+                config.exchange,
+                config.seed + shard,
+                config.outages,
+                tick_cap=config.sandbox_tick_cap,
+                report_s=config.sandbox_report_s,
+            )
         )
         self.values = SegmentValues(config.value_app, config.call_timeout_s)
         self.pusher = BidPusher(self.guard, self.market, config.call_timeout_s)
         log_dir = config.log_dir
         self.log_path = Path(log_dir) / f"decisions-{shard}-of-{shards}.log" if log_dir else None
-        self.engine = BidEngine([])
+        self.engine = BidEngine([], ControllerConfig(kind=config.controller))
         self._incarnation = uuid4().hex[:12]  # tells this process's lease keys from earlier ones
         # One SyncShield reservation per pool; pools come with the first campaigns loaded.
         self.leases = LeaseBook(np.zeros(0, dtype=np.int64), config.lease_ticks)
@@ -164,7 +171,7 @@ class BidLoopShard:
 
     async def _rebuild(self, campaigns: list[Campaign]) -> None:
         old = self.engine
-        engine = BidEngine(campaigns)
+        engine = BidEngine(campaigns, ControllerConfig(kind=self.config.controller))
         engine.carry_from(old)
         new_keys = set(engine.campaign_keys()) - set(old.campaign_keys())
         if new_keys:
@@ -184,7 +191,7 @@ class BidLoopShard:
     async def _settle_reservations(self, old: BidEngine) -> None:
         """Before the pools are renumbered, close the open leases: deliver what the sandbox
         owes for the interval, commit it, and start fresh."""
-        self.leases.spend(self.market.deliver(old, self.clock.now()))
+        self.leases.spend(self.market.deliver(old, self.clock.now(), flush=True))
         keys = old.campaign_keys()
         closing = self.leases.close_all()
         ops = [commit_op(keys[old.pool_campaign[p]], rid, used) for p, rid, used in closing]

@@ -49,7 +49,8 @@ class TickOutcome:
 
 def budget_reasons(engine: BidEngine, plan: TickPlan, denied: dict[int, str]) -> np.ndarray:
     """Why each unit may or may not spend in the next tick (`denied`: the pools left without a
-    lease, with their reasons, from LeaseBook.settle)."""
+    lease, with their reasons, from LeaseBook.settle), and why its bid multiplier is what it
+    is (`pace:`, from the campaign's controller)."""
     c = engine.unit_campaign
     spent_out = engine.spent >= engine.budget
     reason = np.where(
@@ -63,7 +64,8 @@ def budget_reasons(engine: BidEngine, plan: TickPlan, denied: dict[int, str]) ->
     ).astype(object)
     for pool, why in denied.items():
         reason[engine.unit_pool == pool] = why
-    return reason
+    # And why the campaign's multiplier is where it is: "reserved; pace:behind_curve".
+    return reason + "; pace:" + engine.pace_reasons()[c]
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ State lives in numpy columns, one row per bidding unit (campaign x ad group x pl
 budget pool (campaign x platform), so a tick over 20,000 units is array arithmetic. The actor
 around it does the I/O (SyncValue, budget actors, connectors, the audit trail) and calls:
 
-    observe(spend, clicks, conversions)  what the platforms delivered since the last tick
+    observe(spend, clicks, ..., fresh)    what the platforms delivered since the last tick
+                                          (fresh: a spend report arrived, the controller steps)
     decide(now, tick_end, values)         allowance, reservations and bids for the next tick
     granted(pool, micros, rules)          what SyncShield granted: the pools' spend caps
     pushed(units, ok)                     which bid changes reached the platforms
@@ -28,14 +29,17 @@ from kiki.flow.pacing import (
     ControllerConfig,
     TargetCurve,
     allowance_micros,
+    pace_reasons,
     pool_caps,
     update_multipliers,
+    update_multipliers_on_curve,
 )
 from kiki.money import decimal_to_micros, minor_unit_micros, sum_micros_by
 
 PRIOR_CVR = 0.05
 PRIOR_CLICKS = 50.0
 MIN_GOAL_CONVERSIONS = 20  # evidence needed before bidding above the value-based bid
+CAPPED_FILL = 0.98  # a tick that spent this share of its allowance was held by the cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +74,23 @@ class BidEngine:
         self.budget = np.array([c.budget_micros for c in self.campaigns], dtype=np.int64)
         self.spent = np.zeros(n, dtype=np.int64)
         self.value_total = np.zeros(n, dtype=np.int64)
-        self.multiplier = np.full(n, controller.max_multiplier)
+        self.multiplier = np.full(n, controller.initial_multiplier())
         self.integral = np.zeros(n)
+        self.pace_error = np.zeros(n)  # the controller's last error, for the decision log
         self.last_allowance = np.zeros(n, dtype=np.int64)
+        # The last decide's target (at its tick's end), live campaigns and that moment: what a
+        # report observed then is compared with. And when the curve controller last stepped.
+        self.last_target = np.zeros(n, dtype=np.int64)
+        self.last_live = np.zeros(n, dtype=bool)
+        self.decided_until: datetime | None = None
+        # When the curve controller last stepped, and each campaign's target and spend then.
+        self.stepped_at: datetime | None = None
+        self.stepped_target = np.zeros(n, dtype=np.int64)
+        self.stepped_spent = np.zeros(n, dtype=np.int64)
+        # Since then, per campaign: ticks observed and ticks whose allowance was all spent
+        # (the cap bound: it would have spent more).
+        self.ticks_seen = np.zeros(n)
+        self.ticks_capped = np.zeros(n)
         self.max_bid = np.array(
             [c.max_bid_micros or np.iinfo(np.int64).max for c in self.campaigns], dtype=np.int64
         )
@@ -96,6 +114,7 @@ class BidEngine:
         self.pool_campaign = np.array([p[0] for p in pools], dtype=np.int64)
         self.pool_platform = [p[1] for p in pools]
         self.pool_cap = np.zeros(len(pools), dtype=np.int64)
+        self.pool_spent = np.zeros(len(pools), dtype=np.int64)
         self.unit_campaign = np.array([u[0] for u in unit_rows], dtype=np.int64)
         self.unit_pool = np.array([u[1] for u in unit_rows], dtype=np.int64)
         # Labels per unit, built once: the audit trail writes them on every row of every tick.
@@ -116,6 +135,10 @@ class BidEngine:
     def campaign_keys(self) -> list[tuple[str, str]]:
         return [(c.tenant_id, c.campaign_id) for c in self.campaigns]
 
+    def pool_keys(self) -> list[tuple[tuple[str, str], str]]:
+        keys = self.campaign_keys()
+        return [(keys[c], p) for c, p in zip(self.pool_campaign, self.pool_platform, strict=True)]
+
     def unit_keys(self) -> list[tuple[str, str, str, str]]:
         keys = self.campaign_keys()
         return [
@@ -133,6 +156,15 @@ class BidEngine:
             if j is not None:
                 self.spent[i], self.value_total[i] = old.spent[j], old.value_total[j]
                 self.multiplier[i], self.integral[i] = old.multiplier[j], old.integral[j]
+                self.pace_error[i] = old.pace_error[j]
+                self.stepped_target[i] = old.stepped_target[j]
+                self.stepped_spent[i] = old.stepped_spent[j]
+        old_p = {(old_c_key, p): i for i, (old_c_key, p) in enumerate(old.pool_keys())}
+        for i, key in enumerate(self.pool_keys()):
+            j = old_p.get(key)
+            if j is not None:
+                self.pool_spent[i] = old.pool_spent[j]
+        self.decided_until, self.stepped_at = old.decided_until, old.stepped_at
         old_u = {k: i for i, k in enumerate(old.unit_keys())}
         for i, key in enumerate(self.unit_keys()):
             j = old_u.get(key)
@@ -143,10 +175,17 @@ class BidEngine:
     # --- the tick --------------------------------------------------------------------------
 
     def observe(
-        self, spend: np.ndarray, clicks: np.ndarray, conversions: np.ndarray, value: np.ndarray
+        self,
+        spend: np.ndarray,
+        clicks: np.ndarray,
+        conversions: np.ndarray,
+        value: np.ndarray,
+        fresh: bool = True,
     ) -> np.ndarray:
         """Take in what each unit delivered since the last tick; update the pacing
-        controllers. Returns spend per pool (what to commit)."""
+        controllers. `fresh`: a spend report arrived (a live platform's poll; in the sandbox,
+        every tick unless reports are delayed): the curve controller steps only then, as
+        between reports the spend it knows of is stale. Returns spend per pool (to commit)."""
         self.clicks += clicks
         self.conversions += conversions
         pools = len(self.pool_campaign)
@@ -154,16 +193,58 @@ class BidEngine:
         campaigns = len(self.campaigns)
         campaign_spend = sum_micros_by(self.pool_campaign, pool_spend, campaigns)
         self.spent += campaign_spend
+        self.pool_spent += pool_spend
         self.value_total += sum_micros_by(self.unit_campaign, value, campaigns)
-        self.multiplier, self.integral = update_multipliers(
-            self.multiplier,
-            self.integral,
-            self.last_allowance,
-            campaign_spend,
-            self.multiplier_ceiling(),
-            self.controller,
-        )
+        n = len(self.campaigns)
+        if self.controller.kind == "fill":
+            self.multiplier, self.integral, self.pace_error = update_multipliers(
+                self.multiplier,
+                self.integral,
+                self.last_allowance,
+                campaign_spend,
+                self.multiplier_ceiling(),
+                self.controller,
+            )
+        elif fresh and self.decided_until is not None and self.stepped_at is not None:
+            self.ticks_seen += self.last_live
+            self.ticks_capped += (self.last_allowance > 0) & (
+                campaign_spend >= CAPPED_FILL * self.last_allowance
+            )
+            minutes = (self.decided_until - self.stepped_at).total_seconds() / 60
+            if minutes < self.controller.curve_step_min:
+                return pool_spend
+            self.stepped_at = self.decided_until
+            self.multiplier, error = update_multipliers_on_curve(
+                self.multiplier,
+                self.last_target - self.spent,
+                self.last_target - self.stepped_target,
+                self.spent - self.stepped_spent,
+                np.divide(
+                    self.ticks_capped, self.ticks_seen, out=np.zeros(n), where=self.ticks_seen > 0
+                ),
+                self.budget,
+                np.where(self.last_live, minutes, 0.0),
+                self.multiplier_ceiling(),
+                self.controller,
+            )
+            self.pace_error = np.where(self.last_live, error, self.pace_error)
+            self.stepped_target, self.stepped_spent = self.last_target, self.spent.copy()
+            self.ticks_seen[:] = self.ticks_capped[:] = 0
         return pool_spend
+
+    def pace_reasons(self) -> np.ndarray:
+        """Per campaign: why its multiplier is where it is (the decision log's `pace:`)."""
+        return pace_reasons(
+            self.controller, self.pace_error, self.multiplier, self.multiplier_ceiling()
+        )
+
+    def daily_budgets(self) -> np.ndarray:
+        """Per pool: the budget to push to its platform as the day's hard limit where no tick
+        can be capped (the live market): what the pool was reported to spend plus all its
+        campaign has left. Any one platform may spend the rest, as with a tick's allowance;
+        several at once can run past it by what they deliver before the next report."""
+        left = np.maximum(self.budget - self.spent, 0)[self.pool_campaign]
+        return self.pool_spent + left
 
     def multiplier_ceiling(self) -> np.ndarray:
         """Per campaign: the highest pacing multiplier its goal allows now."""
@@ -196,6 +277,9 @@ class BidEngine:
         )
         allowance = np.where(live, allowance_micros(target, self.budget, self.spent), 0)
         self.last_allowance = allowance
+        self.last_target, self.last_live, self.decided_until = target, live, tick_end
+        if self.stepped_at is None:
+            self.stepped_at = now
         reserve = pool_caps(
             allowance,
             self.pool_campaign,

@@ -2,11 +2,13 @@
 
 Each bidding unit (campaign x ad group x platform) sees its own stream of click auctions:
 Poisson arrivals whose rate follows the daily traffic curve in the unit's time zone, one
-highest competing bid per auction (log-normal around the platform's market price), second-price
-clearing (the winner pays the competing bid, at least the floor). Conversions follow the
+highest competing bid per auction (log-normal around the platform's market price), cleared at
+second price (the winner pays the competing bid, at least the floor) or, per platform, at
+first price (the winner pays its bid: Google's ad exchange since 2019). Conversions follow the
 segment's true conversion rate and are valued from the segment's customer value with
-log-normal spread. Spend is capped per pool (one campaign on one platform) at the budget the
-bid loop reserved for the interval, as a platform stops delivering at a campaign's budget.
+log-normal spread. Spend is capped per pool (one campaign on one platform) at what the bid
+loop passes for the interval: in the sandbox's own mode the budget reserved for the tick; in
+the live market's conditions only what is left of the daily budget pushed to the platform.
 
 Vectorised with numpy: a tick of 20,000 units is a few array operations, not a Python loop.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -60,6 +62,10 @@ class ExchangeConfig(BaseModel):
     price_sigma: float = Field(0.6, gt=0, description="log-normal spread of competing bids")
     floor_micros: int = Field(10_000, ge=0, description="reserve price")
     value_sigma: float = Field(0.8, ge=0, description="log-normal spread of conversion values")
+    auction: dict[str, Literal["second", "first"]] = Field(
+        default_factory=dict,
+        description="how each platform clears (absent: second price; first: pays its bid)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +135,14 @@ class SandboxExchange:
         if unknown:
             raise InvalidInput(f"the sandbox has no market for {sorted(unknown)}")
         self._median = np.array([config.market_price_micros[p] for p in units.platform], float)
+        self._first_price = np.array(
+            [config.auction.get(p, "second") == "first" for p in units.platform], dtype=bool
+        )
+        pools = int(units.pool.max()) + 1 if n else 0
+        self.pool_spent = np.zeros(pools, dtype=np.int64)  # all the run's spend, per pool
+        # The last interval's auctions (unit, highest competing bid): the offline optimum's log.
+        self.last_auctions: tuple[np.ndarray, np.ndarray] = (np.zeros(0, int), np.zeros(0, int))
+        self.last_bound = np.zeros(pools, dtype=bool)
         # Spend per unit and UTC day, for spend reports.
         self.daily: dict[date, Delivery] = {}
 
@@ -146,10 +160,11 @@ class SandboxExchange:
         arrival = rng.random(unit.size)
         bid = self.bids[unit]
         won = (bid > 0) & (bid >= competing)
+        paid = np.where(self._first_price[unit], bid, competing)
         # Within each pool, in arrival order, stop once the next click would pass the cap.
         pool = units.pool[unit]
         order = np.lexsort((arrival, pool))
-        price = np.where(won, competing, 0)[order]
+        price = np.where(won, paid, 0)[order]
         spent = np.cumsum(price)
         pool_sorted = pool[order]
         starts = np.searchsorted(pool_sorted, pool_sorted, side="left")
@@ -166,7 +181,7 @@ class SandboxExchange:
         delivery = Delivery(
             auctions=counts,
             clicks=np.bincount(unit, minlength=n, weights=kept).astype(np.int64),
-            spend_micros=sum_micros_by(unit, np.where(kept, competing, 0), n),
+            spend_micros=sum_micros_by(unit, np.where(kept, paid, 0), n),
             conversions=np.bincount(unit, minlength=n, weights=converted).astype(np.int64),
             value_micros=sum_micros_by(unit, np.where(converted, values, 0), n),
             reachable_micros=sum_micros_by(
@@ -174,7 +189,16 @@ class SandboxExchange:
             ),
         )
         self._record(start.date(), delivery)
+        self.pool_spent += sum_micros_by(units.pool, delivery.spend_micros, len(self.pool_spent))
+        self.last_auctions = (unit, competing)
+        # Pools whose cap stopped a won auction this interval: where the cap, not the bid, paced.
+        self.last_bound = np.bincount(pool[won & ~kept], minlength=len(self.pool_spent)) > 0
         return delivery
+
+    def totals(self) -> Delivery:
+        """What each unit got over every day run so far."""
+        days = [_fields(d) for d in self.daily.values()]
+        return Delivery(*(sum(column) for column in zip(*days, strict=True)))
 
     def _record(self, day: date, delivery: Delivery) -> None:
         seen = self.daily.get(day)
@@ -184,6 +208,36 @@ class SandboxExchange:
         self.daily[day] = Delivery(
             *(a + b for a, b in zip(_fields(seen), _fields(delivery), strict=True))
         )
+
+
+class SpendReports:
+    """Delivery as the bid loop learns of it: at once (`every_s` 0, the sandbox's own mode), or
+    in one report every `every_s` seconds, as a live platform's spend report is polled."""
+
+    def __init__(self, every_s: float, start: datetime) -> None:
+        self.every_s, self.last = every_s, start
+        self.held: list[np.ndarray] | None = None
+
+    def add(self, delivered: Delivery, now: datetime) -> bool:
+        """Hold one interval's delivery; True when a report is due (`take` it)."""
+        got = [
+            delivered.spend_micros,
+            delivered.clicks,
+            delivered.conversions,
+            delivered.value_micros,
+        ]
+        held = self.held
+        self.held = got if held is None else [a + b for a, b in zip(held, got, strict=True)]
+        if (now - self.last).total_seconds() + 1e-9 < self.every_s:
+            return False
+        self.last = now
+        return True
+
+    def take(self) -> list[np.ndarray]:
+        """Spend, clicks, conversions and value per unit since the last report."""
+        assert self.held is not None
+        held, self.held = self.held, None
+        return held
 
 
 def _fields(delivery: Delivery) -> tuple[np.ndarray, ...]:

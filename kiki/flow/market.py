@@ -22,7 +22,13 @@ from kiki.clock import Clock
 from kiki.flow.connectors import PlatformSettings, build_connector
 from kiki.flow.connectors.base import PlatformConnector
 from kiki.flow.engine import BidEngine, TickPlan
-from kiki.flow.exchange import ExchangeConfig, SandboxConnector, SandboxExchange, sandbox_units
+from kiki.flow.exchange import (
+    ExchangeConfig,
+    SandboxConnector,
+    SandboxExchange,
+    SpendReports,
+    sandbox_units,
+)
 from kiki.flow.live import Delivered, SpendDeltas
 from kiki.money import sum_micros_by
 
@@ -43,18 +49,31 @@ class Market(Protocol):
     def offer(self, plan: TickPlan) -> None:
         """The tick's plan, before its bids go out."""
 
-    def deliver(self, engine: BidEngine, now: datetime) -> np.ndarray:
-        """What was delivered since the last tick, fed to the engine; spend per pool."""
+    def deliver(self, engine: BidEngine, now: datetime, flush: bool = False) -> np.ndarray:
+        """What was delivered since the last tick, fed to the engine; spend per pool.
+        `flush`: report all delivery held back (before the units are renumbered)."""
 
     async def close(self) -> None: ...
 
 
 class SandboxMarket:
     """The sandbox exchange (kiki.flow.exchange): auctions cleared for each interval, capped
-    at what each pool may spend."""
+    at what each pool may spend in the tick; or, in the live market's conditions
+    (`tick_cap=False`), only at the daily budget last pushed to each pool's platform, with
+    spend reported every `report_s` seconds."""
 
-    def __init__(self, config: ExchangeConfig, seed: int, outages: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        config: ExchangeConfig,
+        seed: int,
+        outages: Iterable[str] = (),
+        tick_cap: bool = True,
+        report_s: float = 0.0,
+    ) -> None:
         self.config, self.seed, self.outages = config, seed, set(outages)
+        self.tick_cap, self.report_s = tick_cap, report_s
+        self.reports: SpendReports | None = None
+        self.daily = np.zeros(0, dtype=np.int64)  # per pool: the daily budget pushed
         self.exchange: SandboxExchange | None = None
         self.connectors: dict[str, PlatformConnector] = {}
         self.unit_refs: list[UnitRef | None] = []
@@ -68,6 +87,9 @@ class SandboxMarket:
         if previous is not None:
             self.exchange.rng = previous.rng
             self.exchange.daily = {}
+        # Each pool's spend so far, which its platform holds against the daily budget.
+        self.exchange.pool_spent[:] = engine.pool_spent
+        self.daily = engine.daily_budgets()
         self.exchange.bids[:] = engine.pushed_bids
         self.unit_refs = [
             ("sandbox", keys[c][1], f"{keys[c][1]}/{g}/{p}")
@@ -88,19 +110,30 @@ class SandboxMarket:
         if self.exchange is not None:
             self.exchange.reach_bids = plan.ceiling_bids
 
-    def deliver(self, engine: BidEngine, now: datetime) -> np.ndarray:
+    def deliver(self, engine: BidEngine, now: datetime, flush: bool = False) -> np.ndarray:
         self.reachable = None
         n = len(engine.unit_pool)
+        zeros = np.zeros(n, dtype=np.int64)
         if self.exchange is None or self.last_tick_at is None or n == 0:
             self.last_tick_at = now
-            zeros = np.zeros(n, dtype=np.int64)
+            self.reports = SpendReports(self.report_s, now)
             return engine.observe(zeros, zeros, zeros, zeros)
+        assert self.reports is not None
         seconds = (now - self.last_tick_at).total_seconds()
-        d = self.exchange.run(self.last_tick_at, seconds, engine.pool_cap)
+        caps = (
+            engine.pool_cap
+            if self.tick_cap
+            else np.maximum(self.daily - self.exchange.pool_spent, 0)
+        )
+        d = self.exchange.run(self.last_tick_at, seconds, caps)
         self.last_tick_at = now
         campaigns = len(engine.campaigns)
         self.reachable = sum_micros_by(engine.unit_campaign, d.reachable_micros, campaigns)
-        return engine.observe(d.spend_micros, d.clicks, d.conversions, d.value_micros)
+        if not self.reports.add(d, now) and not flush:
+            return engine.observe(zeros, zeros, zeros, zeros, fresh=False)
+        pool_spend = engine.observe(*self.reports.take())
+        self.daily = engine.daily_budgets()
+        return pool_spend
 
     async def close(self) -> None:
         return None
@@ -124,6 +157,7 @@ class LiveMarket:
         self._due: dict[tuple[str, str], Delivered] = {}  # (platform, ad group ref) -> due
         self._report_call: asyncio.Task[None] | None = None
         self._last_report = 0.0
+        self._fresh = False  # a poll finished since the last tick: the controller may step
 
     def rebuild(self, engine: BidEngine) -> None:
         refs: list[UnitRef | None] = []
@@ -144,7 +178,7 @@ class LiveMarket:
     def offer(self, plan: TickPlan) -> None:
         return None
 
-    def deliver(self, engine: BidEngine, now: datetime) -> np.ndarray:
+    def deliver(self, engine: BidEngine, now: datetime, flush: bool = False) -> np.ndarray:
         call = self._report_call
         if call is not None and call.done():
             self._report_call = None
@@ -155,12 +189,13 @@ class LiveMarket:
             self._report_call = asyncio.get_running_loop().create_task(self._poll_reports())
         columns = np.zeros((4, len(engine.unit_pool)), dtype=np.int64)
         due, self._due = self._due, {}
+        fresh, self._fresh = self._fresh, False
         units = zip(engine.unit_platform, self.unit_refs, strict=True)
         for i, (platform, ref) in enumerate(units):
             got = due.get((platform, ref[2])) if ref else None
             if got is not None:
                 columns[:, i] = (got.spend_micros, got.clicks, got.conversions, got.value_micros)
-        return engine.observe(*columns)
+        return engine.observe(*columns, fresh=fresh)
 
     async def _poll_reports(self) -> None:
         """Today's (and yesterday's, for the hours around midnight) delivery of every account
@@ -182,6 +217,7 @@ class LiveMarket:
                     before.conversions + delivered.conversions,
                     before.value_micros + delivered.value_micros,
                 )
+        self._fresh = True
 
     async def close(self) -> None:
         """The last report in flight counts; then the HTTP clients are closed."""

@@ -10,9 +10,14 @@ Two layers, after LinkedIn's budget pacing (Agarwal et al., KDD 2014):
   any of the campaign's platforms may spend all of it (the market decides which delivers: a
   share set aside for a platform strands budget when that platform's next click costs more
   than its share), so spending can run ahead of the curve by a few allowances in one tick;
-- a **PI controller** sets a bid multiplier from how much of the last allowance was filled:
-  when supply is plentiful it shades the bid down (cheaper clicks, better ROAS), when delivery
-  falls short it raises it back towards the full value-based bid.
+- a **controller** sets each campaign's bid multiplier, one of two (`ControllerConfig.kind`):
+  "curve" (the default) paces by price: a PI law on the curve error itself (spend reported so
+  far against the target then), so a campaign stays on its curve where nothing caps a tick
+  (the live platforms, which report spend a minute or more late); "fill", the earlier one, a
+  PI law on how much of the last allowance was filled, which leaves the pacing to the per-tick
+  cap (its error is computed on min(fill, 1): a campaign far ahead of its curve moves it
+  little). Either shades the bid down when supply is plentiful (cheaper clicks) and raises
+  it back towards the full value-based bid when delivery falls short.
 
 Everything here is arithmetic on numbers: no clock, no I/O.
 """
@@ -37,6 +42,7 @@ HOURLY_TRAFFIC: np.ndarray = _HOURLY / _HOURLY.sum()
 
 PacingShape = Literal["even", "traffic"]
 PlatformSplit = Literal["whole", "even"]
+ControllerKind = Literal["curve", "fill"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +117,10 @@ def allowance_micros(
 
 @dataclass(frozen=True, slots=True)
 class ControllerConfig:
-    """PI gains on the fill error, and the multiplier's range (1.0 = the full value bid)."""
+    """Which controller, its PI gains, and the multiplier's range (1.0 = the full value bid)."""
 
+    kind: ControllerKind = "curve"
+    # "fill": gains on the fill error of the last allowance, stepped every tick.
     kp: float = 0.6
     ki: float = 0.15
     target_fill: float = 0.95  # aim a little under a full allowance: a full one hides demand
@@ -125,6 +133,26 @@ class ControllerConfig:
     # "whole": any platform may spend the campaign's whole allowance for the tick; "even": each
     # gets an equal part of it (no platform can run the campaign ahead of its curve).
     platform_split: PlatformSplit = "whole"
+    # "curve": at each spend report, the spend the curve wanted since the last report (its
+    # increment, plus what the campaign is behind, caught up over curve_catchup_min) against
+    # the spend reported; the multiplier moves by the log of their ratio / curve_elasticity
+    # (spend grows about as multiplier^elasticity where a campaign wins a few % of auctions).
+    # It steps at most every curve_step_min, reports in between adding up (one tick's few
+    # auctions are noise, and a bid held steady buys cheaper than one that jitters). Aiming
+    # curve_lag (share of budget) behind the curve leaves a tick's cap (target - spent) above
+    # what the controller means to spend, so the cap rarely binds.
+    curve_elasticity: float = 3.0
+    curve_catchup_min: float = 0.25
+    curve_step_min: float = 0.25
+    curve_lag: float = 0.003
+    curve_max_step: float = 1.0  # |log step| of one report at most
+    curve_capped_step: float = 0.25
+    # The bid multiplier before any report: the floor, as nothing caps the first minute's
+    # spend on a live platform; the controller raises it while the campaign is behind.
+    start_multiplier: float = 0.1
+
+    def initial_multiplier(self) -> float:
+        return self.start_multiplier if self.kind == "curve" else self.max_multiplier
 
 
 def pool_caps(
@@ -148,18 +176,71 @@ def update_multipliers(
     spend: np.ndarray,
     ceiling: np.ndarray,
     config: ControllerConfig,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One PI step for many campaigns at once. Fill = spend / allowance of the last tick;
-    the error (target_fill - fill) moves the multiplier multiplicatively, so a campaign bidding
-    $0.10 and one bidding $10 react alike. Campaigns that had no allowance keep their state.
-    `ceiling` is each campaign's highest multiplier. Returns (multiplier, integral)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One step of the fill controller for many campaigns at once. Fill = spend / allowance of
+    the last tick; the error (target_fill - fill) moves the multiplier multiplicatively, so a
+    campaign bidding $0.10 and one bidding $10 react alike. Campaigns that had no allowance
+    keep their state. `ceiling` is each campaign's highest multiplier. Returns (multiplier,
+    integral, error)."""
     active = allowance > 0
     fill = np.divide(spend, allowance, out=np.ones_like(multiplier), where=active)
     error = np.where(active, config.target_fill - np.minimum(fill, 1.0), 0.0)
     integral = np.clip(integral + error, -config.integral_limit, config.integral_limit)
     step = np.exp(config.kp * error + config.ki * integral * active)
     multiplier = np.clip(multiplier * step, config.min_multiplier, ceiling)
-    return multiplier, integral
+    return multiplier, integral, error
+
+
+def update_multipliers_on_curve(
+    multiplier: np.ndarray,
+    behind: np.ndarray,
+    wanted: np.ndarray,
+    got: np.ndarray,
+    capped: np.ndarray,
+    budget: np.ndarray,
+    minutes: np.ndarray,
+    ceiling: np.ndarray,
+    config: ControllerConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One step of the curve controller for many campaigns at once, at a spend report.
+
+    `behind` is the curve's target now minus the spend reported (micros; negative = ahead),
+    `wanted` what the curve added since the last report, `got` the spend reported since,
+    `capped` the share of ticks since in which a cap held the campaign (what it got understates
+    what it would have bought: each such tick counts as curve_capped_step down),
+    `minutes` the time since each campaign's last step (0 = no step: it keeps its state).
+    Multiplicative, so a campaign bidding $0.10 and one bidding $10 react alike; the
+    multiplier's range bounds it (nothing winds up). Returns (multiplier, error), the error
+    being how far behind the curve (share of budget, less the lag aimed at)."""
+    active = (minutes > 0) & (budget > 0)
+    error = np.divide(behind, budget, out=np.zeros(len(budget)), where=budget > 0)
+    error = np.where(active, error - config.curve_lag, 0.0)
+    catchup = np.minimum(minutes / config.curve_catchup_min, 1.0)
+    want = wanted + error * budget * catchup
+    # Spend wanted and got, floored at a tenth of the curve's increment: no log of 0, and a
+    # campaign far ahead steps down by the most allowed, not by an infinite amount.
+    floor = np.maximum(wanted * 0.1, 1.0)
+    ratio = np.log(np.maximum(want, floor) / np.maximum(got, floor))
+    step = ratio / config.curve_elasticity - capped * config.curve_capped_step
+    step = np.clip(step, -config.curve_max_step, config.curve_max_step)
+    moved = np.clip(multiplier * np.exp(step), config.min_multiplier, ceiling)
+    return np.where(active, moved, multiplier), error
+
+
+def pace_reasons(
+    config: ControllerConfig, error: np.ndarray, multiplier: np.ndarray, ceiling: np.ndarray
+) -> np.ndarray:
+    """Per campaign, why its multiplier is where it is (the decision log's `pace:` part):
+    where its controller's last error put it, and whether the multiplier is held at its floor
+    or ceiling."""
+    if config.kind == "curve":
+        high, low, names = 0.005, -0.005, ("behind_curve", "ahead_of_curve", "on_curve")
+    else:
+        high, low, names = 0.05, -0.05, ("allowance_unfilled", "allowance_filled", "on_fill")
+    why = np.where(error > high, names[0], np.where(error < low, names[1], names[2])).astype(object)
+    why[multiplier >= ceiling * 0.999] += ":at_ceiling"
+    why[multiplier <= config.min_multiplier * 1.001] += ":at_floor"
+    return why
 
 
 def pacing_error(

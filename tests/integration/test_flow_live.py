@@ -100,6 +100,9 @@ async def live_run(url: str, fake: FakeGoogleAds, base_url: str) -> dict:
         tenant_id=str(tenant.id),
         value_app=None,
         spend_poll_s=0.01,
+        # The fill controller starts at the full value bid, whose cents this test checks (the
+        # curve controller starts at the floor and steps only on reports).
+        controller="fill",
         credentials={
             "google_ads": {
                 "base_url": base_url,

@@ -88,3 +88,25 @@ def test_the_loop_survives_a_platform_that_is_down(platform: RunningPlatform) ->
     assert set(result.refused) == {"meta"}
     # ... while Google Ads and TikTok bid and spend as usual.
     assert all(c.spend_micros > 0 and c.overspend_micros == 0 for c in result.campaigns)
+
+
+def test_the_loop_in_the_live_markets_conditions_paces_by_price(
+    platform: RunningPlatform, tmp_path: Path
+) -> None:
+    """No per-tick cap, spend reported every minute, Google Ads at first price: the real
+    actors still spend, the daily budgets pushed hold each campaign near its budget, and each
+    decision says why its multiplier is where it is."""
+    options = SimulationOptions(
+        campaigns=2, hours=0.1, tick_s=20, platforms=2, ad_groups=1, seed=5, start=START,
+        tick_cap=False, report_delay_s=60, first_price=["google_ads"],
+    )  # fmt: skip
+    result = run(run_simulation(platform.database_url, options, str(tmp_path)))
+    for c in result.campaigns:
+        assert 0 < c.spend_micros <= 1.1 * c.budget_micros
+    reasons = {
+        json.loads(line[10:])["reason"]
+        for log in tmp_path.glob("decisions-*.log")
+        for line in log.read_text().splitlines()
+        if line.startswith("decision: ")
+    }
+    assert reasons and all("; pace:" in r for r in reasons)

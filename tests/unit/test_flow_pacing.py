@@ -13,14 +13,18 @@ import pytest
 from kiki.flow import audit
 from kiki.flow.campaigns import AdGroup, Campaign, CampaignStatus, PacingSettings
 from kiki.flow.engine import BidEngine
-from kiki.flow.exchange import ExchangeConfig, SandboxExchange, Units
+from kiki.flow.exchange import Delivery, ExchangeConfig, SandboxExchange, SpendReports, Units
 from kiki.flow.leases import LeaseBook
+from kiki.flow.optimum import OfflineOptimum
 from kiki.flow.pacing import (
+    ControllerConfig,
     PacingPlan,
     TargetCurve,
     allowance_micros,
     market_shortfall,
+    pace_reasons,
     pool_caps,
+    update_multipliers_on_curve,
 )
 
 START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
@@ -89,10 +93,18 @@ def make_campaign(budget: int, hours: float, shape: str = "even", goal: str = "3
     )
 
 
-def run_day(campaign: Campaign, tick_s: float, seed: int = 0) -> tuple[BidEngine, list, list]:
+def run_day(
+    campaign: Campaign,
+    tick_s: float,
+    seed: int = 0,
+    controller: ControllerConfig | None = None,
+    report_s: float | None = None,
+) -> tuple[BidEngine, list, list]:
     """The engine against the sandbox market, ticking like the actor does, with each
-    interval's spend capped at what the last tick allowed (the lease)."""
-    engine = BidEngine([campaign])
+    interval's spend capped at what the last tick allowed (the lease); or, with `report_s`,
+    in the live market's conditions: no cap but the daily budget pushed at each report, spend
+    reported every `report_s`. Returns the engine and the true spend after each tick."""
+    engine = BidEngine([campaign], controller)
     units = Units(
         pool=engine.unit_pool,
         platform=engine.unit_platform,
@@ -105,16 +117,23 @@ def run_day(campaign: Campaign, tick_s: float, seed: int = 0) -> tuple[BidEngine
     now = campaign.starts_at
     zero = np.zeros(len(engine.unit_pool), dtype=np.int64)
     engine.observe(zero, zero, zero, zero)
+    reports = SpendReports(report_s or 0.0, now)
+    daily = engine.daily_budgets()
     while now <= campaign.ends_at:
         plan = engine.decide(now, now + timedelta(seconds=tick_s), np.zeros_like(zero))
         engine.granted(plan.reserve)
         exchange.bids[:] = plan.bids
-        d = exchange.run(now, tick_s, engine.pool_cap)
-        assert (np.bincount(engine.unit_pool, weights=d.spend_micros) <= plan.reserve).all()
-        engine.observe(d.spend_micros, d.clicks, d.conversions, d.value_micros)
+        caps = engine.pool_cap if report_s is None else daily - exchange.pool_spent
+        d = exchange.run(now, tick_s, caps)
+        assert (np.bincount(engine.unit_pool, weights=d.spend_micros) <= caps).all()
         now += timedelta(seconds=tick_s)
+        if reports.add(d, now):
+            engine.observe(*reports.take())
+            daily = engine.daily_budgets()
+        else:
+            engine.observe(zero, zero, zero, zero, fresh=False)
         moments.append(now)
-        spent.append(int(engine.spent[0]))
+        spent.append(int(exchange.pool_spent.sum()))
     return engine, moments, spent
 
 
@@ -132,6 +151,54 @@ def test_controller_tracks_the_curve_on_synthetic_traffic(shape: str) -> None:
     assert engine.value_total[0] / engine.spent[0] >= 3.0
 
 
+def test_without_a_tick_cap_and_with_late_reports_the_curve_controller_stays_on_the_curve() -> None:
+    """The live market's conditions: only the price paces. The curve controller keeps the
+    campaign on its curve to the end; the fill one (which relies on the cap) buys the budget
+    in the first part of the schedule, at a higher price per click."""
+    budget = 1_000 * 1_000_000
+    campaign = make_campaign(budget, hours=3)
+    c = TargetCurve(campaign.pacing_plan())
+    outcome = {}
+    for kind in ("curve", "fill"):
+        engine, moments, spent = run_day(campaign, 20, 1, ControllerConfig(kind=kind), 60)
+        pairs = list(zip(moments, spent, strict=True))
+        worst = max(abs(s - c.target_micros(m, budget)) for m, s in pairs)
+        spent_out = next((m for m, s in pairs if s >= 0.99 * budget), moments[-1])
+        alive = (spent_out - START) / (campaign.ends_at - START)
+        outcome[kind] = (worst / budget, spent[-1], alive, spent[-1] / engine.clicks.sum())
+    error, total, alive, cost_per_click = outcome["curve"]
+    assert error <= 0.05 and 0.98 * budget <= total <= 1.01 * budget and alive >= 0.95
+    fill_error, _, fill_alive, fill_cost_per_click = outcome["fill"]
+    assert fill_error > 0.2 and fill_alive < 0.5 and fill_cost_per_click > cost_per_click
+
+
+def test_the_curve_controller_moves_by_the_spend_it_wanted_against_what_it_got() -> None:
+    config = ControllerConfig()
+    m = np.full(5, 0.5)
+    budget = np.full(5, 10_000)
+    wanted = np.full(5, 100)
+    got = np.array([100, 50, 200, 100, 0])
+    behind = np.array([30, 30, 30, 30, 30])  # = the lag aimed at: on the curve
+    capped = np.array([0.0, 0, 0, 1.0, 0])
+    minutes = np.array([1.0, 1, 1, 1, 0])  # the last campaign had no report: unchanged
+    moved, error = update_multipliers_on_curve(
+        m, behind, wanted, got, capped, budget, minutes, np.ones(5), config
+    )
+    assert moved[0] == pytest.approx(0.5)  # got what it wanted
+    assert moved[1] == pytest.approx(0.5 * 2 ** (1 / 3))  # half: up by 2^(1/elasticity)
+    assert moved[2] == pytest.approx(0.5 * 0.5 ** (1 / 3))
+    assert moved[3] == pytest.approx(0.5 * np.exp(-0.25))  # the cap held it every tick
+    assert moved[4] == 0.5 and error[4] == 0.0
+    # Behind the curve it wants its increment and the shortfall; bounded by floor and ceiling.
+    far = update_multipliers_on_curve(
+        np.array([0.9, 0.2]), np.array([5_000, -5_000]), np.array([100, 100]),
+        np.array([100, 100]), np.zeros(2), np.full(2, 10_000), np.ones(2), np.ones(2), config,
+    )  # fmt: skip
+    assert far[0].tolist() == [1.0, 0.1] and far[1][0] > 0 > far[1][1]
+    reasons = pace_reasons(config, far[1], far[0], np.ones(2))
+    assert reasons.tolist() == ["behind_curve:at_ceiling", "ahead_of_curve:at_floor"]
+
+
 def test_campaign_that_beats_its_goal_may_bid_above_value_but_not_one_that_misses() -> None:
     engine = BidEngine([make_campaign(10**12, hours=1, goal="2")])
     engine.spent[0], engine.value_total[0] = 100, 250
@@ -143,6 +210,7 @@ def test_campaign_that_beats_its_goal_may_bid_above_value_but_not_one_that_misse
 
 def test_the_highest_bids_the_goal_allows_are_the_value_bids_until_it_is_shown_met() -> None:
     engine = BidEngine([make_campaign(10**12, hours=1, goal="2")])
+    engine.multiplier[0] = 1.0
     no_values = np.zeros(4, dtype=np.int64)
     plan = engine.decide(START, START + timedelta(seconds=2), no_values)
     assert plan.ceiling_bids.tolist() == plan.bids.tolist()  # multiplier 1: the value bids
@@ -160,6 +228,7 @@ def test_bids_follow_value_goal_and_max_bid() -> None:
         update={"max_bid_micros": 1_200_000}
     )
     engine = BidEngine([campaign])
+    engine.multiplier[0] = 1.0  # the full value bid
     plan = engine.decide(START, START + timedelta(seconds=2), np.zeros(4, dtype=np.int64))
     # Prior conversion rate 5 %: value per click 3.00 (ad group a) and 2.00 (b), / ROAS 2.
     by_group = dict(zip(engine.unit_ad_group, plan.bids.tolist(), strict=True))
@@ -238,7 +307,9 @@ def test_decision_log_lines_are_json_and_complete() -> None:
     assert all(line.startswith("decision: ") for line in lines)
     parsed = [json.loads(line.removeprefix("decision: ")) for line in lines]
     assert {p["result"] for p in parsed} >= {'rejected: "bad" bid'}
-    assert {p["reason"] for p in parsed} == {"reserved", "denied:schedule"}
+    # The budget's reason, then the multiplier's: a new campaign starts at the floor.
+    pace = "; pace:on_curve:at_floor"
+    assert {p["reason"] for p in parsed} == {"reserved" + pace, "denied:schedule" + pace}
     assert all(p["tick"] == 7 and p["campaign"] == "c1" for p in parsed)
     (usage,) = audit.usage(rows)  # one tenant, one tick, one shard
     assert usage.quantity == 4 and usage.metric_code == "bid_decisions"
@@ -285,3 +356,51 @@ def test_the_sandbox_offers_at_least_what_was_bought_at_the_same_bids() -> None:
     capped = exchange.run(START, 60, np.array([1_000_000, 0]))
     assert (capped.spend_micros <= capped.reachable_micros).all()
     assert capped.reachable_micros.sum() > capped.spend_micros.sum()
+
+
+def test_first_price_pays_the_bid_second_price_the_competing_bid() -> None:
+    units = Units(
+        pool=np.array([0]),
+        platform=["google_ads"],
+        utc_offset_h=np.zeros(1),
+        true_cvr=np.full(1, 0.05),
+        true_value_micros=np.full(1, 50e6),
+    )
+    runs = {}
+    for auction in ("second", "first"):
+        exchange = SandboxExchange(
+            units, ExchangeConfig(auctions_per_s=5.0, auction={"google_ads": auction}), seed=2
+        )
+        exchange.bids[:] = 1_500_000
+        runs[auction] = exchange.run(START, 600, np.full(1, 10**12))
+    second, first = runs["second"], runs["first"]
+    assert first.clicks[0] == second.clicks[0] > 0  # the same auctions won
+    assert first.spend_micros[0] == 1_500_000 * first.clicks[0]
+    assert second.spend_micros[0] < first.spend_micros[0]
+
+
+def test_the_offline_optimum_buys_the_cheapest_units_of_each_span_of_the_curve() -> None:
+    # One campaign, two units: unit 1's clicks are worth twice unit 0's (weights 1 and 2).
+    optimum = OfflineOptimum(
+        np.array([0, 0]), np.array([1.0, 2.0]), np.array([[300_000.0, 300_000.0]])
+    )
+    optimum.add(0, np.array([0, 0, 1]), np.array([100_000, 150_000, 400_000]))
+    # Span 1 offers too little: what it could not buy is carried into span 2.
+    optimum.add(1, np.array([0, 1, 1]), np.array([100_000, 100_000, 1_000_000]))
+    # Scaled to mean weight 1: a click of unit 0 is worth 2/3 a unit, of unit 1 4/3. Span 1
+    # buys cheapest per unit first: 100k (150k a unit), 150k (225k), then 50k of the 400k click
+    # (300k a unit): 300k for 2/3 + 2/3 + 1/6. Span 2: 100k (75k a unit), 100k (150k), and
+    # 100k of the 1M click: 300k for 4/3 + 2/3 + 2/15.
+    units = 2 / 3 + 2 / 3 + 1 / 6 + 4 / 3 + 2 / 3 + 2 / 15
+    assert optimum.cost_per_unit()[0] == pytest.approx(600_000 / units, rel=1e-6)
+    assert optimum.own_units(np.array([3, 0]))[0] == pytest.approx(2.0)
+
+
+def test_spend_reports_hold_delivery_until_a_report_is_due() -> None:
+    reports = SpendReports(60, START)
+    one = np.array([5])
+    delivery = Delivery(one, one, one * 100, one * 0, one * 0, one)
+    assert not reports.add(delivery, START + timedelta(seconds=30))
+    assert reports.add(delivery, START + timedelta(seconds=60))
+    assert reports.take()[0].tolist() == [1_000]  # spend of both intervals
+    assert SpendReports(0, START).add(delivery, START + timedelta(seconds=2))
