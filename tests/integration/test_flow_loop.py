@@ -100,7 +100,9 @@ def test_the_loop_in_the_live_markets_conditions_paces_by_price(
         campaigns=2, hours=0.1, tick_s=20, platforms=2, ad_groups=1, seed=5, start=START,
         tick_cap=False, report_delay_s=60, first_price=["google_ads"],
     )  # fmt: skip
-    result = run(run_simulation(platform.database_url, options, str(tmp_path)))
+    result = run(
+        run_simulation(platform.database_url, options, str(tmp_path), placement=SMALL_SHARES)
+    )
     for c in result.campaigns:
         assert 0 < c.spend_micros <= 1.1 * c.budget_micros
     reasons = {
