@@ -28,6 +28,9 @@ class BidLoopConfig(BaseModel):
         None, description="raw platform credentials: the live market; None: the sandbox"
     )
     spend_poll_s: float = Field(60.0, gt=0)
+    cap_push_threshold: float = Field(
+        0.1, ge=0, description="live market: a daily budget rise worth a push (fraction)"
+    )
     log_dir: str | None = Field(None, description="folder of the `decision:` log files")
     guard_rate: RateLimitConfig | None = None
     lease_ticks: int = Field(10, ge=1, description="ticks a budget lease covers")

@@ -70,7 +70,10 @@ class LeaseBook:
             commits.append((p, self.reservation[p], int(self.used[p])))
             self.reservation[p] = None
             self.amount[p] = self.used[p] = 0
-        amount = np.minimum(need * self.window, self._room(need, budget_left))
+        # A pool without a lease may carry spend reported meanwhile (see `opened`): the new
+        # lease covers it too, where the budget allows.
+        carried = np.where(held & ~close, 0, self.used)
+        amount = np.minimum(need * self.window + carried, self._room(need, budget_left))
         open_ = (~held | close) & live & (amount > 0)
         reserves = [(p, int(amount[p])) for p in np.flatnonzero(open_).tolist()]
         return Renewals(commits, reserves)
@@ -110,7 +113,7 @@ class LeaseBook:
     def _room(self, need: np.ndarray, budget_left: np.ndarray) -> np.ndarray:
         """Each pool's part of its campaign's budget neither spent nor held by a lease."""
         campaigns = len(budget_left)
-        held = sum_micros_by(self.pool_campaign, self.remaining(), campaigns)
+        held = sum_micros_by(self.pool_campaign, np.maximum(self.remaining(), 0), campaigns)
         free = np.maximum(budget_left - held, 0)[self.pool_campaign]
         total = sum_micros_by(self.pool_campaign, need, campaigns)[self.pool_campaign]
         share = np.divide(need, total, out=np.zeros(len(need)), where=total > 0)
@@ -120,14 +123,17 @@ class LeaseBook:
         """A reservation was granted. A pool's first window is shortened by pool % window so
         that renewals spread over ticks."""
         first = self.due[pool] == 0
+        # Spend reported while the pool held no lease (a live platform delivering past one)
+        # is carried into the new lease, so it is committed, as over-delivery if beyond it.
+        carried = 0 if self.reservation[pool] is not None else int(self.used[pool])
         self.reservation[pool] = reservation_id
-        self.amount[pool], self.used[pool] = micros, 0
+        self.amount[pool], self.used[pool] = micros, carried
         self.due[pool] = tick + (1 + pool % self.window if first else self.window)
 
     def caps(self, need: np.ndarray) -> np.ndarray:
         """What each pool may spend in the next tick: its need, within its lease."""
         held = np.array([r is not None for r in self.reservation], dtype=bool)
-        return np.where(held, np.minimum(need, self.remaining()), 0)
+        return np.where(held, np.clip(self.remaining(), 0, need), 0)
 
     def close_all(self) -> list[tuple[int, str, int]]:
         """Every open lease, to commit (shutdown, or before the pools are renumbered)."""
@@ -140,7 +146,10 @@ class LeaseBook:
         return out
 
 
-def commit_op(key: tuple[str, str], reservation_id: str, used: int) -> BudgetOp:
-    """Close a lease: a reservation is committed once, so its id is the idempotency key."""
+def commit_op(
+    key: tuple[str, str], reservation_id: str, used: int, reports: tuple[tuple, ...] = ()
+) -> BudgetOp:
+    """Close a lease: a reservation is committed once, so its id is the idempotency key.
+    `reports`: the platform report totals whose spend it charges (the live market)."""
     return BudgetOp("commit", *key, f"commit:{reservation_id}", used,
-                    reservation_id=reservation_id)  # fmt: skip
+                    reservation_id=reservation_id, reports=reports)  # fmt: skip
