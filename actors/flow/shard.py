@@ -192,7 +192,7 @@ class BidLoopShard:
         self.market.rewind([op.reports for op in self.pending_commits])
         self.engine = engine
         self.values.rebuild(engine, [c.tenant_id for c in campaigns])
-        self.leases = LeaseBook(engine.pool_campaign, self.config.lease_ticks)
+        self.leases = LeaseBook(engine.pool_campaign, self.config.lease_ticks, self.market.live)
         self.market.rebuild(engine)
 
     async def _settle_reservations(self, old: BidEngine) -> None:
@@ -365,10 +365,11 @@ class BidLoopShard:
         # this incarnation, tick and pool name each reservation once.
         tag = f"lease:{self._incarnation}:{self.tick_id}"
         commits, reserves = self.leases.ops(renewals, keys, engine.pool_platform, tag)
-        commits = [
-            replace(op, reports=self.market.pending_marks(p))
-            for op, (p, _, _) in zip(commits, renewals.commits, strict=True)
-        ]
+        if self.market.live:  # each commit carries the report totals it charges
+            commits = [
+                replace(op, reports=self.market.pending_marks(p))
+                for op, (p, _, _) in zip(commits, renewals.commits, strict=True)
+            ]
         results = await self._run_budget_ops(self.pending_commits + commits + reserves)
         denied = self.leases.settle(renewals, results[len(results) - len(reserves) :], self.tick_id)
         engine.granted(self.leases.caps(plan.reserve))

@@ -38,11 +38,16 @@ class Renewals:
 
 
 class LeaseBook:
-    def __init__(self, pool_campaign: np.ndarray, window: int = 5) -> None:
-        """`pool_campaign`: the campaign (index) of each pool."""
+    def __init__(
+        self, pool_campaign: np.ndarray, window: int = 5, keep_exposure: bool = False
+    ) -> None:
+        """`pool_campaign`: the campaign (index) of each pool. `keep_exposure` (the live
+        market): a renewed lease never holds less than the closed one had left, since the
+        platform's daily budget in force let it spend that, reported or not."""
         if window < 1:
             raise ValueError("a lease window is at least one tick")
         self.window = window
+        self.keep_exposure = keep_exposure
         self.pool_campaign = pool_campaign
         pools = len(pool_campaign)
         self.reservation: list[str | None] = [None] * pools
@@ -65,16 +70,20 @@ class LeaseBook:
         are forgotten at once."""
         held = np.array([r is not None for r in self.reservation], dtype=bool)
         close = held & ((tick >= self.due) | (self.remaining() < need) | ~live)
+        left = np.where(close & self.keep_exposure, np.maximum(self.remaining(), 0), 0)
         commits = []
         for p in np.flatnonzero(close).tolist():
             commits.append((p, self.reservation[p], int(self.used[p])))
             self.reservation[p] = None
             self.amount[p] = self.used[p] = 0
-        # A pool without a lease may carry spend reported meanwhile (see `opened`): the new
-        # lease covers it too, where the budget allows.
+        # A pool without a lease may carry spend reported meanwhile (see `opened`): a live
+        # platform reports, late, spend its last lease allowed. The new lease covers it on
+        # top of the pool's need (SyncShield grants what the budget holds; the rest is
+        # committed as over-delivery), even when the pool needs nothing more.
         carried = np.where(held & ~close, 0, self.used)
-        amount = np.minimum(need * self.window + carried, self._room(need, budget_left))
-        open_ = (~held | close) & live & (amount > 0)
+        amount = np.minimum(need * self.window, self._room(need, budget_left)) + carried
+        amount = np.maximum(amount, left)
+        open_ = (~held | close) & (live | (carried > 0) | (left > 0)) & (amount > 0)
         reserves = [(p, int(amount[p])) for p in np.flatnonzero(open_).tolist()]
         return Renewals(commits, reserves)
 

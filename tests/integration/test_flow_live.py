@@ -195,7 +195,9 @@ async def capped_run(url: str, fake: FakeGoogleAds, base_url: str) -> dict:
     live = await live_setup(url, fake, base_url)
     start, budgets = live.start, live.budgets
     budget_name = fake.campaign_budgets[(CUSTOMER, "900")]
-    loops = BidLoopClient(url, live.config, shards=1, clock=VirtualClock(start))
+    # Leases of 2 ticks: some are committed (their report marks persisted) before the kill.
+    config = live.config.model_copy(update={"lease_ticks": 2})
+    loops = BidLoopClient(url, config, shards=1, clock=VirtualClock(start))
     await loops.ready()
     ticks, wanted = 8, 0
     for k in range(ticks + 2):  # two more ticks: one fetches the last report, one takes it
@@ -206,7 +208,7 @@ async def capped_run(url: str, fake: FakeGoogleAds, base_url: str) -> dict:
             fake.serve(CUSTOMER, "111", start.date(), 5_000_000, clicks=3)
             wanted += 5_000_000
         await asyncio.sleep(0.3)  # the spend report is fetched between ticks
-        if k == ticks // 2 - 1:
+        if k == ticks // 2:
             ray.kill(loops.actors[0], no_restart=False)  # Ray restarts it; __init__ runs again
     await loops.stop()
     (status,) = await budgets.execute([live.status()])
