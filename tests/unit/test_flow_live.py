@@ -6,11 +6,13 @@ import json
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kiki.errors import ConfigError
 from kiki.flow.connectors.base import SpendRow
 from kiki.flow.connectors.google_ads import GoogleAdsSettings
+from kiki.flow.leases import LeaseBook
 from kiki.flow.live import SpendMarks, load_credentials, parse_credentials
 
 GOOGLE = {
@@ -91,3 +93,23 @@ def test_a_day_is_charged_once_across_commits_refusals_and_restarts() -> None:
     assert restarted.spent_on("meta", {"a"}, date(2026, 3, 1)) == 900
     restarted.forget_before(date(2026, 3, 2))
     assert restarted.spent_on("meta", {"a"}, date(2026, 3, 1)) == 0
+
+
+def test_live_leases_keep_their_exposure_and_carry_late_spend() -> None:
+    """The live market's leases: spend reported while a pool held none is carried into its
+    next lease, and a renewed lease never holds less than the closed one had left."""
+    book = LeaseBook(np.array([0]), window=2, keep_exposure=True)
+    need, live, left = np.array([100]), np.array([True]), np.array([10_000])
+    renewals = book.renewals(1, need, live, left)
+    assert renewals.reserves == [(0, 200)]
+    book.opened(0, "r1", 200, 1)
+    book.spend(np.array([50]))
+    # Due: commit 50; the pool now needs only 10 a tick, yet 150 stays held.
+    renewals = book.renewals(book.due[0], np.array([10]), live, left)
+    assert renewals.commits == [(0, "r1", 50)] and renewals.reserves == [(0, 150)]
+    book.spend(np.array([30]))  # reported with no lease open: carried
+    renewals = book.renewals(book.due[0] + 1, np.array([10]), live, left)
+    assert renewals.reserves == [(0, 20 + 30)]
+    book.opened(0, "r2", 50, book.due[0] + 1)
+    assert book.remaining()[0] == 20
+    assert book.caps(np.array([100]))[0] == 20
