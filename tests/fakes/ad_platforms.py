@@ -182,3 +182,13 @@ class BudgetedDelivery:
             room = max(0, min(want_micros, most - spent))
         self.spent[(campaign, day)] = spent + room
         return room
+
+
+def running_row(rows: list[dict[str, Any]], **key: Any) -> dict[str, Any]:
+    """The report row whose fields equal `key` (one per object and day, as the platforms
+    report running totals), added when there is none yet."""
+    for row in rows:
+        if all(row.get(name) == value for name, value in key.items()):
+            return row
+    rows.append(dict(key))
+    return rows[-1]

@@ -28,6 +28,7 @@ from tests.fakes.ad_platforms import (
     parse_json,
     reply,
     request_id,
+    running_row,
 )
 
 # service -> (JSON field, update mask, error code when the amount is not a billable multiple)
@@ -108,15 +109,8 @@ class FakeGoogleAds(FakeApi):
         name = self.campaign_budgets.get((customer, campaign))
         budget = self.budgets.get(name) if name else None
         delivered = self.auction.allow(campaign, day, budget, want_micros)
-        row = next(
-            (r for r in self.delivery
-             if (r["customer"], r["ad_group"], r["day"]) == (customer, ad_group_id, day)),
-            None,
-        )  # fmt: skip
-        if row is None:
-            row = {"customer": customer, "ad_group": ad_group_id, "day": day, "cost_micros": 0}
-            self.delivery.append(row)
-        row["cost_micros"] += delivered
+        row = running_row(self.delivery, customer=customer, ad_group=ad_group_id, day=day)
+        row["cost_micros"] = row.get("cost_micros", 0) + delivered
         row["clicks"] = row.get("clicks", 0) + (clicks if delivered else 0)
         return delivered
 

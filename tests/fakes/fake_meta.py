@@ -21,7 +21,14 @@ from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, Request, Response
 
-from tests.fakes.ad_platforms import BudgetedDelivery, Failure, FakeApi, reply, request_id
+from tests.fakes.ad_platforms import (
+    BudgetedDelivery,
+    Failure,
+    FakeApi,
+    reply,
+    request_id,
+    running_row,
+)
 
 FIELDS = {"bid_amount": "ad_sets", "daily_budget": "campaigns"}
 INSIGHT_FIELDS = {"adset_id", "spend", "impressions", "clicks", "actions", "action_values"}
@@ -52,15 +59,8 @@ class FakeMeta(FakeApi):
         budget = self.campaigns.get(campaign_id)
         micros = None if budget is None else budget * 10_000
         delivered = self.auction.allow(campaign_id, day, micros, want)
-        row = next(
-            (r for r in self.insights
-             if (r["account"], r["adset_id"], r["day"]) == (account, adset_id, day)),
-            None,
-        )  # fmt: skip
-        if row is None:
-            row = {"account": account, "adset_id": adset_id, "day": day, "spend": "0"}
-            self.insights.append(row)
-        row["spend"] = str(Decimal(row["spend"]) + Decimal(delivered) / 1_000_000)
+        row = running_row(self.insights, account=account, adset_id=adset_id, day=day)
+        row["spend"] = str(Decimal(row.get("spend", "0")) + Decimal(delivered) / 1_000_000)
         return delivered
 
     def seed_insight(self, account: str, adset_id: str, day: date, **fields: Any) -> None:
