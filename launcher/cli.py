@@ -35,6 +35,7 @@ from launcher.db_cli import db_archive_wal, db_backup, db_restore
 from launcher.engage_cli import engage
 from launcher.engage_rules_cli import rules
 from launcher.exits import fail, settings_or_exit
+from launcher.flow_cli import flow
 from launcher.k8s import k8s
 from launcher.platform import (
     READY_TIMEOUT_S,
@@ -423,7 +424,7 @@ bench.add_command(bench_flow)
 bench.add_command(bench_ltv)
 bench.add_command(bench_churn)
 bench.add_command(bench_pacing)
-for command in (bench, ingest, demo, models, train, simulate, billing, engage, k8s):
+for command in (bench, ingest, demo, models, train, simulate, billing, engage, flow, k8s):
     main.add_command(command)
 
 if __name__ == "__main__":

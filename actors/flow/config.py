@@ -36,6 +36,9 @@ class BidLoopConfig(BaseModel):
     sandbox_report_s: float = Field(
         0.0, ge=0, description="the sandbox reports spend every this many seconds (0: each tick)"
     )
+    cap_push_threshold: float = Field(
+        0.1, ge=0, description="live market: a daily budget rise worth a push (fraction)"
+    )
     log_dir: str | None = Field(None, description="folder of the `decision:` log files")
     guard_rate: RateLimitConfig | None = None
     lease_ticks: int = Field(10, ge=1, description="ticks a budget lease covers")

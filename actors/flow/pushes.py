@@ -1,18 +1,22 @@
 """Pushing a tick's bids to the platforms: one admission call to the guard actor (breakers
-and rate budgets), one connector call per platform and batch, outcomes back to the breakers."""
+and rate budgets), one connector call per platform and batch, outcomes back to the breakers.
+In the live market, the platform campaigns' daily budgets go out the same way first."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import date
 
+import asyncpg
 import numpy as np
 
 from actors.resilience import within
 from kiki.errors import KikiError, RateLimited, Unavailable
-from kiki.flow.connectors.base import BidChange
+from kiki.flow import caps, store
+from kiki.flow.connectors.base import BidChange, BudgetChange
 from kiki.flow.engine import BidEngine, TickPlan
-from kiki.flow.market import Market
+from kiki.flow.market import Allowance, CapKey, LiveMarket, Market
 from kiki.shield import Admission
 
 logger = logging.getLogger("kiki.flow")
@@ -73,7 +77,7 @@ class BidPusher:
             engine.pushed(units, ok)
             pushed += int(ok.sum())
             reports.append((platform, not failed))
-        await self._record(reports)
+        await record_outcomes(self.guard, reports, self.timeout_s)
         return result, pushed, refused
 
     async def _admit(self, by_platform: dict[str, np.ndarray]) -> list[Admission] | None:
@@ -89,15 +93,6 @@ class BidPusher:
         except Unavailable as exc:
             logger.warning("bids not pushed", extra={"error": exc.message})
             return None
-
-    async def _record(self, reports: list[tuple[str, bool]]) -> None:
-        """Each platform's push outcome to its breaker (a missed deadline loses one tick's)."""
-        if not reports:
-            return
-        try:
-            await within(self.guard.record_many.remote(reports), self.timeout_s, "the guard")
-        except Unavailable as exc:
-            logger.warning("push outcomes not recorded", extra={"error": exc.message})
 
     async def _send(
         self, platform: str, changes: list[BidChange]
@@ -123,3 +118,102 @@ class BidPusher:
                 ok.append(answer.ok)
                 texts.append("pushed" if answer.ok else f"rejected: {answer.error}")
         return np.array(ok, dtype=bool), texts, failed
+
+
+class CapPusher:
+    """The live market's platform-side caps: each platform campaign's allowance for the day
+    (kiki.flow.market.LiveMarket.allowances) pushed as its daily budget in the platform's
+    terms (kiki.flow.caps), through the guard like the bids. Pushed before the tick's bids;
+    a pool whose cap could not be pushed does not bid."""
+
+    def __init__(
+        self, guard: object, market: LiveMarket, timeout_s: float, threshold: float
+    ) -> None:
+        self.guard, self.market, self.timeout_s = guard, market, timeout_s
+        self.threshold = threshold
+        self.last: dict[CapKey, tuple[date, int]] = {}  # the budget each campaign holds now
+
+    def due(self, remaining: np.ndarray, today: date) -> dict[CapKey, tuple[Allowance, int]]:
+        """The platform campaigns whose daily budget should change, and to what."""
+        wanted = {}
+        for key, allowance in self.market.allowances(remaining, today).items():
+            budget = caps.daily_budget(key[0], allowance.micros, allowance.currency)
+            last = self.last.get(key)
+            held = last[1] if last is not None and last[0] == today else None
+            if caps.push_due(held, budget, self.threshold):
+                wanted[key] = (allowance, budget)
+        return wanted
+
+    async def push(self, remaining: np.ndarray, today: date, pool: asyncpg.Pool | None) -> set[int]:
+        """Push the budgets that are due; returns the pools left without a cap in force."""
+        wanted = self.due(remaining, today)
+        by_platform: dict[str, list[CapKey]] = {}
+        for key in wanted:
+            by_platform.setdefault(key[0], []).append(key)
+        if not by_platform:
+            return set()
+        try:
+            calls = [(p, len(keys)) for p, keys in by_platform.items()]
+            admissions = await within(
+                self.guard.admit_many.remote(calls), self.timeout_s, "the platform guard"
+            )
+        except Unavailable as exc:
+            logger.warning("daily budgets not pushed", extra={"error": exc.message})
+            admissions = [None] * len(by_platform)
+        blocked: set[int] = set()
+        outcomes, accepted = [], []
+        for admission, (platform, keys) in zip(admissions, by_platform.items(), strict=True):
+            if admission is None or not admission.allowed or platform not in self.market.connectors:
+                blocked.update(p for key in keys for p in wanted[key][0].pools)
+                continue
+            failed = False
+            for key in keys:
+                allowance, budget = wanted[key]
+                ok, platform_failed = await self._push_one(key, allowance, budget)
+                failed = failed or platform_failed
+                if ok:
+                    self.last[key] = (today, budget)
+                    accepted.append(
+                        (allowance.tenant_id, allowance.campaign_id, *key, today,
+                         allowance.currency, budget)
+                    )  # fmt: skip
+                else:
+                    self.last.pop(key, None)  # unknown now: pushed again next tick
+                    blocked.update(allowance.pools)
+            outcomes.append((platform, not failed))
+        await record_outcomes(self.guard, outcomes, self.timeout_s)
+        if accepted and pool is not None:
+            async with pool.acquire() as conn:
+                await store.record_budget_pushes(conn, accepted)
+        return blocked
+
+    async def _push_one(self, key: CapKey, allowance: Allowance, budget: int) -> tuple[bool, bool]:
+        """(accepted, the platform itself failed: what its breaker counts)."""
+        change = BudgetChange(
+            account_id=key[1],
+            campaign_ref=key[2],
+            daily_budget_micros=budget,
+            currency=allowance.currency,
+        )
+        try:
+            result = await self.market.connectors[key[0]].push_budget(change)
+        except KikiError as exc:
+            logger.warning(
+                "daily budget not pushed", extra={"platform": key[0], "error": exc.message}
+            )
+            return False, isinstance(exc, Unavailable | RateLimited)
+        if not result.ok:
+            logger.warning(
+                "daily budget refused", extra={"platform": key[0], "error": result.error}
+            )
+        return result.ok, False
+
+
+async def record_outcomes(guard: object, reports: list[tuple[str, bool]], timeout_s: float) -> None:
+    """Each platform's push outcome to its breaker (a missed deadline loses one tick's)."""
+    if not reports:
+        return
+    try:
+        await within(guard.record_many.remote(reports), timeout_s, "the guard")
+    except Unavailable as exc:
+        logger.warning("push outcomes not recorded", extra={"error": exc.message})

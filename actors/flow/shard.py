@@ -11,7 +11,9 @@ A tick, for all of a shard's campaigns at once (kiki.flow.engine does the arithm
 4. renew the budget leases that are due (kiki.flow.leases: commit what a lease used, reserve
    the next window), one batched call per budget actor; and meanwhile
 5. push the bids that moved more than the threshold, through the guard actor's breaker and
-   rate limit (one admission call per tick), one connector call per platform;
+   rate limit (one admission call per tick), one connector call per platform. In the live
+   market the leases are renewed first, then each platform campaign's daily budget is pushed
+   from them (pushes.CapPusher), and only then the bids of the pools whose cap is in force;
 6. hand the decisions to the audit writer (audit.AuditWriter).
 
 Ticks never overlap: one task runs them in turn; a tick that overruns is counted and the next
@@ -26,6 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -38,7 +41,7 @@ import ray
 from actors.budget import BudgetClient
 from actors.flow.audit import AuditWriter
 from actors.flow.config import BidLoopConfig
-from actors.flow.pushes import BidPusher
+from actors.flow.pushes import BidPusher, CapPusher
 from actors.flow.reports import Heartbeat, ShardStats, TickMetrics, TickReport
 from actors.flow.values import SegmentValues
 from actors.guard import platform_guard
@@ -98,6 +101,11 @@ class BidLoopShard:
         )
         self.values = SegmentValues(config.value_app, config.call_timeout_s)
         self.pusher = BidPusher(self.guard, self.market, config.call_timeout_s)
+        self.capper = (
+            CapPusher(self.guard, self.market, config.call_timeout_s, config.cap_push_threshold)
+            if isinstance(self.market, LiveMarket)
+            else None
+        )
         log_dir = config.log_dir
         self.log_path = Path(log_dir) / f"decisions-{shard}-of-{shards}.log" if log_dir else None
         self.engine = BidEngine([], ControllerConfig(kind=config.controller))
@@ -142,6 +150,12 @@ class BidLoopShard:
             self._pool, self.log_path, self._supervisor, bill=self.config.tenant_id is None
         )
         await self.budgets.ready()
+        if isinstance(self.market, LiveMarket):
+            # What committed leases already charged: a restart charges only new spend.
+            since = self.clock.now().date() - timedelta(days=1)
+            async with self._pool.acquire() as conn:
+                marks = await store.spend_marks(conn, since, self.config.tenant_id)
+            self.market.marks.restore(marks)
         await self._load()
         if self.config.autorun:
             self._metrics.alive()  # the stall alert counts from the loop's start
@@ -183,9 +197,10 @@ class BidLoopShard:
                     key = (op.tenant_id, op.campaign_id)
                     engine.spent[index[key]] = result.snapshot["committed"]
         await self._settle_reservations(old)
+        self.market.rewind([op.reports for op in self.pending_commits])
         self.engine = engine
         self.values.rebuild(engine, [c.tenant_id for c in campaigns])
-        self.leases = LeaseBook(engine.pool_campaign, self.config.lease_ticks)
+        self.leases = LeaseBook(engine.pool_campaign, self.config.lease_ticks, self.market.live)
         self.market.rebuild(engine)
 
     async def _settle_reservations(self, old: BidEngine) -> None:
@@ -194,7 +209,10 @@ class BidLoopShard:
         self.leases.spend(self.market.deliver(old, self.clock.now(), flush=True))
         keys = old.campaign_keys()
         closing = self.leases.close_all()
-        ops = [commit_op(keys[old.pool_campaign[p]], rid, used) for p, rid, used in closing]
+        ops = [
+            commit_op(keys[old.pool_campaign[p]], rid, used, self.market.pending_marks(p))
+            for p, rid, used in closing
+        ]
         await self._run_budget_ops(ops)
         old.granted(np.zeros(len(old.pool_campaign)))
 
@@ -287,18 +305,23 @@ class BidLoopShard:
         self.market.offer(plan)
         mark = _lap(phases, "decide", mark)
 
-        # Renewing the leases and pushing the bids touch separate state (the bids do not
-        # depend on the grants; the caps bound the next interval's delivery): both wait on
-        # other processes at once. Both finish before a failure of either ends the tick.
-        renewed, sent = await asyncio.gather(
-            _timed(phases, "budget", self._renew_leases(engine, plan)),
-            _timed(phases, "push", self.pusher.push(engine, plan)),
-            return_exceptions=True,
-        )
-        for failure in (renewed, sent):
-            if isinstance(failure, BaseException):
-                raise failure
-        denied, (connector_result, pushed, refused) = renewed, sent
+        if self.capper is not None:
+            denied, (connector_result, pushed, refused) = await self._capped_push(
+                engine, plan, now, phases
+            )
+        else:
+            # Renewing the leases and pushing the bids touch separate state (the bids do not
+            # depend on the grants; the caps bound the next interval's delivery): both wait on
+            # other processes at once. Both finish before a failure of either ends the tick.
+            renewed, sent = await asyncio.gather(
+                _timed(phases, "budget", self._renew_leases(engine, plan)),
+                _timed(phases, "push", self.pusher.push(engine, plan)),
+                return_exceptions=True,
+            )
+            for failure in (renewed, sent):
+                if isinstance(failure, BaseException):
+                    raise failure
+            denied, (connector_result, pushed, refused) = renewed, sent
         mark = time.perf_counter()
 
         outcome = audit.TickOutcome(audit.budget_reasons(engine, plan, denied), connector_result)
@@ -318,6 +341,25 @@ class BidLoopShard:
             engine.spent.tolist(), reachable,
         )  # fmt: skip
 
+    async def _capped_push(
+        self, engine: BidEngine, plan: TickPlan, now: datetime, phases: dict[str, float]
+    ) -> tuple[dict[int, str], tuple[np.ndarray, int, dict[str, str]]]:
+        """The live market: leases first, then the daily budgets they allow, then the bids
+        of the pools whose budget is in force. A pool whose budget could not be pushed (guard
+        refused, platform failed) spends nothing more here and pushes no bid this tick."""
+        assert self.capper is not None
+        denied = await _timed(phases, "budget", self._renew_leases(engine, plan))
+        held = np.array([r is not None for r in self.leases.reservation], dtype=bool)
+        remaining = np.where(held, np.maximum(self.leases.remaining(), 0), 0)
+        blocked = await _timed(phases, "caps", self.capper.push(remaining, now.date(), self._pool))
+        uncapped = np.isin(engine.unit_pool, sorted(blocked))
+        if blocked:
+            engine.pool_cap[sorted(blocked)] = 0
+            plan.push[uncapped] = False
+        result, pushed, refused = await _timed(phases, "push", self.pusher.push(engine, plan))
+        result[uncapped] = "cap_not_pushed"
+        return denied, (result, pushed, refused)
+
     async def _renew_leases(self, engine: BidEngine, plan: TickPlan) -> dict[int, str]:
         """Commit the leases that are due and reserve their next windows; set each pool's cap
         for the tick. Returns the pools whose reservation was refused, with the reason."""
@@ -332,6 +374,11 @@ class BidLoopShard:
         # this incarnation, tick and pool name each reservation once.
         tag = f"lease:{self._incarnation}:{self.tick_id}"
         commits, reserves = self.leases.ops(renewals, keys, engine.pool_platform, tag)
+        if self.market.live:  # each commit carries the report totals it charges
+            commits = [
+                replace(op, reports=self.market.pending_marks(p))
+                for op, (p, _, _) in zip(commits, renewals.commits, strict=True)
+            ]
         results = await self._run_budget_ops(self.pending_commits + commits + reserves)
         denied = self.leases.settle(renewals, results[len(results) - len(reserves) :], self.tick_id)
         engine.granted(self.leases.caps(plan.reserve))
@@ -355,6 +402,9 @@ class BidLoopShard:
             for op, r in zip(ops, results, strict=True)
             if op.kind == "commit" and r.outcome == "error" and r.error_code in UNANSWERED
         ]
+        for op, r in zip(ops, results, strict=True):
+            if op.reports and not (r.outcome == "error" and r.error_code in UNANSWERED):
+                self.market.settled(op.reports, r.outcome == "committed")
         unanswered = [r for r in results if r.outcome == "error" and r.error_code in UNANSWERED]
         if unanswered:  # each pool's decision says lease_skipped:<error>
             logger.warning(

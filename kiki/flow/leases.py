@@ -38,11 +38,16 @@ class Renewals:
 
 
 class LeaseBook:
-    def __init__(self, pool_campaign: np.ndarray, window: int = 5) -> None:
-        """`pool_campaign`: the campaign (index) of each pool."""
+    def __init__(
+        self, pool_campaign: np.ndarray, window: int = 5, keep_exposure: bool = False
+    ) -> None:
+        """`pool_campaign`: the campaign (index) of each pool. `keep_exposure` (the live
+        market): a renewed lease never holds less than the closed one had left, since the
+        platform's daily budget in force let it spend that, reported or not."""
         if window < 1:
             raise ValueError("a lease window is at least one tick")
         self.window = window
+        self.keep_exposure = keep_exposure
         self.pool_campaign = pool_campaign
         pools = len(pool_campaign)
         self.reservation: list[str | None] = [None] * pools
@@ -65,13 +70,20 @@ class LeaseBook:
         are forgotten at once."""
         held = np.array([r is not None for r in self.reservation], dtype=bool)
         close = held & ((tick >= self.due) | (self.remaining() < need) | ~live)
+        left = np.where(close & self.keep_exposure, np.maximum(self.remaining(), 0), 0)
         commits = []
         for p in np.flatnonzero(close).tolist():
             commits.append((p, self.reservation[p], int(self.used[p])))
             self.reservation[p] = None
             self.amount[p] = self.used[p] = 0
-        amount = np.minimum(need * self.window, self._room(need, budget_left))
-        open_ = (~held | close) & live & (amount > 0)
+        # A pool without a lease may carry spend reported meanwhile (see `opened`): a live
+        # platform reports, late, spend its last lease allowed. The new lease covers it on
+        # top of the pool's need (SyncShield grants what the budget holds; the rest is
+        # committed as over-delivery), even when the pool needs nothing more.
+        carried = np.where(held & ~close, 0, self.used)
+        amount = np.minimum(need * self.window, self._room(need, budget_left)) + carried
+        amount = np.maximum(amount, left)
+        open_ = (~held | close) & (live | (carried > 0) | (left > 0)) & (amount > 0)
         reserves = [(p, int(amount[p])) for p in np.flatnonzero(open_).tolist()]
         return Renewals(commits, reserves)
 
@@ -110,7 +122,7 @@ class LeaseBook:
     def _room(self, need: np.ndarray, budget_left: np.ndarray) -> np.ndarray:
         """Each pool's part of its campaign's budget neither spent nor held by a lease."""
         campaigns = len(budget_left)
-        held = sum_micros_by(self.pool_campaign, self.remaining(), campaigns)
+        held = sum_micros_by(self.pool_campaign, np.maximum(self.remaining(), 0), campaigns)
         free = np.maximum(budget_left - held, 0)[self.pool_campaign]
         total = sum_micros_by(self.pool_campaign, need, campaigns)[self.pool_campaign]
         share = np.divide(need, total, out=np.zeros(len(need)), where=total > 0)
@@ -120,14 +132,17 @@ class LeaseBook:
         """A reservation was granted. A pool's first window is shortened by pool % window so
         that renewals spread over ticks."""
         first = self.due[pool] == 0
+        # Spend reported while the pool held no lease (a live platform delivering past one)
+        # is carried into the new lease, so it is committed, as over-delivery if beyond it.
+        carried = 0 if self.reservation[pool] is not None else int(self.used[pool])
         self.reservation[pool] = reservation_id
-        self.amount[pool], self.used[pool] = micros, 0
+        self.amount[pool], self.used[pool] = micros, carried
         self.due[pool] = tick + (1 + pool % self.window if first else self.window)
 
     def caps(self, need: np.ndarray) -> np.ndarray:
         """What each pool may spend in the next tick: its need, within its lease."""
         held = np.array([r is not None for r in self.reservation], dtype=bool)
-        return np.where(held, np.minimum(need, self.remaining()), 0)
+        return np.where(held, np.clip(self.remaining(), 0, need), 0)
 
     def close_all(self) -> list[tuple[int, str, int]]:
         """Every open lease, to commit (shutdown, or before the pools are renumbered)."""
@@ -140,7 +155,10 @@ class LeaseBook:
         return out
 
 
-def commit_op(key: tuple[str, str], reservation_id: str, used: int) -> BudgetOp:
-    """Close a lease: a reservation is committed once, so its id is the idempotency key."""
+def commit_op(
+    key: tuple[str, str], reservation_id: str, used: int, reports: tuple[tuple, ...] = ()
+) -> BudgetOp:
+    """Close a lease: a reservation is committed once, so its id is the idempotency key.
+    `reports`: the platform report totals whose spend it charges (the live market)."""
     return BudgetOp("commit", *key, f"commit:{reservation_id}", used,
-                    reservation_id=reservation_id)  # fmt: skip
+                    reservation_id=reservation_id, reports=reports)  # fmt: skip

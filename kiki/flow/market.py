@@ -12,7 +12,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 import httpx
@@ -29,11 +30,24 @@ from kiki.flow.exchange import (
     SpendReports,
     sandbox_units,
 )
-from kiki.flow.live import Delivered, SpendDeltas
+from kiki.flow.live import ReportMark, SpendMarks
 from kiki.money import sum_micros_by
 
 logger = logging.getLogger("kiki.flow")
 UnitRef = tuple[str, str, str]  # account, campaign ref, ad group ref
+CapKey = tuple[str, str, str]  # platform, account, the platform's campaign ref
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """The most one platform campaign may deliver today: spend already delivered today plus
+    what is left of the leases of the pools bidding in it."""
+
+    micros: int
+    currency: str
+    tenant_id: str
+    campaign_id: str  # KIKI's campaign
+    pools: tuple[int, ...]
 
 
 class Market(Protocol):
@@ -42,6 +56,9 @@ class Market(Protocol):
     # Per campaign, what the market offered at the goal's highest bids in the last interval
     # (the sandbox's measure of demand; None in the live market).
     reachable: np.ndarray | None
+    # The live platforms: reported spend is tracked per report (marks) and each platform
+    # campaign's daily budget is pushed from the leases; the sandbox caps each tick itself.
+    live: bool
 
     def rebuild(self, engine: BidEngine) -> None:
         """The shard's campaigns changed: map the engine's units anew."""
@@ -52,6 +69,15 @@ class Market(Protocol):
     def deliver(self, engine: BidEngine, now: datetime, flush: bool = False) -> np.ndarray:
         """What was delivered since the last tick, fed to the engine; spend per pool.
         `flush`: report all delivery held back (before the units are renumbered)."""
+
+    def pending_marks(self, pool: int) -> tuple[ReportMark, ...]:
+        """The report totals a commit of this pool's lease carries to the ledger."""
+
+    def settled(self, marks: tuple[ReportMark, ...], committed: bool) -> None:
+        """What became of a commit that carried `marks`."""
+
+    def rewind(self, in_flight: list[tuple[ReportMark, ...]]) -> None:
+        """The open leases were dropped: deliver again what no commit charged."""
 
     async def close(self) -> None: ...
 
@@ -79,6 +105,7 @@ class SandboxMarket:
         self.unit_refs: list[UnitRef | None] = []
         self.reachable: np.ndarray | None = None
         self.last_tick_at: datetime | None = None
+        self.live = False
 
     def rebuild(self, engine: BidEngine) -> None:
         keys = engine.campaign_keys()
@@ -135,6 +162,15 @@ class SandboxMarket:
         self.daily = engine.daily_budgets()
         return pool_spend
 
+    def pending_marks(self, pool: int) -> tuple[ReportMark, ...]:
+        return ()
+
+    def settled(self, marks: tuple[ReportMark, ...], committed: bool) -> None:
+        return None
+
+    def rewind(self, in_flight: list[tuple[ReportMark, ...]]) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -142,7 +178,8 @@ class SandboxMarket:
 class LiveMarket:
     """The real platforms: bids to each ad group's `platform_refs`, spend from the
     platforms' reports, polled every `spend_poll_s` by a task of its own (never awaited by a
-    tick) as increments of each ad group's daily total."""
+    tick) as increments of each ad group's daily total (kiki.flow.live.SpendMarks), and each
+    platform campaign's allowance for the day, for its pushed daily budget."""
 
     def __init__(
         self, credentials: dict[str, PlatformSettings], spend_poll_s: float, clock: Clock
@@ -151,10 +188,14 @@ class LiveMarket:
         self.connectors: dict[str, PlatformConnector] = {}
         self.unit_refs: list[UnitRef | None] = []
         self.reachable: np.ndarray | None = None
+        self.live = True
+        self.marks = SpendMarks()
         self._http: dict[str, httpx.AsyncClient] = {}
         self._platforms: list[str] = []
-        self._reported = SpendDeltas()
-        self._due: dict[tuple[str, str], Delivered] = {}  # (platform, ad group ref) -> due
+        self._pool_groups: list[tuple[str, set[str]]] = []  # per pool: platform, ad group refs
+        self._pool_campaigns: list[list[CapKey]] = []  # per pool: the platform campaigns
+        self._campaign_groups: dict[CapKey, set[str]] = {}
+        self._pool_owner: list[tuple[str, str, str]] = []  # per pool: tenant, campaign, currency
         self._report_call: asyncio.Task[None] | None = None
         self._last_report = 0.0
         self._fresh = False  # a poll finished since the last tick: the controller may step
@@ -168,6 +209,24 @@ class LiveMarket:
             ref = group.platform_refs.get(platform)
             refs.append((ref.account_id, ref.campaign_ref, ref.ad_group_ref) if ref else None)
         self.unit_refs, self._platforms = refs, list(engine.unit_platform)
+        pools = len(engine.pool_campaign)
+        self._pool_groups = [(engine.pool_platform[p], set()) for p in range(pools)]
+        self._pool_campaigns = [[] for _ in range(pools)]
+        self._campaign_groups = {}
+        for pool, platform, ref in zip(engine.unit_pool.tolist(), self._platforms, refs,
+                                       strict=True):  # fmt: skip
+            if ref is None:
+                continue
+            key = (platform, ref[0], ref[1])
+            self._pool_groups[pool][1].add(ref[2])
+            self._campaign_groups.setdefault(key, set()).add(ref[2])
+            if key not in self._pool_campaigns[pool]:
+                self._pool_campaigns[pool].append(key)
+        self._pool_owner = [
+            (engine.campaigns[c].tenant_id, engine.campaigns[c].campaign_id,
+             engine.campaigns[c].currency)
+            for c in engine.pool_campaign.tolist()
+        ]  # fmt: skip
         for platform, settings in self.credentials.items():
             if platform not in self.connectors:
                 self._http[platform] = httpx.AsyncClient(timeout=settings.timeout_s)
@@ -188,18 +247,45 @@ class LiveMarket:
             self._last_report = time.monotonic()
             self._report_call = asyncio.get_running_loop().create_task(self._poll_reports())
         columns = np.zeros((4, len(engine.unit_pool)), dtype=np.int64)
-        due, self._due = self._due, {}
+        due = self.marks.take()
         fresh, self._fresh = self._fresh, False
         units = zip(engine.unit_platform, self.unit_refs, strict=True)
         for i, (platform, ref) in enumerate(units):
-            got = due.get((platform, ref[2])) if ref else None
+            got = due.pop((platform, ref[2]), None) if ref else None
             if got is not None:
                 columns[:, i] = (got.spend_micros, got.clicks, got.conversions, got.value_micros)
         return engine.observe(*columns, fresh=fresh)
 
+    def allowances(self, remaining: np.ndarray, today: date) -> dict[CapKey, Allowance]:
+        """Per platform campaign: what it may deliver today. A pool's remaining lease is
+        split evenly (rounded down) over the platform campaigns its ad groups live in."""
+        out: dict[CapKey, Allowance] = {}
+        for pool, keys in enumerate(self._pool_campaigns):
+            share = max(0, int(remaining[pool])) // len(keys) if keys else 0
+            tenant, campaign, currency = self._pool_owner[pool]
+            for key in keys:
+                before = out.get(key)
+                if before is None:
+                    spent = self.marks.spent_on(key[0], self._campaign_groups[key], today)
+                    out[key] = Allowance(spent + share, currency, tenant, campaign, (pool,))
+                else:
+                    out[key] = Allowance(before.micros + share, currency, tenant, campaign,
+                                         (*before.pools, pool))  # fmt: skip
+        return out
+
+    def pending_marks(self, pool: int) -> tuple[ReportMark, ...]:
+        platform, refs = self._pool_groups[pool]
+        return self.marks.pending(platform, refs)
+
+    def settled(self, marks: tuple[ReportMark, ...], committed: bool) -> None:
+        self.marks.settled(marks, committed)
+
+    def rewind(self, in_flight: list[tuple[ReportMark, ...]]) -> None:
+        self.marks.rewind(in_flight)
+
     async def _poll_reports(self) -> None:
         """Today's (and yesterday's, for the hours around midnight) delivery of every account
-        the shard bids in, as increments since the last report."""
+        the shard bids in, as running totals per ad group and day."""
         today = self.clock.now().date()
         accounts = {
             (p, ref[0]) for p, ref in zip(self._platforms, self.unit_refs, strict=True)
@@ -209,14 +295,8 @@ class LiveMarket:
             rows = await self.connectors[platform].spend_report(
                 account, today - timedelta(days=1), today
             )
-            for ref, delivered in self._reported.update(rows).items():
-                before = self._due.get((platform, ref), Delivered())
-                self._due[(platform, ref)] = Delivered(
-                    before.spend_micros + delivered.spend_micros,
-                    before.clicks + delivered.clicks,
-                    before.conversions + delivered.conversions,
-                    before.value_micros + delivered.value_micros,
-                )
+            self.marks.report(platform, rows)
+        self.marks.forget_before(today - timedelta(days=1))
         self._fresh = True
 
     async def close(self) -> None:

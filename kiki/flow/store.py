@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from uuid import UUID
 
 import asyncpg
@@ -12,6 +12,7 @@ import asyncpg
 from kiki.errors import Conflict, NotFound
 from kiki.flow.audit import COLUMNS
 from kiki.flow.campaigns import Campaign, CampaignStatus
+from kiki.flow.live import ReportMark
 
 
 def _campaign(row: asyncpg.Record) -> Campaign:
@@ -128,3 +129,64 @@ async def decisions(
         limit,
     )
     return [dict(r) for r in rows]
+
+
+# --- the live market: persisted spend marks and pushed daily budgets ---------------------------
+
+
+async def spend_marks(
+    conn: asyncpg.Connection, since: date, tenant_id: str | None = None
+) -> list[ReportMark]:
+    """The report totals committed leases have charged, from `since` on (a shard's start)."""
+    rows = await conn.fetch(
+        """SELECT platform, ad_group_ref, day, spend_micros, clicks, conversions, value_micros
+           FROM platform_spend_marks
+           WHERE day >= $1 AND ($2::uuid IS NULL OR tenant_id = $2)""",
+        since,
+        UUID(tenant_id) if tenant_id else None,
+    )
+    return [
+        (r["platform"], r["ad_group_ref"], r["day"].isoformat(), r["spend_micros"], r["clicks"],
+         r["conversions"], r["value_micros"])
+        for r in rows
+    ]  # fmt: skip
+
+
+async def record_budget_pushes(conn: asyncpg.Connection, rows: list[tuple]) -> None:
+    """Daily budgets a platform accepted: (tenant, campaign, platform, account, campaign ref,
+    day, currency, budget micros)."""
+    await conn.executemany(
+        """INSERT INTO platform_budget_pushes AS p (tenant_id, campaign_id, platform,
+               account_id, campaign_ref, day, currency, max_budget_micros, last_budget_micros)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+           ON CONFLICT (tenant_id, platform, account_id, campaign_ref, day) DO UPDATE SET
+               max_budget_micros = GREATEST(p.max_budget_micros, EXCLUDED.max_budget_micros),
+               last_budget_micros = EXCLUDED.last_budget_micros,
+               pushes = p.pushes + 1, updated_at = now()""",
+        [(UUID(r[0]), *r[1:]) for r in rows],
+    )
+
+
+async def charged_on(conn: asyncpg.Connection, day: date) -> list[asyncpg.Record]:
+    """Per tenant, campaign and platform: the spend KIKI committed for the platforms' day."""
+    return await conn.fetch(
+        """SELECT tenant_id::text, campaign_id, platform, sum(spend_micros)::bigint AS micros
+           FROM platform_spend_marks WHERE day = $1
+           GROUP BY tenant_id, campaign_id, platform""",
+        day,
+    )
+
+
+async def budgets_pushed_on(conn: asyncpg.Connection, day: date) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT tenant_id::text, campaign_id, platform, account_id, campaign_ref, currency,
+                  max_budget_micros
+           FROM platform_budget_pushes WHERE day = $1""",
+        day,
+    )
+
+
+async def campaigns_with_refs(conn: asyncpg.Connection) -> list[Campaign]:
+    """Every live-market campaign (any status): reconciliation covers stopped ones too."""
+    rows = await conn.fetch("SELECT * FROM flow_campaigns WHERE NOT simulation")
+    return [_campaign(r) for r in rows]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from operator import attrgetter
 from typing import Any, Literal, get_args
 from uuid import UUID
@@ -63,6 +63,9 @@ class BudgetOp:
     # Policy.to_data for the keys); a new campaign needs at least caps {"total": ...}.
     caps_patch: dict[str, Any] | None = None
     policy_patch: dict[str, Any] | None = None
+    # Commits in the live market: the platform report totals (per platform, ad group and day)
+    # whose spend this commit charges, persisted in the same transaction (kiki.flow.live).
+    reports: tuple[tuple, ...] = ()
 
     def __reduce__(self) -> tuple:
         return BudgetOp, _op_fields(self)
@@ -135,6 +138,27 @@ def check_op(op: BudgetOp) -> None:
     for name in ("caps_patch", "policy_patch"):
         if getattr(op, name) is not None and not isinstance(getattr(op, name), dict):
             raise InvalidInput(f"{name} must be an object")
+    if not isinstance(op.reports, tuple) or not all(_report_ok(r) for r in op.reports):
+        raise InvalidInput(
+            "reports must be (platform, ad group ref, ISO day, spend, clicks, conversions, "
+            "value) rows, with whole non-negative amounts"
+        )
+
+
+def _report_ok(row: object) -> bool:
+    if not isinstance(row, tuple) or len(row) != 7:
+        return False
+    platform, ref, day, *amounts = row
+    texts_ok = all(
+        isinstance(t, str) and 0 < len(t) <= 128 and "\x00" not in t for t in (platform, ref)
+    )
+    try:
+        date.fromisoformat(day)
+    except (TypeError, ValueError):
+        return False
+    return texts_ok and all(
+        isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= MAX_MICROS for a in amounts
+    )
 
 
 @dataclass
@@ -231,7 +255,9 @@ class BudgetBook:
                     ), []
                 return self._granted(decided), [decided]
             case "commit":
-                event = budget.decide_commit(op.reservation_id or "", op.amount_micros, now, k)
+                event = budget.decide_commit(
+                    op.reservation_id or "", op.amount_micros, now, k, op.reports
+                )
                 return self._closed(event), [event]
             case "release":
                 event = budget.decide_release(op.reservation_id or "", now, k)

@@ -56,6 +56,9 @@ class LedgerEvent:
     over_delivered_micros: int = 0
     # Budget and policy settings only.
     data: dict[str, Any] | None = None
+    # Commits only: the platform report totals the commit charges; not a ledger column but
+    # rows of platform_spend_marks, written in the same transaction (kiki.shield.store).
+    reports: tuple[tuple, ...] = ()
 
 
 def over_deliveries(events: Iterable[LedgerEvent]) -> int:
@@ -223,7 +226,12 @@ class CampaignBudget:
         return found
 
     def decide_commit(
-        self, reservation_id: str, actual_micros: int, now: datetime, key: str | None
+        self,
+        reservation_id: str,
+        actual_micros: int,
+        now: datetime,
+        key: str | None,
+        reports: tuple[tuple, ...] = (),
     ) -> LedgerEvent:
         if actual_micros < 0:
             raise InvalidInput("actual spend must not be negative")
@@ -238,6 +246,7 @@ class CampaignBudget:
             budget_day=held.budget_day,
             idempotency_key=key,
             over_delivered_micros=over,
+            reports=reports,
         )
 
     def decide_release(self, reservation_id: str, now: datetime, key: str | None) -> LedgerEvent:

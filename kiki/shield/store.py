@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import date
 from uuid import UUID
 
 import asyncpg
@@ -45,6 +46,28 @@ async def append(
             await conn.copy_records_to_table(
                 "budget_ledger", columns=_COLUMNS, records=_records(events)
             )
+            marks = [
+                (UUID(tenant), campaign, platform, ref, date.fromisoformat(day), *totals)
+                for (tenant, campaign), e in events
+                for platform, ref, day, *totals in e.reports
+            ]
+            if marks:
+                await conn.executemany(_UPSERT_MARK, marks)
+
+
+# Running totals only grow: a commit retried after a later one never moves a mark back.
+_UPSERT_MARK = """
+INSERT INTO platform_spend_marks AS m (tenant_id, campaign_id, platform, ad_group_ref, day,
+    spend_micros, clicks, conversions, value_micros)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (tenant_id, platform, ad_group_ref, day) DO UPDATE SET
+    campaign_id = EXCLUDED.campaign_id,
+    spend_micros = GREATEST(m.spend_micros, EXCLUDED.spend_micros),
+    clicks = GREATEST(m.clicks, EXCLUDED.clicks),
+    conversions = GREATEST(m.conversions, EXCLUDED.conversions),
+    value_micros = GREATEST(m.value_micros, EXCLUDED.value_micros),
+    updated_at = now()
+"""
 
 
 def _records(events: Iterable[tuple[CampaignKey, LedgerEvent]]) -> list[tuple]:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -159,3 +161,34 @@ def request_id() -> str:
 
 def reply(status: int, body: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+@dataclass
+class BudgetedDelivery:
+    """What a platform's auction delivers to a campaign on a day, held to the campaign's daily
+    budget as the platform's terms allow (`day_factor`: Google delivers up to 2x an average
+    daily budget on a day, Meta up to 1.75x). A test says how much the auction *would*
+    deliver; the fake delivers as much of it as the budget in force leaves room for."""
+
+    day_factor: Fraction
+    spent: dict[tuple[str, date], int] = field(default_factory=dict)  # (campaign, day) -> micros
+
+    def allow(self, campaign: str, day: date, budget_micros: int | None, want_micros: int) -> int:
+        """How much of `want_micros` the campaign may still spend on `day` (no budget: all)."""
+        spent = self.spent.get((campaign, day), 0)
+        room = want_micros
+        if budget_micros is not None:
+            most = budget_micros * self.day_factor.numerator // self.day_factor.denominator
+            room = max(0, min(want_micros, most - spent))
+        self.spent[(campaign, day)] = spent + room
+        return room
+
+
+def running_row(rows: list[dict[str, Any]], **key: Any) -> dict[str, Any]:
+    """The report row whose fields equal `key` (one per object and day, as the platforms
+    report running totals), added when there is none yet."""
+    for row in rows:
+        if all(row.get(name) == value for name, value in key.items()):
+            return row
+    rows.append(dict(key))
+    return rows[-1]

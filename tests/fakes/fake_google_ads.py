@@ -15,11 +15,21 @@ import re
 from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from tests.fakes.ad_platforms import Failure, FakeApi, bearer, parse_json, reply, request_id
+from tests.fakes.ad_platforms import (
+    BudgetedDelivery,
+    Failure,
+    FakeApi,
+    bearer,
+    parse_json,
+    reply,
+    request_id,
+    running_row,
+)
 
 # service -> (JSON field, update mask, error code when the amount is not a billable multiple)
 SERVICES = {
@@ -74,12 +84,35 @@ class FakeGoogleAds(FakeApi):
         self.budgets: dict[str, int] = {}
         self.campaign_budgets: dict[tuple[str, str], str] = {}
         self.delivery: list[dict[str, Any]] = []
+        # Google: up to 2x the average daily budget on a day (Charges and your average daily
+        # budget); delivery through `serve` is held to that.
+        self.auction = BudgetedDelivery(Fraction(2))
+        self.ad_group_campaign: dict[tuple[str, str], str] = {}
         super().__init__()
 
-    def seed_ad_group(self, customer: str, ad_group_id: str, cpc_bid_micros: int) -> str:
+    def seed_ad_group(
+        self, customer: str, ad_group_id: str, cpc_bid_micros: int, campaign_id: str | None = None
+    ) -> str:
         name = f"customers/{customer}/adGroups/{ad_group_id}"
         self.ad_groups[name] = cpc_bid_micros
+        if campaign_id is not None:
+            self.ad_group_campaign[(customer, ad_group_id)] = campaign_id
         return name
+
+    def serve(
+        self, customer: str, ad_group_id: str, day: date, want_micros: int, clicks: int = 0
+    ) -> int:
+        """The auction would spend `want_micros` more on this ad group on `day`: Google
+        delivers what its campaign's budget allows on the day (up to 2x the budget) and
+        reports it as the ad group's running total. Returns the micros delivered."""
+        campaign = self.ad_group_campaign[(customer, ad_group_id)]
+        name = self.campaign_budgets.get((customer, campaign))
+        budget = self.budgets.get(name) if name else None
+        delivered = self.auction.allow(campaign, day, budget, want_micros)
+        row = running_row(self.delivery, customer=customer, ad_group=ad_group_id, day=day)
+        row["cost_micros"] = row.get("cost_micros", 0) + delivered
+        row["clicks"] = row.get("clicks", 0) + (clicks if delivered else 0)
+        return delivered
 
     def seed_campaign(self, customer: str, campaign_id: str, budget_id: str, micros: int) -> str:
         name = f"customers/{customer}/campaignBudgets/{budget_id}"

@@ -14,12 +14,21 @@ import base64
 import json
 import math
 from datetime import date
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, Request, Response
 
-from tests.fakes.ad_platforms import Failure, FakeApi, reply, request_id
+from tests.fakes.ad_platforms import (
+    BudgetedDelivery,
+    Failure,
+    FakeApi,
+    reply,
+    request_id,
+    running_row,
+)
 
 FIELDS = {"bid_amount": "ad_sets", "daily_budget": "campaigns"}
 INSIGHT_FIELDS = {"adset_id", "spend", "impressions", "clicks", "actions", "action_values"}
@@ -38,7 +47,21 @@ class FakeMeta(FakeApi):
         self.ad_sets: dict[str, int] = {}
         self.campaigns: dict[str, int] = {}
         self.insights: list[dict[str, Any]] = []
+        # Meta delivers up to 75 % over a daily budget on a day; `serve` is held to that.
+        self.auction = BudgetedDelivery(Fraction(7, 4))
         super().__init__()
+
+    def serve(self, account: str, adset_id: str, campaign_id: str, day: date, want: int) -> int:
+        """The auction would spend `want` micros more on this ad set on `day`: Meta delivers
+        what its campaign's daily budget allows (up to 1.75x; budgets here are in cents, the
+        minor unit of the offset-100 currencies) and reports it in the ad set's insights row
+        for the day. Returns the micros delivered."""
+        budget = self.campaigns.get(campaign_id)
+        micros = None if budget is None else budget * 10_000
+        delivered = self.auction.allow(campaign_id, day, micros, want)
+        row = running_row(self.insights, account=account, adset_id=adset_id, day=day)
+        row["spend"] = str(Decimal(row.get("spend", "0")) + Decimal(delivered) / 1_000_000)
+        return delivered
 
     def seed_insight(self, account: str, adset_id: str, day: date, **fields: Any) -> None:
         """fields as Meta reports them: spend "12.34", impressions "100", actions [...]."""

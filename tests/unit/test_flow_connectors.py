@@ -773,3 +773,22 @@ def test_amazon_reuses_a_pending_duplicate_report() -> None:
     rows = setup.run(report)  # 425 "duplicate of : <id>": the first report is waited for
     assert [r.spend_micros for r in rows] == [1_000_000]
     assert len(setup.fake.reports) == 1
+
+
+@pytest.mark.parametrize(("setup", "most"), [(google, 151_000_000), (meta, 132_125_000)])
+def test_a_pushed_daily_budget_holds_the_fakes_delivery_to_the_platforms_terms(
+    setup: Callable[[], Setup], most: int
+) -> None:
+    """75.50 pushed: Google delivers at most 2x on a day, Meta 1.75x, however much the
+    auction wants; the report shows exactly that."""
+    s = setup()
+    s.run(lambda c: c.push_budget(s.budget()))
+    day = date(2026, 3, 1)
+    for _ in range(3):
+        if s.platform == "google_ads":
+            s.fake.ad_group_campaign[("1234567890", "111")] = "77"
+            s.fake.serve("1234567890", "111", day, 100_000_000)
+        else:
+            s.fake.serve("1001", "23851", "2385", day, 100_000_000)
+    rows = s.run(lambda c: c.spend_report(s.bid.account_id, day, day))
+    assert [r.spend_micros for r in rows] == [most]
