@@ -29,7 +29,8 @@ SETTINGS: dict[SourceName, type[BaseModel]] = {
     "postgres": PostgresSettings,
 }
 M = TypeVar("M", bound=BaseModel)
-SECRETS = ("access_token", "url")  # the database URL carries its password
+# The database URL carries its password; Salesforce's refresh grant has two secrets.
+SECRETS = ("access_token", "url", "refresh_token", "client_secret")
 
 
 class SourceConfig(BaseModel):
