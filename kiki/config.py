@@ -145,6 +145,27 @@ class Settings(BaseSettings):
     retrain_check_s: float = Field(
         3600.0, gt=0, description="how often the retraining actor checks schedules and drift"
     )
+    decisions_retention_days: int = Field(
+        30,
+        ge=1,
+        description="days of the bid loop's audit trail kept in PostgreSQL; older days are "
+        "exported to Parquet in the artifact store and dropped (`kiki db retention`)",
+    )
+    decision_log_max_bytes: int = Field(
+        256 * 2**20,
+        ge=0,
+        description="a `decision:` log file rotates past this size (to .1, .2, ...); 0 = never",
+    )
+    decision_log_backups: int = Field(8, ge=1, description="rotated decision log files kept")
+    retention_check_s: float = Field(
+        3600.0, gt=0, description="how often the retention job runs (partitions ahead, exports)"
+    )
+    drift_check_s: float = Field(
+        300.0,
+        gt=0,
+        description="how often the retraining actor refreshes every production LTV model's "
+        "drift gauges and stale flag",
+    )
     retrain_trials: int = Field(6, ge=1, le=200, description="Ray Tune trials per retrain")
     retrain_challenger_percent: int = Field(
         10, ge=1, le=99, description="customers a retrained LTV model serves before its verdict"
