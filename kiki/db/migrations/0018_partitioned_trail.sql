@@ -6,12 +6,16 @@
 -- The partition of `parent` holding `day` (UTC), created when missing: by the migration for
 -- the days already present, by `kiki db retention` ahead of time, and by the audit writer for
 -- any day that lacks one, so no insert fails for want of a partition. The advisory lock makes
--- concurrent callers (several bid-loop shards at midnight) create it once.
+-- concurrent callers (several bid-loop shards at midnight) create it once. A parent that is
+-- not partitioned (`kiki bench flow`'s unpartitioned run) needs none: NULL.
 CREATE FUNCTION kiki_day_partition(parent text, day date) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     child text := parent || '_' || to_char(day, 'YYYYMMDD');
 BEGIN
+    IF NOT EXISTS (SELECT FROM pg_partitioned_table WHERE partrelid = parent::regclass) THEN
+        RETURN NULL;
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtext(child));
     IF to_regclass(child) IS NULL THEN
         EXECUTE format(
