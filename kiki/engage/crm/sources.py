@@ -127,7 +127,10 @@ async def stored(
         )
     config = json.loads(row["config"])
     what = f"the {source} CRM source's"
-    opened = {k: vault.open(v, f"{what} {k}") if k in SECRETS else v for k, v in config.items()}
+    opened = {
+        k: vault.open(v, f"{what} {k}") if k in SECRETS and isinstance(v, str) else v
+        for k, v in config.items()
+    }
     sealed = _sealed(config, vault)
     if sealed != config:
         await conn.execute(
