@@ -5,6 +5,7 @@ artifact store and drops them (the CLI too), and the decision log rotates."""
 from __future__ import annotations
 
 import asyncio
+import io
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from kiki.db import migrate, retention
 from kiki.db.pool import connect, create_pool
 from kiki.flow.audit import COLUMNS, Decisions
 from launcher.cli import main
+from tests.conftest import S3Server
 
 TENANT = uuid.uuid4()
 DAYS = [date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 3)]
@@ -62,9 +64,13 @@ async def migrated_with_rows(url: str) -> asyncpg.Connection:
 
 
 def test_the_migration_partitions_the_filled_trail_in_place_and_retention_exports_old_days(
-    fresh_db: str, tmp_path: Path
+    fresh_db: str, tmp_path: Path, s3_server: S3Server
 ) -> None:
-    store = ArtifactStore(url=f"file://{tmp_path}/artifacts", cache_dir=tmp_path / "cache")
+    bucket = s3_server.bucket()
+    store = ArtifactStore(
+        url=f"s3://{bucket}/kiki", cache_dir=tmp_path / "cache",
+        endpoint_url=s3_server.endpoint_url,
+    )  # fmt: skip
 
     async def scenario() -> None:
         conn = await migrated_with_rows(fresh_db)
@@ -91,11 +97,12 @@ def test_the_migration_partitions_the_filled_trail_in_place_and_retention_export
             assert january == {f"flow_decisions_202601{d:02d}" for d in (3, 4, 5, 6)}
 
             first = done.exported[0]
-            assert first.url == (
-                f"file://{tmp_path}/artifacts/retention/flow_decisions/day=2026-01-01/"
-                "flow_decisions_20260101.parquet"
-            )
-            parquet = pq.ParquetFile(first.url.removeprefix("file://"))
+            key = "kiki/retention/flow_decisions/day=2026-01-01/flow_decisions_20260101.parquet"
+            assert first.url == f"s3://{bucket}/{key}"
+            assert sorted(s3_server.keys(bucket)) == [
+                key, key.replace("01-01/flow_decisions_20260101", "01-02/flow_decisions_20260102"),
+            ]  # fmt: skip
+            parquet = pq.ParquetFile(io.BytesIO(store.get_bytes(first.url)))
             assert parquet.metadata.num_row_groups == 5  # batches of 7: memory bounded by one
             table = parquet.read()
             assert table.num_rows == 30 and table.column_names == list(COLUMNS)
