@@ -137,13 +137,14 @@ def unpartitioned_trail(url: str) -> Iterator[None]:
 
 async def trail_footprint(url: str) -> dict[str, int]:
     """Rows in flow_decisions and the bytes they take (heap, indexes, TOAST; every partition
-    of a partitioned table)."""
+    of a partitioned table: pg_partition_tree lists none for a plain one)."""
     conn = await connect(url)
     try:
         row = await conn.fetchrow(
             """SELECT (SELECT count(*) FROM flow_decisions) AS rows,
-                      (SELECT sum(pg_total_relation_size(relid))
-                       FROM pg_partition_tree('flow_decisions')) AS bytes"""
+                      coalesce((SELECT sum(pg_total_relation_size(relid))
+                                FROM pg_partition_tree('flow_decisions')),
+                               pg_total_relation_size('flow_decisions')) AS bytes"""
         )
         return {"rows": row["rows"], "bytes": int(row["bytes"] or 0)}
     finally:
