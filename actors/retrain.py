@@ -1,21 +1,32 @@
 """The retraining actor: one named, detached actor that every `retrain_check_s` runs a round
 of training.rounds (retrain what is due, register challengers, promote the ones that beat
-their champion), and a tenant's first-run demo when `kiki up` asks (training/first_run.py).
-Its Ray Tune trials go wherever the cluster has room; the actor itself only waits for them and
-fits the winner."""
+their champion), every `drift_check_s` refreshes the drift gauges and stale flag of every
+production LTV model, every `retention_check_s` runs the audit trail's retention
+(kiki.db.retention: partitions ahead, old days to Parquet and dropped), and runs a tenant's
+first-run demo when `kiki up` asks
+(training/first_run.py). Its Ray Tune trials go wherever the cluster has room; the actor itself
+only waits for them and fits the winner.
+
+The drift and retention schedules live here, not in the apps' replicas: N replicas would run
+them N times, and this actor is the cluster's one (named, detached, restarted on another node when
+its node goes: the value app's /health calls `ready`, which starts the schedules again in the
+new process)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import ray
 
+from actors.drift import publish
 from actors.resilience import Supervisor, command
 from actors.telemetry import counter
 from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
+from kiki.db import retention
 from kiki.db.pool import LazyPool
 from kiki.gdpr import Suppressions
 from training.families import FAMILIES
@@ -55,7 +66,10 @@ class RetrainerShell:
         await self._retrainer()
         interval = self.settings.retrain_check_s
         self._supervisor.start_every("schedule", interval, self.run_once)
-        return self._supervisor.running("schedule")
+        self._supervisor.start_every("drift", self.settings.drift_check_s, self.check_drift)
+        every = self.settings.retention_check_s
+        self._supervisor.start_every("retention", every, self.retention)
+        return all(self._supervisor.running(n) for n in ("schedule", "drift", "retention"))
 
     async def _retrainer(self) -> Retrainer:
         return Retrainer(await self._pool(), self.store, self.settings)
@@ -82,6 +96,26 @@ class RetrainerShell:
                 self._failures.inc(1, tags={"family": o.family})
             elif o.reason == "drift":
                 self._drift.inc(1, tags={"family": o.family})
+
+    @command("retrainer")
+    async def check_drift(self) -> dict[str, bool]:
+        """Every production LTV model's drift now, published as gauges; tenant -> stale.
+        Not under the round's lock: a round may train for minutes."""
+        reports = await (await self._retrainer()).drift_reports()
+        for tenant_id, report in reports.items():
+            publish(str(tenant_id), report)
+        return {str(t): r.stale for t, r in reports.items()}
+
+    @command("retrainer")
+    async def retention(self, dry_run: bool = False) -> dict[str, Any]:
+        """One retention pass now (`kiki db retention` runs the same); its report as JSON."""
+        pool = await self._pool()
+        async with pool.acquire() as conn:
+            report = await retention.run(
+                conn, self.store, datetime.now(UTC).date(),
+                self.settings.decisions_retention_days, dry_run=dry_run,
+            )  # fmt: skip
+        return report.model_dump(mode="json")
 
     @command("retrainer")
     async def first_run(self, tenant_id: str, options: dict[str, Any]) -> None:

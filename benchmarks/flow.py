@@ -5,7 +5,8 @@ controller replayed without Ray at several start hours, ours against an even spl
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -17,6 +18,7 @@ from benchmarks.capacity import ShardCosts
 from benchmarks.pacing import SimulationOptions, replay_pacing, yardstick
 from benchmarks.serving import local_ray, on_worker, scratch_database, three_nodes
 from benchmarks.simulate import Placement, SimulationResult, run_simulation
+from kiki.db.pool import connect
 from kiki.flow.pacing import ControllerConfig, ControllerKind
 
 
@@ -35,16 +37,25 @@ def lease_runs(
     base = SimulationOptions(
         campaigns=campaigns, hours=minutes / 60, tick_s=tick_s, lease_ticks=lease_ticks
     )
-    # Leases of one tick against ours; then ours with the earlier pacing controller, and in
-    # the live market's conditions (no per-tick cap, spend reported every 60 s), side by side.
+    # Leases of one tick against ours; then ours with the earlier pacing controller, in the
+    # live market's conditions (no per-tick cap, spend reported every 60 s), and with the
+    # trail in one plain table, side by side. name -> (options, trail partitioned by day);
+    # the unpartitioned run (the trail as before migration 0018) comes last, on the same
+    # database.
     configs = {
-        "baseline (lease 1)": base.model_copy(update={"lease_ticks": 1}),
-        f"leases of {lease_ticks}": base,
-        f"leases of {lease_ticks}, fill controller": base.model_copy(update={"controller": "fill"}),
-        f"leases of {lease_ticks}, live mode": base.model_copy(
-            update={"tick_cap": False, "report_delay_s": 60.0}
+        "baseline (lease 1)": (base.model_copy(update={"lease_ticks": 1}), True),
+        f"leases of {lease_ticks}": (base, True),
+        f"leases of {lease_ticks}, fill controller": (
+            base.model_copy(update={"controller": "fill"}),
+            True,
         ),
+        f"leases of {lease_ticks}, live mode": (
+            base.model_copy(update={"tick_cap": False, "report_delay_s": 60.0}),
+            True,
+        ),
+        f"leases of {lease_ticks}, unpartitioned trail": (base, False),
     }
+    trails: dict[str, dict[str, int]] = {}
 
     def runs(
         hosting: AbstractContextManager[dict[str, str] | None], placement: Placement | None
@@ -52,10 +63,12 @@ def lease_runs(
         out = {}
         # The decision log lines are written too (to a scratch folder): part of the trail.
         with scratch_database() as url, hosting as names, TemporaryDirectory() as logs:
-            for name, options in configs.items():
-                r = asyncio.run(
-                    run_simulation(url, options, logs, placement=placement, measure=True)
-                )
+            for name, (options, partitioned) in configs.items():
+                with nullcontext() if partitioned else unpartitioned_trail(url):
+                    r = asyncio.run(
+                        run_simulation(url, options, logs, placement=placement, measure=True)
+                    )
+                    trails.setdefault(name, asyncio.run(trail_footprint(url)))
                 where = {a: (names or {}).get(u.node_id, "the node") for a, u in r.actors.items()}
                 out[name] = (r, where)
         return out
@@ -65,7 +78,7 @@ def lease_runs(
     if nodes > 1:
         placement = Placement(budget=on_worker("a"), bidloop=on_worker("b"))
         multi = runs(three_nodes("kiki-bench"), placement)
-    rows = {name: _row(r, single) for name, (r, _) in single.items()}
+    rows = {name: _row(r, single) | _per_day(r, trails[name]) for name, (r, _) in single.items()}
     rows |= {f"{name}, 3 nodes": _row(r, multi, single[name][0]) for name, (r, _) in multi.items()}
     last = (multi or single)[f"leases of {lease_ticks}"][0]
     return {
@@ -95,6 +108,66 @@ def _row(
         "wall_s": round(r.wall_s, 1),
         "ratio": round(r.decisions_per_s / base.decisions_per_s, 2),
         "vs_1_node": round(r.decisions_per_s / one_node.decisions_per_s, 2) if one_node else None,
+    }
+
+
+@contextmanager
+def unpartitioned_trail(url: str) -> Iterator[None]:
+    """flow_decisions as it was before migration 0018 (one plain table with the same columns
+    and index) for the runs inside, the partitioned table back afterwards."""
+
+    async def swap(sql: str) -> None:
+        conn = await connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(
+        swap(
+            """ALTER TABLE flow_decisions RENAME TO flow_decisions_partitioned;
+               CREATE TABLE flow_decisions (LIKE flow_decisions_partitioned
+                   INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+               CREATE INDEX flow_decisions_plain_by_campaign
+                   ON flow_decisions (tenant_id, campaign_id, decided_at);"""
+        )
+    )
+    try:
+        yield
+    finally:
+        asyncio.run(
+            swap(
+                """DROP TABLE flow_decisions;
+                   ALTER TABLE flow_decisions_partitioned RENAME TO flow_decisions;"""
+            )
+        )
+
+
+async def trail_footprint(url: str) -> dict[str, int]:
+    """Rows in flow_decisions and the bytes they take (heap, indexes, TOAST; every partition
+    of a partitioned table: pg_partition_tree lists none for a plain one)."""
+    conn = await connect(url)
+    try:
+        row = await conn.fetchrow(
+            """SELECT (SELECT count(*) FROM flow_decisions) AS rows,
+                      coalesce((SELECT sum(pg_total_relation_size(relid))
+                                FROM pg_partition_tree('flow_decisions')),
+                               pg_total_relation_size('flow_decisions')) AS bytes"""
+        )
+        return {"rows": row["rows"], "bytes": int(row["bytes"] or 0)}
+    finally:
+        await conn.close()
+
+
+def _per_day(r: SimulationResult, trail: dict[str, int]) -> dict[str, Any]:
+    """What a simulated day of this run leaves in the trail: rows, and bytes at the table's
+    measured bytes per row."""
+    rows_per_day = r.audit_rows / (r.options.hours * 3600) * 86_400
+    per_row = trail["bytes"] / trail["rows"] if trail["rows"] else 0.0
+    return {
+        "trail_bytes_per_row": round(per_row, 1),
+        "rows_per_day": round(rows_per_day),
+        "bytes_per_day": round(rows_per_day * per_row),
     }
 
 

@@ -73,6 +73,7 @@ class TenantFingerprint:
                JOIN information_schema.tables t USING (table_schema, table_name)
                WHERE c.table_schema = current_schema() AND c.column_name = 'tenant_id'
                  AND t.table_type = 'BASE TABLE'
+                 AND c.table_name NOT IN (SELECT relname FROM pg_class WHERE relispartition)
                ORDER BY c.table_name"""
         )
         parts, tables = [], []

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -151,13 +152,21 @@ class ArtifactStore:
 
     def put_bytes(self, key: str, data: bytes) -> str:
         """Write `data` under `key` (whole or not at all) and give its URL."""
+        return self._put_whole(key, lambda path: self.fs.pipe_file(path, data))
+
+    def put_file(self, local: Path, key: str) -> str:
+        """Upload a local file under `key` (whole or not at all) and give its URL: large
+        exports are written to local disk first, then streamed up (multipart on S3)."""
+        return self._put_whole(key, lambda path: self.fs.put_file(str(local), path))
+
+    def _put_whole(self, key: str, write: Callable[[str], object]) -> str:
         path = self._path(key)
         if self.scheme == "file":  # S3 objects appear whole; a local file needs a rename
             draft = f"{path}.{uuid.uuid4().hex}.tmp"
-            self.fs.pipe_file(draft, data)
+            write(draft)
             self.fs.mv(draft, path)
         else:
-            self.fs.pipe_file(path, data)
+            write(path)
         return self.url_of(key)
 
     def get_bytes(self, url: str) -> bytes:

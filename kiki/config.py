@@ -6,6 +6,7 @@ One `Settings` object is read once per process. A bad value is reported as a one
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -34,6 +35,7 @@ SECRET_SETTINGS: frozenset[str] = frozenset(
         "smtp_password",
         "twilio_auth_token",
         "fcm_access_token",
+        "fcm_service_account",
     }
 )
 
@@ -172,6 +174,27 @@ class Settings(BaseSettings):
     retrain_check_s: float = Field(
         3600.0, gt=0, description="how often the retraining actor checks schedules and drift"
     )
+    decisions_retention_days: int = Field(
+        30,
+        ge=1,
+        description="days of the bid loop's audit trail kept in PostgreSQL; older days are "
+        "exported to Parquet in the artifact store and dropped (`kiki db retention`)",
+    )
+    decision_log_max_bytes: int = Field(
+        256 * 2**20,
+        ge=0,
+        description="a `decision:` log file rotates past this size (to .1, .2, ...); 0 = never",
+    )
+    decision_log_backups: int = Field(8, ge=1, description="rotated decision log files kept")
+    retention_check_s: float = Field(
+        3600.0, gt=0, description="how often the retention job runs (partitions ahead, exports)"
+    )
+    drift_check_s: float = Field(
+        300.0,
+        gt=0,
+        description="how often the retraining actor refreshes every production LTV model's "
+        "drift gauges and stale flag",
+    )
     retrain_trials: int = Field(6, ge=1, le=200, description="Ray Tune trials per retrain")
     retrain_challenger_percent: int = Field(
         10, ge=1, le=99, description="customers a retrained LTV model serves before its verdict"
@@ -231,6 +254,10 @@ class Settings(BaseSettings):
     fcm_access_token: str | None = Field(
         None, description="OAuth 2.0 token with the firebase.messaging scope"
     )
+    fcm_service_account: str | None = Field(
+        None,
+        description="the service account key file's JSON; tokens are minted and renewed from it",
+    )
     engage_cap_per_day: int = Field(3, ge=1, description="messages per customer per 24 hours")
     engage_cap_per_week: int = Field(10, ge=1, description="messages per customer per 7 days")
     engage_automation_interval_s: float = Field(
@@ -247,6 +274,24 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must start with postgresql:// (e.g. postgresql://kiki:secret@localhost:5432/kiki)"
             )
+        return value
+
+    @field_validator("fcm_service_account")
+    @classmethod
+    def _check_service_account(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            info = json.loads(value)
+        except ValueError:
+            raise ValueError("must be the key file's JSON (its contents, not its path)") from None
+        missing = [
+            k
+            for k in ("type", "client_email", "private_key")
+            if not isinstance(info, dict) or k not in info
+        ]
+        if missing or info["type"] != "service_account":
+            raise ValueError(f"not a service account key: {', '.join(missing) or 'type'} wrong")
         return value
 
     @field_validator("artifacts_url", "artifacts_endpoint_url", mode="before")

@@ -10,8 +10,10 @@ sees them the same way:
   retry heals, but callers must stop calling all the same.
 
 Bodies are exact JSON (fractions as Decimal; a float never goes out). Where the settings carry
-an OAuth 2.0 refresh token (`oauth`), the access token is renewed (RFC 6749 section 6) shortly
-before it expires and once when the service refuses it, and the call is sent again.
+a token grant (`oauth`: an OAuth 2.0 refresh token, RFC 6749 section 6, or a service account's
+signed JWT, RFC 7523), the access token is obtained before the first call, renewed shortly
+before it expires and once when the service refuses it, and the call is sent again. One renewal
+serves every concurrent call that held the old token.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 
 import httpx
+from google.auth import crypt, jwt
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from kiki.clock import Clock, WallClock
@@ -52,15 +55,12 @@ class ServiceSettings(BaseModel):
         return _http_url(value, "base_url").rstrip("/")
 
 
-class OAuthRefresh(BaseModel):
-    """A refresh token and the OAuth client it was issued to. Services set `token_url`."""
+class TokenGrant(BaseModel):
+    """How a service's access tokens are obtained: a form POSTed to `token_url`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     token_url: str
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr
-    refresh_token: SecretStr
     refresh_before_s: float = Field(
         120.0, ge=0, description="renew this long before the token's stated expiry"
     )
@@ -69,6 +69,75 @@ class OAuthRefresh(BaseModel):
     @classmethod
     def _token_url(cls, value: str) -> str:
         return _http_url(value, "token_url")
+
+    def first_refresh_token(self) -> str:
+        """The refresh token to start from ("" for grants without one)."""
+        return ""
+
+    def form(self, now: datetime, refresh_token: str) -> dict[str, str]:
+        """The token request's form body; `refresh_token` is the newest one the server gave."""
+        raise NotImplementedError
+
+
+class OAuthRefresh(TokenGrant):
+    """A refresh token and the OAuth client it was issued to. Services set `token_url`."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    refresh_token: SecretStr
+
+    def first_refresh_token(self) -> str:
+        return self.refresh_token.get_secret_value()
+
+    def form(self, now: datetime, refresh_token: str) -> dict[str, str]:
+        return {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret.get_secret_value(),
+        }
+
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+class ServiceAccountGrant(TokenGrant):
+    """A Google service account: each token is bought with a JWT the account's key signs
+    (RS256), as google-auth's own service-account credentials do, sent through this
+    transport so failures map like every other call's."""
+
+    client_email: str = Field(min_length=3)
+    private_key: SecretStr = Field(description="PEM, from the key file's private_key")
+    private_key_id: str | None = None
+    scope: str = Field(min_length=1)
+    lifetime_s: int = Field(3600, gt=0, le=3600, description="Google allows at most an hour")
+
+    @classmethod
+    def from_key_file(cls, info: dict[str, Any], scope: str) -> ServiceAccountGrant:
+        """From the JSON key file Google issues (type service_account)."""
+        if info.get("type") != "service_account":
+            raise ValueError("not a service account key file (its type must be service_account)")
+        return cls(
+            token_url=info.get("token_uri") or "https://oauth2.googleapis.com/token",
+            client_email=info.get("client_email", ""),
+            private_key=SecretStr(info.get("private_key", "")),
+            private_key_id=info.get("private_key_id"),
+            scope=scope,
+        )
+
+    def form(self, now: datetime, refresh_token: str) -> dict[str, str]:
+        signer = crypt.RSASigner.from_string(
+            self.private_key.get_secret_value(), self.private_key_id
+        )
+        issued = int(now.timestamp())
+        claims = {
+            "iss": self.client_email,
+            "scope": self.scope,
+            "aud": self.token_url,
+            "iat": issued,
+            "exp": issued + self.lifetime_s,
+        }
+        return {"grant_type": JWT_BEARER, "assertion": jwt.encode(signer, claims).decode()}
 
 
 # --- JSON that never passes money through a float -------------------------------------------
@@ -133,6 +202,8 @@ class HttpService(Generic[S]):
     """
 
     credential_hint: str = "its credentials"
+    # What to do when the token server refuses the grant.
+    grant_hint: str = "authorize the app again and set oauth.refresh_token"
     # The wait reported when the service throttles without saying how long.
     default_retry_after_s: float = 60.0
 
@@ -142,9 +213,10 @@ class HttpService(Generic[S]):
         self._base = settings.base_url
         self._clock: Clock = clock or WallClock()
         token = getattr(settings, "access_token", None)
-        self._access_token = token.get_secret_value() if isinstance(token, SecretStr) else ""
-        self._oauth: OAuthRefresh | None = getattr(settings, "oauth", None)
-        self._refresh_token = self._oauth.refresh_token.get_secret_value() if self._oauth else ""
+        self._access_token = token.get_secret_value() if isinstance(token, SecretStr) else token
+        self._access_token = self._access_token or ""
+        self._oauth: TokenGrant | None = getattr(settings, "oauth", None)
+        self._refresh_token = self._oauth.first_refresh_token() if self._oauth else ""
         self._expires_at: datetime | None = None  # unknown until a refresh says
         self._refreshing = asyncio.Lock()
 
@@ -157,7 +229,7 @@ class HttpService(Generic[S]):
         With OAuth configured, a request with an `Authorization` header goes with a fresh
         token, and once more after a refresh when the service refused the token."""
         authorized = self._oauth is not None and "Authorization" in kwargs.get("headers", {})
-        if authorized and self._expiring():
+        if authorized and (not self._access_token or self._expiring()):
             await self._refresh(self._access_token)
         reply = await self._send(method, url, authorized, **kwargs)
         if authorized and reply.status == 401:
@@ -187,6 +259,10 @@ class HttpService(Generic[S]):
             body = None  # an HTML error page from a proxy; the status still says enough
         return Reply(response.status_code, body, response.content, response.headers, token)
 
+    def _bearer(self) -> str:
+        """The Authorization header's value; with a grant, `_call` puts the current token in."""
+        return f"Bearer {self._access_token}"
+
     def _expiring(self) -> bool:
         assert self._oauth is not None
         return self._expires_at is not None and self._clock.now() >= self._expires_at - timedelta(
@@ -207,7 +283,7 @@ class HttpService(Generic[S]):
                 raise Unavailable(
                     f"{self._service()} refused to refresh the access token "
                     f"(HTTP {response.status_code}: {reason or response.text[:200]}); "
-                    "authorize the app again and set oauth.refresh_token"
+                    f"{self.grant_hint}"
                 )
             self._access_token = token
             # Some servers rotate the refresh token (LinkedIn may); keep the newest one.
@@ -224,12 +300,7 @@ class HttpService(Generic[S]):
         try:
             response = await self._client.post(
                 self._oauth.token_url,
-                data={
-                    "grant_type": "refresh_token",
-                    "refresh_token": self._refresh_token,
-                    "client_id": self._oauth.client_id,
-                    "client_secret": self._oauth.client_secret.get_secret_value(),
-                },
+                data=self._oauth.form(self._clock.now(), self._refresh_token),
                 timeout=self._settings.timeout_s,
             )
         except httpx.HTTPError as exc:

@@ -35,12 +35,13 @@ def bench_flow(
     groups on the simulator (real bid-loop and budget actors, audit trail in PostgreSQL and
     `decision:` log lines):
     the baseline reserves and commits every pool every tick (leases of one tick), ours holds
-    leases of --lease-ticks; then ours with the earlier (fill) pacing controller, and in the
-    live market's conditions (no per-tick cap, spend reported every 60 s). All on one scratch
-    PostgreSQL and one local Ray; with --nodes 3
-    also all on a local 3-node Ray (head without CPUs, budget shards on worker a, bid-loop
-    shards on worker b), next to the 1-node figures. Then the nodes of --vcpus that 10,000
-    and 100,000 campaigns would need, from the CPU each shard used."""
+    leases of --lease-ticks; then ours with the earlier (fill) pacing controller, in the live
+    market's conditions (no per-tick cap, spend reported every 60 s), and with the trail in
+    one plain table instead of day partitions (side by side: partitioning's cost), with the
+    trail's rows and bytes per simulated day. All on one scratch PostgreSQL and one local Ray;
+    with --nodes 3 also all on a local 3-node Ray (head without CPUs, budget shards on worker
+    a, bid-loop shards on worker b), next to the 1-node figures. Then the nodes of --vcpus
+    that 10,000 and 100,000 campaigns would need, from the CPU each shard used."""
     from benchmarks.capacity import ShardCosts, explain, project
     from benchmarks.flow import lease_runs
 
@@ -68,6 +69,17 @@ def bench_flow(
             f"{r['bidloop_cpu_s_per_shard']} | {r['budget_cpu_s_per_shard']} | {r['wall_s']} | "
             f"{r['ratio']:.2f}x | {versus} |"
         )
+    click.echo(
+        "\nAudit trail per simulated day (one row a decision; bytes from "
+        "pg_total_relation_size of the table and its index, every partition):\n\n"
+        "| run | rows/day | bytes/row | GiB/day |\n| --- | ---: | ---: | ---: |"
+    )
+    for name, r in out["rows"].items():
+        if "rows_per_day" in r:
+            click.echo(
+                f"| {name} | {r['rows_per_day']:,} | {r['trail_bytes_per_row']} | "
+                f"{r['bytes_per_day'] / 2**30:,.1f} |"
+            )
     for name, where in out["placement"].items():
         click.echo(f"\n{name}: " + ", ".join(f"{a} on {n}" for a, n in sorted(where.items())))
     click.echo(

@@ -23,8 +23,9 @@ import asyncpg
 import click
 
 from kiki import __version__, auth
+from kiki.artifacts import ArtifactStore
 from kiki.config import APPS, ROOT_APP, Settings
-from kiki.db import migrate
+from kiki.db import migrate, retention
 from kiki.db.pool import connect
 from kiki.errors import ConfigError, InvalidInput, KikiError
 from launcher.bench import bench
@@ -266,7 +267,7 @@ def status(as_json: bool) -> None:
 
 @main.group()
 def db() -> None:
-    """Database: migrations, backup and restore."""
+    """Database: migrations, backup and restore, retention of the audit trail."""
 
 
 db.add_command(db_backup)
@@ -284,6 +285,40 @@ def db_migrate() -> None:
         click.echo(f"applied {m.version:04d}_{m.name}")
     if not applied:
         click.echo("schema up to date")
+
+
+@db.command("retention")
+@click.option("--dry-run", is_flag=True, help="Say what would be created, exported and dropped.")
+def db_retention(dry_run: bool) -> None:
+    """Partitions of the next days ahead of time; every day of the audit trail older than
+    KIKI_DECISIONS_RETENTION_DAYS exported to Parquet in the artifact store
+    (KIKI_ARTIFACTS_URL) and dropped. The retraining actor runs the same every
+    KIKI_RETENTION_CHECK_S."""
+    settings = settings_or_exit()
+    store = ArtifactStore.from_settings(settings)
+
+    async def run(url: str) -> retention.RetentionReport:
+        conn = await connect(url)
+        try:
+            today = datetime.now(UTC).date()
+            days = settings.decisions_retention_days
+            return await retention.run(conn, store, today, days, dry_run=dry_run)
+        finally:
+            await conn.close()
+
+    with database(settings) as url:
+        report = asyncio.run(run(url))
+    if report.busy:
+        fail("another retention run holds the lock (the scheduled job?); try again later")
+    verb = "would create" if dry_run else "created"
+    click.echo(f"{verb} {len(report.created)} partitions ahead: {', '.join(report.created) or '-'}")
+    click.echo(f"keeping {report.keep_days} days; {len(report.expired)} older partitions")
+    if dry_run:
+        for p in report.expired:
+            click.echo(f"  would export and drop {p.name}: ~{p.rows:,} rows, {p.bytes:,} bytes")
+    for e in report.exported:
+        state = "dropped" if e.dropped else "kept (rows arrived meanwhile; next run)"
+        click.echo(f"  {e.table} {e.day}: {e.rows:,} rows, {e.bytes:,} bytes -> {e.url}, {state}")
 
 
 @db.command("status")

@@ -22,6 +22,7 @@ from kiki.config import Settings
 from kiki.errors import KikiError
 from kiki.model_registry import ModelRecord
 from kiki.value import transactions
+from kiki.value.drift import DriftReport
 from kiki.value.scoring import LocalScorer
 from kiki.value.service import ValueService
 from training.families import (
@@ -115,11 +116,27 @@ class Retrainer:
     async def _stale(self, tenant_id: UUID, now: datetime) -> bool:
         """Does drift mark the tenant's production LTV model stale today? (Churn models
         retrain on the same signal: it is the customers' behaviour that moved.)"""
+        report = await self._drift(tenant_id, now)
+        return report is not None and report.stale
+
+    async def _drift(self, tenant_id: UUID, now: datetime) -> DriftReport | None:
         try:
-            report = await self._value.drift(tenant_id, now.date(), DRIFT_THRESHOLD)
+            return await self._value.drift(tenant_id, now.date(), DRIFT_THRESHOLD)
         except KikiError:  # no LTV model in production, or no purchases yet
-            return False
-        return report.stale
+            return None
+
+    async def drift_reports(self, now: datetime | None = None) -> dict[UUID, DriftReport]:
+        """Today's drift of every tenant's production LTV model (tenants without purchases
+        left out), for the scheduled gauges."""
+        now = now or datetime.now(UTC)
+        async with self.pool.acquire() as conn:
+            serving = await FAMILIES["ltv"].models.serving_everywhere(conn)
+        reports = {}
+        for tenant_id in sorted({t for t, _, _ in serving}):
+            report = await self._drift(tenant_id, now)
+            if report is not None:
+                reports[tenant_id] = report
+        return reports
 
     async def _retrain(
         self, family: Family, tenant_id: UUID, champion: ModelRecord, reason: Reason,

@@ -40,6 +40,10 @@ class BidLoopConfig(BaseModel):
         0.1, ge=0, description="live market: a daily budget rise worth a push (fraction)"
     )
     log_dir: str | None = Field(None, description="folder of the `decision:` log files")
+    log_max_bytes: int = Field(
+        256 * 2**20, ge=0, description="a decision log file rotates past this size; 0 = never"
+    )
+    log_backups: int = Field(8, ge=1, description="rotated decision log files kept per shard")
     guard_rate: RateLimitConfig | None = None
     lease_ticks: int = Field(10, ge=1, description="ticks a budget lease covers")
     call_timeout_s: float = Field(10.0, gt=0, description="deadline of calls to other actors")

@@ -39,7 +39,7 @@ import numpy as np
 import ray
 
 from actors.budget import BudgetClient
-from actors.flow.audit import AuditWriter
+from actors.flow.audit import AuditWriter, DecisionLog
 from actors.flow.config import BidLoopConfig
 from actors.flow.pushes import BidPusher, CapPusher
 from actors.flow.reports import Heartbeat, ShardStats, TickMetrics, TickReport
@@ -146,8 +146,13 @@ class BidLoopShard:
     async def _start(self) -> None:
         self._pool = await create_pool(self.database_url, min_size=1, max_size=4)
         # A simulation's decisions are not billed.
+        log = (
+            DecisionLog(self.log_path, self.config.log_max_bytes, self.config.log_backups)
+            if self.log_path
+            else None
+        )
         self._audit = AuditWriter(
-            self._pool, self.log_path, self._supervisor, bill=self.config.tenant_id is None
+            self._pool, log, self._supervisor, bill=self.config.tenant_id is None
         )
         await self.budgets.ready()
         if isinstance(self.market, LiveMarket):

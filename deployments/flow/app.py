@@ -50,6 +50,8 @@ def _start(app: FastAPI, runtime: ServiceRuntime) -> FlowContext:
         tick_s=args.tick_s,
         budget_shards=s.budget_shards,
         log_dir=str(s.log_dir.resolve()),
+        log_max_bytes=s.decision_log_max_bytes,
+        log_backups=s.decision_log_backups,
         guard_rate=RateLimitConfig(rate_per_s=s.platform_rate_per_s, burst=s.platform_burst),
         credentials=load_credentials(args.platform_credentials)
         if args.platform_credentials

@@ -8,8 +8,9 @@ rows), and pages reports as the vendor does. A connector under test talks to one
 `httpx.ASGITransport`, so no socket is opened.
 
 Shared here: the log of every request as sent, scripted failures (`fail_next`) that each
-fake renders in its vendor's shape, for circuit-breaker and throttle tests, and an OAuth 2.0
-token endpoint (`serve_oauth`) for the platforms that issue refresh tokens.
+fake renders in its vendor's shape, for circuit-breaker and throttle tests, an OAuth 2.0
+token endpoint (`serve_oauth`) for the platforms that issue refresh tokens, and access tokens
+that expire on the fake's clock (`issue_token`, `token_live`; set `now` to a test's clock).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal
@@ -54,6 +55,9 @@ class FakeApi:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self._failures: list[tuple[Failure, int]] = []
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.tokens_issued = 0
+        self._token_expiry: dict[str, datetime] = {}
         self.app = FastAPI()
         self.app.middleware("http")(self._intercept)
         self.add_routes(self.app)
@@ -108,6 +112,18 @@ class FakeApi:
             if rotate:
                 self.refresh_token = body["refresh_token"] = f"refresh-{uuid.uuid4().hex[:8]}"
             return reply(200, body)
+
+    def issue_token(self, lifetime_s: float, prefix: str = "access-") -> str:
+        """A new access token the API accepts until `lifetime_s` from now on `now`."""
+        self.tokens_issued += 1
+        token = f"{prefix}{self.tokens_issued}-{uuid.uuid4().hex[:8]}"
+        self._token_expiry[token] = self.now() + timedelta(seconds=lifetime_s)
+        return token
+
+    def token_live(self, request: Request) -> bool:
+        """Whether the request's Bearer token was issued here and has not expired."""
+        expiry = self._token_expiry.get(bearer(request) or "")
+        return expiry is not None and self.now() < expiry
 
     def client(self, base_url: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=base_url)

@@ -6,26 +6,39 @@ naming exactly one target, string-only `data` values (400 INVALID_ARGUMENT with 
 field violation), and the token: a registered one is delivered, a malformed one is
 INVALID_ARGUMENT, a well-formed unknown one UNREGISTERED (404). Answers
 `{"name": "projects/{project}/messages/{id}"}`.
+
+`serve_google_oauth` adds Google's OAuth 2.0 token endpoint for service accounts (RFC 7523):
+grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer and an `assertion` JWT that must be
+RS256-signed by the account's key (checked against its public key), issued by its
+client_email, addressed (`aud`) to the token URL, asking a scope, and live at most an hour
+(iat/exp on the fake's clock). Answers `{access_token, expires_in, token_type}` with tokens
+that expire after `lifetime_s`, or Google's `{error, error_description}` (400 invalid_grant,
+invalid_scope, unsupported_grant_type).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, Response
+from google.auth import crypt
 
 from tests.fakes.ad_platforms import Failure, FakeApi, bearer, parse_json, reply
 
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_:\-]{20,4096}$")
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 class FakeFcm(FakeApi):
     """FAKE FCM. Register device tokens in `devices`; `delivered` holds what reached them."""
 
-    def __init__(self, *, project_id: str, access_token: str) -> None:
+    def __init__(self, *, project_id: str, access_token: str | None = None) -> None:
         self.project_id = project_id
         self.access_token = access_token
         self.devices: set[str] = set()
@@ -35,7 +48,8 @@ class FakeFcm(FakeApi):
     def add_routes(self, app: FastAPI) -> None:
         @app.post("/v1/projects/{project}/messages:send")
         async def send(project: str, request: Request) -> Response:
-            if bearer(request) != self.access_token:
+            fixed = self.access_token is not None and bearer(request) == self.access_token
+            if not (fixed or self.token_live(request)):
                 return _error(
                     401,
                     "UNAUTHENTICATED",
@@ -73,6 +87,43 @@ class FakeFcm(FakeApi):
             self.delivered.append({"name": name, **message})
             return reply(200, {"name": name})
 
+    def serve_google_oauth(
+        self, *, client_email: str, public_key_pem: str, token_url: str, lifetime_s: int = 3600
+    ) -> None:
+        path = token_url.split("://", 1)[1].partition("/")[2]
+
+        @self.app.post(f"/{path}")
+        async def token(request: Request) -> Response:
+            form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+            if form.get("grant_type") != JWT_BEARER:
+                return _oauth_error("unsupported_grant_type", "Invalid grant_type")
+            claims = _verified(form.get("assertion", ""), public_key_pem)
+            if claims is None:
+                return _oauth_error("invalid_grant", "Invalid JWT Signature.")
+            if claims.get("iss") != client_email:
+                return _oauth_error("invalid_grant", "Invalid grant: account not found")
+            if claims.get("aud") != token_url:
+                return _oauth_error("invalid_grant", "Invalid JWT: audience mismatch")
+            now = self.now().timestamp()
+            iat, exp = claims.get("iat"), claims.get("exp")
+            if (
+                not isinstance(iat, int)
+                or not isinstance(exp, int)
+                or exp - iat > 3600
+                or not iat - 300 <= now < exp
+            ):
+                return _oauth_error(
+                    "invalid_grant",
+                    "Invalid JWT: Token must be a short-lived token (60 minutes) and in a "
+                    "reasonable timeframe. Check your iat and exp values in the JWT claim.",
+                )
+            if not claims.get("scope"):
+                return _oauth_error("invalid_scope", "Empty or missing scope not allowed.")
+            access = self.issue_token(lifetime_s, prefix="ya29.")
+            return reply(
+                200, {"access_token": access, "expires_in": lifetime_s, "token_type": "Bearer"}
+            )
+
     def failure_response(self, failure: Failure, retry_after_s: int) -> Response:
         if failure == "throttle":
             response = _error(
@@ -103,3 +154,26 @@ def _bad_request(field: str, description: str) -> Response:
         ],
     }
     return reply(400, {"error": error})
+
+
+def _b64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _verified(assertion: str, public_key_pem: str) -> dict[str, Any] | None:
+    """The JWT's claims when it is RS256 and its signature matches the key, else None."""
+    try:
+        header, payload, signature = assertion.split(".")
+        if json.loads(_b64(header)).get("alg") != "RS256":
+            return None
+        verifier = crypt.RSAVerifier.from_string(public_key_pem)
+        if not verifier.verify(f"{header}.{payload}".encode(), _b64(signature)):
+            return None
+        claims = json.loads(_b64(payload))
+    except ValueError:
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def _oauth_error(error: str, description: str) -> Response:
+    return reply(400, {"error": error, "error_description": description})

@@ -8,6 +8,13 @@ column). Answers are `{totalSize, done, records, nextRecordsUrl}`, records carry
 `attributes {type, url}`, datetimes as `2026-01-05T10:00:00.000+0000`, TotalAmount a JSON
 number. Results come `batch_size` at a time behind `nextRecordsUrl` query locators.
 Errors are a list of `{message, errorCode}`.
+
+`serve_oauth_refresh` adds the token endpoint, `POST /services/oauth2/token` with
+grant_type=refresh_token and the connected app's client_id and client_secret in the form:
+answers `{access_token, instance_url, id, token_type, issued_at, signature}` (no lifetime, as
+Salesforce: a session lasts the org's session timeout, `session_s`, and an expired one is 401
+INVALID_SESSION_ID), or Salesforce's `{error, error_description}` (400 invalid_grant,
+400 invalid_client_id, 400 invalid_client, 400 unsupported_grant_type).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, Response
 
@@ -40,7 +48,9 @@ def sf_time(moment: datetime) -> str:
 class FakeSalesforce(FakeApi):
     """FAKE Salesforce org. Seed with `add_contact` and `add_order`."""
 
-    def __init__(self, *, token: str, api_version: str = "60.0", batch_size: int = 2000) -> None:
+    def __init__(
+        self, *, token: str | None = None, api_version: str = "60.0", batch_size: int = 2000
+    ) -> None:
         self.token = token
         self.api_version = api_version
         self.batch_size = batch_size
@@ -53,6 +63,33 @@ class FakeSalesforce(FakeApi):
 
     def add_order(self, id: str, updated: datetime, **fields: Any) -> None:
         self.records["Order"].append({"Id": id, "LastModifiedDate": updated, **fields})
+
+    def serve_oauth_refresh(
+        self, *, client_id: str, client_secret: str, refresh_token: str, session_s: int = 7200
+    ) -> None:
+        @self.app.post("/services/oauth2/token")
+        async def token(request: Request) -> Response:
+            form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+            if form.get("grant_type") != "refresh_token":
+                return _oauth_error("unsupported_grant_type", "grant type not supported")
+            if form.get("client_id") != client_id:
+                return _oauth_error("invalid_client_id", "client identifier invalid")
+            if form.get("client_secret") != client_secret:
+                return _oauth_error("invalid_client", "invalid client credentials")
+            if form.get("refresh_token") != refresh_token:
+                return _oauth_error("invalid_grant", "expired access/refresh token")
+            issued = int(self.now().timestamp() * 1000)
+            return reply(
+                200,
+                {
+                    "access_token": self.issue_token(session_s, prefix="00D5g000004!"),
+                    "instance_url": str(request.base_url).rstrip("/"),
+                    "id": "https://login.salesforce.com/id/00D5g000004/0055g00000A",
+                    "token_type": "Bearer",
+                    "issued_at": str(issued),
+                    "signature": uuid.uuid4().hex,
+                },
+            )
 
     def add_routes(self, app: FastAPI) -> None:
         @app.get("/services/data/{version}/query")
@@ -90,7 +127,8 @@ class FakeSalesforce(FakeApi):
             return self._batch(rest, int(locator.rsplit("-", 1)[1]) + len(rest))
 
     def _refused(self, version: str, request: Request) -> Response | None:
-        if bearer(request) != self.token:
+        token = bearer(request)
+        if not ((self.token and token == self.token) or self.token_live(request)):
             return _error(401, "INVALID_SESSION_ID", "Session expired or invalid")
         if version != f"v{self.api_version}":
             return _error(404, "NOT_FOUND", "The requested resource does not exist")
@@ -127,6 +165,10 @@ def _shape(sobject: str, row: dict[str, Any], fields: list[str], version: str) -
 def _json(body: dict[str, Any]) -> Response:
     """Decimal amounts written as JSON numbers, digit for digit, as Salesforce does."""
     return Response(dumps(body), media_type="application/json")
+
+
+def _oauth_error(error: str, description: str) -> Response:
+    return reply(400, {"error": error, "error_description": description})
 
 
 def _error(status: int, code: str, message: str) -> Response:

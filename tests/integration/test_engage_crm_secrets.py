@@ -100,10 +100,12 @@ def test_credentials_are_sealed_opened_for_a_sync_and_migrated(
 
 
 def test_sealing_keeps_every_setting(fresh_db: str, tmp_path: Path) -> None:
-    """Non-secret settings stay readable in the row (base_url, api_version ...)."""
+    """Non-secret settings stay readable in the row (base_url, api_version ...); a connected
+    app's refresh token and secret are sealed like an access token."""
     vault = Vault.from_settings(Settings(home=tmp_path, secret_key=Fernet.generate_key().decode()))
-    config = {"base_url": "https://acme.my.salesforce.com", "access_token": "00D!tok",
-              "api_version": "61.0", "currency": "EUR"}  # fmt: skip
+    config = {"base_url": "https://acme.my.salesforce.com", "refresh_token": "5Aep-rt",
+              "client_id": "3MVG9-app", "client_secret": "app-secret", "api_version": "61.0",
+              "currency": "EUR"}  # fmt: skip
 
     async def scenario() -> None:
         conn = await asyncpg.connect(fresh_db)
@@ -112,8 +114,11 @@ def test_sealing_keeps_every_setting(fresh_db: str, tmp_path: Path) -> None:
             tenant = await ensure_tenant(conn, "sf")
             saved = await sources.put(conn, tenant.id, "salesforce", config, False, vault)
             assert (saved.enabled, saved.config["api_version"]) == (False, "61.0")
+            row = await conn.fetchval("SELECT config::text FROM engage_crm_sources")
+            assert "5Aep-rt" not in row and "app-secret" not in row and "3MVG9-app" in row
             opened = await sources.stored(conn, tenant.id, "salesforce", vault)
-            assert opened == ("salesforce", config | {"timeout_s": 15.0})
+            unset = {"access_token": "", "login_url": None, "timeout_s": 15.0}
+            assert opened == ("salesforce", config | unset)
             assert await sources.due(conn) == []  # disabled: not synced on schedule
         finally:
             await conn.close()

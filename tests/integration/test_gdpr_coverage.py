@@ -46,6 +46,7 @@ async def personal_columns(conn: asyncpg.Connection) -> list[tuple[str, str]]:
         """SELECT c.table_name, c.column_name FROM information_schema.columns c
            JOIN information_schema.tables t USING (table_schema, table_name)
            WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'
+             AND c.table_name NOT IN (SELECT relname FROM pg_class WHERE relispartition)
            ORDER BY 1, 2"""
     )
     return [(r[0], r[1]) for r in rows if gdpr.PERSONAL_COLUMN.search(r[1])]

@@ -6,18 +6,22 @@ churn model, which serves one version at a time. Models in S3."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import time
 import uuid
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 import ray
 import torch
 
 from actors.retrain import retrainer
+from kiki.artifacts import ArtifactStore
 from kiki.auth import ensure_tenant
 from kiki.config import Settings
 from kiki.db import migrate
@@ -27,6 +31,7 @@ from kiki.engage.registry import CHURN_MODELS
 from kiki.value import drift, registry, transactions
 from kiki.value.cdnow import load_cdnow
 from kiki.value.features import FEATURE_NAMES, compute_features
+from kiki.value.scoring import LocalScorer
 from kiki.value.ziln import ZILNConfig, train_ziln
 from tests.conftest import SUPPRESSIONS, store_in
 from tests.integration.conftest import RunningPlatform
@@ -192,3 +197,58 @@ def test_a_churn_challenger_short_of_the_margin_stays_registered(
     assert (challenger.status, challenger.traffic_percent) == ("registered", 0)
     assert challenger.metrics["retrain"]["rule"] == verdict["rule"]
     assert challenger.calibration_end > champion.calibration_end
+
+
+def _stale_gauge(metrics_url: str, tenant_id: uuid.UUID) -> float | None:
+    for line in httpx.get(metrics_url, timeout=5).text.splitlines():
+        if line.startswith("ray_kiki_ltv_model_stale{") and f'tenant="{tenant_id}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _wait_for_stale(metrics_url: str, tenant_id: uuid.UUID, expected: float) -> None:
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        if _stale_gauge(metrics_url, tenant_id) == expected:
+            return
+        time.sleep(1)
+    pytest.fail(f"kiki_ltv_model_stale of {tenant_id} never showed {expected}")
+
+
+async def rebase_reference(url: str, settings: Settings, tenant_id: uuid.UUID) -> None:
+    """Make today's customers and predictions the production model's training reference:
+    nothing has moved from it any more."""
+    conn = await connect(url)
+    try:
+        model = await registry.LTV_MODELS.production(conn, tenant_id)
+        assert model is not None
+        today = datetime.now(UTC).date()
+        history = await transactions.history(conn, tenant_id, transactions.end_of(today))
+        features = compute_features(history, today)
+        scorer = LocalScorer(ArtifactStore.from_settings(settings))
+        expected = (await scorer.score(model.artifact_url, features.reset_index()))["expected"]
+        reference = {k: v.model_dump() for k, v in drift.profile(features, expected).items()}
+        await conn.execute(
+            "UPDATE ltv_models SET reference = $3 WHERE tenant_id = $1 AND version = $2",
+            tenant_id, model.version, json.dumps(reference),
+        )  # fmt: skip
+    finally:
+        await conn.close()
+
+
+def test_the_drift_gauges_follow_the_schedule_without_a_drift_call(
+    platform: RunningPlatform, fresh_db: str, actor_settings: Settings, tmp_path: Path
+) -> None:
+    tenant_id = asyncio.run(tenant_with_a_champion(fresh_db, actor_settings, tmp_path / "m"))
+    assert _stale_gauge(platform.metrics_url, tenant_id) is None
+    every_second = actor_settings.model_copy(update={"drift_check_s": 1.0})
+    actor = retrainer(fresh_db, every_second, name=f"retrain-{uuid.uuid4().hex[:6]}",
+                      detached=False)  # fmt: skip
+    try:
+        assert ray.get(actor.ready.remote(), timeout=60)
+        # A model trained on 1997 customers, asked about today's: stale, with nobody asking.
+        _wait_for_stale(platform.metrics_url, tenant_id, 1.0)
+        asyncio.run(rebase_reference(fresh_db, every_second, tenant_id))
+        _wait_for_stale(platform.metrics_url, tenant_id, 0.0)
+    finally:
+        ray.kill(actor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Protocol
 
 import asyncpg
@@ -11,8 +12,9 @@ from pydantic import SecretStr
 from kiki.engage.channels.base import Channel, MessageChannel
 from kiki.engage.channels.email import SmtpChannel, SmtpSettings
 from kiki.engage.channels.inbox import InboxChannel
-from kiki.engage.channels.push import FcmPushChannel, FcmSettings
+from kiki.engage.channels.push import SCOPE, FcmPushChannel, FcmSettings
 from kiki.engage.channels.sms import TwilioSettings, TwilioSmsChannel
+from kiki.http import ServiceAccountGrant
 
 
 class ChannelSettings(Protocol):
@@ -45,6 +47,8 @@ class ChannelSettings(Protocol):
     def fcm_project_id(self) -> str | None: ...
     @property
     def fcm_access_token(self) -> str | None: ...
+    @property
+    def fcm_service_account(self) -> str | None: ...
 
 
 def configured_channels(
@@ -73,13 +77,17 @@ def configured_channels(
                 sender=settings.twilio_sender,
             ),
         )
-    if settings.fcm_project_id and settings.fcm_access_token:
+    if settings.fcm_project_id and (settings.fcm_service_account or settings.fcm_access_token):
+        key = settings.fcm_service_account
         channels["push"] = FcmPushChannel(
             client,
             FcmSettings(
                 base_url=settings.fcm_base_url,
                 project_id=settings.fcm_project_id,
-                access_token=SecretStr(settings.fcm_access_token),
+                access_token=SecretStr(settings.fcm_access_token)
+                if settings.fcm_access_token
+                else None,
+                oauth=ServiceAccountGrant.from_key_file(json.loads(key), SCOPE) if key else None,
             ),
         )
     return channels

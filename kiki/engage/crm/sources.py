@@ -29,7 +29,8 @@ SETTINGS: dict[SourceName, type[BaseModel]] = {
     "postgres": PostgresSettings,
 }
 M = TypeVar("M", bound=BaseModel)
-SECRETS = ("access_token", "url")  # the database URL carries its password
+# The database URL carries its password; Salesforce's refresh grant has two secrets.
+SECRETS = ("access_token", "url", "refresh_token", "client_secret")
 
 
 class SourceConfig(BaseModel):
@@ -126,7 +127,10 @@ async def stored(
         )
     config = json.loads(row["config"])
     what = f"the {source} CRM source's"
-    opened = {k: vault.open(v, f"{what} {k}") if k in SECRETS else v for k, v in config.items()}
+    opened = {
+        k: vault.open(v, f"{what} {k}") if k in SECRETS and isinstance(v, str) else v
+        for k, v in config.items()
+    }
     sealed = _sealed(config, vault)
     if sealed != config:
         await conn.execute(

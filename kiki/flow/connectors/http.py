@@ -121,9 +121,6 @@ class HttpConnector(HttpService[S], PlatformConnector):
     def _service(self) -> str:
         return self.platform
 
-    def _bearer(self) -> str:
-        return f"Bearer {self._access_token}"
-
     async def _push_by_account(
         self,
         changes: Sequence[BidChange],
