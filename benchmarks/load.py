@@ -38,7 +38,7 @@ def campaign_ids(campaigns: int) -> list[str]:
 
 class LoadOptions(BaseModel):
     users: list[int] = Field([1, 2, 4, 8, 16, 32], min_length=1, description="users per step")
-    step_s: float = Field(30.0, ge=2, le=3600, description="seconds each step runs")
+    step_s: int = Field(30, ge=2, le=3600, description="seconds each step runs")
     apps: list[str] = Field(min_length=1, description="apps whose calls are in the mix")
     campaigns: int = Field(20, ge=1, le=1000, description="budgets the mix checks and reserves")
 
@@ -59,7 +59,7 @@ class RouteStats(BaseModel):
 
 class Step(BaseModel):
     users: int
-    seconds: float
+    seconds: int
     routes: list[RouteStats]
     total: RouteStats
     errors: list[str] = Field(default_factory=list, description="Locust's failure messages")
@@ -148,7 +148,9 @@ def prepare(base_url: str, key: str, apps: list[str], campaigns: int) -> None:
 
 
 def run_step(base_url: str, key: str, users: int, options: LoadOptions, run_id: str) -> Step:
-    """One `locust --headless` run of `users` users for `options.step_s` seconds."""
+    """One `locust --headless` run of `users` users of the mix (and, with SyncCreate in it,
+    the one creative user) for `options.step_s` seconds."""
+    creators = 1 if "create" in options.apps else 0
     with tempfile.TemporaryDirectory(prefix="kiki-load-") as folder:
         prefix = str(Path(folder) / "step")
         env = {
@@ -160,7 +162,8 @@ def run_step(base_url: str, key: str, users: int, options: LoadOptions, run_id: 
         }
         command = [
             sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-            "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{options.step_s}s",
+            "--users", str(users + creators), "--spawn-rate", str(users + creators),
+            "--run-time", f"{options.step_s}s",
             "--host", base_url, "--csv", prefix, "--only-summary", "--loglevel", "ERROR",
             "--stop-timeout", "10",
         ]  # fmt: skip
@@ -175,13 +178,15 @@ def run_step(base_url: str, key: str, users: int, options: LoadOptions, run_id: 
         stats = Path(f"{prefix}_stats.csv")
         if not stats.exists():  # Locust exits 1 when requests failed: that is a result
             raise Unavailable(f"locust did not run: {done.stderr[-1000:]}")
-        routes, total = parse_stats(stats.read_text())
+        routes, total = parse_stats(stats.read_text(), options.step_s)
         errors = parse_failures(Path(f"{prefix}_failures.csv"))
     return Step(users=users, seconds=options.step_s, routes=routes, total=total, errors=errors)
 
 
-def parse_stats(text: str) -> tuple[list[RouteStats], RouteStats]:
-    """Locust's `_stats.csv`: one row per route, then the `Aggregated` row."""
+def parse_stats(text: str, seconds: float) -> tuple[list[RouteStats], RouteStats]:
+    """Locust's `_stats.csv`: one row per route, then the `Aggregated` row. Requests per
+    second are over the step's `seconds` (Locust's own column divides by the time between
+    the first and last answer, which overstates a route called a few times)."""
     routes: list[RouteStats] = []
     total: RouteStats | None = None
     for row in csv.DictReader(text.splitlines()):
@@ -190,7 +195,7 @@ def parse_stats(text: str) -> tuple[list[RouteStats], RouteStats]:
             name=row["Name"],
             requests=int(row["Request Count"]),
             failures=int(row["Failure Count"]),
-            per_second=float(row["Requests/s"]),
+            per_second=int(row["Request Count"]) / seconds,
             p50_ms=_percentile(row["50%"]),
             p99_ms=_percentile(row["99%"]),
         )

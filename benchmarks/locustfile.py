@@ -10,8 +10,9 @@ its own (Locust patches the standard library with gevent), configured by environ
 - KIKI_LOAD_RUN: the run's id, so usage events of different runs never collide.
 
 Weights follow what a running platform sees most: budget checks and reservations from bidders,
-predictions, then reads of churn, campaigns and decisions, usage events in batches, and a
-creative now and then. A request counts as failed unless its answer is the 2xx it should be.
+predictions, then reads of churn, campaigns and decisions, usage events in batches; and one
+more user asks for a creative now and then. A request counts as failed unless its answer is
+the 2xx it should be.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
-from locust import FastHttpUser, between, task
+from locust import FastHttpUser, between, constant_pacing, task
 
 KEY = os.environ.get("KIKI_LOAD_KEY", "")
 APPS = set(os.environ.get("KIKI_LOAD_APPS", "shield,value,engage,flow,billing,create").split(","))
@@ -30,6 +31,7 @@ CAMPAIGNS = os.environ.get("KIKI_LOAD_CAMPAIGNS", "load_camp_000").split(",")
 RUN = os.environ.get("KIKI_LOAD_RUN", "run")
 PLATFORMS = ("google_ads", "meta", "tiktok", "linkedin", "amazon")
 EVENTS_PER_BATCH = 10
+CREATIVE_EVERY_S = 30
 _sequence = itertools.count()
 
 
@@ -38,13 +40,10 @@ def weighted(app: str, weight: int) -> int:
     return weight if app in APPS else 0
 
 
-class PlatformClient(FastHttpUser):
-    """One client of the platform: no think time beyond 10-50 ms, so the users' count sets
-    the offered load."""
+class KikiUser(FastHttpUser):
+    """A client of the platform with the API key; a call counts as failed unless 2xx."""
 
-    wait_time = between(0.01, 0.05)
-    # Seeded per user, for a repeatable mix (the draws are not security-relevant).
-    _random = random.Random(0)  # nosec B311
+    abstract = True
 
     def on_start(self) -> None:
         self.headers = {"X-API-Key": KEY, "Content-Type": "application/json"}
@@ -64,6 +63,16 @@ class PlatformClient(FastHttpUser):
         ) as response:
             if response.status_code != 200:
                 response.failure(f"{response.status_code}: {response.text[:200]}")
+
+
+class PlatformClient(KikiUser):
+    """One client of the mix: no think time beyond 10-50 ms, so the users' count sets the
+    offered load."""
+
+    abstract = not APPS - {"create"}  # SyncCreate alone: only the creative user
+    wait_time = between(0.01, 0.05)
+    # Seeded, for a repeatable mix (the draws are not security-relevant).
+    _random = random.Random(0)  # nosec B311
 
     def _campaign(self) -> str:
         return self._random.choice(CAMPAIGNS)
@@ -141,6 +150,16 @@ class PlatformClient(FastHttpUser):
     def decisions(self) -> None:
         self._get("/flow/api/v1/decisions?limit=50")
 
-    @task(weighted("create", 1))
+
+class CreativeClient(KikiUser):
+    """ "A creative now and then": one user (beside the `--users` of the mix) asks for a
+    creative every CREATIVE_EVERY_S. A generate holds its caller for seconds (the diffusion
+    pipeline), so as a weighted task it would stall whichever mix user drew it."""
+
+    abstract = "create" not in APPS
+    fixed_count = 1
+    wait_time = constant_pacing(CREATIVE_EVERY_S)
+
+    @task
     def creative(self) -> None:
         self._post("/create/api/v1/generate", {"product": {"name": "Load Test"}, "variants": 1})

@@ -392,13 +392,19 @@ def bench_fuzz(
     show_default=True,
     help="Comma-separated users of each step, run in turn.",
 )
-@click.option("--step-s", default=30.0, show_default=True, help="Seconds each step runs.")
+@click.option(
+    "--step-s",
+    default=30,
+    show_default=True,
+    type=click.IntRange(2, 3600),
+    help="Seconds each step runs.",
+)
 @click.option(
     "--apps", default=",".join(SERVICES), show_default=True, help="Comma-separated apps in the mix."
 )
 @click.option("--campaigns", default=20, show_default=True, help="Budgets the mix uses.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bench_load(users: str, step_s: float, apps: str, campaigns: int, as_json: bool) -> None:
+def bench_load(users: str, step_s: int, apps: str, campaigns: int, as_json: bool) -> None:
     """Locust, headless, drives a mix over the apps of the platform `kiki up --detach` runs,
     with the development key (the first-run demo's tenant, whose models answer): budget
     checks and reservations, predictions, churn risk and cohorts, usage events, campaigns and

@@ -25,19 +25,19 @@ def test_routes_and_the_aggregated_row_are_read_with_their_percentiles() -> None
             ",Aggregated,120,3,14,15.2,4,90,88,40.0,1.0,14,16,17,18,20,25,40,61,90,90,90",
         ]
     )
-    routes, total = parse_stats(text)
+    routes, total = parse_stats(text, seconds=3)
     assert [(r.method, r.name) for r in routes] == [
         ("POST", "/shield/api/v1/check"),
         ("GET", "/flow/api/v1/decisions"),
     ]
     assert routes[0].p50_ms == 14 and routes[0].p99_ms == 61 and routes[0].error_rate == 0.025
     assert routes[1].p99_ms is None and routes[1].error_rate == 0
-    assert total.requests == 120 and total.per_second == 40.0
+    assert total.requests == 120 and total.per_second == 40.0  # 120 over the 3 s step
 
 
 def test_a_csv_without_the_aggregated_row_is_refused() -> None:
     with pytest.raises(Unavailable, match="Aggregated"):
-        parse_stats(HEADER)
+        parse_stats(HEADER, seconds=3)
 
 
 def step(users: int, per_second: float, p99: float) -> Step:
