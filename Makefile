@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # pip on this machine warns about every missing local mirror entry; keep its real output.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: run test lint audit unit integration e2e cluster bench protos clean
+.PHONY: run test lint audit unit integration e2e cluster bench protos clean console chromium
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -22,11 +22,28 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -c "import kiki, ray, torch; assert torch.__version__.startswith('2.13.0')"
 	touch $(STAMP)
 
-run: $(STAMP)
+# The console's front-end dependencies (npm, pinned by package-lock.json), copied as ES
+# modules into the package's static files: nothing loads from a CDN at run time.
+CONSOLE := deployments/console
+VENDOR  := $(CONSOLE)/static/vendor/.built
+$(VENDOR): $(CONSOLE)/package-lock.json
+	cd $(CONSOLE) && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(CONSOLE)/static/vendor
+	cp $(CONSOLE)/node_modules/uplot/dist/uPlot.esm.js $(CONSOLE)/node_modules/uplot/dist/uPlot.min.css \
+	   $(CONSOLE)/node_modules/uplot/LICENSE $(CONSOLE)/static/vendor/
+	touch $@
+
+console: $(VENDOR)
+
+# The browser the console's tests drive (Debian's; Playwright downloads none).
+chromium:
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y --no-install-recommends chromium; }
+
+run: $(STAMP) $(VENDOR)
 	$(VENV)/bin/kiki up
 
 # tests/cluster starts Ray clusters of its own: a pytest process of its own, after the rest.
-test: lint
+test: lint $(VENDOR) chromium
 	$(PY) -m pytest tests --ignore=tests/cluster
 	$(PY) -m pytest tests/cluster
 
@@ -44,10 +61,10 @@ audit: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
-integration: $(STAMP)
+integration: $(STAMP) $(VENDOR) chromium
 	$(PY) -m pytest tests/integration -q
 
-e2e: $(STAMP)
+e2e: $(STAMP) $(VENDOR) chromium
 	$(PY) -m pytest tests/e2e -q
 
 cluster: $(STAMP)
