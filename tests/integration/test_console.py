@@ -74,7 +74,10 @@ class Keys:
                 await transactions.insert(conn, tenant.id, rows, SUPPRESSIONS)
             model = fit_churn_model(history[history["ts"] <= END], END, SMALL)
             saved = store_in(platform.settings, model.save(models / "churn"), "churn")
-            await promote_small_churn_model(conn, tenant.id, saved)
+            for _ in range(
+                2
+            ):  # versions 1 and 2, the second in production: a rollback has a target
+                await promote_small_churn_model(conn, tenant.id, saved)
         finally:
             await conn.close()
 
@@ -335,6 +338,57 @@ def test_customers_churn_cohorts_segment_preview_and_a_rule_dry_run(
     ui.close()
 
 
+def test_models_roll_back_and_promote(
+    browser: object, platform: RunningPlatform, keys: Keys
+) -> None:
+    ui = Page(browser, platform.base_url)
+    ui.open()
+    ui.sign_in(keys.admin)
+    page = ui.page
+    page.get_by_role("link", name="Models").click()
+    churn = page.get_by_role("table", name="Churn model versions")
+    churn.wait_for(timeout=20_000)
+
+    def status(version: int) -> str:
+        return churn.locator("tbody tr").nth(version - 1).locator("td").nth(1).inner_text()
+
+    assert (status(1), status(2)) == ("retired", "production")
+    page.get_by_role("button", name="Roll back Churn model").click()
+    # The page redraws with the registry's answer.
+    churn.locator("tbody tr").nth(0).locator("td", has_text="production").wait_for()
+    assert status(2) == "retired"
+    page.get_by_role("button", name="Promote Churn model version 2").click()
+    churn.locator("tbody tr").nth(1).locator("td", has_text="production").wait_for()
+    ui.shot("models")
+    ui.close()
+
+
+def test_generate_a_creative_and_see_it_in_the_gallery(
+    browser: object, platform: RunningPlatform, keys: Keys
+) -> None:
+    ui = Page(browser, platform.base_url)
+    ui.open()
+    ui.sign_in(keys.admin)
+    page = ui.page
+    page.get_by_role("link", name="Creatives").click()
+    page.get_by_label("Product").fill("CloudSync Pro")
+    page.get_by_label("Features").fill("Real-time sync, Encryption")
+    page.get_by_label("Variants").fill("2")
+    page.get_by_role("button", name="Generate").click()
+    card = page.get_by_test_id("gallery").locator("figure.creative")
+    card.nth(1).wait_for(timeout=60_000)  # the CPU placeholder pipeline, on a busy machine
+    assert card.count() == 2
+    assert "Compliance" in card.first.inner_text()
+    page.wait_for_function(
+        "[...document.querySelectorAll('figure.creative img')].every(i => i.naturalWidth > 0)"
+    )
+    card.first.get_by_text("Compliance and safety").click()
+    card.first.get_by_role("table").wait_for()
+    assert "Image safety" in card.first.inner_text()
+    ui.shot("creatives")
+    ui.close()
+
+
 def test_every_page_loads_within_a_second(
     browser: object, platform: RunningPlatform, keys: Keys
 ) -> None:
@@ -348,6 +402,9 @@ def test_every_page_loads_within_a_second(
         ("#/campaigns/ui-spring", ".chart canvas"),
         ("#/budgets", "table"),
         ("#/billing", ".chart canvas"),
+        ("#/customers", "table"),
+        ("#/creatives", "figure.creative img"),
+        ("#/models", "table"),
     ]:
         ui.page.goto(f"{platform.base_url}/console/{route}")
         start = time.monotonic()

@@ -7,6 +7,7 @@ import * as budgets from "./pages/budgets.js";
 import * as billing from "./pages/billing.js";
 import * as customers from "./pages/customers.js";
 import * as models from "./pages/models.js";
+import * as creatives from "./pages/creatives.js";
 
 const ROUTES = [
   [/^#\/campaigns\/([^/]+)$/, campaign, "#/campaigns"],
@@ -15,6 +16,7 @@ const ROUTES = [
   [/^#\/billing$/, billing, "#/billing"],
   [/^#\/customers$/, customers, "#/customers"],
   [/^#\/models$/, models, "#/models"],
+  [/^#\/creatives$/, creatives, "#/creatives"],
 ];
 
 const main = document.getElementById("main");
