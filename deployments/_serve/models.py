@@ -3,10 +3,10 @@ versions with their metrics and traffic share, promote and roll back. The same u
 `kiki models` / `kiki churn-models`; serving replicas pick a change up within their
 registry TTL, without a restart."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the routes are closures, which Serve pickles by
+# value, and FastAPI must see their dependency annotations as objects, not names.
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
@@ -28,7 +28,7 @@ class ModelView(BaseModel):
     promoted_at: datetime | None
 
     @classmethod
-    def of(cls, m: ModelRecord) -> ModelView:
+    def of(cls, m: ModelRecord) -> Self:
         return cls(**m.model_dump(include=set(cls.model_fields)))
 
 

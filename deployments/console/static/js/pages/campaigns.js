@@ -7,7 +7,7 @@ const PLATFORMS = ["google_ads", "meta", "tiktok", "linkedin", "amazon"];
 const PAGE = 100;
 
 function createForm(onCreated) {
-  const id = h("input", { name: "campaign_id", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_.:-]*" });
+  const id = h("input", { name: "campaign_id", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_.:\\-]*" });
   const name = h("input", { name: "name", required: true });
   const budget = h("input", { name: "budget", required: true, inputmode: "decimal", value: "500" });
   const hours = h("input", { name: "hours", type: "number", min: "1", max: "720", value: "24", required: true });

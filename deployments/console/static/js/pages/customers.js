@@ -91,7 +91,7 @@ function segmentBuilder() {
   };
   addRow();
   const name = h("input", { name: "segment_name" });
-  const id = h("input", { name: "segment_id", pattern: "[a-z0-9_-]{1,64}" });
+  const id = h("input", { name: "segment_id", pattern: "[a-z0-9_\\-]{1,64}" });
   const save = needs("write", h("form", { class: "inline" }, field("Segment id", id), field("Name", name), h("button", { type: "submit" }, "Save segment")));
   if (save) save.addEventListener("submit", async (ev) => {
     ev.preventDefault();
