@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -257,6 +258,7 @@ def test_revoking_the_key_ends_its_console_session(
 def test_budgets_platforms_and_billing_with_an_invoice_pdf(
     browser: object, platform: RunningPlatform, keys: Keys
 ) -> None:
+    recent = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     with httpx.Client(
         base_url=f"{platform.base_url}/billing/api/v1",
         headers={"X-API-Key": keys.admin},
@@ -273,7 +275,10 @@ def test_budgets_platforms_and_billing_with_an_invoice_pdf(
                                 "start_at": "2026-10-01T00:00:00Z"}),
             ("/events", {"events": [{"transaction_id": f"c{i}", "customer": "acme",
                                      "metric_code": "api_calls",
-                                     "timestamp": "2026-10-10T10:00:00Z"} for i in range(5)]}),
+                                     "timestamp": "2026-10-10T10:00:00Z"} for i in range(5)]
+                                   + [{"transaction_id": f"n{i}", "customer": "acme",
+                                       "metric_code": "api_calls", "timestamp": recent}
+                                      for i in range(3)]}),  # this month: the usage chart
             ("/periods/close", {"as_of": "2026-11-01T00:00:00Z"}),
         ]:  # fmt: skip
             answer = billing.post(path, json=body)

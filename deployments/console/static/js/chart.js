@@ -36,11 +36,16 @@ export function barChart(title, labels, values, { yLabel = "" } = {}) {
   const box = h("div", { class: "chart", role: "img", "aria-label": title });
   const summary = h("p", { class: "sr-only" }, labels.map((l, i) => `${l}: ${values[i]}`).join("; "));
   const wrap = h("figure", { class: "card" }, h("figcaption", {}, h("strong", {}, title)), box, summary);
+  if (!values.length) {
+    box.replaceWith(h("p", { class: "muted" }, "No data in this period."));
+    return wrap;
+  }
   requestAnimationFrame(() => {
     new uPlot({
       width: Math.max(280, box.clientWidth || 600), height: 240,
-      scales: { x: { time: false } },
-      axes: [{ values: (_, ticks) => ticks.map((t) => labels[t] ?? "") }, { label: yLabel, size: 70 }],
+      // One bar per label, each labelled, with half a bar's room at either end.
+      scales: { x: { time: false, range: [-0.5, labels.length - 0.5] } },
+      axes: [{ splits: () => x, values: (_, ticks) => ticks.map((t) => labels[t] ?? "") }, { label: yLabel, size: 70 }],
       series: [{}, { label: yLabel || title, stroke: PALETTE[0], fill: "rgba(29,78,216,0.25)",
         paths: uPlot.paths.bars({ size: [0.6, 60] }), points: { show: false } }],
       legend: { live: false },
