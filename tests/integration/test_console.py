@@ -383,9 +383,19 @@ def test_generate_a_creative_and_see_it_in_the_gallery(
     page.get_by_label("Product").fill("CloudSync Pro")
     page.get_by_label("Features").fill("Real-time sync, Encryption")
     page.get_by_label("Variants").fill("2")
-    page.get_by_role("button", name="Generate").click()
     card = page.get_by_test_id("gallery").locator("figure.creative")
-    card.nth(1).wait_for(timeout=60_000)  # the CPU placeholder pipeline, on a busy machine
+    for attempt in range(2):
+        page.get_by_role("button", name="Generate").click()
+        # The CPU placeholder pipeline, on a busy machine: a cold generator may answer 503
+        # ("retry shortly"), as SyncCreate's deadline says; a user would try once more.
+        done = page.locator("figure.creative >> nth=1, #toast:not([hidden])")
+        done.first.wait_for(timeout=60_000)
+        if card.count() >= 2:
+            break
+        toast = page.locator("#toast").inner_text()
+        assert attempt == 0 and "retry shortly" in toast, toast
+        ui.expected.append("503")
+        page.locator("#toast").evaluate("el => { el.hidden = true; }")
     assert card.count() == 2
     assert "Compliance" in card.first.inner_text()
     page.wait_for_function(

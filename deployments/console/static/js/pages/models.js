@@ -43,7 +43,10 @@ async function registry(title, base, allowsShare, refresh) {
     }, `Roll back ${title}`))) || "");
 }
 
-async function drift() {
+async function drift(ltvServing) {
+  // Drift is measured against the production model's reference: without one there is none
+  // to show (and asking would be a 409).
+  if (!ltvServing) return h("section", {}, h("h2", {}, "LTV model drift"), h("p", { class: "muted" }, "No LTV model in production, so no drift to measure: train one with `kiki train ltv` and promote it."));
   try {
     const report = await api("/value/api/v1/drift");
     const names = Object.keys(report.psi);
@@ -58,10 +61,11 @@ async function drift() {
 
 export async function render(main) {
   const refresh = async () => {
+    const ltv = await api("/value/api/v1/models").catch(() => []);
     const parts = await Promise.all([
       registry("LTV model", "/value", true, refresh),
       registry("Churn model", "/engage", false, refresh),
-      drift(),
+      drift(ltv.some((v) => v.status === "production")),
     ]);
     main.replaceChildren(h("h1", {}, "Models"), ...parts);
   };
