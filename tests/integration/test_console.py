@@ -388,7 +388,7 @@ def test_generate_a_creative_and_see_it_in_the_gallery(
         page.get_by_role("button", name="Generate").click()
         # The CPU placeholder pipeline, on a busy machine: a cold generator may answer 503
         # ("retry shortly"), as SyncCreate's deadline says; a user would try once more.
-        done = page.locator("figure.creative >> nth=1, #toast:not([hidden])")
+        done = card.nth(1).or_(page.locator("#toast:not([hidden])"))
         done.first.wait_for(timeout=60_000)
         if card.count() >= 2:
             break
