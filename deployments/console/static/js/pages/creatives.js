@@ -3,7 +3,7 @@
 // opening, its compliance breakdown and image-safety verdict; CTR and probability of being
 // best once results are reported.
 import { api } from "../api.js";
-import { h, field, table, needs, attempt } from "../ui.js";
+import { h, field, table, needs, attempt, toast } from "../ui.js";
 
 function variantCard(v) {
   const detail = h("div");
@@ -57,13 +57,14 @@ export async function render(main) {
       brand: { name: brand.value.trim() || product.value.trim(), primary_colors: [colour.value] },
       platform: placement.value, variants: Number(variants.value),
     };
-    const made = await attempt(() => api("/create/api/v1/generate", { method: "POST", body }), "Creatives generated");
+    const made = await attempt(() => api("/create/api/v1/generate", { method: "POST", body }));
     button.disabled = false;
     button.textContent = "Generate";
     if (made) {
       const e = await api(`/create/api/v1/experiments/${made.experiment_id}`);
       if (gallery.querySelector("p.muted")) gallery.replaceChildren();
       gallery.prepend(experiment(e));
+      toast("Creatives generated");  // once they are in the gallery
     }
   });
   main.replaceChildren(h("h1", {}, "Creatives"), needs("write", form) || "", h("h2", {}, "Gallery"), gallery);
