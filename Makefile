@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # pip on this machine warns about every missing local mirror entry; keep its real output.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: run test lint sysdeps audit unit integration e2e cluster bench protos clean
+.PHONY: run test lint sysdeps audit unit integration e2e cluster bench protos clean console
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -22,19 +22,37 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -c "import kiki, ray, torch; assert torch.__version__.startswith('2.13.0')"
 	touch $(STAMP)
 
-# System packages from Debian, installed once: promtool (the alert rules' unit tests) and the
-# Prometheus server (tests/integration/test_prometheus.py) come with `prometheus`. Only what
-# is missing is installed, so it runs quickly (and needs no root) on a machine that has it.
+# System packages from Debian, installed once: `prometheus` (promtool for the alert rules'
+# unit tests, the server for tests/integration/test_prometheus.py) and `chromium` (the browser
+# the console's tests drive through Playwright, which downloads none). Only what is missing is
+# installed, so it runs quickly (and needs no root) on a machine that has them.
 sysdeps:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	@missing=""; \
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 		apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
 
-run: $(STAMP)
+# The console's front-end dependencies (npm, pinned by package-lock.json), copied as ES
+# modules into the package's static files: nothing loads from a CDN at run time.
+CONSOLE := deployments/console
+VENDOR  := $(CONSOLE)/static/vendor/.built
+$(VENDOR): $(CONSOLE)/package-lock.json
+	cd $(CONSOLE) && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(CONSOLE)/static/vendor
+	cp $(CONSOLE)/node_modules/uplot/dist/uPlot.esm.js $(CONSOLE)/node_modules/uplot/dist/uPlot.min.css \
+	   $(CONSOLE)/node_modules/uplot/LICENSE $(CONSOLE)/static/vendor/
+	touch $@
+
+console: $(VENDOR)
+
+run: $(STAMP) $(VENDOR)
 	$(VENV)/bin/kiki up
 
 # tests/cluster starts Ray clusters of its own: a pytest process of its own, after the rest.
-test: lint
+test: lint $(VENDOR)
 	$(PY) -m pytest tests --ignore=tests/cluster
 	$(PY) -m pytest tests/cluster
 
@@ -52,10 +70,10 @@ audit: $(STAMP)
 unit: $(STAMP) sysdeps
 	$(PY) -m pytest tests/unit -q
 
-integration: $(STAMP) sysdeps
+integration: $(STAMP) $(VENDOR) sysdeps
 	$(PY) -m pytest tests/integration -q
 
-e2e: $(STAMP)
+e2e: $(STAMP) $(VENDOR) sysdeps
 	$(PY) -m pytest tests/e2e -q
 
 cluster: $(STAMP)

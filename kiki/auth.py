@@ -290,6 +290,10 @@ async def authenticate(conn: asyncpg.Connection, key: str | None) -> Grant:
     )
     if row is None:
         raise Unauthenticated("unknown or revoked API key: create one with `kiki keys create`")
+    return _live_grant(row)
+
+
+def _live_grant(row: asyncpg.Record) -> Grant:
     grant = Grant(
         tenant=Tenant(id=row["tenant_id"], name=row["name"]),
         key_id=row["id"],
@@ -299,6 +303,47 @@ async def authenticate(conn: asyncpg.Connection, key: str | None) -> Grant:
     )
     grant.check_live(datetime.now(UTC))
     return grant
+
+
+# A console session: a browser's sign-in with a key. The browser holds a random token (in an
+# HttpOnly cookie); the database holds its hash and the key it stands for, never the key.
+SESSION_TOKEN_BYTES = 32
+
+
+async def open_session(conn: asyncpg.Connection, key: str, ttl: timedelta) -> tuple[str, Grant]:
+    """A new session for a working key: (token, what the key grants). The session ends at
+    `ttl`, or earlier when the key expires or is revoked."""
+    grant = await authenticate(conn, key)
+    token = secrets.token_urlsafe(SESSION_TOKEN_BYTES)
+    await conn.execute(
+        """INSERT INTO console_sessions (token_hash, key_id, expires_at)
+           VALUES ($1, $2, now() + $3::interval)""",
+        hash_api_key(token), grant.key_id, ttl,
+    )  # fmt: skip
+    return token, grant
+
+
+async def session_grant(conn: asyncpg.Connection, token: str) -> Grant:
+    """What the session's key grants now: Unauthenticated once the session has ended or its
+    key is revoked or expired (so revoking a key signs its sessions out)."""
+    row = await conn.fetchrow(
+        """SELECT k.id, k.prefix, k.scopes, k.expires_at, t.id AS tenant_id, t.name
+           FROM console_sessions s
+           JOIN api_keys k ON k.id = s.key_id AND k.revoked_at IS NULL
+           JOIN tenants t ON t.id = k.tenant_id
+           WHERE s.token_hash = $1 AND s.expires_at > now()""",
+        hash_api_key(token),
+    )
+    if row is None:
+        raise Unauthenticated(
+            "your console session has ended (signed out, expired, or its API key was "
+            "revoked): sign in again with a working key"
+        )
+    return _live_grant(row)
+
+
+async def close_session(conn: asyncpg.Connection, token: str) -> None:
+    await conn.execute("DELETE FROM console_sessions WHERE token_hash = $1", hash_api_key(token))
 
 
 class ApiKeyCache:

@@ -19,10 +19,12 @@ from kiki.artifacts import url_problem
 from kiki.errors import ConfigError
 
 SERVICES: tuple[str, ...] = ("value", "shield", "flow", "create", "engage", "billing")
+# The web console (`/console`): pages over the services' own APIs, not a service itself.
+CONSOLE_APP = "console"
 # The app on the proxy root (`/`): `GET /health` over every service, 404 elsewhere.
 ROOT_APP = "root"
 # Every Serve app KIKI deploys.
-APPS: tuple[str, ...] = (*SERVICES, ROOT_APP)
+APPS: tuple[str, ...] = (*SERVICES, CONSOLE_APP, ROOT_APP)
 # Settings that carry credentials besides those typed SecretStr. They never travel in Ray's
 # runtime_env, which the dashboard and `serve status` show: a local run hands them to the
 # raylet's own environment instead.
@@ -88,6 +90,9 @@ class Settings(BaseSettings):
     )
     serve_config: Path | None = Field(None, description="serve_config.yaml to deploy")
     auth_cache_ttl_s: float = Field(30.0, ge=0, description="API-key lookup cache lifetime")
+    console_session_h: float = Field(
+        12.0, gt=0, le=24 * 30, description="hours a console sign-in lasts (the key's life caps it)"
+    )
     budget_shards: int = Field(2, ge=1, le=256, description="budget actors campaigns shard over")
     flow_shards: int = Field(2, ge=1, le=256, description="bid-loop actors campaigns shard over")
     flow_tick_s: float = Field(2.0, gt=0, le=3600, description="seconds between bid-loop ticks")

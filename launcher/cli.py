@@ -103,6 +103,10 @@ def print_summary(settings: Settings, dev_key: str | None) -> None:
             click.echo(f"dashboard {state.dashboard_url}")
         click.echo(f"database  {state.database}")
     click.echo(f"API docs  http://127.0.0.1:{settings.http_port}/<app>/docs")
+    click.echo(
+        f"console   http://127.0.0.1:{settings.http_port}/console/ "
+        "(the web console: sign in with an API key, such as the one below)"
+    )
     if dev_key:
         click.echo("")
         click.echo("Try it:")

@@ -11,6 +11,8 @@ from deployments._serve.api import (
 from deployments._serve.builder import AppArgs, plain_ingress
 from deployments._serve.deps import (
     ANY_SCOPE,
+    CONSOLE_HEADER,
+    SESSION_COOKIE,
     Admin,
     AnyKey,
     Connection,
@@ -29,7 +31,9 @@ from deployments._serve.views import HealthReport, MoneyOut, WhoAmI
 
 __all__ = [
     "ANY_SCOPE",
+    "CONSOLE_HEADER",
     "ERROR_STATUS",
+    "SESSION_COOKIE",
     "Admin",
     "AnyKey",
     "AppArgs",

@@ -329,13 +329,6 @@ def create_service_api(
     @api.get("/api/v1/whoami", response_model=WhoAmI, tags=["ops"])
     async def whoami(grant: AnyKey) -> WhoAmI:
         """The tenant your API key belongs to, and what the key may do."""
-        return WhoAmI(
-            tenant_id=str(grant.tenant.id),
-            tenant=grant.tenant.name,
-            service=service,
-            key_prefix=grant.prefix,
-            scopes=list(grant.scopes),
-            expires_at=grant.expires_at,
-        )
+        return WhoAmI.of(grant, service)
 
     return api

@@ -18,6 +18,7 @@ from fastapi.security import APIKeyHeader, SecurityScopes
 
 from deployments._serve.runtime import ServiceRuntime
 from kiki.auth import Grant, Scope, Tenant
+from kiki.errors import Forbidden
 from kiki.gdpr import Suppressions
 
 C = TypeVar("C")
@@ -38,13 +39,30 @@ API_KEY = APIKeyHeader(
 )
 
 
+# The console's sign-in (deployments/console): an HttpOnly, SameSite=Strict cookie holding a
+# session token, accepted wherever X-API-Key is, when no key is sent.
+SESSION_COOKIE = "kiki_session"
+# A change made with the cookie must carry this header: a page on another site cannot set it
+# without a CORS preflight that KIKI never grants (CSRF, beyond what SameSite already stops).
+CONSOLE_HEADER = "X-KIKI-Console"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def require_grant(
     request: Request,
     security_scopes: SecurityScopes,
     api_key: Annotated[str | None, Security(API_KEY)],
 ) -> Grant:
-    """The caller's key, checked to hold every scope the route asks for."""
-    grant = await runtime_of(request).grant(api_key)
+    """The caller's key (or console session), checked to hold every scope the route asks
+    for."""
+    session = None if api_key else request.cookies.get(SESSION_COOKIE)
+    if session and request.method not in _SAFE_METHODS and not request.headers.get(CONSOLE_HEADER):
+        raise Forbidden(
+            f"a change made with the console's session cookie needs the {CONSOLE_HEADER} "
+            "header (the console sends it); API clients send X-API-Key instead",
+            code="csrf_header_missing",
+        )
+    grant = await runtime_of(request).grant(api_key, session)
     for scope in security_scopes.scopes:
         grant.require(Scope(scope))
     return grant

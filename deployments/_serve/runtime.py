@@ -24,7 +24,7 @@ from deployments._serve.metering import UsageMeter
 from deployments._serve.views import HealthReport
 from kiki import __version__
 from kiki.artifacts import ArtifactStore, Loadable
-from kiki.auth import ApiKeyCache, Grant, authenticate, hash_api_key
+from kiki.auth import ApiKeyCache, Grant, authenticate, hash_api_key, session_grant
 from kiki.clock import WallClock
 from kiki.config import Settings, get_settings
 from kiki.db.embedded import EmbeddedPostgres
@@ -116,14 +116,21 @@ class ServiceRuntime:
                     )
         return self._pool
 
-    async def grant(self, api_key: str | None) -> Grant:
-        """What the key grants; each key also draws on its own token bucket (429 when empty)."""
-        digest = hash_api_key(api_key or "")  # once per request: cache and bucket share it
-        grant = self._keys.get(digest) if api_key else None
+    async def grant(self, api_key: str | None, session: str | None = None) -> Grant:
+        """What the key grants or, with no key, the console session's key; each key (each
+        session) also draws on its own token bucket (429 when empty). A grant is cached for
+        `auth_cache_ttl_s`, so a revoked key or a closed session stops working within it."""
+        by_session = not api_key and bool(session)
+        secret = session if by_session else api_key
+        digest = hash_api_key(secret or "")  # once per request: cache and bucket share it
+        grant = self._keys.get(digest) if secret else None
         if grant is None:
             pool = await self.pool()
             async with pool.acquire() as conn:
-                grant = await authenticate(conn, api_key)
+                if by_session:
+                    grant = await session_grant(conn, session or "")
+                else:
+                    grant = await authenticate(conn, api_key)
             self._keys.put(digest, grant)
         grant.check_live(datetime.now(UTC))
         wait = await self._rate_check(digest)

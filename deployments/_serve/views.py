@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from kiki.auth import Scope
+from kiki.auth import Grant, Scope
 from kiki.money import Money
 
 
@@ -36,3 +36,14 @@ class WhoAmI(BaseModel):
     key_prefix: str
     scopes: list[Scope]
     expires_at: datetime | None
+
+    @classmethod
+    def of(cls, grant: Grant, service: str) -> WhoAmI:
+        return cls(
+            tenant_id=str(grant.tenant.id),
+            tenant=grant.tenant.name,
+            service=service,
+            key_prefix=grant.prefix,
+            scopes=list(grant.scopes),
+            expires_at=grant.expires_at,
+        )

@@ -7,8 +7,9 @@ import asyncio
 import secrets
 import time
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from deployments._serve import Connection, DecimalJSONRoute, Reader, Writer
 from deployments.create.context import Context
@@ -160,6 +161,15 @@ async def get_creative_image(
             "Cache-Control": "private, max-age=31536000, immutable",
         },
     )
+
+
+@router.get("/experiments", response_model=list[ExperimentView])
+async def list_experiments(
+    tenant: Reader, conn: Connection, limit: Annotated[int, Query(ge=1, le=50)] = 10
+) -> list[ExperimentView]:
+    """The newest experiments (the gallery), newest first, each with its variants' results."""
+    found = await store.recent_experiments(conn, tenant.id, limit)
+    return [ExperimentView.of(await store.get_experiment(conn, tenant.id, e)) for e in found]
 
 
 @router.get("/experiments/{experiment_id}", response_model=ExperimentView)

@@ -19,6 +19,7 @@ from ray.serve import Application
 
 from actors.engage import engage_automation
 from deployments._serve import AppArgs, ServiceRuntime, create_service_api, plain_ingress
+from deployments._serve.models import models_router
 from deployments.engage import churn, crm, messaging, rules, segments
 from deployments.engage.context import EngageContext
 from kiki.engage import registry
@@ -81,6 +82,7 @@ api.include_router(segments.router)
 api.include_router(messaging.router)
 api.include_router(crm.router)
 api.include_router(rules.router)
+api.include_router(models_router(registry.CHURN_MODELS))
 
 
 EngageIngress = plain_ingress("engage", api)

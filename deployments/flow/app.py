@@ -67,7 +67,7 @@ def _start(app: FastAPI, runtime: ServiceRuntime) -> FlowContext:
     runtime.probes["bid_loops"] = lambda: loops.health(
         args.tick_s, s.health_grace_s, s.health_probe_timeout_s
     )
-    return FlowContext(BudgetClient.for_settings(runtime.database_url, s), loops)
+    return FlowContext(BudgetClient.for_settings(runtime.database_url, s), loops, args.tick_s)
 
 
 api = create_service_api(

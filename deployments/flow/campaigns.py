@@ -3,13 +3,28 @@ goes to SyncShield (budget and policy) and then to the campaign's bid-loop shard
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+import asyncpg
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
 
-from deployments._serve import Connection, DecimalJSONRoute, Reader, Writer, context_of
+from deployments._serve import (
+    SESSION_COOKIE,
+    Connection,
+    DecimalJSONRoute,
+    Reader,
+    Writer,
+    context_of,
+    runtime_of,
+)
 from deployments.flow.context import FlowContext
-from deployments.flow.schemas import CampaignPage, CampaignView
+from deployments.flow.schemas import CampaignPage, CampaignView, Decision, PacingPoint, PacingView
+from kiki.errors import KikiError
 from kiki.flow import store
 from kiki.flow.campaigns import Campaign, CampaignPatch, CampaignSpec, CampaignStatus, Identifier
 
@@ -39,8 +54,9 @@ async def list_campaigns(
     found = await store.list_campaigns(
         conn, str(tenant.id), status.value if status else None, limit, after
     )
+    ticks = await store.latest_ticks(conn, str(tenant.id), [c.campaign_id for c in found])
     return CampaignPage(
-        campaigns=[CampaignView.of(c) for c in found],
+        campaigns=[CampaignView.of(c, tick=ticks.get(c.campaign_id)) for c in found],
         next_after=found[-1].campaign_id if len(found) == limit else None,
     )
 
@@ -87,3 +103,90 @@ async def campaign_action(
         await store.save_campaign(conn, updated)
     await ctx.apply(updated)
     return CampaignView.of(updated, await ctx.spent(updated))
+
+
+PACING_POINTS = 2000  # the newest ticks a chart starts with
+
+
+async def _pacing(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    campaign: Campaign,
+    after: datetime | None,
+    limit: int,
+) -> PacingView:
+    rows = await store.pacing(conn, tenant_id, campaign.campaign_id, after, limit)
+    points = [PacingPoint(**r) for r in rows]
+    decisions = []
+    if points:
+        newest = points[-1].at
+        rows = await store.decisions(conn, tenant_id, campaign.campaign_id, newest, 500)
+        decisions = [Decision(**r) for r in rows]
+    return PacingView(
+        campaign_id=campaign.campaign_id,
+        status=campaign.status,
+        currency=campaign.currency,
+        budget_micros=campaign.budget_micros,
+        points=points,
+        decisions=decisions,
+    )
+
+
+@router.get("/{campaign_id}/pacing", response_model=PacingView)
+async def get_pacing(
+    campaign_id: Identifier,
+    tenant: Reader,
+    conn: Connection,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = PACING_POINTS,
+) -> PacingView:
+    """Cumulative spend against the target curve, one point a bid-loop tick (the newest
+    `limit`), what each platform was granted each tick, and the newest tick's decisions."""
+    campaign = await store.get_campaign(conn, str(tenant.id), campaign_id)
+    return await _pacing(conn, str(tenant.id), campaign, None, limit)
+
+
+@router.get(
+    "/{campaign_id}/pacing/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_pacing(
+    request: Request,
+    campaign_id: Identifier,
+    tenant: Reader,
+    ctx: Context,
+    after: Annotated[
+        AwareDatetime | None, Query(description="only ticks after this (the newest one seen)")
+    ] = None,
+) -> StreamingResponse:
+    """Server-sent events: a `pacing` event (a PacingView of the new points only) after
+    every bid-loop tick that decided for the campaign, until the client goes away or its key
+    (or console session) stops working, which ends the stream with an `ended` event."""
+    tenant_id = str(tenant.id)
+    runtime = runtime_of(request)
+    key, session = request.headers.get("x-api-key"), request.cookies.get(SESSION_COOKIE)
+    pool = await runtime.pool()  # a connection per poll: an open stream holds none
+    async with pool.acquire() as db:
+        await store.get_campaign(db, tenant_id, campaign_id)  # an unknown one: 404, no stream
+
+    async def events() -> AsyncIterator[str]:
+        newest = after
+        while not await request.is_disconnected():
+            try:
+                await runtime.grant(key, session)  # a revoked key ends its streams too
+            except KikiError as exc:
+                yield f"event: ended\ndata: {exc.message}\n\n"
+                return
+            async with pool.acquire() as db:
+                current = await store.get_campaign(db, tenant_id, campaign_id)
+                view = await _pacing(db, tenant_id, current, newest, PACING_POINTS)
+            if view.points:
+                newest = view.points[-1].at
+                yield f"event: pacing\ndata: {view.model_dump_json()}\n\n"
+            else:
+                yield ": tick\n\n"  # a comment: finds a client that has gone
+            await asyncio.sleep(ctx.tick_s)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )

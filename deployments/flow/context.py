@@ -15,6 +15,7 @@ from kiki.shield import BudgetOp
 class FlowContext:
     budgets: BudgetClient
     loops: BidLoopClient
+    tick_s: float  # the bid loop's: how often a live view has something new to show
 
     async def apply(self, campaign: Campaign, key: str | None = None) -> None:
         """Put the campaign's budget and policy into SyncShield, then have its bid-loop shard

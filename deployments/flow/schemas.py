@@ -33,9 +33,16 @@ class CampaignView(BaseModel):
     ad_groups: list[AdGroup]
     max_bid: MoneyOut | None
     pacing: PacingSettings
+    pacing_error: float | None = Field(
+        None,
+        description="in a list: |spend - target| / budget at the campaign's newest tick "
+        "(none before its first)",
+    )
 
     @classmethod
-    def of(cls, c: Campaign, spent_micros: int | None = None) -> CampaignView:
+    def of(
+        cls, c: Campaign, spent_micros: int | None = None, tick: tuple[int, int] | None = None
+    ) -> CampaignView:
         target = (
             format(c.goal_target, "f")
             if c.goal_kind == "roas"
@@ -55,6 +62,9 @@ class CampaignView(BaseModel):
             ad_groups=list(c.ad_groups),
             max_bid=None if c.max_bid_micros is None else MoneyOut.of(c.max_bid_micros, c.currency),
             pacing=c.pacing,
+            pacing_error=None
+            if tick is None or c.budget_micros <= 0
+            else abs(tick[1] - tick[0]) / c.budget_micros,
         )
 
 
@@ -104,3 +114,23 @@ class SegmentView(BaseModel):
     segment_id: str
     customers: int
     suppressed: int = Field(0, description="on a PUT: customers erased at their request, dropped")
+
+
+class PacingPoint(BaseModel):
+    at: datetime
+    target_micros: int = Field(description="the target curve: what should be spent by now")
+    spent_micros: int = Field(description="cumulative committed spend")
+    reserved_micros: dict[str, int] = Field(
+        description="per platform: what SyncShield granted it for this tick"
+    )
+
+
+class PacingView(BaseModel):
+    """A campaign's pacing (one point a tick, oldest first) and its newest tick's decisions."""
+
+    campaign_id: str
+    status: CampaignStatus
+    currency: str
+    budget_micros: int
+    points: list[PacingPoint]
+    decisions: list[Decision] = Field(description="the newest tick's decisions, with reasons")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from deployments._serve import Admin, DecimalJSONRoute, MoneyOut, Reader, Writer, context_of
 from deployments.shield.context import ShieldContext
@@ -28,6 +28,7 @@ from deployments.shield.schemas import (
     SettleResponse,
     micros_or_none,
 )
+from kiki.errors import NotFound
 from kiki.money import decimal_to_micros
 from kiki.shield.book import BudgetOp, OpResult
 
@@ -130,6 +131,25 @@ async def get_budget(campaign_id: CampaignId, tenant: Reader, ctx: Context) -> B
     """Caps, committed and reserved spend, today's and each platform's use."""
     result = await _one(ctx, BudgetOp("status", str(tenant.id), campaign_id))
     return BudgetView.of(result.snapshot or {})
+
+
+@router.get("/budgets", response_model=list[BudgetView], tags=["budgets"])
+async def get_budgets(
+    tenant: Reader,
+    ctx: Context,
+    campaign_id: Annotated[list[CampaignId], Query(min_length=1, max_length=200)],
+) -> list[BudgetView]:
+    """Several campaigns' budgets in one call (repeat `campaign_id`, up to 200), in the
+    order asked; a campaign SyncShield does not hold is left out."""
+    ops = [BudgetOp("status", str(tenant.id), c) for c in dict.fromkeys(campaign_id)]
+    views = []
+    for result in await ctx.budgets.execute(ops):
+        try:
+            result.raise_for_error()
+        except NotFound:
+            continue
+        views.append(BudgetView.of(result.snapshot or {}))
+    return views
 
 
 @router.post("/budget/{campaign_id}/unblock", response_model=BudgetView, tags=["budgets"])

@@ -27,6 +27,7 @@ from ray.util import metrics
 from actors.resilience import within
 from actors.retrain import retrainer
 from deployments._serve import AppArgs, ServiceIngress, ServiceRuntime, create_service_api
+from deployments._serve.models import models_router
 from deployments.value import drift, scoring
 from deployments.value.context import HandleScorer, ValueContext
 from deployments.value.grpc import answer, decoded, predict_ltv, predict_ltv_batch
@@ -106,6 +107,7 @@ api = create_service_api(
 )
 api.include_router(scoring.router)
 api.include_router(drift.router)
+api.include_router(models_router(registry.LTV_MODELS))
 
 
 @serve.deployment

@@ -343,3 +343,14 @@ def probability_best(
     for i, w in zip(live, wins, strict=True):
         answers[i] = round(float(w) / draws, 4)
     return answers
+
+
+async def recent_experiments(conn: asyncpg.Connection, tenant_id: UUID, limit: int) -> list[UUID]:
+    """The tenant's newest experiments, newest first."""
+    rows = await conn.fetch(
+        """SELECT experiment_id FROM creative_experiments WHERE tenant_id = $1
+           ORDER BY created_at DESC, experiment_id LIMIT $2""",
+        tenant_id,
+        limit,
+    )
+    return [r["experiment_id"] for r in rows]

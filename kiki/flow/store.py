@@ -131,6 +131,64 @@ async def decisions(
     return [dict(r) for r in rows]
 
 
+async def pacing(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    campaign_id: str,
+    after: datetime | None,
+    limit: int,
+) -> list[dict]:
+    """A campaign's pacing, one point a tick, oldest first: when, its cumulative spend and
+    its target curve (the same for every unit of the campaign in a tick), and what each
+    platform was granted for the tick. The newest `limit` points after `after`."""
+    rows = await conn.fetch(
+        """SELECT decided_at, target_micros, spent_micros, platforms, reserved FROM (
+               SELECT decided_at, max(target_micros) AS target_micros,
+                      max(spent_micros) AS spent_micros,
+                      array_agg(platform ORDER BY platform) AS platforms,
+                      array_agg(reserved ORDER BY platform) AS reserved
+               FROM (SELECT decided_at, target_micros, spent_micros, platform,
+                            max(reserved_micros) AS reserved
+                     FROM flow_decisions
+                     WHERE tenant_id = $1 AND campaign_id = $2
+                       AND ($3::timestamptz IS NULL OR decided_at > $3)
+                     GROUP BY decided_at, target_micros, spent_micros, platform) per_platform
+               GROUP BY decided_at ORDER BY decided_at DESC LIMIT $4) newest
+           ORDER BY decided_at""",
+        UUID(tenant_id),
+        campaign_id,
+        after,
+        limit,
+    )
+    return [
+        {
+            "at": r["decided_at"],
+            "target_micros": r["target_micros"],
+            "spent_micros": r["spent_micros"],
+            "reserved_micros": dict(zip(r["platforms"], r["reserved"], strict=True)),
+        }
+        for r in rows
+    ]
+
+
+async def latest_ticks(
+    conn: asyncpg.Connection, tenant_id: str, campaign_ids: list[str]
+) -> dict[str, tuple[int, int]]:
+    """Per campaign with decisions: (target, cumulative spend) at its newest tick; one
+    backward index scan each."""
+    rows = await conn.fetch(
+        """SELECT c.id, d.target_micros, d.spent_micros
+           FROM unnest($2::text[]) AS c(id)
+           CROSS JOIN LATERAL (
+               SELECT target_micros, spent_micros FROM flow_decisions
+               WHERE tenant_id = $1 AND campaign_id = c.id
+               ORDER BY decided_at DESC LIMIT 1) d""",
+        UUID(tenant_id),
+        campaign_ids,
+    )
+    return {r["id"]: (r["target_micros"], r["spent_micros"]) for r in rows}
+
+
 # --- the live market: persisted spend marks and pushed daily budgets ---------------------------
 
 

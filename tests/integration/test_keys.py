@@ -178,3 +178,40 @@ def test_kiki_keys_commands(fresh_db: str, tmp_path: Path, monkeypatch: pytest.M
     assert "is not a duration" in kiki("rotate", prefix, "--overlap", "soon", code=2)
     assert "unknown scope 'root'" in kiki("create", "--tenant", "acme", "--scope", "root", code=2)
     assert f"revoked {prefix}" in kiki("revoke", prefix)
+
+
+def test_console_sessions_end_with_sign_out_expiry_or_the_keys_revocation(fresh_db: str) -> None:
+    """A session stands for its key (same tenant and scopes) and stores only a hash of its
+    token; it ends when closed, when it expires, and when its key is revoked."""
+
+    async def scenario() -> None:
+        conn = await connect(fresh_db)
+        try:
+            await migrate.migrate(conn, migrate.discover())
+            _, key = await auth.create_api_key(conn, "acme", "dash", [Scope.READ])
+            token, grant = await auth.open_session(conn, key, timedelta(hours=1))
+            assert token != key and len(token) >= 40
+            stored = await conn.fetchval("SELECT token_hash FROM console_sessions")
+            assert stored == auth.hash_api_key(token) and token not in stored
+            again = await auth.session_grant(conn, token)
+            assert (again.tenant, again.scopes) == (grant.tenant, (Scope.READ,))
+
+            await auth.close_session(conn, token)
+            with pytest.raises(Unauthenticated, match="sign in again"):
+                await auth.session_grant(conn, token)
+
+            short, _ = await auth.open_session(conn, key, timedelta(microseconds=1))
+            await asyncio.sleep(0.01)
+            with pytest.raises(Unauthenticated):
+                await auth.session_grant(conn, short)
+
+            live, _ = await auth.open_session(conn, key, timedelta(hours=1))
+            await auth.revoke_api_key(conn, key.split("_")[1], "acme")
+            with pytest.raises(Unauthenticated):
+                await auth.session_grant(conn, live)
+            with pytest.raises(Unauthenticated):
+                await auth.open_session(conn, key, timedelta(hours=1))
+        finally:
+            await conn.close()
+
+    asyncio.run(scenario())

@@ -75,8 +75,8 @@ def test_adapting_for_a_small_machine(config: dict) -> None:
     for app in adapted["applications"]:
         assert app["runtime_env"]["env_vars"]["KIKI_PG_PORT"] == "6000"
         for dep in app["deployments"]:
-            # Shares capped at replica_cpus; the root, which asks for none, keeps none.
-            expected = 0.0 if app["name"] == "root" else 0.05
+            # Shares capped at replica_cpus; the root and the console ask for none, keep none.
+            expected = 0.0 if app["name"] in ("root", "console") else 0.05
             assert dep["ray_actor_options"]["num_cpus"] == expected
             assert not dep["ray_actor_options"].get("num_gpus")
     serve_config.validate_strict(adapted)

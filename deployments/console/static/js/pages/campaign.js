@@ -1,0 +1,117 @@
+// One campaign: cumulative spend against its target curve, live (server-sent events from
+// SyncFlow after every bid-loop tick), what each platform was granted per tick, the newest
+// tick's decisions with their reasons, and the controls (start, pause, stop, budget, max bid;
+// daily and per-platform caps in SyncShield).
+import { api } from "../api.js";
+import { h, field, money, micros, badge, table, needs, attempt, toast } from "../ui.js";
+import { timeChart } from "../chart.js";
+
+const ACTIONS = { draft: ["start", "stop"], running: ["pause", "stop"], paused: ["start", "stop"], stopped: [] };
+
+export async function render(main, [id]) {
+  const path = `/flow/api/v1/campaigns/${encodeURIComponent(id)}`;
+  let campaign = await api(path);
+  const pacing = await api(`${path}/pacing`);
+  const head = h("div");
+  const spendChart = timeChart("Cumulative spend against the target curve", ["Spent", "Target"],
+    { dashed: ["Target"], yLabel: campaign.budget.currency });
+  const platformNames = [...campaign.platforms].sort();
+  const grantChart = timeChart("Granted per tick, by platform", platformNames, { yLabel: campaign.budget.currency });
+  const decisions = h("div");
+  const ticks = h("span", { "data-testid": "points" });
+  const controls = h("div");
+  main.replaceChildren(head, controls, h("div", { class: "grid" }, spendChart.el, grantChart.el),
+    h("p", { class: "muted" }, "Ticks shown: ", ticks),
+    h("h2", {}, "Newest decisions"), decisions);
+
+  const points = [];
+  function drawHead() {
+    head.replaceChildren(
+      h("h1", {}, campaign.name, " ", badge(campaign.status)),
+      h("div", { class: "kpis" },
+        h("div", { class: "kpi" }, h("b", {}, money(campaign.budget)), h("span", {}, "budget")),
+        h("div", { class: "kpi" }, h("b", {}, money(campaign.spent)), h("span", {}, "spent")),
+        h("div", { class: "kpi" }, h("b", {}, `${campaign.goal.kind.toUpperCase()} ${campaign.goal.target}`), h("span", {}, "goal")),
+        h("div", { class: "kpi" }, h("b", {}, campaign.max_bid ? money(campaign.max_bid) : "none"), h("span", {}, "max bid"))));
+  }
+
+  function draw(view) {
+    points.push(...view.points);
+    if (view.points.length) {
+      const last = view.points.at(-1);
+      campaign = { ...campaign, spent: { amount: String(last.spent_micros / 1e6), currency: view.currency } };
+      drawHead();
+    }
+    const cur = view.currency;
+    const xs = points.map((p) => Date.parse(p.at) / 1000);
+    spendChart.set([xs, points.map((p) => p.spent_micros / 1e6), points.map((p) => p.target_micros / 1e6)],
+      points.length ? `Spent ${micros(points.at(-1).spent_micros, cur)} against a target of ${micros(points.at(-1).target_micros, cur)} after ${points.length} ticks.` : "No ticks yet.");
+    grantChart.set([xs, ...platformNames.map((p) => points.map((pt) => (pt.reserved_micros[p] ?? 0) / 1e6))],
+      "What SyncShield granted each platform per tick.");
+    ticks.textContent = String(points.length);
+    if (view.decisions.length) {
+      decisions.replaceChildren(table([
+        { label: "Time", cell: (d) => new Date(d.decided_at).toLocaleTimeString() },
+        { label: "Ad group", cell: (d) => d.ad_group_id },
+        { label: "Platform", cell: (d) => d.platform },
+        { label: "Bid", num: true, cell: (d) => micros(d.bid_micros, cur) },
+        { label: "Multiplier", num: true, cell: (d) => d.pacing_multiplier.toFixed(3) },
+        { label: "Granted", num: true, cell: (d) => micros(d.reserved_micros, cur) },
+        { label: "Reason", cell: (d) => d.reason },
+        { label: "Platform said", cell: (d) => d.connector_result },
+      ], view.decisions, "Newest decisions"));
+    } else if (!points.length) {
+      decisions.replaceChildren(h("p", { class: "muted" }, "No decisions yet: a campaign decides while it is running and inside its schedule."));
+    }
+    if (view.status !== campaign.status) { campaign = { ...campaign, status: view.status }; drawHead(); drawControls(); }
+  }
+
+  async function act(action) {
+    const updated = await attempt(() => api(`${path}/${action}`, { method: "POST" }), `Campaign: ${action}`);
+    if (updated) { campaign = updated; drawHead(); drawControls(); }
+  }
+
+  function drawControls() {
+    const buttons = (ACTIONS[campaign.status] || []).map((a) =>
+      h("button", { type: "button", class: a === "stop" ? "danger" : null, onclick: () => act(a) }, a[0].toUpperCase() + a.slice(1)));
+    const budget = h("input", { name: "budget", inputmode: "decimal", value: campaign.budget.amount, required: true });
+    const maxBid = h("input", { name: "max_bid", inputmode: "decimal", value: campaign.max_bid ? campaign.max_bid.amount : "" });
+    const edit = h("form", { class: "inline card", "aria-label": "Budget and max bid" },
+      field(`Budget (${campaign.budget.currency})`, budget), field("Max bid", maxBid), h("button", { type: "submit" }, "Save"));
+    edit.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { budget: budget.value.trim() };
+      if (maxBid.value.trim()) body.max_bid = maxBid.value.trim();
+      const updated = await attempt(() => api(path, { method: "PATCH", body }), "Saved");
+      if (updated) { campaign = updated; drawHead(); }
+    });
+    const daily = h("input", { name: "daily_budget", inputmode: "decimal" });
+    const caps = h("form", { class: "inline card", "aria-label": "Caps in SyncShield" },
+      field("Daily cap", daily), h("button", { type: "submit" }, "Set daily cap"));
+    caps.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      await attempt(() => api(`/shield/api/v1/budget/${encodeURIComponent(id)}`, { method: "PATCH", body: { daily_budget: daily.value.trim() } }), "Daily cap set");
+    });
+    controls.replaceChildren(
+      needs("write", h("div", { class: "actions", role: "group", "aria-label": "Campaign actions" }, buttons)) || "",
+      needs("write", campaign.status === "stopped" ? null : edit) || "",
+      needs("admin", caps) || "");
+  }
+
+  drawHead();
+  drawControls();
+  draw(pacing);
+
+  // Each (re)connection asks only for the ticks after the newest one drawn.
+  let stream = null;
+  let retry = null;
+  function listen() {
+    const after = points.length ? `?after=${encodeURIComponent(points.at(-1).at)}` : "";
+    stream = new EventSource(`${path}/pacing/stream${after}`);
+    stream.addEventListener("pacing", (ev) => draw(JSON.parse(ev.data)));
+    stream.addEventListener("ended", (ev) => { stream.close(); toast(ev.data); });
+    stream.addEventListener("error", () => { stream.close(); retry = setTimeout(listen, 3000); });
+  }
+  listen();
+  return () => { clearTimeout(retry); stream.close(); };
+}
