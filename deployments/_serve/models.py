@@ -8,11 +8,12 @@ registry TTL, without a restart."""
 from datetime import date, datetime
 from typing import Annotated, Any, Self
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, Field
 
 from deployments._serve.api import DecimalJSONRoute
 from deployments._serve.deps import Admin, Connection, Reader
+from kiki.db.values import INT4_MAX
 from kiki.model_registry import ModelRecord, ModelRegistry
 
 
@@ -48,7 +49,8 @@ def models_router(registry: ModelRegistry) -> APIRouter:
 
     @router.post("/{version}/promote", response_model=ModelView)
     async def promote(
-        version: int,
+        # A version PostgreSQL's integer can hold: a larger one was a 500 (kiki bench fuzz).
+        version: Annotated[int, Path(ge=1, le=INT4_MAX)],
         tenant: Admin,
         conn: Connection,
         body: Annotated[Promotion | None, Body()] = None,

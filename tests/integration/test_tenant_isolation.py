@@ -140,6 +140,7 @@ CASES: dict[Key, Case] = {
         params=BUDGET, json={"budget": "1"}, watch=("budget",)
     ),
     "shield GET /api/v1/budget/{campaign_id}": Reach(params=BUDGET),
+    "shield GET /api/v1/budgets": Browse(query={"campaign_id": "<budget>"}),
     "shield POST /api/v1/budget/{campaign_id}/unblock": Reach(params=BUDGET, watch=("budget",)),
     "shield POST /api/v1/check": Reach(json={**BUDGET, "bid_amount": "1", "platform": "meta"}),
     "shield POST /api/v1/reserve": Reach(
@@ -198,12 +199,32 @@ CASES: dict[Key, Case] = {
         watch=("prediction",),
     ),
     "value GET /api/v1/drift": Browse(query={"as_of": AS_OF}, expect=(404,)),
+    # Both tenants have models, each its own version 1 in production: B's promote of version 1
+    # is refused as already serving, its rollback as having nothing before it; A's stay put.
+    **{f"{app} GET /api/v1/models": Browse() for app in ("value", "engage")},
+    **{
+        f"{app} POST /api/v1/models/{{version}}/promote": Own(
+            params={"version": "1"}, expect=(409,), watch=(f"{app}_models",)
+        )
+        for app in ("value", "engage")
+    },
+    **{
+        f"{app} POST /api/v1/models/rollback": Own(expect=(409,), watch=(f"{app}_models",))
+        for app in ("value", "engage")
+    },
     # flow
     "flow POST /api/v1/campaigns": Reuse(
         json=spec("<campaign>", name=BRAVO), expect=(201,), watch=("campaign",)
     ),
     "flow GET /api/v1/campaigns": Browse(),
     "flow GET /api/v1/campaigns/{campaign_id}": Reach(params={"campaign_id": "<campaign>"}),
+    "flow GET /api/v1/campaigns/{campaign_id}/pacing": Reach(
+        params={"campaign_id": "<live_campaign>"}
+    ),
+    # An unknown campaign is a 404 before any stream starts, so the walk gets an answer.
+    "flow GET /api/v1/campaigns/{campaign_id}/pacing/stream": Reach(
+        params={"campaign_id": "<live_campaign>"}
+    ),
     "flow PATCH /api/v1/campaigns/{campaign_id}": Reach(
         params={"campaign_id": "<campaign>"}, json={"name": BRAVO}, watch=("campaign",)
     ),
@@ -237,6 +258,7 @@ CASES: dict[Key, Case] = {
         },
         watch=("experiment",),
     ),
+    "create GET /api/v1/experiments": Browse(),
     "create GET /api/v1/placements": Own(),
     "create GET /api/v1/model": Own(),
     "create GET /metrics": Public(),
@@ -410,6 +432,13 @@ CASES: dict[Key, Case] = {
         expect=(409,),
         watch=("invoice",),
     ),
+    # PayPal's events are signed like Stripe's; this platform has no PayPal credentials, so
+    # every event is refused before anything is looked up.
+    "billing POST /webhooks/paypal": Public(
+        json={"event_type": "CHECKOUT.ORDER.APPROVED", "resource": {"id": "<invoice>"}},
+        expect=(409,),
+        watch=("invoice",),
+    ),
 }
 
 # A's things as A reads them: the same before and after B's calls.
@@ -446,6 +475,8 @@ READS = {
     "subscription": Request("billing", "GET", "/api/v1/subscriptions/{sub_id}", SUB),
     "invoice": Request("billing", "GET", "/api/v1/invoices/{invoice_id}", INVOICE),
     "endpoints": Request("billing", "GET", "/api/v1/webhook-endpoints"),
+    "value_models": Request("value", "GET", "/api/v1/models"),
+    "engage_models": Request("engage", "GET", "/api/v1/models"),
 }
 # The walk's order: B's lists are compared with its baseline before B makes anything of its
 # own (`Own` cases make some), and B reuses A's ids last.
