@@ -93,10 +93,19 @@ class TickMetrics:
         )
         for metric in (self.tick_ms, self.decisions, self.slow, self.last_tick):
             metric.set_default_tags(tags)
+        self._last_tick_at: float | None = None
 
     def alive(self) -> None:
         """The wall-clock loop completed a tick (or started)."""
-        self.last_tick.set(time.time())
+        self._last_tick_at = time.time()
+        self.last_tick.set(self._last_tick_at)
+
+    async def keep_exported(self) -> None:
+        """Set the last tick's time again. Ray's metrics agent drops a gauge that was not set
+        within two export intervals (20 s by default), and a stalled loop sets none: without
+        this the stall alert's series would vanish just when it matters (seen in CI)."""
+        if self._last_tick_at is not None:
+            self.last_tick.set(self._last_tick_at)
 
     def record(self, ms: float, decisions: int, tick_s: float) -> bool:
         """Record one tick; True when it overran its interval."""

@@ -165,6 +165,8 @@ class BidLoopShard:
         if self.config.autorun:
             self._metrics.alive()  # the stall alert counts from the loop's start
             self._supervisor.start("tick_loop", self._run)
+            # Apart from the loop, so a stalled loop's last tick stays exported.
+            self._supervisor.start_every("tick_metrics", 5.0, self._metrics.keep_exported)
 
     @command("bidloop")
     async def reload(self) -> int:
