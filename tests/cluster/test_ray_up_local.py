@@ -1,17 +1,24 @@
 """cluster.local.yaml is real: cluster.yaml's node types as Ray's fake multi-node cluster on
-this machine, serve_config.yaml deployed on it with `serve deploy`, requests through the proxy.
+this machine, KIKI put on it with `kiki up` from a shell holding RAY_ADDRESS, requests through
+the proxy, `kiki status` showing where everything runs, `kiki down` taking it all off.
 
 Everything runs as the user's commands would, in subprocesses. `ray up`/`ray down` cannot
 drive this provider in Ray 2.60 (cluster.local.yaml says why), so the head starts as Ray
 documents the fake cluster: `RAY_FAKE_CLUSTER=1 ray start --head --block
 --autoscaling-config=...`. Its autoscaler starts the other nodes as raylets of its own process
 group, so ending that group takes the whole cluster down without `ray stop`, which would also
-stop the other Ray clusters on this machine.
+stop the other Ray clusters on this machine. The head's 2 CPUs cannot hold the YAML's requests
+(about 5.5 CPUs for the six apps), so the deploy proves `kiki up` kept them: the autoscaler
+adds workers and the replicas land on several nodes. Then GPU autoscaling: a generate request
+brings a GPU node for a `CreativeGenerator` replica, and idleness takes both away (scale-down
+delays shortened; on this CPU-only machine torch runs the tiny pipeline on the CPU, even on
+the "GPU" node). (`serve deploy serve_config.yaml` is tests/cluster/test_multi_node.py's.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -28,18 +35,29 @@ import httpx
 import pytest
 import yaml
 
+from actors.registry import kiki_actors
 from kiki.auth import authenticate
-from kiki.config import SERVICES, Settings
+from kiki.config import APPS, SERVICES, Settings
 from kiki.db.embedded import free_port, port_in_use
 from kiki.db.pool import connect
 from kiki.value import registry
 from kiki.value.features import FEATURE_NAMES
-from tests.cluster.nodes import apps_running, wait_for
+from launcher.dashboard import ServeRest, nodes, state_api
+from tests.cluster.nodes import node_env, wait_for
 from tests.conftest import REPO, S3Server
 from tests.integration.test_value_api import CUT, synthetic_purchases, tiny_model
 
 BIN = Path(sys.executable).parent
 DEADLINE_S = 420  # head start, worker nodes added on demand, six apps deployed on 2 cores
+GENERATOR = "CreativeGenerator"
+
+
+def kiki(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """`kiki ARGS` as the user runs it; it must succeed."""
+    done = subprocess.run([str(BIN / "kiki"), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    assert done.returncode == 0, f"kiki {' '.join(args)}: {done.stdout}{done.stderr}"
+    return done
 
 
 def shield_allocate(api: httpx.Client) -> None:
@@ -92,13 +110,11 @@ class FakeCluster:
     temp_dir: str
     gcs_port: int
     dashboard: str
-    http_port: int
-    env: dict[str, str]
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(BIN / args[0]), *args[1:]],
-            env=self.env, capture_output=True, text=True, timeout=timeout,
+            env=node_env(), capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
 
     def processes(self) -> list[int]:
@@ -132,9 +148,8 @@ class FakeCluster:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _copy_with_ports(name: str, temp_dir: str, edit: Callable[[dict], None]) -> str:
-    """A copy of a repository YAML with only its ports changed (the fixed ones may be busy on
-    a shared machine)."""
+def _edited_copy(name: str, temp_dir: str, edit: Callable[[dict], None]) -> str:
+    """A copy of a repository YAML with `edit` applied."""
     data = yaml.safe_load((REPO / name).read_text())
     edit(data)
     path = os.path.join(temp_dir, name)
@@ -143,28 +158,24 @@ def _copy_with_ports(name: str, temp_dir: str, edit: Callable[[dict], None]) -> 
 
 
 @contextmanager
-def fake_cluster(pg_url: str, store: dict[str, str]) -> Iterator[tuple[FakeCluster, str]]:
-    """The head of cluster.local.yaml's cluster, and a serve_config.yaml copy on free ports."""
+def fake_cluster(pg_url: str, store: dict[str, str]) -> Iterator[FakeCluster]:
+    """The head of cluster.local.yaml's cluster, on free ports."""
     temp_dir = tempfile.mkdtemp(prefix="kr", dir="/tmp")  # short: Ray's socket paths are long
-    gcs_port, http_port, grpc_port = free_port(), free_port(), free_port()
-    dashboard_port = free_port()
-    cluster_yaml = _copy_with_ports(
-        "cluster.local.yaml", temp_dir,
-        lambda c: c["provider"].update(gcs_address=f"127.0.0.1:{gcs_port}"),
-    )  # fmt: skip
+    gcs_port, dashboard_port = free_port(), free_port()
 
-    def serve_ports(config: dict) -> None:
-        config["http_options"]["port"] = http_port
-        config["grpc_options"]["port"] = grpc_port
+    def quick(cluster: dict) -> None:
+        """Free ports (the fixed ones may be busy on a shared machine), and an idle node
+        removed after 6 s instead of a minute."""
+        cluster["provider"]["gcs_address"] = f"127.0.0.1:{gcs_port}"
+        cluster["idle_timeout_minutes"] = 0.1
 
-    serve_yaml = _copy_with_ports("serve_config.yaml", temp_dir, serve_ports)
+    cluster_yaml = _edited_copy("cluster.local.yaml", temp_dir, quick)
     head = yaml.safe_load((REPO / "cluster.local.yaml").read_text())
     head_resources = head["available_node_types"][head["head_node_type"]]["resources"]
-    # As a user's shell would be: nothing of this session's own Serve settings. Every node
-    # starts from the head's environment, so its replicas get KIKI_DATABASE_URL.
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
-    env = {**inherited, "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "token",
-           "KIKI_DATABASE_URL": pg_url, **store}  # fmt: skip
+    # As a user's shell would be: nothing of this session's own settings. Every node starts
+    # from the head's environment, so its replicas get KIKI_DATABASE_URL and the store.
+    env = node_env(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", HF_HUB_OFFLINE="1",
+                   KIKI_DATABASE_URL=pg_url, **store)  # fmt: skip
     log = open(os.path.join(temp_dir, "head.log"), "wb")  # noqa: SIM115 - the head's lifetime
     process = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
@@ -174,57 +185,56 @@ def fake_cluster(pg_url: str, store: dict[str, str]) -> Iterator[tuple[FakeClust
          f"--autoscaling-config={cluster_yaml}", "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    cluster = FakeCluster(
-        process, temp_dir, gcs_port, f"http://127.0.0.1:{dashboard_port}", http_port, env
-    )
+    cluster = FakeCluster(process, temp_dir, gcs_port, f"http://127.0.0.1:{dashboard_port}")
     try:
-        yield cluster, serve_yaml
+        yield cluster
     finally:
         cluster.down()
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _serve_deploy(cluster: FakeCluster, serve_yaml: str, deadline: float) -> None:
-    while True:
-        deploy = cluster.run("serve", "deploy", serve_yaml, "-a", cluster.dashboard)
-        if deploy.returncode == 0:
-            return
-        assert cluster.head.poll() is None, "the head exited; see head.log in its temp dir"
-        assert time.monotonic() < deadline, deploy.stderr[-2000:]
-        time.sleep(2)  # the dashboard is still starting
+def quick_generator(config: dict) -> None:
+    """serve_config.yaml with the GPU generator scaled to zero 2 s after its last request
+    (300 s in the YAML), so the test sees its GPU node go."""
+    create = next(a for a in config["applications"] if a["name"] == "create")
+    generator = next(d for d in create["deployments"] if d["name"] == GENERATOR)
+    generator["autoscaling_config"].update(downscale_delay_s=2, upscale_delay_s=0)
 
 
-@pytest.mark.timeout(DEADLINE_S + 180)
-def test_fake_cluster_serves_serve_config(
+def alive_kiki_actors(dashboard: str) -> list[str]:
+    return [a.name or a.actor_id for a in kiki_actors(state_api(dashboard)) if a.state == "ALIVE"]
+
+
+@pytest.mark.timeout(DEADLINE_S + 480)
+def test_kiki_up_status_down_on_the_fake_cluster(
     fresh_db: str, s3_server: S3Server, tmp_path: Path
 ) -> None:
-    created = subprocess.run(
-        [str(BIN / "kiki"), "keys", "create", "--tenant", "cluster-test"],
-        env={**os.environ, "KIKI_DATABASE_URL": fresh_db}, capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
-    api_key = created.stdout.strip()
     store = {
         "KIKI_ARTIFACTS_URL": f"s3://{s3_server.bucket()}/kiki",
         "KIKI_ARTIFACTS_ENDPOINT_URL": s3_server.endpoint_url,
     }
-    settings = Settings(
-        home=tmp_path, artifacts_url=store["KIKI_ARTIFACTS_URL"],
-        artifacts_endpoint_url=store["KIKI_ARTIFACTS_ENDPOINT_URL"],
-    )  # fmt: skip
-    asyncio.run(register_model(fresh_db, api_key, settings, tmp_path / "model"))
-
-    with fake_cluster(fresh_db, store) as (cluster, serve_yaml):
-        deadline = time.monotonic() + DEADLINE_S
-        _serve_deploy(cluster, serve_yaml, deadline)
-        wait_for(
-            lambda: apps_running(cluster.run("serve", "status", "-a", cluster.dashboard).stdout),
-            max(1.0, deadline - time.monotonic()), "every app RUNNING", every_s=3,
+    http_port = free_port()
+    with fake_cluster(fresh_db, store) as cluster:
+        # The user's shell on a node of the cluster: RAY_ADDRESS, the database, the store.
+        env = node_env(
+            RAY_ADDRESS=f"127.0.0.1:{cluster.gcs_port}", KIKI_DATABASE_URL=fresh_db,
+            KIKI_HOME=str(tmp_path / "home"), KIKI_HTTP_PORT=str(http_port),
+            KIKI_GRPC_PORT=str(free_port()), **store,
+            KIKI_SERVE_CONFIG=_edited_copy("serve_config.yaml", cluster.temp_dir, quick_generator),
         )  # fmt: skip
+        api_key = kiki(["keys", "create", "--tenant", "cluster-test"], env).stdout.strip()
+        settings = Settings(
+            home=tmp_path, artifacts_url=store["KIKI_ARTIFACTS_URL"],
+            artifacts_endpoint_url=store["KIKI_ARTIFACTS_ENDPOINT_URL"],
+        )  # fmt: skip
+        asyncio.run(register_model(fresh_db, api_key, settings, tmp_path / "model"))
 
-        base = f"http://127.0.0.1:{cluster.http_port}"
+        up = kiki(["up", "--detach", "--no-demo"], env, timeout=DEADLINE_S)
+        assert "CPU and GPU as serve_config.yaml asks" in up.stdout, up.stdout
+        assert up.stdout.count("healthy") == len(APPS), up.stdout
+
+        base = f"http://127.0.0.1:{http_port}"
         for app in SERVICES:
             resp = httpx.get(f"{base}/{app}/health", timeout=30)
             assert resp.status_code == 200, (app, resp.text)
@@ -234,9 +244,56 @@ def test_fake_cluster_serves_serve_config(
             for request in REQUESTS:
                 request(api)
 
-        # The apps did not all fit on the head: the autoscaler added worker nodes.
+        # The apps did not all fit on the head: the autoscaler added worker nodes, and
+        # `kiki status` shows the replicas on several of them and every actor placed.
         status = cluster.run("ray", "status", f"--address=127.0.0.1:{cluster.gcs_port}")
         assert "cpu_worker" in status.stdout, status.stdout + status.stderr
+        report = json.loads(kiki(["status", "--json"], env).stdout)
+        assert report["placement_error"] is None, report
+        replicas = [p for p in report["placement"] if p["kind"] == "replica"]
+        actors = [p for p in report["placement"] if p["kind"] == "actor"]
+        assert {r["name"].split("/")[0] for r in replicas} == set(APPS)
+        assert len({r["node_id"] for r in replicas}) >= 2, replicas
+        assert all(r["node_ip"] for r in replicas), replicas
+        assert actors and all(a["node_id"] and a["node_ip"] for a in actors), actors
+        assert sorted(a["name"] for a in actors) == sorted(alive_kiki_actors(cluster.dashboard))
+        text = kiki(["status"], env).stdout
+        assert "replica create/CreateIngress" in text and "NODE" in text, text
+
+        # GPU autoscaling: no GPU node until a generate request needs a generator replica
+        # (the YAML's `num_gpus: 1` kept at zero replicas), none once it has been idle.
+        def gpu_nodes() -> list[str]:
+            alive = [n for n in nodes(state_api(cluster.dashboard)) if n.state == "ALIVE"]
+            return [n.node_id for n in alive if (n.resources_total or {}).get("GPU")]
+
+        def generators() -> list[tuple[str, str]]:
+            app = ServeRest(cluster.dashboard).details().applications["create"]
+            return [(r.node_id or "", str(r.state.value))
+                    for r in app.deployments[GENERATOR].replicas]  # fmt: skip
+
+        assert gpu_nodes() == [] and generators() == []
+        body = {
+            "product": {"name": "Test Product"},
+            "brand": {"name": "TechCorp", "primary_colors": ["#3b82f6"]},
+            "platform": "tiktok_9_16", "variants": 1, "steps": 2,
+        }  # fmt: skip
+        made = httpx.post(
+            f"{base}/create/api/v1/generate", json=body, headers={"X-API-Key": api_key}, timeout=300
+        )  # a node to add, a replica to start, the pipeline to build
+        assert made.status_code == 201, made.text
+        (gpu_node,) = wait_for(gpu_nodes, 10, "the GPU node the autoscaler added")
+        assert generators() == [(gpu_node, "RUNNING")], gpu_node
+        wait_for(lambda: not generators() and not gpu_nodes(), 120,
+                 "the idle generator replica and its GPU node gone", every_s=2)  # fmt: skip
+
+        assert "KIKI stopped." in kiki(["down"], env).stdout
+        apps = ServeRest(cluster.dashboard).details().applications
+        assert not set(apps) & set(APPS), sorted(apps)
+        wait_for(lambda: not alive_kiki_actors(cluster.dashboard), 30, "no KIKI actor alive")
+        # Again with no `kiki up` behind it (after `serve deploy` or `serve shutdown`): the
+        # same clean-up, idempotent.
+        again = kiki(["down"], env).stdout
+        assert "KIKI is off the cluster." in again and "none left" in again, again
 
         cluster.down()
         assert cluster.processes() == []
