@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from kiki.artifacts import ArtifactStore
 from kiki.config import Settings
+
 AHEAD_DAYS = 2  # partitions made ahead of today: a missed run or two never stalls a writer
 EXPORT_BATCH_ROWS = 50_000  # rows per fetch and per Parquet row group: bounded memory
 _LOCK_ID = 0x4B494B4952455445  # one retention run at a time across the cluster ("KIKIRETE")
@@ -210,7 +211,7 @@ async def waiting_days(conn: asyncpg.Connection, policy: Policy) -> list[date]:
         return []
     # Names from POLICIES, never from input.
     rows = await conn.fetch(
-        f"SELECT DISTINCT (\"{policy.column}\" AT TIME ZONE 'UTC')::date FROM \"{fallback}\""  # nosec B608
+        f'SELECT DISTINCT ("{policy.column}" AT TIME ZONE \'UTC\')::date FROM "{fallback}"'  # nosec B608
     )
     return sorted(r[0] for r in rows)
 
@@ -269,8 +270,8 @@ async def run(
             parts = await partitions(conn, table)
             have = {p.day for p in parts}
             ahead = [today + timedelta(days=n) for n in range(ahead_days + 1)]
-            missing = sorted({d for d in ahead if d not in have}
-                             | {d for d in await waiting_days(conn, policy) if d not in have})  # fmt: skip
+            waiting = await waiting_days(conn, policy)
+            missing = sorted({d for d in [*ahead, *waiting] if d not in have})
             report.created += [partition_name(table, d) for d in missing]
             if not dry_run:
                 await ensure_days(conn, table, missing)

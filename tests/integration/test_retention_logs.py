@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -76,7 +76,7 @@ async def old_rows(conn: asyncpg.Connection, tenant: UUID) -> None:
     )  # fmt: skip
 
 
-def test_the_logs_partition_in_place_keep_their_keys_across_days_and_retention_spares_what_is_needed(
+def test_logs_partition_in_place_keys_hold_across_days_and_retention_spares_what_is_needed(
     fresh_db: str, tmp_path: Path
 ) -> None:
     store = ArtifactStore(url=(tmp_path / "store").as_uri(), cache_dir=tmp_path / "cache")
