@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -119,12 +119,13 @@ def test_logs_partition_in_place_keys_hold_across_days_and_retention_spares_what
             assert await conn.fetchval("SELECT count(*) FROM billing_events") == 6
 
             # A row for a day without a partition waits in DEFAULT, its key already taken.
-            await conn.execute(
-                """INSERT INTO billing_events (tenant_id, transaction_id, customer_id,
-                       metric_code, occurred_at, received_at)
-                   VALUES ($1, 'future-1', 'bob', 'api_calls', $2, $2)""",
-                tenant.id, datetime(2031, 5, 17, 8, tzinfo=UTC),
-            )  # fmt: skip
+            # Written by plain SQL (not metering): the trigger keeps the key, and skips a retry.
+            raw = """INSERT INTO billing_events (tenant_id, transaction_id, customer_id,
+                         metric_code, occurred_at, received_at)
+                     VALUES ($1, 'future-1', 'bob', 'api_calls', $2, $2)"""
+            future = datetime(2031, 5, 17, 8, tzinfo=UTC)
+            assert await conn.execute(raw, tenant.id, future) == "INSERT 0 1"
+            assert await conn.execute(raw, tenant.id, future + timedelta(days=1)) == "INSERT 0 0"
             assert (await per_partition(conn, "billing_events"))["billing_events_default"] == 1
 
             # Messages: the 1st's key refuses a message today, as the unique index did.

@@ -111,8 +111,12 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
+-- kiki.billing.metering writes the keys of a batch itself, set-based, and says so for its
+-- transaction (the per-row trigger cost about 30 % of ingest throughput); any other writer
+-- gets the trigger.
 CREATE TRIGGER billing_events_once BEFORE INSERT ON billing_events
-FOR EACH ROW EXECUTE FUNCTION billing_events_once();
+FOR EACH ROW WHEN (current_setting('kiki.billing_event_keys', true) IS DISTINCT FROM 'written')
+EXECUTE FUNCTION billing_events_once();
 
 CREATE FUNCTION billing_events_free_key() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
