@@ -178,7 +178,9 @@ def test_kiki_db_retention(fresh_db: str, tmp_path: Path, monkeypatch: pytest.Mo
     runner = CliRunner()
     dry = runner.invoke(main, ["db", "retention", "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert "keeping 3650 days; 0 older partitions" in dry.output
+    assert "flow_decisions: keeping 3650 days; 0 older partitions" in dry.output
+    assert "billing_events: keeping all days" in dry.output  # the default: 0 = forever
+    assert "engage_messages: keeping 90 days; 0 older partitions" in dry.output
     monkeypatch.setenv("KIKI_DECISIONS_RETENTION_DAYS", "1")
     dry = runner.invoke(main, ["db", "retention", "--dry-run"])
     assert dry.exit_code == 0 and "would export and drop flow_decisions_20260101" in dry.output

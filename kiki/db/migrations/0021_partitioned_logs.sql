@@ -7,7 +7,8 @@
 -- A unique index on a partitioned table must contain the partition key, so the all-time
 -- idempotency keys of billing_events (tenant_id, transaction_id) and engage_messages
 -- (tenant_id, idempotency_key) move to small unpartitioned key tables, written by a trigger in
--- the inserting statement's own transaction: a key seen on any day of the kept ones stops a
+-- the inserting statement's own transaction (or, for usage ingest, by kiki.billing.metering in
+-- the same statement, set-based): a key seen on any day of the kept ones stops a
 -- second row, as the unique index did. billing_events skips the duplicate row (ON CONFLICT DO
 -- NOTHING's behaviour, so its row count still says how many were new); engage_messages raises
 -- unique_violation (its unique index's behaviour). Deleting a row (an erasure) frees its key,
