@@ -66,17 +66,20 @@ BEGIN
     RETURN child;
 END $$;
 
--- The partitions of every day `parent` holds rows of (its old rows, in `source`), and of today
--- and the next two days.
-CREATE FUNCTION kiki_partition_days_of(parent text, source text, key text) RETURNS void
+-- The new partitioned `parent` filled with the old table's rows (`source`, partitioned on
+-- `key`): its DEFAULT partition, a partition for every day with rows and for today and the
+-- next two days, then the rows.
+CREATE FUNCTION kiki_fill_by_day(parent text, source text, key text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    EXECUTE format('CREATE TABLE %I PARTITION OF %I DEFAULT', parent || '_default', parent);
     EXECUTE format(
         'SELECT kiki_day_partition(%L, day) FROM (
              SELECT DISTINCT (%I AT TIME ZONE ''UTC'')::date AS day FROM %I
              UNION SELECT (now() AT TIME ZONE ''UTC'')::date + ahead
                    FROM generate_series(0, 2) AS ahead) AS days',
         parent, key, source);
+    EXECUTE format('INSERT INTO %I SELECT * FROM %I', parent, source);
 END $$;
 
 -- billing_events ------------------------------------------------------------------------------
@@ -94,9 +97,7 @@ CREATE TABLE billing_events (
     LIKE billing_events_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS,
     FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
 ) PARTITION BY RANGE (received_at);
-CREATE TABLE billing_events_default PARTITION OF billing_events DEFAULT;
-SELECT kiki_partition_days_of('billing_events', 'billing_events_unpartitioned', 'received_at');
-INSERT INTO billing_events SELECT * FROM billing_events_unpartitioned;
+SELECT kiki_fill_by_day('billing_events', 'billing_events_unpartitioned', 'received_at');
 INSERT INTO billing_event_keys
 SELECT tenant_id, transaction_id, received_at FROM billing_events_unpartitioned;
 DROP TABLE billing_events_unpartitioned;
@@ -150,9 +151,7 @@ CREATE TABLE engage_messages (
     FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
 ) PARTITION BY RANGE (created_at);
 ALTER SEQUENCE engage_messages_id_seq OWNED BY engage_messages.id;
-CREATE TABLE engage_messages_default PARTITION OF engage_messages DEFAULT;
-SELECT kiki_partition_days_of('engage_messages', 'engage_messages_unpartitioned', 'created_at');
-INSERT INTO engage_messages SELECT * FROM engage_messages_unpartitioned;
+SELECT kiki_fill_by_day('engage_messages', 'engage_messages_unpartitioned', 'created_at');
 INSERT INTO engage_message_keys
 SELECT tenant_id, idempotency_key, created_at FROM engage_messages_unpartitioned;
 DROP TABLE engage_messages_unpartitioned;
@@ -191,15 +190,13 @@ CREATE TABLE billing_webhook_deliveries (
     LIKE billing_webhook_deliveries_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS,
     FOREIGN KEY (endpoint_id) REFERENCES billing_webhook_endpoints(id) ON DELETE CASCADE
 ) PARTITION BY RANGE (created_at);
-CREATE TABLE billing_webhook_deliveries_default PARTITION OF billing_webhook_deliveries DEFAULT;
-SELECT kiki_partition_days_of(
+SELECT kiki_fill_by_day(
     'billing_webhook_deliveries', 'billing_webhook_deliveries_unpartitioned', 'created_at'
 );
-INSERT INTO billing_webhook_deliveries SELECT * FROM billing_webhook_deliveries_unpartitioned;
 DROP TABLE billing_webhook_deliveries_unpartitioned;
 -- ids are random UUIDs (gen_random_uuid): unique across days; the key carries the day.
 ALTER TABLE billing_webhook_deliveries ADD PRIMARY KEY (id, created_at);
 CREATE INDEX billing_webhook_deliveries_due ON billing_webhook_deliveries (next_attempt_at)
     WHERE status = 'pending';
 
-DROP FUNCTION kiki_partition_days_of(text, text, text);
+DROP FUNCTION kiki_fill_by_day(text, text, text);
