@@ -113,7 +113,7 @@ class RetrainerShell:
         async with pool.acquire() as conn:
             report = await retention.run(
                 conn, self.store, datetime.now(UTC).date(),
-                self.settings.decisions_retention_days, dry_run=dry_run,
+                retention.keep_days(self.settings), dry_run=dry_run,
             )  # fmt: skip
         return report.model_dump(mode="json")
 

@@ -185,6 +185,25 @@ class Settings(BaseSettings):
         description="days of the bid loop's audit trail kept in PostgreSQL; older days are "
         "exported to Parquet in the artifact store and dropped (`kiki db retention`)",
     )
+    billing_events_retention_days: int = Field(
+        0,
+        ge=0,
+        description="days of usage events (`billing_events`) kept in PostgreSQL; older days "
+        "no invoice still needs go to Parquet in the artifact store and are dropped. 0 = "
+        "forever (the default: invoices' supporting records may have to be kept for years)",
+    )
+    engage_messages_retention_days: int = Field(
+        90,
+        ge=0,
+        description="days of SyncEngage's message delivery log (`engage_messages`) kept; "
+        "older days go to Parquet in the artifact store and are dropped. 0 = forever",
+    )
+    webhook_deliveries_retention_days: int = Field(
+        90,
+        ge=0,
+        description="days of the tenants' webhook deliveries kept; older days without a "
+        "pending delivery go to Parquet in the artifact store and are dropped. 0 = forever",
+    )
     decision_log_max_bytes: int = Field(
         256 * 2**20,
         ge=0,

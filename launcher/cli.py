@@ -271,7 +271,7 @@ def status(as_json: bool) -> None:
 
 @main.group()
 def db() -> None:
-    """Database: migrations, backup and restore, retention of the audit trail."""
+    """Database: migrations, backup and restore, retention of the append-only tables."""
 
 
 db.add_command(db_backup)
@@ -294,10 +294,12 @@ def db_migrate() -> None:
 @db.command("retention")
 @click.option("--dry-run", is_flag=True, help="Say what would be created, exported and dropped.")
 def db_retention(dry_run: bool) -> None:
-    """Partitions of the next days ahead of time; every day of the audit trail older than
-    KIKI_DECISIONS_RETENTION_DAYS exported to Parquet in the artifact store
-    (KIKI_ARTIFACTS_URL) and dropped. The retraining actor runs the same every
-    KIKI_RETENTION_CHECK_S."""
+    """Partitions of the next days ahead of time; every day of a day-partitioned table older
+    than its retention (KIKI_DECISIONS_RETENTION_DAYS, KIKI_BILLING_EVENTS_RETENTION_DAYS,
+    KIKI_ENGAGE_MESSAGES_RETENTION_DAYS, KIKI_WEBHOOK_DELIVERIES_RETENTION_DAYS; 0 = forever)
+    exported to Parquet in the artifact store (KIKI_ARTIFACTS_URL) and dropped, unless rows
+    in it are still needed (usage not invoiced, a webhook pending). The retraining actor runs
+    the same every KIKI_RETENTION_CHECK_S."""
     settings = settings_or_exit()
     store = ArtifactStore.from_settings(settings)
 
@@ -305,8 +307,8 @@ def db_retention(dry_run: bool) -> None:
         conn = await connect(url)
         try:
             today = datetime.now(UTC).date()
-            days = settings.decisions_retention_days
-            return await retention.run(conn, store, today, days, dry_run=dry_run)
+            keep = retention.keep_days(settings)
+            return await retention.run(conn, store, today, keep, dry_run=dry_run)
         finally:
             await conn.close()
 
@@ -316,7 +318,12 @@ def db_retention(dry_run: bool) -> None:
         fail("another retention run holds the lock (the scheduled job?); try again later")
     verb = "would create" if dry_run else "created"
     click.echo(f"{verb} {len(report.created)} partitions ahead: {', '.join(report.created) or '-'}")
-    click.echo(f"keeping {report.keep_days} days; {len(report.expired)} older partitions")
+    for table, days in report.keep_days.items():
+        old = sum(p.table == table for p in report.expired)
+        kept = f"keeping {days} days; {old} older partitions" if days else "keeping all days"
+        click.echo(f"{table}: {kept}")
+    for h in report.held:
+        click.echo(f"  kept {h.partition}: {h.reason}")
     if dry_run:
         for p in report.expired:
             click.echo(f"  would export and drop {p.name}: ~{p.rows:,} rows, {p.bytes:,} bytes")

@@ -1,7 +1,7 @@
 """Usage events in: batches from tenants (`ingest`) and KIKI's own services (`record`).
 
-Exactly once: the primary key (tenant_id, transaction_id) is the guarantee. A batch is COPYed
-into a temporary table and moved with `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, so a
+Exactly once: the key table's primary key (tenant_id, transaction_id) is the guarantee. A
+batch is COPYed into a temporary table and moved with `INSERT ... ON CONFLICT DO NOTHING`, so a
 retried batch, or two overlapping batches at once, count each transaction once, and the answer
 says how many were new and how many were duplicates.
 
@@ -58,6 +58,11 @@ _TEMP = """CREATE TEMP TABLE IF NOT EXISTS billing_events_in (
     transaction_id text, customer_id text, metric_code text, occurred_at timestamptz,
     properties jsonb) ON COMMIT DELETE ROWS"""
 _COLUMNS = ("transaction_id", "customer_id", "metric_code", "occurred_at", "properties")
+# Exactly once across days: a batch's new keys go into billing_event_keys (its primary key is
+# the guarantee; billing_events is partitioned by day, see migration 0021) and only those
+# events into billing_events, set-based. The flag, for this transaction only, spares the
+# per-row trigger that does the same for any other writer.
+_KEYS_WRITTEN = "SELECT set_config('kiki.billing_event_keys', 'written', true)"
 
 
 def _json(properties: dict[str, Any]) -> str:
@@ -118,14 +123,19 @@ async def ingest(
                 for e in first  # a transaction_id twice in one batch: the first one counts
             ],
         )
+        await conn.execute(_KEYS_WRITTEN)
         status = await conn.execute(
-            """INSERT INTO billing_events (tenant_id, transaction_id, customer_id, metric_code,
+            """WITH fresh AS (
+                   INSERT INTO billing_event_keys (tenant_id, transaction_id, received_at)
+                   SELECT $1::uuid, transaction_id, clock_timestamp() FROM billing_events_in
+                   ORDER BY transaction_id  -- one key order for every batch: no deadlocks
+                   ON CONFLICT DO NOTHING
+                   RETURNING transaction_id, received_at)
+               INSERT INTO billing_events (tenant_id, transaction_id, customer_id, metric_code,
                                            occurred_at, properties, received_at)
-               SELECT $1::uuid, transaction_id, customer_id, metric_code, occurred_at,
-                      properties, clock_timestamp()
-               FROM billing_events_in
-               ORDER BY transaction_id  -- one key order for every batch: no deadlocks
-               ON CONFLICT DO NOTHING""",
+               SELECT $1::uuid, transaction_id, i.customer_id, i.metric_code, i.occurred_at,
+                      i.properties, fresh.received_at
+               FROM billing_events_in i JOIN fresh USING (transaction_id)""",
             tenant_id,
         )
     accepted = int(status.rsplit(" ", 1)[1])
@@ -179,15 +189,23 @@ async def record_many(
         await conn.execute(
             "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))", lock_key(owner)
         )
+        await conn.execute(_KEYS_WRITTEN)
         status = await conn.execute(
-            """INSERT INTO billing_events (tenant_id, transaction_id, customer_id, metric_code,
+            """WITH u AS (
+                   SELECT DISTINCT ON (transaction_id) * FROM unnest(
+                       $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+                   AS u(transaction_id, customer_id, metric_code, occurred_at, quantity)
+                   ORDER BY transaction_id),
+               fresh AS (
+                   INSERT INTO billing_event_keys (tenant_id, transaction_id, received_at)
+                   SELECT $1, transaction_id, clock_timestamp() FROM u ORDER BY transaction_id
+                   ON CONFLICT DO NOTHING
+                   RETURNING transaction_id, received_at)
+               INSERT INTO billing_events (tenant_id, transaction_id, customer_id, metric_code,
                                            occurred_at, properties, received_at)
-               SELECT $1, u.transaction_id, u.customer_id, u.metric_code, u.occurred_at,
-                      jsonb_build_object('quantity', u.quantity), clock_timestamp()
-               FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
-                    AS u(transaction_id, customer_id, metric_code, occurred_at, quantity)
-               ORDER BY u.transaction_id
-               ON CONFLICT DO NOTHING""",
+               SELECT $1, transaction_id, u.customer_id, u.metric_code, u.occurred_at,
+                      jsonb_build_object('quantity', u.quantity), fresh.received_at
+               FROM u JOIN fresh USING (transaction_id)""",
             owner,
             [u.transaction_id for u in usages],
             [str(u.tenant_id) for u in usages],

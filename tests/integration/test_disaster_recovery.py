@@ -7,6 +7,7 @@ after the backup are wholly absent."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import time
 import uuid
@@ -20,11 +21,12 @@ import ray
 from click.testing import CliRunner
 
 from actors.budget import BudgetClient
+from kiki.artifacts import ArtifactStore
 from kiki.auth import Tenant, ensure_tenant
 from kiki.billing import metering, repository, subscriptions
 from kiki.billing.closing import close_period
 from kiki.config import Settings
-from kiki.db import backup, migrate
+from kiki.db import backup, migrate, wal
 from kiki.db.embedded import EmbeddedPostgres, free_port
 from kiki.errors import FailedPrecondition
 from kiki.shield import store
@@ -32,7 +34,7 @@ from kiki.shield.book import BudgetBook, BudgetOp
 from kiki.shield.consent import ConsentRecord, record_consent
 from kiki.value.registry import LTV_MODELS
 from launcher.cli import main
-from tests.conftest import SUPPRESSIONS
+from tests.conftest import SUPPRESSIONS, S3Server
 from tests.integration.test_billing_close import FEB1, JAN1, MAR1, calls, catalog, customer
 
 CAP = 100_000_000
@@ -257,26 +259,29 @@ async def ledger_apply(url: str, book: BudgetBook, ops: list[BudgetOp]) -> datet
         await conn.close()
 
 
-async def archived_through(url: str) -> None:
-    """Close the current WAL segment and wait until the server has archived it."""
+async def last_segment(url: str) -> str:
+    """The WAL segment holding everything committed so far (the byte before the write
+    position: a position at a segment's start belongs to the segment before)."""
     conn = await asyncpg.connect(url)
     try:
-        segment = await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
-        for _ in range(300):
-            done = await conn.fetchval("SELECT last_archived_wal FROM pg_stat_archiver")
-            if done is not None and done >= segment:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"segment {segment} was not archived within 30 s")
+        return await conn.fetchval("SELECT pg_walfile_name(pg_current_wal_lsn() - 1)")
     finally:
         await conn.close()
 
 
-def test_point_in_time_recovery_keeps_a_batch_whole(tmp_path: Path) -> None:
+def test_point_in_time_recovery_from_wal_shipped_to_s3_while_writing(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    bucket = s3_server.bucket()
     settings = Settings(home=tmp_path / "home", pg_port=free_port(), wal_archive=True)
+    # A segment is archived within 1 s of a write (KIKI_WAL_ARCHIVE_TIMEOUT_S=1).
     server = EmbeddedPostgres(settings.pgdata, settings.pg_port, settings.wal_spool, 1)
     url = server.start()
-    env = {"KIKI_WAL_ARCHIVE": "1"}
+    env = {"KIKI_WAL_ARCHIVE": "1", "KIKI_ARTIFACTS_URL": f"s3://{bucket}/kiki",
+           "KIKI_ARTIFACTS_ENDPOINT_URL": s3_server.endpoint_url}  # fmt: skip
+    store = ArtifactStore(url=env["KIKI_ARTIFACTS_URL"], cache_dir=tmp_path / "cache",
+                          endpoint_url=s3_server.endpoint_url)  # fmt: skip
+    shipper = wal.WalShipper(settings.wal_spool, store)  # kiki up's, at its 5 s interval
     try:
         asyncio.run(migrate.migrate_url(url))
         tid = asyncio.run(seed_tenant(url))
@@ -287,15 +292,26 @@ def test_point_in_time_recovery_keeps_a_batch_whole(tmp_path: Path) -> None:
         ]
         asyncio.run(ledger_apply(url, book, allocate))
         base_url = kiki(["db", "backup", "--base"], settings, env).strip().splitlines()[-1]
-        assert "-base/" in base_url
+        assert base_url.startswith(f"s3://{bucket}/kiki/backups/") and "-base/" in base_url
 
-        # After the base backup: batch A, then the moment to recover to, then batch B.
+        # Shipping runs while the writes happen: batch A, the moment to recover to, batch B.
+        shipper.start()
         asyncio.run(ledger_apply(url, book, reserve(tid, "A", 2_000_000)))
         moment = asyncio.run(ledger_apply(url, book, []))
         time.sleep(0.05)
         asyncio.run(ledger_apply(url, book, reserve(tid, "B", 3_000_000)))
-        asyncio.run(archived_through(url))
-        assert "shipped" in kiki(["db", "archive-wal"], settings, env)
+        committed = time.monotonic()
+        segment = asyncio.run(last_segment(url))
+        # The recovery point: how long after B's commit its WAL is in the store, untouched
+        # (no forced segment switch, no manual shipping).
+        while segment not in store.names(wal.WAL):
+            assert time.monotonic() - committed < 60, f"{segment} not in the store after 60 s"
+            time.sleep(0.2)
+        print(f"PITR RPO: batch B in the store {time.monotonic() - committed:.1f} s after commit")
+        shipper.stop()
+        # What the server archived since (it may switch segments while idle) goes too.
+        shipped = kiki(["db", "archive-wal"], settings, env)
+        assert re.search(rf"shipped \d+ WAL files to s3://{bucket}/kiki/wal", shipped), shipped
 
         server.stop()
         shutil.rmtree(settings.pgdata)
@@ -309,6 +325,7 @@ def test_point_in_time_recovery_keeps_a_batch_whole(tmp_path: Path) -> None:
         replay = asyncio.run(replayed(url, tid))
         assert {s["reserved"] for s in replay.values()} == {2_000_000}
     finally:
+        shipper.stop()
         server.stop()
 
 

@@ -27,6 +27,7 @@ from tests.conftest import S3Server
 TENANT = uuid.uuid4()
 DAYS = [date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 3)]
 TODAY = date(2026, 1, 4)
+TRAIL = "flow_decisions"
 
 
 def decisions(at: datetime, n: int, tick: int = 1) -> Decisions:
@@ -82,12 +83,12 @@ def test_the_migration_partitions_the_filled_trail_in_place_and_retention_export
             assert kind == "p"  # the table itself is now partitioned
 
             # Keep 2 days (the 3rd and today): the 1st and 2nd are past retention.
-            dry = await retention.run(conn, store, TODAY, keep_days=2, dry_run=True)
+            dry = await retention.run(conn, store, TODAY, {TRAIL: 2}, dry_run=True)
             assert [p.day for p in dry.expired] == DAYS[:2] and dry.exported == []
             assert "flow_decisions_20260106" in dry.created
             assert await conn.fetchval("SELECT count(*) FROM flow_decisions") == 90
 
-            done = await retention.run(conn, store, TODAY, keep_days=2, batch_rows=7)
+            done = await retention.run(conn, store, TODAY, {TRAIL: 2}, batch_rows=7)
             assert [(e.day, e.rows, e.dropped) for e in done.exported] == [
                 (DAYS[0], 30, True), (DAYS[1], 30, True),
             ]  # fmt: skip
@@ -110,7 +111,7 @@ def test_the_migration_partitions_the_filled_trail_in_place_and_retention_export
             assert row["decided_at"] == datetime(2026, 1, 1, 12, tzinfo=UTC)
             assert row["tenant_id"] == str(TENANT) and row["bid_micros"] == 100_000
 
-            again = await retention.run(conn, store, TODAY, keep_days=2)
+            again = await retention.run(conn, store, TODAY, {TRAIL: 2})
             assert again.expired == [] and again.created == []
         finally:
             await conn.close()
@@ -177,7 +178,9 @@ def test_kiki_db_retention(fresh_db: str, tmp_path: Path, monkeypatch: pytest.Mo
     runner = CliRunner()
     dry = runner.invoke(main, ["db", "retention", "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert "keeping 3650 days; 0 older partitions" in dry.output
+    assert "flow_decisions: keeping 3650 days; 0 older partitions" in dry.output
+    assert "billing_events: keeping all days" in dry.output  # the default: 0 = forever
+    assert "engage_messages: keeping 90 days; 0 older partitions" in dry.output
     monkeypatch.setenv("KIKI_DECISIONS_RETENTION_DAYS", "1")
     dry = runner.invoke(main, ["db", "retention", "--dry-run"])
     assert dry.exit_code == 0 and "would export and drop flow_decisions_20260101" in dry.output
