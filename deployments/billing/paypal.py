@@ -27,6 +27,7 @@ Order = Annotated[
 REDIRECT = {
     303: {"description": "the payer goes on to the page set in the settings"},
     404: {"description": "no PayPal payment of that invoice waits on that order"},
+    409: {"description": "PayPal is not configured here (the error says what to set)"},
 }
 
 
