@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import httpx
+import numpy as np
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -40,6 +41,7 @@ from kiki.flow.connectors.base import (
 )
 from kiki.flow.connectors.google_ads import GoogleAdsOAuth
 from kiki.flow.connectors.linkedin import LinkedInOAuth
+from kiki.flow.exchange import ExchangeConfig, SandboxConnector, SandboxExchange, Units
 from kiki.http import dumps
 from tests.fakes.ad_platforms import FakeApi
 from tests.fakes.fake_amazon_ads import FakeAmazonAds
@@ -841,3 +843,27 @@ def test_a_pushed_daily_budget_holds_the_fakes_delivery_to_the_platforms_terms(
         SERVE[s.platform](s.fake, day, 100_000_000)
     rows = s.run(lambda c: c.spend_report(s.bid.account_id, day, day))
     assert [r.spend_micros for r in rows] == [most]
+
+
+def test_the_sandbox_pauses_an_ad_group_by_bidding_nothing() -> None:
+    """The simulation's connector (kiki.flow.exchange) speaks push_status as the real ones
+    do: a paused ad group's bid is 0 until the loop's next bid push; unknown ones fail."""
+    one = np.zeros(1)
+    units = Units(pool=np.zeros(1, dtype=np.int64), platform=["meta"], utc_offset_h=one,
+                  true_cvr=one + 0.05, true_value_micros=one + 50e6)  # fmt: skip
+    exchange = SandboxExchange(units, ExchangeConfig())
+    sandbox = SandboxConnector("meta", exchange, {"23851": 0})
+    change = StatusChange(account_id="1", campaign_ref="1", ad_group_ref="23851", paused=True)
+
+    async def scenario() -> list[list[bool]]:
+        await sandbox.push_bids([bid("1", "23851")])
+        assert exchange.bids[0] == BID_MICROS
+        paused = await sandbox.push_status(
+            [change, change.model_copy(update={"ad_group_ref": "9"})]
+        )
+        assert exchange.bids[0] == 0
+        resumed = await sandbox.push_status([change.model_copy(update={"paused": False})])
+        assert exchange.bids[0] == 0  # serving again, at the next bid pushed
+        return [[r.ok for r in paused], [r.ok for r in resumed]]
+
+    assert asyncio.run(scenario()) == [[True, False], [True]]
