@@ -159,13 +159,26 @@ class Settings(BaseSettings):
     paypal_webhook_tolerance_s: int = Field(
         300, ge=1, le=3600, description="oldest PayPal event transmission accepted"
     )
+    paypal_redirect_base: str = Field(
+        "http://127.0.0.1:8000/billing",
+        description="the billing app as payers' browsers reach it: PayPal sends a payer back "
+        "to its /paypal/return or /paypal/cancel route",
+    )
     paypal_return_url: str = Field(
         "https://example.com/paid",
-        description="where PayPal sends a payer after approving an invoice's order",
+        description="the page KIKI sends a payer to after PayPal's approval (with ?invoice= and "
+        "&status=)",
     )
     paypal_cancel_url: str = Field(
         "https://example.com/canceled",
-        description="where PayPal sends a payer who cancels at the approval link",
+        description="the page KIKI sends a payer to who cancelled at PayPal (with ?invoice= and "
+        "&status=)",
+    )
+    paypal_approval_ttl_s: int = Field(
+        10_800,
+        ge=60,
+        description="how long an approval link waits for the payer before the payment counts "
+        "as failed (PayPal lets an unapproved order lapse after 3 hours)",
     )
     billing_worker_s: float = Field(
         10.0, gt=0, description="seconds between the billing worker's rounds (dunning, webhooks)"

@@ -1,6 +1,7 @@
 """Pushing a tick's bids to the platforms: one admission call to the guard actor (breakers
 and rate budgets), one connector call per platform and batch, outcomes back to the breakers.
-In the live market, the platform campaigns' daily budgets go out the same way first."""
+In the live market, the platform campaigns' daily budgets go out the same way first, and the
+ad groups of pools left without one in force are paused there."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from actors.resilience import within
 from kiki.errors import KikiError, RateLimited, Unavailable
 from kiki.flow import caps, store
-from kiki.flow.connectors.base import BidChange, BudgetChange
+from kiki.flow.connectors.base import BidChange, BudgetChange, StatusChange
 from kiki.flow.engine import BidEngine, TickPlan
 from kiki.flow.market import Allowance, CapKey, LiveMarket, Market
 from kiki.shield import Admission
@@ -124,7 +125,9 @@ class CapPusher:
     """The live market's platform-side caps: each platform campaign's allowance for the day
     (kiki.flow.market.LiveMarket.allowances) pushed as its daily budget in the platform's
     terms (kiki.flow.caps), through the guard like the bids. Pushed before the tick's bids;
-    a pool whose cap could not be pushed does not bid."""
+    a pool whose cap could not be pushed does not bid, and its ad groups are paused at the
+    platform (`hold`): the bids it placed earlier would otherwise keep spending there under
+    no budget of KIKI's (none at all, one below the platform's minimum, or an older one)."""
 
     def __init__(
         self, guard: object, market: LiveMarket, timeout_s: float, threshold: float
@@ -132,6 +135,8 @@ class CapPusher:
         self.guard, self.market, self.timeout_s = guard, market, timeout_s
         self.threshold = threshold
         self.last: dict[CapKey, tuple[date, int]] = {}  # the budget each campaign holds now
+        # (platform, account, ad group) paused by KIKI; loaded at a shard's start
+        self.paused: set[tuple[str, str, str]] = set()
 
     def due(self, remaining: np.ndarray, today: date) -> dict[CapKey, tuple[Allowance, int]]:
         """The platform campaigns whose daily budget should change, and to what."""
@@ -207,6 +212,81 @@ class CapPusher:
                 "daily budget refused", extra={"platform": key[0], "error": result.error}
             )
         return result.ok, False
+
+    async def hold(
+        self, units: list[int], blocked: set[int], pool: asyncpg.Pool | None
+    ) -> dict[int, str]:
+        """Pause the ad groups of the `blocked` pools at their platform, and let those KIKI
+        paused serve again once their pool's budget is in force, through the guard. `units`:
+        each unit's pool. Returns, per unit of a blocked pool, the decision log's text: why
+        it did not bid and whether its ad group is paused (a pause not sent or failed is
+        tried again next tick)."""
+        refs = self.market.unit_refs
+        changes: dict[str, list[tuple[int, StatusChange]]] = {}
+        texts: dict[int, str] = {}
+        for unit, ref in enumerate(refs):
+            if ref is None:
+                continue
+            platform = self.market.platform_of(unit)
+            key, stop = (platform, ref[0], ref[2]), units[unit] in blocked
+            if stop:
+                texts[unit] = "cap_not_pushed: ad group paused"
+            if stop == (key in self.paused):
+                continue
+            change = StatusChange(
+                account_id=ref[0], campaign_ref=ref[1], ad_group_ref=ref[2], paused=stop
+            )
+            changes.setdefault(platform, []).append((unit, change))
+        if not changes:
+            return texts
+        admissions: list[Admission | None]
+        try:
+            calls = [(p, -(-len(c) // PUSH_BATCH)) for p, c in changes.items()]
+            admissions = await within(
+                self.guard.admit_many.remote(calls), self.timeout_s, "the platform guard"
+            )
+        except Unavailable as exc:
+            admissions = [None] * len(changes)
+            logger.warning("ad group statuses not pushed", extra={"error": exc.message})
+        paused, resumed, outcomes = [], [], []
+        for admission, (platform, items) in zip(admissions, changes.items(), strict=True):
+            connector = self.market.connectors.get(platform)
+            why = (
+                "guard_unavailable" if admission is None
+                else admission.reason if not admission.allowed
+                else None if connector else "no_connector"
+            )  # fmt: skip
+            if why is None:
+                try:
+                    results = await connector.push_status([c for _, c in items])
+                except KikiError as exc:
+                    # Only the platform failing counts against its breaker.
+                    outcomes.append((platform, not isinstance(exc, Unavailable | RateLimited)))
+                    logger.warning("ad group statuses not pushed",
+                                   extra={"platform": platform, "error": exc.message})  # fmt: skip
+                    why = exc.code
+            if why is not None:
+                texts.update({u: f"cap_not_pushed: not paused ({why})" for u, c in items
+                              if c.paused})  # fmt: skip
+                continue
+            outcomes.append((platform, True))
+            for (unit, change), result in zip(items, results, strict=True):
+                key = (platform, change.account_id, change.ad_group_ref)
+                if not result.ok:
+                    if change.paused:
+                        texts[unit] = f"cap_not_pushed: not paused ({result.error})"
+                    continue
+                if change.paused:
+                    self.paused.add(key)
+                    paused.append((*self.market.owner(units[unit]), *key))
+                else:
+                    self.paused.discard(key)
+                    resumed.append(key)
+        await record_outcomes(self.guard, outcomes, self.timeout_s)
+        if (paused or resumed) and pool is not None:
+            async with pool.acquire() as conn:
+                await store.record_paused(conn, paused, resumed)
+        return texts
 
 
 async def record_outcomes(guard: object, reports: list[tuple[str, bool]], timeout_s: float) -> None:

@@ -13,7 +13,8 @@ A tick, for all of a shard's campaigns at once (kiki.flow.engine does the arithm
 5. push the bids that moved more than the threshold, through the guard actor's breaker and
    rate limit (one admission call per tick), one connector call per platform. In the live
    market the leases are renewed first, then each platform campaign's daily budget is pushed
-   from them (pushes.CapPusher), and only then the bids of the pools whose cap is in force;
+   from them (pushes.CapPusher), and only then the bids of the pools whose cap is in force
+   (the ad groups of the others are paused at their platform until one is);
 6. hand the decisions to the audit writer (audit.AuditWriter).
 
 Ticks never overlap: one task runs them in turn; a tick that overruns is counted and the next
@@ -160,7 +161,10 @@ class BidLoopShard:
             since = self.clock.now().date() - timedelta(days=1)
             async with self._pool.acquire() as conn:
                 marks = await store.spend_marks(conn, since, self.config.tenant_id)
+                paused = await store.paused_ad_groups(conn, self.config.tenant_id)
             self.market.marks.restore(marks)
+            if self.capper is not None:  # the ad groups a shard before this one paused
+                self.capper.paused = paused
         await self._load()
         if self.config.autorun:
             self._metrics.alive()  # the stall alert counts from the loop's start
@@ -353,7 +357,8 @@ class BidLoopShard:
     ) -> tuple[dict[int, str], tuple[np.ndarray, int, dict[str, str]]]:
         """The live market: leases first, then the daily budgets they allow, then the bids
         of the pools whose budget is in force. A pool whose budget could not be pushed (guard
-        refused, platform failed) spends nothing more here and pushes no bid this tick."""
+        refused, platform failed) spends nothing more here and pushes no bid this tick, and its
+        ad groups are paused at the platform until a budget is in force again."""
         assert self.capper is not None
         denied = await _timed(phases, "budget", self._renew_leases(engine, plan))
         held = np.array([r is not None for r in self.leases.reservation], dtype=bool)
@@ -363,8 +368,12 @@ class BidLoopShard:
         if blocked:
             engine.pool_cap[sorted(blocked)] = 0
             plan.push[uncapped] = False
+        units = engine.unit_pool.tolist()
+        held = await _timed(phases, "hold", self.capper.hold(units, blocked, self._pool))
         result, pushed, refused = await _timed(phases, "push", self.pusher.push(engine, plan))
         result[uncapped] = "cap_not_pushed"
+        for unit, why in held.items():
+            result[unit] = why
         return denied, (result, pushed, refused)
 
     async def _renew_leases(self, engine: BidEngine, plan: TickPlan) -> dict[int, str]:

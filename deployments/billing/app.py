@@ -8,6 +8,7 @@ names.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import ClassVar
 
 from fastapi import FastAPI
@@ -20,6 +21,7 @@ from deployments.billing import (
     catalogue,
     customers,
     invoices,
+    paypal,
     subscriptions,
     webhooks,
 )
@@ -62,6 +64,9 @@ def _start(app: FastAPI, runtime: ServiceRuntime) -> BillingContext:
         pool=runtime.pool,
         gateways=processors.configured(settings),
         vault=Vault.from_settings(runtime.settings),
+        paypal_return_url=settings.paypal_return_url,
+        paypal_cancel_url=settings.paypal_cancel_url,
+        paypal_approval_ttl=timedelta(seconds=settings.paypal_approval_ttl_s),
     )
     context.worker = asyncio.get_running_loop().create_task(
         run_worker(context, args.billing_worker_s)
@@ -84,6 +89,7 @@ api.include_router(subscriptions.router)
 api.include_router(invoices.router)
 api.include_router(analytics.router)
 api.include_router(webhooks.router)
+api.include_router(paypal.router)
 
 
 BillingIngress = plain_ingress("billing", api)

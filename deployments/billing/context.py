@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, cast
 
 from fastapi import Depends
@@ -27,6 +28,11 @@ class BillingContext:
     vault: Vault  # seals and opens the tenants' webhook endpoint secrets
     clock: Clock = field(default_factory=WallClock)
     worker: asyncio.Task[None] | None = None
+    # Where the PayPal routes send the payer on (KIKI_PAYPAL_RETURN_URL / _CANCEL_URL), and
+    # how long an approval link waits (KIKI_PAYPAL_APPROVAL_TTL_S).
+    paypal_return_url: str = "https://example.com/paid"
+    paypal_cancel_url: str = "https://example.com/canceled"
+    paypal_approval_ttl: timedelta = timedelta(hours=3)
 
     def gateway(self, name: str) -> PaymentGateway:
         return gateway_of(self.gateways, name)

@@ -1,6 +1,7 @@
 """The billing worker of a replica: every round it seals webhook endpoint secrets left in plain
 text from before encryption, delivers the tenants' webhooks that are due and, once Stripe or
-PayPal is configured, retries the payments that are due (dunning). Replicas run rounds side by
+PayPal is configured, retries the payments that are due (dunning) and settles PayPal approval
+links left unused past KIKI_PAYPAL_APPROVAL_TTL_S. Replicas run rounds side by
 side: a delivery is claimed with SKIP LOCKED, and a charge carries its idempotency key."""
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ async def run_worker(context: BillingContext, interval_s: float) -> None:
                 paid = []
                 if context.gateways:
                     paid = await payments.collect_due(pool, context.gateways, context.clock.now())
+                if "paypal" in context.gateways:  # approval links nobody used in time
+                    paid += await payments.expire_approvals(
+                        pool, context.paypal, context.clock.now(), context.paypal_approval_ttl
+                    )
                 if metrics is not None:
                     async with pool.acquire() as conn:
                         backlog = await webhooks.backlog(conn, context.clock.now())

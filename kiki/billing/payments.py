@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -27,9 +27,14 @@ from kiki.billing.closing import invoice_payload
 from kiki.billing.gateway import ChargeResult, Gateways, gateway_of
 from kiki.billing.invoice import InvoiceStatus
 from kiki.billing.models import Invoice, Payment, PaymentStatus
-from kiki.billing.paypal_gateway import PayPalGateway, from_paypal_value, invoice_of_custom_id
+from kiki.billing.paypal_gateway import (
+    PayPalGateway,
+    from_paypal_value,
+    invoice_of_custom_id,
+    order_outcome,
+)
 from kiki.billing.stripe_gateway import INVOICE_KEY, TENANT_KEY
-from kiki.errors import Conflict, FailedPrecondition, InvalidInput, KikiError
+from kiki.errors import Conflict, FailedPrecondition, InvalidInput, KikiError, NotFound
 
 logger = logging.getLogger("kiki.billing")
 
@@ -248,6 +253,97 @@ async def _set_refunded(
     invoice = repository.invoice_of(row)
     await webhooks.enqueue(conn, tenant_id, "invoice.refunded", [invoice_payload(invoice)], now)
     return invoice
+
+
+Settle = Literal["return", "cancel", "expire"]
+
+
+async def settle_order(
+    pool: asyncpg.Pool,
+    gateway: PayPalGateway,
+    invoice_id: UUID,
+    order_id: str,
+    how: Settle,
+    now: datetime,
+) -> tuple[Invoice, Payment]:
+    """Settle an invoice's PayPal order awaiting approval, from where PayPal says it stands:
+    the payer came back approving it (`return`, PayPal's redirect), cancelled at PayPal
+    (`cancel`), or let it wait past KIKI_PAYPAL_APPROVAL_TTL_S (`expire`, the worker).
+
+    An approved order is captured whatever the path (the payer may have approved in another
+    tab); one not approved stays waiting on a return, and fails on a cancel or past its time
+    (PayPal forgets unapproved orders): a failed attempt on the dunning schedule, the invoice
+    open for a new approval link. Only the order the invoice's payment is waiting on counts:
+    any other order id, or an invoice with no PayPal payment waiting, is NotFound, the same
+    answer whatever tenant the invoice belongs to (the redirect carries no key)."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            """SELECT tenant_id FROM billing_payments
+               WHERE invoice_id = $1 AND gateway = 'paypal' AND payment_intent_id = $2
+                 AND status = 'processing'""",
+            invoice_id, order_id,
+        )  # fmt: skip
+        if row is None:
+            raise NotFound(
+                f"no PayPal payment of invoice {invoice_id} is waiting on order {order_id!r}; "
+                "the link may have expired: ask for a new one (POST .../invoices/{id}/pay)"
+            )
+        tenant_id = row["tenant_id"]
+    order = await gateway.order(order_id)
+    status = None if order is None else order.get("status")
+    result: ChargeResult | None = None
+    if status == "APPROVED":  # the same request id as the webhook's: one capture at PayPal
+        result = await gateway.capture(order_id, f"kiki-capture:{order_id}")
+    elif order is not None and status == "COMPLETED":
+        result = order_outcome(order)
+    elif how == "cancel":
+        result = ChargeResult(payment_intent_id=order_id, status="failed",
+                              error=f"the payer cancelled PayPal order {order_id}")  # fmt: skip
+    elif how == "expire":
+        result = ChargeResult(
+            payment_intent_id=order_id, status="failed",
+            error=f"PayPal order {order_id} was not approved in time ({status or 'expired'})",
+        )  # fmt: skip
+    async with pool.acquire() as conn, conn.transaction():
+        payment = await repository.get_payment(conn, tenant_id, invoice_id, for_update=True)
+        waiting = (
+            payment is not None
+            and payment.status is PaymentStatus.PROCESSING
+            and payment.payment_intent_id == order_id
+        )
+        if result is not None and waiting and payment is not None:
+            payment = await _record(
+                conn, tenant_id, invoice_id, payment.attempts, result, now, "paypal"
+            )
+        invoice = await repository.get_invoice(conn, tenant_id, invoice_id)
+    assert payment is not None  # a payment row is never deleted
+    return invoice, payment
+
+
+async def expire_approvals(
+    pool: asyncpg.Pool, gateway: PayPalGateway, now: datetime, ttl: timedelta, limit: int = 100
+) -> list[Payment]:
+    """Settle the PayPal payments whose approval link has waited longer than `ttl`: captured
+    if the payer approved after all (an event lost on the way), failed otherwise."""
+    async with pool.acquire() as conn:
+        due = await conn.fetch(
+            """SELECT invoice_id, payment_intent_id FROM billing_payments
+               WHERE gateway = 'paypal' AND status = 'processing' AND approval_url IS NOT NULL
+                 AND payment_intent_id IS NOT NULL AND updated_at <= $1
+               ORDER BY updated_at LIMIT $2""",
+            now - ttl, limit,
+        )  # fmt: skip
+    done = []
+    for row in due:
+        try:
+            _, payment = await settle_order(
+                pool, gateway, row["invoice_id"], row["payment_intent_id"], "expire", now
+            )
+            done.append(payment)
+        except KikiError as exc:
+            logger.warning("approval not settled", extra={"invoice": str(row["invoice_id"]),
+                                                          "error": exc.message})  # fmt: skip
+    return done
 
 
 Locate = Callable[[asyncpg.Connection], Awaitable["tuple[UUID, UUID] | None"]]

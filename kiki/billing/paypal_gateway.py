@@ -9,8 +9,11 @@ production, no configurable base for a local peer), and it has no webhook verifi
   401 drops it and retries once.
 - Payments: Orders v2. A customer with a vaulted payment token (Payment Method Tokens v3) is
   charged at once (`payment_source.paypal.vault_id`); one without gets an order the payer
-  approves at PayPal's `payer-action` link, captured when PayPal's CHECKOUT.ORDER.APPROVED
-  event arrives. Every write carries `PayPal-Request-Id`, so a retry never charges twice.
+  approves at PayPal's `payer-action` link, captured when PayPal sends the payer back to
+  KIKI's return route or its CHECKOUT.ORDER.APPROVED event arrives, whichever is first
+  (kiki.billing.payments.settle_order); `GET /v2/checkout/orders/{id}` says where an order
+  stands there and when an approval has waited too long. Every write carries
+  `PayPal-Request-Id`, so a retry never charges twice.
 - Refunds: `POST /v2/payments/captures/{id}/refund`.
 - Webhooks: verified by PayPal's own `POST /v1/notifications/verify-webhook-signature` rather
   than offline (CRC32 + RSA-SHA256 with the certificate at PAYPAL-CERT-URL): the offline check
@@ -94,8 +97,7 @@ class PayPalGateway:
         api_base: str,
         webhook_id: str | None,
         *,
-        return_url: str,
-        cancel_url: str,
+        redirect_base: str,
         tolerance_s: int = 300,
         clock: Clock | None = None,
         timeout_s: float = 30,
@@ -103,7 +105,9 @@ class PayPalGateway:
         self.client_id, self.client_secret = client_id, client_secret
         self.api_base = api_base.rstrip("/")
         self.webhook_id = webhook_id
-        self.return_url, self.cancel_url = return_url, cancel_url
+        # KIKI's billing app as the payer's browser reaches it: PayPal sends the payer back
+        # to its /paypal/return or /paypal/cancel route, naming the invoice.
+        self.redirect_base = redirect_base.rstrip("/")
         self.tolerance_s = tolerance_s
         self.clock = clock or WallClock()
         self.timeout_s = timeout_s
@@ -198,10 +202,11 @@ class PayPalGateway:
         if customer.paypal_payment_token_id:
             source = {"vault_id": customer.paypal_payment_token_id}
         else:
+            back = f"?invoice={invoice.id}"
             source = {
                 "experience_context": {
-                    "return_url": self.return_url,
-                    "cancel_url": self.cancel_url,
+                    "return_url": f"{self.redirect_base}/paypal/return{back}",
+                    "cancel_url": f"{self.redirect_base}/paypal/cancel{back}",
                     "user_action": "PAY_NOW",
                     "shipping_preference": "NO_SHIPPING",
                 }
@@ -230,7 +235,19 @@ class PayPalGateway:
         created = response.json()
         if created.get("status") in ("CREATED", "APPROVED"):  # not captured on creation
             return await self.capture(created["id"], f"{idempotency_key}:capture")
-        return _outcome(created)
+        return order_outcome(created)
+
+    async def order(self, order_id: str) -> dict[str, Any] | None:
+        """The order as PayPal shows it now; None once PayPal no longer has it (expired)."""
+        if not _ID.match(order_id):
+            raise InvalidInput(f"{order_id!r} is not a PayPal order id")
+        response = await self._call("GET", f"/v2/checkout/orders/{order_id}")
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise InvalidInput(f"PayPal refused to show order {order_id}: {_describe(response)}")
+        order: dict[str, Any] = response.json()
+        return order
 
     async def capture(self, order_id: str, idempotency_key: str) -> ChargeResult:
         """Capture an order the payer approved (or a vaulted one not captured on creation)."""
@@ -248,7 +265,7 @@ class PayPalGateway:
             )
         if response.status_code >= 400:
             raise InvalidInput(f"PayPal refused the capture: {_describe(response)}")
-        return _outcome(response.json())
+        return order_outcome(response.json())
 
     async def refund(
         self, payment_intent_id: str, amount_minor: int, currency: str, idempotency_key: str
@@ -328,7 +345,7 @@ class PayPalGateway:
         return event
 
 
-def _outcome(order: dict[str, Any]) -> ChargeResult:
+def order_outcome(order: dict[str, Any]) -> ChargeResult:
     """An order's state as a payment attempt: captured, pending, declined or awaiting the
     payer."""
     if order.get("status") == "PAYER_ACTION_REQUIRED":

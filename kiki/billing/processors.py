@@ -25,8 +25,7 @@ def configured(settings: Settings) -> dict[str, PaymentGateway]:
             settings.paypal_client_secret,
             settings.paypal_api_base,
             settings.paypal_webhook_id,
-            return_url=settings.paypal_return_url,
-            cancel_url=settings.paypal_cancel_url,
+            redirect_base=settings.paypal_redirect_base,
             tolerance_s=settings.paypal_webhook_tolerance_s,
         )
     return gateways

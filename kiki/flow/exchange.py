@@ -15,7 +15,7 @@ Vectorised with numpy: a tick of 20,000 units is a few array operations, not a P
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
@@ -31,7 +31,9 @@ from kiki.flow.connectors.base import (
     ChangeResult,
     PlatformConnector,
     SpendRow,
+    StatusChange,
 )
+from kiki.flow.connectors.http import C
 from kiki.flow.pacing import HOURLY_TRAFFIC
 from kiki.money import sum_micros_by
 
@@ -271,6 +273,15 @@ class SandboxConnector(PlatformConnector):
             raise Unavailable(f"sandbox {self.platform}: 503 Service Unavailable (outage)")
 
     async def push_bids(self, changes: Sequence[BidChange]) -> list[ChangeResult]:
+        return self._apply(changes, lambda c: c.bid_micros)
+
+    async def push_status(self, changes: Sequence[StatusChange]) -> list[ChangeResult]:
+        """A paused ad group bids nothing (it wins no auction); one serving again gets its
+        bid back with the loop's next bid push."""
+        return self._apply(changes, lambda c: 0 if c.paused else None)
+
+    def _apply(self, changes: Sequence[C], bid: Callable[[C], int | None]) -> list[ChangeResult]:
+        """Set each known ad group's bid (None: leave it); unknown ones are refused."""
         self._up()
         results = []
         for change in changes:
@@ -278,7 +289,9 @@ class SandboxConnector(PlatformConnector):
             if index is None:
                 results.append(ChangeResult(ok=False, ref=change.ad_group_ref, error="no such"))
                 continue
-            self.exchange.bids[index] = change.bid_micros
+            value = bid(change)
+            if value is not None:
+                self.exchange.bids[index] = value
             results.append(ChangeResult(ok=True, ref=change.ad_group_ref))
         return results
 

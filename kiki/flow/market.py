@@ -273,6 +273,13 @@ class LiveMarket:
                                          (*before.pools, pool))  # fmt: skip
         return out
 
+    def platform_of(self, unit: int) -> str:
+        return self._platforms[unit]
+
+    def owner(self, pool: int) -> tuple[str, str]:
+        """The pool's tenant and campaign."""
+        return self._pool_owner[pool][:2]
+
     def pending_marks(self, pool: int) -> tuple[ReportMark, ...]:
         platform, refs = self._pool_groups[pool]
         return self.marks.pending(platform, refs)

@@ -225,6 +225,37 @@ async def record_budget_pushes(conn: asyncpg.Connection, rows: list[tuple]) -> N
     )
 
 
+async def paused_ad_groups(
+    conn: asyncpg.Connection, tenant_id: str | None = None
+) -> set[tuple[str, str, str]]:
+    """(platform, account, ad group) the bid loop paused at their platform (a shard's start)."""
+    rows = await conn.fetch(
+        """SELECT platform, account_id, ad_group_ref FROM platform_paused_ad_groups
+           WHERE $1::uuid IS NULL OR tenant_id = $1""",
+        UUID(tenant_id) if tenant_id else None,
+    )
+    return {(r["platform"], r["account_id"], r["ad_group_ref"]) for r in rows}
+
+
+async def record_paused(
+    conn: asyncpg.Connection, paused: list[tuple], resumed: list[tuple[str, str, str]]
+) -> None:
+    """Ad groups paused at their platform: (tenant, campaign, platform, account, ad group);
+    and those serving again: (platform, account, ad group)."""
+    async with conn.transaction():
+        await conn.executemany(
+            """INSERT INTO platform_paused_ad_groups (tenant_id, campaign_id, platform,
+                   account_id, ad_group_ref) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT DO NOTHING""",
+            [(UUID(r[0]), *r[1:]) for r in paused],
+        )
+        await conn.executemany(
+            """DELETE FROM platform_paused_ad_groups
+               WHERE platform = $1 AND account_id = $2 AND ad_group_ref = $3""",
+            resumed,
+        )
+
+
 async def charged_on(conn: asyncpg.Connection, day: date) -> list[asyncpg.Record]:
     """Per tenant, campaign and platform: the spend KIKI committed for the platforms' day."""
     return await conn.fetch(

@@ -1,12 +1,14 @@
-"""FAKE of the Amazon Ads API (not Amazon): Sponsored Products v3 ad group and campaign updates
-and the v3 asynchronous reporting API, with a fake S3 download, for the connector tests.
+"""FAKE of the Amazon Ads API (not Amazon): Sponsored Products v3 ad group (bid, state) and
+campaign updates and the v3 asynchronous reporting API, with a fake S3 download, for the
+connector tests.
 
 Checked as Amazon does: `Authorization: Bearer`, `Amazon-Advertising-API-ClientId` and a known
 profile in `Amazon-Advertising-API-Scope` (401 UNAUTHORIZED), the versioned media types in
 Content-Type and Accept (415 / 406), JSON numbers for `defaultBid` and `budget` (400
 INVALID_ARGUMENT for the whole request), and per-item answers in a 207 multi-status body. A
 report is PENDING for `polls_until_ready` status checks, then COMPLETED with a presigned URL on
-another host; that download refuses an Authorization header, as S3 does.
+another host (`download_base`: S3's, or the fake's own where S3 is out of reach); that download
+refuses an Authorization header, as S3 does.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import json
 import uuid
 from datetime import date
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
 from tests.fakes.ad_platforms import (
+    BudgetedDelivery,
     Failure,
     FakeApi,
     bearer,
@@ -28,6 +32,7 @@ from tests.fakes.ad_platforms import (
     is_number,
     parse_json,
     reply,
+    running_row,
 )
 
 MEDIA = {
@@ -47,6 +52,7 @@ COLUMNS = {
     "sales7d",
 }
 MIN_BID = Decimal("0.02")
+STATES = {"ENABLED", "PAUSED", "ARCHIVED"}
 
 
 class FakeAmazonAds(FakeApi):
@@ -60,16 +66,35 @@ class FakeAmazonAds(FakeApi):
         access_token: str = "Atza|fake",
         profiles: tuple[str, ...] = ("3456789012",),
         polls_until_ready: int = 1,
+        download_base: str = S3,
     ) -> None:
         self.client_id = client_id
         self.access_token = access_token
         self.profiles = profiles
         self.polls_until_ready = polls_until_ready
+        self.download_base = download_base  # this fake's own URL where S3 is out of reach
         self.ad_groups: dict[tuple[str, str], Decimal] = {}
         self.campaigns: dict[tuple[str, str], Decimal] = {}
         self.delivery: list[dict[str, Any]] = []
         self.reports: dict[str, dict[str, Any]] = {}
+        self.states: dict[tuple[str, str], str] = {}  # (profile, ad group) -> ENABLED / PAUSED
+        # A third-party figure (Amazon's pages average a daily budget over the month):
+        # up to 25 % over a daily budget on a day; `serve` is held to that.
+        self.auction = BudgetedDelivery(Fraction(5, 4))
         super().__init__()
+
+    def serve(self, profile: str, ad_group_id: int, campaign_id: str, day: date, want: int) -> int:
+        """The auction would spend `want` micros more on this ad group on `day`: Amazon
+        delivers what its campaign's daily budget allows and reports it in the ad group's
+        row for the day. Returns the micros delivered."""
+        budget = self.campaigns.get((profile, campaign_id))
+        micros = None if budget is None else int(budget * 1_000_000)
+        if self.states.get((profile, str(ad_group_id))) == "PAUSED":
+            want = 0
+        delivered = self.auction.allow(campaign_id, day, micros, want)
+        row = running_row(self.delivery, profile=profile, adGroupId=ad_group_id, date=day)
+        row["cost"] = row.get("cost", Decimal(0)) + Decimal(delivered) / 1_000_000
+        return delivered
 
     def seed_delivery(self, profile: str, ad_group_id: int, day: date, **columns: Any) -> None:
         """columns as the report carries them: impressions 100, cost 1.23, sales7d 45.6."""
@@ -86,7 +111,10 @@ class FakeAmazonAds(FakeApi):
             if not isinstance(items, list) or not 1 <= len(items) <= 1000:
                 return _error(400, "INVALID_ARGUMENT", f"{entity} must hold 1 to 1000 items")
             amounts = [_amount(entity, item) for item in items]
-            if any(amount is None for amount in amounts):
+            if any(
+                a is None and not _state_only(entity, i)
+                for a, i in zip(amounts, items, strict=True)
+            ):
                 return _error(400, "INVALID_ARGUMENT", "amounts must be JSON numbers")
             success, errors = [], []
             for index, (item, amount) in enumerate(zip(items, amounts, strict=True)):
@@ -94,6 +122,9 @@ class FakeAmazonAds(FakeApi):
                 problem = self._problem(entity, key, item, amount)
                 if problem:
                     errors.append({"index": index, "errors": [problem]})
+                elif amount is None:  # a state change
+                    self.states[key] = item["state"]
+                    success.append({"index": index, _id_field(entity): key[1]})
                 else:
                     getattr(self, "ad_groups" if entity == "adGroups" else "campaigns")[key] = (
                         amount
@@ -119,7 +150,9 @@ class FakeAmazonAds(FakeApi):
             status = {
                 "reportId": report_id,
                 "status": "COMPLETED" if ready else "PENDING",
-                "url": f"{S3}/reports/{report_id}.json.gz?X-Amz-Signature=fake" if ready else None,
+                "url": f"{self.download_base}/reports/{report_id}.json.gz?X-Amz-Signature=fake"
+                if ready
+                else None,
             }
             return reply(200, status)
 
@@ -161,12 +194,16 @@ class FakeAmazonAds(FakeApi):
         return None
 
     def _problem(
-        self, entity: str, key: tuple[str, str], item: dict[str, Any], amount: Decimal
+        self, entity: str, key: tuple[str, str], item: dict[str, Any], amount: Decimal | None
     ) -> dict[str, Any] | None:
         """An SP v3 mutation error for one item, if Amazon would refuse it."""
         store = self.ad_groups if entity == "adGroups" else self.campaigns
         if key not in store:
             return _item_error("entityNotFoundError", "ENTITY_NOT_FOUND", f"{key[1]} not found")
+        if amount is None:
+            if item["state"] not in STATES:
+                return _item_error("malformedValueError", "INVALID_STATE", f"state in {STATES}")
+            return None
         if decimals(amount) > 2:
             return _item_error("malformedValueError", "TOO_MANY_DECIMALS", "at most 2 decimals")
         if entity == "adGroups" and amount < MIN_BID:
@@ -231,6 +268,11 @@ def _amount(entity: str, item: Any) -> Decimal | None:
         item.get("defaultBid") if entity == "adGroups" else (item.get("budget") or {}).get("budget")
     )
     return Decimal(value) if is_number(value) else None
+
+
+def _state_only(entity: str, item: Any) -> bool:
+    """An ad group update that sets only its `state` (ENABLED, PAUSED)."""
+    return entity == "adGroups" and isinstance(item, dict) and set(item) == {"adGroupId", "state"}
 
 
 def _json_number(value: Any) -> Any:

@@ -1,5 +1,5 @@
-"""FAKE of the Google Ads API REST interface (not Google): ad group and campaign budget mutates
-and googleAds:searchStream, for the connector tests.
+"""FAKE of the Google Ads API REST interface (not Google): ad group (bid, status) and campaign
+budget mutates and googleAds:searchStream, for the connector tests.
 
 Checked as Google does: `Authorization: Bearer` and `developer-token` headers, the API version
 in the path, int64 money fields as JSON strings or integers (a fraction is an "Invalid value"
@@ -81,6 +81,7 @@ class FakeGoogleAds(FakeApi):
         self.billable_unit_micros = billable_unit_micros
         self.stream_batch_size = stream_batch_size
         self.ad_groups: dict[str, int] = {}
+        self.ad_group_status: dict[str, str] = {}  # resource name -> ENABLED / PAUSED
         self.budgets: dict[str, int] = {}
         self.campaign_budgets: dict[tuple[str, str], str] = {}
         self.delivery: list[dict[str, Any]] = []
@@ -108,6 +109,9 @@ class FakeGoogleAds(FakeApi):
         campaign = self.ad_group_campaign[(customer, ad_group_id)]
         name = self.campaign_budgets.get((customer, campaign))
         budget = self.budgets.get(name) if name else None
+        paused = self.ad_group_status.get(f"customers/{customer}/adGroups/{ad_group_id}")
+        if paused == "PAUSED":
+            want_micros = 0
         delivered = self.auction.allow(campaign, day, budget, want_micros)
         row = running_row(self.delivery, customer=customer, ad_group=ad_group_id, day=day)
         row["cost_micros"] = row.get("cost_micros", 0) + delivered
@@ -200,7 +204,8 @@ class FakeGoogleAds(FakeApi):
                     f"Invalid value at 'operations[{index}].update.{mask}' (TYPE_INT64), {value}",
                 )
         errors: list[dict[str, Any]] = []
-        applied: dict[int, tuple[str, int]] = {}
+        applied: dict[int, tuple[str, int | None]] = {}
+        statuses: dict[str, str] = {}
         store = self._store(service)
         for index, operation in enumerate(operations):
             problem = self._problem(customer, service, operation)
@@ -209,13 +214,18 @@ class FakeGoogleAds(FakeApi):
                 errors.append(
                     {"errorCode": problem[0], "message": problem[1], "location": location}
                 )
+            elif operation["updateMask"] == "status":
+                statuses[operation["update"]["resourceName"]] = operation["update"]["status"]
+                applied[index] = (operation["update"]["resourceName"], None)
             else:
                 update = operation["update"]
                 applied[index] = (update["resourceName"], int(update[field]))
         if errors and not body.get("partialFailure"):
             return self._error(400, "INVALID_ARGUMENT", errors, "Invalid argument.")
         for name, micros in applied.values():
-            store[name] = micros
+            if micros is not None:
+                store[name] = micros
+        self.ad_group_status.update(statuses)
         answer: dict[str, Any] = {
             "results": [
                 {"resourceName": applied[i][0]} if i in applied else {}
@@ -242,6 +252,13 @@ class FakeGoogleAds(FakeApi):
         name = str(update.get("resourceName", ""))
         if "updateMask" not in operation:
             return {"fieldMaskError": "FIELD_MASK_MISSING"}, "The field mask is missing."
+        if service == "adGroups" and operation["updateMask"] == "status":
+            mine = name.startswith(f"customers/{customer}/") and name in self.ad_groups
+            if set(update) != {"resourceName", "status"} or not mine:
+                return {"mutateError": "RESOURCE_NOT_FOUND"}, "Resource was not found."
+            if update["status"] not in ("ENABLED", "PAUSED", "REMOVED"):
+                return {"fieldError": "INVALID_VALUE"}, "Invalid ad group status."
+            return None
         if operation["updateMask"] != mask or set(update) != {"resourceName", field}:
             return {"fieldMaskError": "FIELD_NOT_FOUND"}, "The update mask does not match."
         if not name.startswith(f"customers/{customer}/") or name not in self._store(service):

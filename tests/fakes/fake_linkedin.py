@@ -14,14 +14,25 @@ from __future__ import annotations
 import re
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request, Response
 
-from tests.fakes.ad_platforms import Failure, FakeApi, bearer, decimals, parse_json, reply
+from tests.fakes.ad_platforms import (
+    BudgetedDelivery,
+    Failure,
+    FakeApi,
+    bearer,
+    decimals,
+    parse_json,
+    reply,
+    running_row,
+)
 
 MONEY_FIELDS = {"unitCost", "dailyBudget"}
+STATUSES = {"ACTIVE", "PAUSED", "ARCHIVED", "DRAFT"}
 DATE_RANGE = re.compile(
     r"\(start:\(year:(\d+),month:(\d+),day:(\d+)\),end:\(year:(\d+),month:(\d+),day:(\d+)\)\)"
 )
@@ -39,6 +50,9 @@ class FakeLinkedIn(FakeApi):
         self.version = version
         self.campaigns: dict[tuple[str, str], dict[str, Any]] = {}
         self.analytics: list[dict[str, Any]] = []
+        # LinkedIn delivers up to 50 % over a campaign's daily budget on a day; `serve` is
+        # held to that.
+        self.auction = BudgetedDelivery(Fraction(3, 2))
         super().__init__()
 
     def seed_campaign(self, account: str, campaign: str, currency: str = "USD") -> None:
@@ -46,7 +60,22 @@ class FakeLinkedIn(FakeApi):
             "currency": currency,
             "unitCost": None,
             "dailyBudget": None,
+            "status": "ACTIVE",
         }
+
+    def serve(self, account: str, campaign: str, day: date, want: int) -> int:
+        """The auction would spend `want` micros more on this campaign on `day`: LinkedIn
+        delivers what its daily budget allows (none set: all) and reports it in the
+        campaign's analytics row for the day. Returns the micros delivered."""
+        budget = self.campaigns[(account, campaign)]["dailyBudget"]
+        micros = None if budget is None else int(budget * 1_000_000)
+        if self.campaigns[(account, campaign)]["status"] != "ACTIVE":
+            want = 0
+        delivered = self.auction.allow(campaign, day, micros, want)
+        row = running_row(self.analytics, account=account, campaign=campaign, day=day)
+        spent = Decimal(row.get("costInLocalCurrency", "0")) + Decimal(delivered) / 1_000_000
+        row["costInLocalCurrency"] = str(spent)
+        return delivered
 
     def seed_analytics(self, account: str, campaign: str, day: date, **metrics: Any) -> None:
         """metrics as LinkedIn reports them: costInLocalCurrency "12.3456", impressions 100."""
@@ -65,14 +94,21 @@ class FakeLinkedIn(FakeApi):
                 return _error(404, "NOT_FOUND", f"Campaign {campaign} not found")
             body = parse_json(await request.body())
             changes = ((body or {}).get("patch") or {}).get("$set")
-            if not isinstance(changes, dict) or not changes or set(changes) - MONEY_FIELDS:
+            if (
+                not isinstance(changes, dict)
+                or not changes
+                or set(changes) - MONEY_FIELDS - {"status"}
+            ):
                 return _error(400, "ILLEGAL_ARGUMENT", "Invalid patch")
-            for field, money in changes.items():
-                problem = _money_problem(field, money, stored["currency"])
+            for field, value in changes.items():
+                if field == "status":
+                    problem = None if value in STATUSES else f"/status must be one of {STATUSES}"
+                else:
+                    problem = _money_problem(field, value, stored["currency"])
                 if problem:
                     return _error(400, "FIELD_VALUE_INVALID", problem)
-            for field, money in changes.items():
-                stored[field] = Decimal(money["amount"])
+            for field, value in changes.items():
+                stored[field] = value if field == "status" else Decimal(value["amount"])
             return Response(status_code=204)
 
         @app.get("/rest/adAnalytics")

@@ -1,5 +1,5 @@
-"""FAKE of Meta's Graph / Marketing API (not Meta): ad set and campaign updates, the Graph
-batch API and ad-set insights, for the connector tests.
+"""FAKE of Meta's Graph / Marketing API (not Meta): ad set (bid, status) and campaign updates,
+the Graph batch API and ad-set insights, for the connector tests.
 
 Checked as the Graph API does: the `access_token` parameter (code 190 otherwise), the version
 in the path (code 2635 for an unserved one), integer minor-unit amounts for `bid_amount` and
@@ -30,7 +30,8 @@ from tests.fakes.ad_platforms import (
     running_row,
 )
 
-FIELDS = {"bid_amount": "ad_sets", "daily_budget": "campaigns"}
+FIELDS = {"bid_amount": "ad_sets", "daily_budget": "campaigns", "status": "ad_sets"}
+STATUSES = {"ACTIVE", "PAUSED", "ARCHIVED"}
 INSIGHT_FIELDS = {"adset_id", "spend", "impressions", "clicks", "actions", "action_values"}
 
 
@@ -47,6 +48,7 @@ class FakeMeta(FakeApi):
         self.ad_sets: dict[str, int] = {}
         self.campaigns: dict[str, int] = {}
         self.insights: list[dict[str, Any]] = []
+        self.statuses: dict[str, str] = {}  # ad set id -> ACTIVE / PAUSED, once one was set
         # Meta delivers up to 75 % over a daily budget on a day; `serve` is held to that.
         self.auction = BudgetedDelivery(Fraction(7, 4))
         super().__init__()
@@ -58,6 +60,8 @@ class FakeMeta(FakeApi):
         for the day. Returns the micros delivered."""
         budget = self.campaigns.get(campaign_id)
         micros = None if budget is None else budget * 10_000
+        if self.statuses.get(adset_id) == "PAUSED":
+            want = 0
         delivered = self.auction.allow(campaign_id, day, micros, want)
         row = running_row(self.insights, account=account, adset_id=adset_id, day=day)
         row["spend"] = str(Decimal(row.get("spend", "0")) + Decimal(delivered) / 1_000_000)
@@ -141,10 +145,15 @@ class FakeMeta(FakeApi):
                     "operation.",
                     subcode=33,
                 )
-            if not value.isdigit():
+            if name == "status" and value not in STATUSES:
+                return 400, _body(100, f"(#100) Param status must be one of {sorted(STATUSES)}")
+            if name != "status" and not value.isdigit():
                 return 400, _body(100, f"(#100) Param {name} must be an integer")
         for name, value in fields.items():
-            getattr(self, FIELDS[name])[object_id] = int(value)
+            if name == "status":
+                self.statuses[object_id] = value
+            else:
+                getattr(self, FIELDS[name])[object_id] = int(value)
         return 200, {"success": True}
 
     def _batch_item(self, item: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """FAKE of the PayPal REST API endpoints KIKI uses (not PayPal): OAuth 2.0 client credentials,
-Payment Method Tokens v3 (read a vaulted token), Orders v2 (create, capture), Payments v2
+Payment Method Tokens v3 (read a vaulted token), Orders v2 (create, show, capture), Payments v2
 (refund a capture) and Webhooks v1 (verify-webhook-signature), plus the webhook events PayPal
 sends, signed the way PayPal signs them.
 
@@ -29,6 +29,7 @@ import zlib
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -127,6 +128,7 @@ class FakePayPal(FakeApi):
         self.webhooks: dict[str, str] = {}  # id -> url
         self._refunded: dict[str, str] = {}  # refund id -> capture id
         self._replies: dict[str, tuple[int, Any]] = {}  # PayPal-Request-Id -> first answer
+        self._contexts: dict[str, dict[str, Any]] = {}  # order id -> its experience_context
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         super().__init__()
 
@@ -156,6 +158,19 @@ class FakePayPal(FakeApi):
         assert order["status"] == "PAYER_ACTION_REQUIRED", order["status"]
         order["status"] = "APPROVED"
         return order
+
+    def back_to_merchant(self, order_id: str, *, approved: bool) -> str:
+        """Where PayPal sends the payer's browser from the approval page: the order's
+        return_url with `token` (the order id) and `PayerID` added once they approved, its
+        cancel_url with `token` when they cancelled."""
+        context = self._contexts[order_id]
+        url = context["return_url"] if approved else context["cancel_url"]
+        extra = {"token": order_id} | ({"PayerID": _id()} if approved else {})
+        return f"{url}{'&' if '?' in url else '?'}{urlencode(extra)}"
+
+    def lapse(self, order_id: str) -> None:
+        """The order was never approved and PayPal let it lapse: it answers 404 from now on."""
+        del self.orders[order_id]
 
     def expire_tokens(self) -> None:
         self.tokens.clear()
@@ -250,6 +265,15 @@ class FakePayPal(FakeApi):
         @app.post("/v2/checkout/orders")
         async def create_order(request: Request) -> Response:
             return await self._idempotent(request, self._create_order)
+
+        @app.get("/v2/checkout/orders/{order_id}")
+        async def show_order(order_id: str, request: Request) -> Response:
+            if (denied := self._unauthorized(request)) is not None:
+                return denied
+            order = self.orders.get(order_id)
+            if order is None:
+                return _not_found()
+            return reply(200, order)
 
         @app.post("/v2/checkout/orders/{order_id}/capture")
         async def capture(order_id: str, request: Request) -> Response:
@@ -386,6 +410,7 @@ class FakePayPal(FakeApi):
                 "payment_source.paypal.experience_context.return_url and cancel_url are required.",
             )
         order["status"] = "PAYER_ACTION_REQUIRED"
+        self._contexts[order_id] = context
         order["links"].append(
             {
                 "href": f"{self.base_url}/checkoutnow?token={order_id}",

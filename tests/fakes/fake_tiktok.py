@@ -1,5 +1,5 @@
-"""FAKE of the TikTok API for Business v1.3 (not TikTok): ad group and campaign updates and the
-synchronous integrated report, for the connector tests.
+"""FAKE of the TikTok API for Business v1.3 (not TikTok): ad group (bid, status) and campaign
+updates and the synchronous integrated report, for the connector tests.
 
 As TikTok does, it answers HTTP 200 with an envelope `{"code", "message", "request_id",
 "data"}` whatever happens; it checks the `Access-Token` header (40104 empty, 40105 invalid),
@@ -14,11 +14,13 @@ import json
 import math
 from datetime import date
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
 from tests.fakes.ad_platforms import (
+    BudgetedDelivery,
     Failure,
     FakeApi,
     decimals,
@@ -26,9 +28,11 @@ from tests.fakes.ad_platforms import (
     parse_json,
     reply,
     request_id,
+    running_row,
 )
 
 PARAM_ERROR = 40002
+OPERATIONS = {"ENABLE", "DISABLE"}  # an ad group's operation_status
 METRICS = {"spend", "impressions", "clicks", "conversion"}
 # update endpoint -> (store attribute, id field, amount field)
 ENTITIES = {
@@ -47,6 +51,8 @@ class FakeTikTok(FakeApi):
         self.ad_groups: dict[str, dict[str, Any]] = {}
         self.campaigns: dict[str, dict[str, Any]] = {}
         self.delivery: list[dict[str, Any]] = []
+        # TikTok's help pages: spend does not exceed a daily budget; `serve` is held to it.
+        self.auction = BudgetedDelivery(Fraction(1))
         super().__init__()
 
     def seed_ad_group(
@@ -60,6 +66,21 @@ class FakeTikTok(FakeApi):
 
     def seed_campaign(self, advertiser: str, campaign_id: str, budget: str) -> None:
         self.campaigns[campaign_id] = {"advertiser_id": advertiser, "budget": Decimal(budget)}
+
+    def serve(
+        self, advertiser: str, adgroup_id: str, campaign_id: str, day: date, want: int
+    ) -> int:
+        """The auction would spend `want` micros more on this ad group on `day`: TikTok
+        delivers what its campaign's budget allows (budgets in currency units) and reports it
+        as the ad group's running total for the day. Returns the micros delivered."""
+        budget = self.campaigns.get(campaign_id, {}).get("budget")
+        micros = None if budget is None else int(budget * 1_000_000)
+        if self.ad_groups[adgroup_id].get("status") == "DISABLE":
+            want = 0
+        delivered = self.auction.allow(campaign_id, day, micros, want)
+        row = running_row(self.delivery, advertiser=advertiser, adgroup_id=adgroup_id, day=day)
+        row["spend"] = str(Decimal(row.get("spend", "0")) + Decimal(delivered) / 1_000_000)
+        return delivered
 
     def seed_delivery(self, advertiser: str, ad_group_id: str, day: date, **metrics: str) -> None:
         """metrics as TikTok reports them, decimal strings: spend="12.34", impressions="100"."""
@@ -76,6 +97,24 @@ class FakeTikTok(FakeApi):
             if entity in ENTITIES and isinstance(body, dict):
                 return self._update(entity, body)
             return _envelope(PARAM_ERROR, "Invalid request body.")
+
+        @app.post("/open_api/v1.3/adgroup/status/update/")
+        async def status(request: Request) -> Response:
+            if request.headers.get("access-token") != self.access_token:
+                return self._unauthenticated(request)
+            body = parse_json(await request.body())
+            if not isinstance(body, dict) or body.get("operation_status") not in OPERATIONS:
+                return _envelope(PARAM_ERROR, "operation_status: must be ENABLE or DISABLE.")
+            ids = body.get("adgroup_ids")
+            if not isinstance(ids, list) or not ids:
+                return _envelope(PARAM_ERROR, "adgroup_ids: Missing data for required field.")
+            for ad_group_id in ids:
+                record = self.ad_groups.get(str(ad_group_id))
+                if record is None or record["advertiser_id"] != body.get("advertiser_id"):
+                    return _envelope(PARAM_ERROR, f"adgroup_id {ad_group_id} does not exist.")
+            for ad_group_id in ids:
+                self.ad_groups[str(ad_group_id)]["status"] = body["operation_status"]
+            return _envelope(0, "OK", {"adgroup_ids": ids})
 
         @app.get("/open_api/v1.3/report/integrated/get/")
         async def report(request: Request) -> Response:

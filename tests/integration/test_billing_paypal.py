@@ -12,14 +12,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
 
+from kiki.billing import payments
 from kiki.billing.models import Customer
 from kiki.billing.paypal_gateway import PayPalGateway
 from kiki.db.embedded import free_port
+from kiki.db.pool import create_pool
 from kiki.errors import FailedPrecondition
 from tests.fakes.fake_paypal import FakePayPal
 from tests.integration.conftest import new_key
@@ -34,6 +36,7 @@ from tests.integration.test_billing_stripe import (
 )
 
 CLIENT_ID, CLIENT_SECRET = "AfakeClientId", "EfakeClientSecret"
+KIKI = "https://kiki.test/billing"  # the billing app as payers' browsers reach it
 
 
 class PayPalBilling(Billing):
@@ -48,6 +51,23 @@ class PayPalBilling(Billing):
     def deliver(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
         return httpx.post(f"{self.url}/webhooks/paypal", content=body, headers=headers)
 
+    def back(self, order_id: str, *, approved: bool) -> httpx.Response:
+        """The payer's browser following PayPal's redirect back to KIKI (not followed on)."""
+        url = self.fake.back_to_merchant(order_id, approved=approved)
+        return httpx.get(url.replace(KIKI, self.url), follow_redirects=False)
+
+    def sweep(self, at: datetime) -> list[Any]:
+        """The worker's round for approval links, at `at`."""
+
+        async def expire() -> list[Any]:
+            pool = await create_pool(self.db, min_size=1, max_size=2)
+            try:
+                return await payments.expire_approvals(pool, self.paypal(), at, timedelta(hours=3))
+            finally:
+                await pool.close()
+
+        return asyncio.run(expire())
+
     def send(self, event_type: str, resource: dict[str, Any]) -> Any:
         """PayPal delivers a signed event; returns what billing did with it."""
         response = self.deliver(*self.fake.signed(self.fake.event(event_type, resource),
@@ -58,8 +78,7 @@ class PayPalBilling(Billing):
 
 def gateway_on(fake: FakePayPal, webhook_id: str | None = None) -> PayPalGateway:
     return PayPalGateway(CLIENT_ID, CLIENT_SECRET, fake.base_url, webhook_id,
-                         return_url="https://shop.test/paid",
-                         cancel_url="https://shop.test/canceled")  # fmt: skip
+                         redirect_base=KIKI)  # fmt: skip
 
 
 @pytest.fixture
@@ -80,6 +99,9 @@ def billing(fresh_db: str, tmp_path: Path, paypal: FakePayPal) -> Iterator[PayPa
         "paypal_client_id": CLIENT_ID,
         "paypal_client_secret": CLIENT_SECRET,
         "paypal_webhook_id": webhook_id,
+        "paypal_redirect_base": KIKI,
+        "paypal_return_url": "https://shop.test/paid",
+        "paypal_cancel_url": "https://shop.test/canceled?from=paypal",
     }
     with billing_app(fresh_db, "http://127.0.0.1:9", tmp_path, **settings) as url:
         key = asyncio.run(new_key(fresh_db, "shop"))
@@ -164,6 +186,70 @@ def test_paypal_vaulted_and_approval_link_payments_and_a_refund(billing: PayPalB
     assert too_much.status_code == 400
 
 
+def test_approval_links_come_back_to_kiki_and_expire(billing: PayPalBilling) -> None:
+    b, fake = billing, billing.fake
+    invoices = invoices_of(b)
+    for name in invoices:
+        b.ok("POST", f"/customers/{name}/payment-method", json={"gateway": "paypal"})
+    orders = {n: b.ok("POST", f"/invoices/{i['id']}/pay")["payment_intent_id"]
+              for n, i in invoices.items()}  # fmt: skip
+    ann, ben, cat = (invoices[n] for n in ("ann", "ben", "cat"))
+    created = [json.loads(r.body) for r in fake.requests if r.path == "/v2/checkout/orders"]
+    (context,) = [o["payment_source"]["paypal"]["experience_context"] for o in created
+                  if o["purchase_units"][0]["custom_id"].endswith(ann["id"])]  # fmt: skip
+    assert context["return_url"] == f"{KIKI}/paypal/return?invoice={ann['id']}"
+    assert context["cancel_url"] == f"{KIKI}/paypal/cancel?invoice={ann['id']}"
+
+    # ann approves at PayPal and comes back: KIKI captures at once and sends her on.
+    fake.approve(orders["ann"])
+    back = b.back(orders["ann"], approved=True)
+    assert back.status_code == 303, back.text
+    assert back.headers["location"] == f"https://shop.test/paid?invoice={ann['number']}&status=paid"
+    assert b.ok("GET", f"/invoices/{ann['id']}")["status"] == "paid"
+    # PayPal's own event, arriving later, finds it done; so does the same redirect again.
+    approved = fake.orders[orders["ann"]]
+    assert b.send("CHECKOUT.ORDER.APPROVED", approved) == (
+        "ignored: the order is not the invoice's payment in progress")  # fmt: skip
+    assert b.back(orders["ann"], approved=True).status_code == 404
+    # An order id that is not the invoice's payment, or an invoice nobody has: the same 404,
+    # and nothing changes.
+    url = f"{b.url}/paypal/return"
+    mixed = httpx.get(url, params={"invoice": ben["id"], "token": orders["cat"]})
+    unknown = httpx.get(url, params={"invoice": str(uuid4()), "token": orders["cat"]})
+    assert [r.status_code for r in (mixed, unknown)] == [404, 404]
+    assert mixed.json()["error"]["code"] == unknown.json()["error"]["code"] == "not_found"
+    bad = httpx.get(url, params={"invoice": "x", "token": "../v1/oauth2"})
+    assert bad.status_code == 422 and "invoice" in bad.text
+
+    # ben cancels at PayPal: a failed attempt, the invoice open for a new link.
+    cancelled = b.back(orders["ben"], approved=False)
+    assert cancelled.status_code == 303
+    assert cancelled.headers["location"] == (
+        f"https://shop.test/canceled?from=paypal&invoice={ben['number']}&status=failed"
+    )
+    failed = b.ok("GET", f"/invoices/{ben['id']}/payment")
+    assert (failed["status"], failed["attempts"]) == ("failed", 1)
+    assert "cancelled" in failed["last_error"] and b.ok("GET", f"/invoices/{ben['id']}")[
+        "status"] == "finalized"  # fmt: skip
+    again = b.ok("POST", f"/invoices/{ben['id']}/pay")
+    assert (again["status"], again["attempts"]) == ("processing", 2)
+    # ben approves the new order but PayPal's event is lost and he never comes back; cat never
+    # approves and PayPal lets her order lapse. Before the approval time is up nothing moves;
+    # after it, ben's order is captured and cat's attempt fails.
+    fake.approve(again["payment_intent_id"])
+    fake.lapse(orders["cat"])
+    now = datetime.now(UTC)
+    assert b.sweep(now + timedelta(hours=2)) == []
+    swept = {p.invoice_id: p for p in b.sweep(now + timedelta(hours=3, minutes=1))}
+    assert swept[UUID(ben["id"])].status.value == "succeeded"
+    assert b.ok("GET", f"/invoices/{ben['id']}")["status"] == "paid"
+    lapsed = b.ok("GET", f"/invoices/{cat['id']}/payment")
+    assert (lapsed["status"], lapsed["attempts"]) == ("failed", 1) and lapsed["next_retry_at"]
+    assert "not approved in time" in lapsed["last_error"]
+    assert b.ok("GET", f"/invoices/{cat['id']}")["status"] == "finalized"
+    assert b.ok("POST", f"/invoices/{cat['id']}/pay")["status"] == "processing"
+
+
 def test_concurrent_calls_share_one_token_and_bad_credentials_say_what_to_fix(
     paypal: FakePayPal,
 ) -> None:
@@ -176,7 +262,7 @@ def test_concurrent_calls_share_one_token_and_bad_credentials_say_what_to_fix(
     assert [method for _, method in asyncio.run(sync_all(gateway_on(paypal)))] == tokens
     assert paypal.tokens_issued == 1
     wrong = PayPalGateway(CLIENT_ID, "not-the-secret", paypal.base_url, None,
-                          return_url="https://a.test/", cancel_url="https://a.test/")  # fmt: skip
+                          redirect_base=KIKI)  # fmt: skip
     with pytest.raises(FailedPrecondition, match="KIKI_PAYPAL_CLIENT_SECRET"):
         asyncio.run(sync_all(wrong))
 

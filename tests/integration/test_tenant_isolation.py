@@ -439,6 +439,19 @@ CASES: dict[Key, Case] = {
         expect=(409,),
         watch=("invoice",),
     ),
+    # The payer's browser back from PayPal, naming A's invoice: refused before anything is
+    # looked up here (no PayPal); with PayPal, only the order A's payment waits on counts
+    # (test_billing_paypal.py: any other answers the 404 of an invoice nobody has).
+    "billing GET /paypal/return": Public(
+        query={"invoice": "<invoice>", "token": "5O190127TN364715T", "PayerID": "QYR5Z8XDVJNXQ"},
+        expect=(409,),
+        watch=("invoice",),
+    ),
+    "billing GET /paypal/cancel": Public(
+        query={"invoice": "<invoice>", "token": "5O190127TN364715T"},
+        expect=(409,),
+        watch=("invoice",),
+    ),
 }
 
 # A's things as A reads them: the same before and after B's calls.

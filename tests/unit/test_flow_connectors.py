@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import httpx
+import numpy as np
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -31,9 +32,16 @@ from kiki.flow.connectors import (
     build_connector,
 )
 from kiki.flow.connectors.amazon import AmazonAdsOAuth
-from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
+from kiki.flow.connectors.base import (
+    BidChange,
+    BudgetChange,
+    ChangeResult,
+    SpendRow,
+    StatusChange,
+)
 from kiki.flow.connectors.google_ads import GoogleAdsOAuth
 from kiki.flow.connectors.linkedin import LinkedInOAuth
+from kiki.flow.exchange import ExchangeConfig, SandboxConnector, SandboxExchange, Units
 from kiki.http import dumps
 from tests.fakes.ad_platforms import FakeApi
 from tests.fakes.fake_amazon_ads import FakeAmazonAds
@@ -243,6 +251,37 @@ def test_budget_round_trip_changes_the_platform_state(platform: str) -> None:
     result = setup.run(lambda c: c.push_budget(setup.budget()))
     assert result == ChangeResult(ok=True, ref=setup.budget_campaign)
     assert setup.stored_budget() == setup.expected_budget
+
+
+# Each fake's serving state of the seeded ad group, and its words for paused and serving.
+STATUS: dict[str, tuple[Callable[[Any], Any], str, str]] = {
+    "google_ads": (
+        lambda f: f.ad_group_status.get("customers/1234567890/adGroups/111"),
+        "PAUSED",
+        "ENABLED",
+    ),
+    "meta": (lambda f: f.statuses.get("23851"), "PAUSED", "ACTIVE"),
+    "tiktok": (lambda f: f.ad_groups["1790001"].get("status"), "DISABLE", "ENABLE"),
+    "linkedin": (lambda f: f.campaigns[("508001", "601")]["status"], "PAUSED", "ACTIVE"),
+    "amazon": (lambda f: f.states.get(("3456789012", "4001")), "PAUSED", "ENABLED"),
+}
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_an_ad_group_is_paused_and_serves_again(platform: str) -> None:
+    setup = SETUPS[platform]()
+    state, paused, serving = STATUS[platform]
+    pause = StatusChange(**setup.bid.model_dump(include={"account_id", "campaign_ref",
+                                                         "ad_group_ref"}), paused=True)  # fmt: skip
+    unknown = pause.model_copy(update={"ad_group_ref": "999"})
+    results = setup.run(lambda c: c.push_status([pause, unknown]))
+    assert [r.ok for r in results] == [True, False] and results[1].error
+    assert state(setup.fake) == paused
+    resume = pause.model_copy(update={"paused": False})
+    assert setup.run(lambda c: c.push_status([resume])) == [
+        ChangeResult(ok=True, ref=pause.ad_group_ref)
+    ]
+    assert state(setup.fake) == serving
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
@@ -775,20 +814,56 @@ def test_amazon_reuses_a_pending_duplicate_report() -> None:
     assert len(setup.fake.reports) == 1
 
 
-@pytest.mark.parametrize(("setup", "most"), [(google, 151_000_000), (meta, 132_125_000)])
+# Each fake's auction on the seeded ad group: (fake, day, micros wanted) -> delivered.
+SERVE: dict[str, Callable[[Any, date, int], int]] = {
+    "google_ads": lambda f, day, want: f.serve("1234567890", "111", day, want),
+    "meta": lambda f, day, want: f.serve("1001", "23851", "2385", day, want),
+    "tiktok": lambda f, day, want: f.serve("7001", "1790001", "1790", day, want),
+    "linkedin": lambda f, day, want: f.serve("508001", "601", day, want),
+    "amazon": lambda f, day, want: f.serve("3456789012", 4001, "5001", day, want),
+}
+
+
+@pytest.mark.parametrize(
+    ("setup", "most"),
+    [(google, 151_000_000), (meta, 132_125_000), (tiktok, 75_500_000),
+     (linkedin, 113_250_000), (amazon, 94_375_000)],
+)  # fmt: skip
 def test_a_pushed_daily_budget_holds_the_fakes_delivery_to_the_platforms_terms(
     setup: Callable[[], Setup], most: int
 ) -> None:
-    """75.50 pushed: Google delivers at most 2x on a day, Meta 1.75x, however much the
-    auction wants; the report shows exactly that."""
+    """75.50 pushed: on a day Google delivers at most 2x, Meta 1.75x, TikTok 1x, LinkedIn
+    1.5x, Amazon 1.25x, however much the auction wants; the report shows exactly that."""
     s = setup()
     s.run(lambda c: c.push_budget(s.budget()))
     day = date(2026, 3, 1)
+    if s.platform == "google_ads":
+        s.fake.ad_group_campaign[("1234567890", "111")] = "77"
     for _ in range(3):
-        if s.platform == "google_ads":
-            s.fake.ad_group_campaign[("1234567890", "111")] = "77"
-            s.fake.serve("1234567890", "111", day, 100_000_000)
-        else:
-            s.fake.serve("1001", "23851", "2385", day, 100_000_000)
+        SERVE[s.platform](s.fake, day, 100_000_000)
     rows = s.run(lambda c: c.spend_report(s.bid.account_id, day, day))
     assert [r.spend_micros for r in rows] == [most]
+
+
+def test_the_sandbox_pauses_an_ad_group_by_bidding_nothing() -> None:
+    """The simulation's connector (kiki.flow.exchange) speaks push_status as the real ones
+    do: a paused ad group's bid is 0 until the loop's next bid push; unknown ones fail."""
+    one = np.zeros(1)
+    units = Units(pool=np.zeros(1, dtype=np.int64), platform=["meta"], utc_offset_h=one,
+                  true_cvr=one + 0.05, true_value_micros=one + 50e6)  # fmt: skip
+    exchange = SandboxExchange(units, ExchangeConfig())
+    sandbox = SandboxConnector("meta", exchange, {"23851": 0})
+    change = StatusChange(account_id="1", campaign_ref="1", ad_group_ref="23851", paused=True)
+
+    async def scenario() -> list[list[bool]]:
+        await sandbox.push_bids([bid("1", "23851")])
+        assert exchange.bids[0] == BID_MICROS
+        paused = await sandbox.push_status(
+            [change, change.model_copy(update={"ad_group_ref": "9"})]
+        )
+        assert exchange.bids[0] == 0
+        resumed = await sandbox.push_status([change.model_copy(update={"paused": False})])
+        assert exchange.bids[0] == 0  # serving again, at the next bid pushed
+        return [[r.ok for r in paused], [r.ok for r in resumed]]
+
+    assert asyncio.run(scenario()) == [[True, False], [True]]

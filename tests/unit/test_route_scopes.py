@@ -17,6 +17,10 @@ PUBLIC = {
     ("create", "GET", "/metrics"): "Prometheus scrapes it; platform-wide counters, no tenant data",
     ("billing", "POST", "/webhooks/stripe"): "Stripe's signature authenticates it",
     ("billing", "POST", "/webhooks/paypal"): "PayPal verifies its signature (PAYPAL-* headers)",
+    ("billing", "GET", "/paypal/return"): "the payer's browser from PayPal; the invoice and "
+    "PayPal's order id must name a payment KIKI waits on",
+    ("billing", "GET", "/paypal/cancel"): "the payer's browser from PayPal; the invoice and "
+    "PayPal's order id must name a payment KIKI waits on",
 }
 # Any valid key will do: it says only what the key itself may do.
 ANY_KEY = {("*", "GET", "/api/v1/whoami")}

@@ -18,15 +18,22 @@ from __future__ import annotations
 
 import gzip
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr
 
 from kiki.errors import InvalidInput, Unavailable
-from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
+from kiki.flow.connectors.base import (
+    BidChange,
+    BudgetChange,
+    ChangeResult,
+    SpendRow,
+    StatusChange,
+)
 from kiki.flow.connectors.http import (
+    C,
     HttpConnector,
     PlatformSettings,
     chunks,
@@ -73,16 +80,29 @@ class AmazonAdsConnector(HttpConnector[AmazonAdsSettings]):
     credential_hint = "AmazonAdsSettings.client_id or access_token, or the profile id (account_id)"
 
     async def push_bids(self, changes: Sequence[BidChange]) -> list[ChangeResult]:
-        return await self._push_by_account(changes, lambda c: c.account_id, self._push_profile)
+        async def push(profile: Sequence[BidChange]) -> list[ChangeResult]:
+            return await self._put_ad_groups(profile, lambda c: {
+                "defaultBid": exact_amount(self.platform, c.bid_micros, c.currency)})  # fmt: skip
 
-    async def _push_profile(self, changes: Sequence[BidChange]) -> list[ChangeResult]:
+        return await self._push_by_account(changes, lambda c: c.account_id, push)
+
+    async def push_status(self, changes: Sequence[StatusChange]) -> list[ChangeResult]:
+        """SP ad groups' `state`: PAUSED, or ENABLED again."""
+
+        async def push(profile: Sequence[StatusChange]) -> list[ChangeResult]:
+            return await self._put_ad_groups(profile, lambda c: {
+                "state": "PAUSED" if c.paused else "ENABLED"})  # fmt: skip
+
+        return await self._push_by_account(changes, lambda c: c.account_id, push)
+
+    async def _put_ad_groups(
+        self, changes: Sequence[C], fields: Callable[[C], dict[str, Any]]
+    ) -> list[ChangeResult]:
+        """Update the ad groups of one profile, UPDATE_LIMIT a call."""
         results: list[ChangeResult] = []
         for batch in chunks(changes, UPDATE_LIMIT):
             items = [
-                {
-                    "adGroupId": require_digits(c.ad_group_ref, "ad group id"),
-                    "defaultBid": exact_amount(self.platform, c.bid_micros, c.currency),
-                }
+                {"adGroupId": require_digits(c.ad_group_ref, "ad group id"), **fields(c)}
                 for c in batch
             ]
             refs = [c.ad_group_ref for c in batch]

@@ -42,6 +42,19 @@ class BudgetChange(BaseModel):
     currency: str
 
 
+class StatusChange(BaseModel):
+    """Pause one ad group (ad set on Meta, campaign on LinkedIn) on one platform, or let it
+    serve again: how KIKI stops delivery that no daily budget of its own bounds
+    (actors.flow.pushes.CapPusher)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account_id: str
+    campaign_ref: str
+    ad_group_ref: str
+    paused: bool
+
+
 class ChangeResult(BaseModel):
     """What the platform said about one change."""
 
@@ -74,6 +87,10 @@ class PlatformConnector(ABC):
     @abstractmethod
     async def push_budget(self, change: BudgetChange) -> ChangeResult:
         """Set a campaign's daily budget."""
+
+    @abstractmethod
+    async def push_status(self, changes: Sequence[StatusChange]) -> list[ChangeResult]:
+        """Pause ad groups or let them serve again; one result per change, in order."""
 
     @abstractmethod
     async def spend_report(self, account_id: str, start: date, end: date) -> list[SpendRow]:

@@ -14,15 +14,22 @@ is refused here rather than rejected there.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr
 
 from kiki.errors import InvalidInput
-from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
+from kiki.flow.connectors.base import (
+    BidChange,
+    BudgetChange,
+    ChangeResult,
+    SpendRow,
+    StatusChange,
+)
 from kiki.flow.connectors.http import (
+    C,
     HttpConnector,
     PlatformSettings,
     check_range,
@@ -57,21 +64,30 @@ class GoogleAdsConnector(HttpConnector[GoogleAdsSettings]):
     credential_hint = "GoogleAdsSettings.access_token, developer_token or login_customer_id"
 
     async def push_bids(self, changes: Sequence[BidChange]) -> list[ChangeResult]:
-        return await self._push_by_account(
-            changes, lambda c: _customer(c.account_id), self._push_customer
-        )
+        async def push(customer: Sequence[BidChange]) -> list[ChangeResult]:
+            return await self._mutate_ad_groups(customer, lambda c: (
+                "cpc_bid_micros", {"cpcBidMicros": str(c.bid_micros)}))  # fmt: skip
 
-    async def _push_customer(self, changes: Sequence[BidChange]) -> list[ChangeResult]:
-        """One mutate call for the ad groups of one customer."""
+        return await self._push_by_account(changes, lambda c: _customer(c.account_id), push)
+
+    async def push_status(self, changes: Sequence[StatusChange]) -> list[ChangeResult]:
+        async def push(customer: Sequence[StatusChange]) -> list[ChangeResult]:
+            return await self._mutate_ad_groups(customer, lambda c: (
+                "status", {"status": "PAUSED" if c.paused else "ENABLED"}))  # fmt: skip
+
+        return await self._push_by_account(changes, lambda c: _customer(c.account_id), push)
+
+    async def _mutate_ad_groups(
+        self, changes: Sequence[C], update: Callable[[C], tuple[str, dict[str, str]]]
+    ) -> list[ChangeResult]:
+        """One mutate call for the ad groups of one customer: `update` gives each one's mask
+        and fields (int64 as JSON strings, the mask in snake_case, as Google wants)."""
         customer = _customer(changes[0].account_id)
-        operations = [
-            _update(
-                f"customers/{customer}/adGroups/{require_digits(c.ad_group_ref, 'ad group id')}",
-                "cpc_bid_micros",
-                cpcBidMicros=c.bid_micros,
-            )
-            for c in changes
-        ]
+        operations = []
+        for c in changes:
+            mask, fields = update(c)
+            name = f"customers/{customer}/adGroups/{require_digits(c.ad_group_ref, 'ad group id')}"
+            operations.append({"update": {"resourceName": name, **fields}, "updateMask": mask})
         errors = await self._mutate(customer, "adGroups", operations)
         return [
             ChangeResult(ok=error is None, ref=change.ad_group_ref, error=error)

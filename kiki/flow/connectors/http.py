@@ -19,7 +19,7 @@ from pydantic import Field
 
 from kiki.clock import Clock
 from kiki.errors import ConfigError, InvalidInput
-from kiki.flow.connectors.base import BidChange, ChangeResult, PlatformConnector
+from kiki.flow.connectors.base import BidChange, ChangeResult, PlatformConnector, StatusChange
 from kiki.http import HttpService, ServiceSettings
 from kiki.money import MICROS_PER_UNIT, Money, micros_to_decimal_str, to_decimal
 
@@ -100,6 +100,7 @@ def require_digits(value: str, what: str) -> str:
 
 
 S = TypeVar("S", bound=PlatformSettings)
+C = TypeVar("C", BidChange, StatusChange)
 
 
 class HttpConnector(HttpService[S], PlatformConnector):
@@ -123,14 +124,16 @@ class HttpConnector(HttpService[S], PlatformConnector):
 
     async def _push_by_account(
         self,
-        changes: Sequence[BidChange],
-        account: Callable[[BidChange], str],
-        push: Callable[[Sequence[BidChange]], Awaitable[list[ChangeResult]]],
+        changes: Sequence[C],
+        account: Callable[[C], str],
+        push: Callable[[Sequence[C]], Awaitable[list[ChangeResult]]],
     ) -> list[ChangeResult]:
-        """For APIs that take one account per call: check every amount first (nothing is sent
-        when one is inexact), call `push` once per account, answer in the caller's order."""
+        """For APIs that take one account per call: check every bid's amount first (nothing
+        is sent when one is inexact), call `push` once per account, answer in the caller's
+        order."""
         for change in changes:
-            exact_amount(self.platform, change.bid_micros, change.currency)
+            if isinstance(change, BidChange):
+                exact_amount(self.platform, change.bid_micros, change.currency)
         groups: dict[str, list[int]] = {}
         for index, change in enumerate(changes):
             groups.setdefault(account(change), []).append(index)

@@ -24,7 +24,13 @@ from urllib.parse import quote
 from pydantic import Field, SecretStr
 
 from kiki.errors import InvalidInput
-from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
+from kiki.flow.connectors.base import (
+    BidChange,
+    BudgetChange,
+    ChangeResult,
+    SpendRow,
+    StatusChange,
+)
 from kiki.flow.connectors.http import (
     HttpConnector,
     PlatformSettings,
@@ -77,6 +83,15 @@ class LinkedInConnector(HttpConnector[LinkedInSettings]):
             change.account_id, change.campaign_ref, "dailyBudget", budget
         )
 
+    async def push_status(self, changes: Sequence[StatusChange]) -> list[ChangeResult]:
+        """A LinkedIn campaign (KIKI's ad group) PAUSED, or ACTIVE again."""
+        return [
+            await self._patch_campaign(
+                c.account_id, c.ad_group_ref, "status", "PAUSED" if c.paused else "ACTIVE"
+            )
+            for c in changes
+        ]
+
     async def spend_report(self, account_id: str, start: date, end: date) -> list[SpendRow]:
         check_range(start, end)
         account = quote(f"urn:li:sponsoredAccount:{_digits(account_id)}", safe="")
@@ -108,7 +123,7 @@ class LinkedInConnector(HttpConnector[LinkedInSettings]):
         }
 
     async def _patch_campaign(
-        self, account_id: str, campaign_id: str, field: str, money: dict[str, str]
+        self, account_id: str, campaign_id: str, field: str, value: dict[str, str] | str
     ) -> ChangeResult:
         url = (
             f"{self._base}/rest/adAccounts/{_digits(account_id)}/adCampaigns/{_digits(campaign_id)}"
@@ -121,7 +136,7 @@ class LinkedInConnector(HttpConnector[LinkedInSettings]):
                 "X-RestLi-Method": "PARTIAL_UPDATE",
                 "Content-Type": "application/json",
             },
-            content=dumps({"patch": {"$set": {field: money}}}),
+            content=dumps({"patch": {"$set": {field: value}}}),
         )
         if reply.ok:
             return ChangeResult(ok=True, ref=campaign_id)

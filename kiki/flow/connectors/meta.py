@@ -24,7 +24,13 @@ from urllib.parse import urlencode
 from pydantic import Field, SecretStr
 
 from kiki.errors import InvalidInput, Unavailable
-from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
+from kiki.flow.connectors.base import (
+    BidChange,
+    BudgetChange,
+    ChangeResult,
+    SpendRow,
+    StatusChange,
+)
 from kiki.flow.connectors.http import (
     HttpConnector,
     PlatformSettings,
@@ -38,6 +44,7 @@ from kiki.http import Reply, loads
 from kiki.money import MICROS_PER_UNIT, normalize_currency, to_decimal
 
 BATCH_LIMIT = 50
+Fields = dict[str, int | str]  # an object's fields to set: amounts in minor units, a status
 # Currencies whose Meta offset is 1, from Meta's "Currency codes" table; all others are 100.
 OFFSET_ONE = frozenset(
     {"CLP", "COP", "CRC", "HUF", "IDR", "ISK", "JPY", "KRW", "PYG", "TWD", "VND"}
@@ -82,6 +89,21 @@ class MetaConnector(HttpConnector[MetaSettings]):
             )
             for c in changes
         ]
+        return await self._update_all(updates)
+
+    async def push_status(self, changes: Sequence[StatusChange]) -> list[ChangeResult]:
+        return await self._update_all(
+            [
+                (
+                    require_digits(c.ad_group_ref, "ad set id"),
+                    {"status": "PAUSED" if c.paused else "ACTIVE"},
+                )
+                for c in changes
+            ]
+        )
+
+    async def _update_all(self, updates: Sequence[tuple[str, Fields]]) -> list[ChangeResult]:
+        """One call for a single update, Graph batches of BATCH_LIMIT for more."""
         results: list[ChangeResult] = []
         for batch in chunks(updates, BATCH_LIMIT):
             if len(batch) == 1:
@@ -140,14 +162,12 @@ class MetaConnector(HttpConnector[MetaSettings]):
     def _version_url(self) -> str:
         return f"{self._base}/{self._settings.api_version}"
 
-    async def _update(self, object_id: str, fields: dict[str, int]) -> ChangeResult:
+    async def _update(self, object_id: str, fields: Fields) -> ChangeResult:
         data = {**{k: str(v) for k, v in fields.items()}, "access_token": self._token()}
         reply = await self._call("POST", f"{self._version_url()}/{object_id}", data=data)
         return _result(object_id, reply.status, reply.body, self._error_message(reply))
 
-    async def _update_batch(
-        self, updates: Sequence[tuple[str, dict[str, int]]]
-    ) -> list[ChangeResult]:
+    async def _update_batch(self, updates: Sequence[tuple[str, Fields]]) -> list[ChangeResult]:
         batch = [
             {
                 "method": "POST",

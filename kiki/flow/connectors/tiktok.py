@@ -3,7 +3,9 @@
 Bids: `POST /open_api/v1.3/adgroup/update/` with `advertiser_id`, `adgroup_id` and
 `bid_price`, one call per ad group (v1.3 has batch endpoints for budgets and statuses, not for
 bids); the ad group must already use a custom bid (`bid_type: BID_TYPE_CUSTOM`), which is left
-as it is. Budgets: `POST /open_api/v1.3/campaign/update/` with `budget`. Reports:
+as it is. Budgets: `POST /open_api/v1.3/campaign/update/` with `budget`. Pausing an ad group:
+`POST /open_api/v1.3/adgroup/status/update/` with `adgroup_ids` and `operation_status`
+DISABLE (ENABLE to serve again). Reports:
 `GET /open_api/v1.3/report/integrated/get/` (BASIC report, AUCTION_ADGROUP level, dimensions
 adgroup_id and stat_time_day), paged with page/page_size, at most 30 days a request when
 stat_time_day is a dimension.
@@ -26,7 +28,13 @@ from typing import Any, ClassVar
 from pydantic import Field, SecretStr
 
 from kiki.errors import InvalidInput
-from kiki.flow.connectors.base import BidChange, BudgetChange, ChangeResult, SpendRow
+from kiki.flow.connectors.base import (
+    BidChange,
+    BudgetChange,
+    ChangeResult,
+    SpendRow,
+    StatusChange,
+)
 from kiki.flow.connectors.http import (
     HttpConnector,
     PlatformSettings,
@@ -75,6 +83,21 @@ class TikTokConnector(HttpConnector[TikTokSettings]):
             "budget": exact_amount(self.platform, change.daily_budget_micros, change.currency),
         }
         return await self._update("campaign", body, change.campaign_ref)
+
+    async def push_status(self, changes: Sequence[StatusChange]) -> list[ChangeResult]:
+        """`adgroup/status/update/`: DISABLE pauses an ad group, ENABLE lets it serve."""
+        bodies = [
+            {
+                "advertiser_id": require_digits(c.account_id, "advertiser id"),
+                "adgroup_ids": [require_digits(c.ad_group_ref, "ad group id")],
+                "operation_status": "DISABLE" if c.paused else "ENABLE",
+            }
+            for c in changes
+        ]
+        return [
+            await self._update("adgroup/status", body, c.ad_group_ref)
+            for body, c in zip(bodies, changes, strict=True)
+        ]
 
     async def spend_report(self, account_id: str, start: date, end: date) -> list[SpendRow]:
         advertiser = require_digits(account_id, "advertiser id")
