@@ -105,6 +105,7 @@ async def ltv_spread(
 @router.get("/cohorts", response_model=CohortView | CohortList, tags=["cohorts"])
 async def get_cohorts(
     tenant: Reader,
+    ctx: Context,
     conn: Connection,
     cohort_id: Annotated[
         str | None, Query(description="e.g. cohort_jan_2026; omit for every cohort")
@@ -116,5 +117,5 @@ async def get_cohorts(
     await training_jobs.check_loaded(conn, tenant.id)
     if cohort_id is not None:
         return CohortView.of(await cohorts.cohort(conn, tenant.id, cohort_id, day))
-    found = await cohorts.cohorts(conn, tenant.id, day)
+    found = await ctx.service.cohorts(tenant.id, day)
     return CohortList(as_of=day, cohorts=[CohortView.of(c) for c in found])
