@@ -51,13 +51,16 @@ async def list_campaigns(
     status: CampaignStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     after: Annotated[str | None, Query(description="campaign_id to continue after")] = None,
+    roas: Annotated[
+        bool, Query(description="add each campaign's ROAS (asks every bid-loop shard)")
+    ] = False,
 ) -> CampaignPage:
     found = await store.list_campaigns(
         conn, str(tenant.id), status.value if status else None, limit, after
     )
     ticks, measured = await asyncio.gather(
         store.latest_ticks(conn, str(tenant.id), [c.campaign_id for c in found]),
-        ctx.measured(str(tenant.id)),
+        ctx.measured(str(tenant.id)) if roas else asyncio.sleep(0, {}),
     )
     return CampaignPage(
         campaigns=[

@@ -40,9 +40,9 @@ class CampaignView(BaseModel):
     )
     roas: float | None = Field(
         None,
-        description="in a list: conversion value / spend as the bid loop measured them since "
-        "its shard last loaded the campaign (it keeps value in memory only); none before any "
-        "spend or when the loop does not answer",
+        description="in a list asked with roas=true: conversion value / spend as the bid loop "
+        "measured them since its shard last loaded the campaign (it keeps value in memory "
+        "only); none before any spend or when the loop does not answer",
     )
 
     @classmethod

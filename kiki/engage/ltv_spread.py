@@ -2,8 +2,8 @@
 and deciles, in integer micros (the console's Customers page).
 
 LTV is long-tailed (a few customers are worth many times the rest), so equal-width bins up to
-the maximum would put nearly everyone in the first; the bins stop at the 99th percentile and
-the last one holds everyone above it."""
+the maximum would put nearly everyone in the first; the bins run from the lowest value to the
+99th percentile and the last one holds everyone from there up."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def spread(values_micros: np.ndarray, bins: int = 20) -> Spread:
     total = int(values.sum())
     if not len(values):
         return Spread(customers=0, total_micros=0, median_micros=0, bins=[], deciles=[])
-    low, top = min(0, int(values[-1])), int(np.percentile(values, 99))
+    low, top = int(values[-1]), int(np.percentile(values, 99))
     edges = np.linspace(low, top, bins).astype(np.int64) if top > low else np.array([low])
     # bin k holds edges[k] <= v < edges[k+1]; the last holds v >= edges[-1]
     counts = np.bincount(np.searchsorted(edges, values, side="right") - 1, minlength=len(edges))

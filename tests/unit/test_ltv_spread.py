@@ -7,11 +7,12 @@ from kiki.engage.ltv_spread import spread
 
 
 def test_bins_count_everyone_once_and_the_tail_goes_in_the_last() -> None:
-    values = np.array([0, 1_000_000, 2_000_000, 3_000_000] * 250 + [900_000_000] * 5)
+    values = np.array([500_000, 1_000_000, 2_000_000, 3_000_000] * 250 + [900_000_000] * 5)
     found = spread(values, bins=4)
     assert sum(b.customers for b in found.bins) == found.customers == 1005
     assert found.bins[-1].high_micros is None and found.bins[-1].customers == 255
-    assert [b.low_micros for b in found.bins] == [0, 1_000_000, 2_000_000, 3_000_000]
+    assert [b.low_micros for b in found.bins] == [500_000, 1_333_333, 2_166_666, 3_000_000]
+    assert [b.customers for b in found.bins] == [500, 250, 0, 255]
     assert found.total_micros == int(values.sum()) and found.median_micros == 2_000_000
 
 
