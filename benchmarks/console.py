@@ -170,9 +170,12 @@ async def seed(base_url: str, key: str, campaigns: int, ticks: int, timeout_s: f
         idle = [c for c in ids if have.get(c, "draft") in ("draft", "paused")]
         await _each([lambda c=c: client.post(f"/flow/api/v1/campaigns/{c}/start") for c in idle], 8)
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
+        while True:  # a 5xx while the loop is busy loading them is "not yet"
             pacing = await client.get(f"/flow/api/v1/campaigns/{ids[-1]}/pacing")
-            if len(pacing.raise_for_status().json()["points"]) >= ticks:
+            if (
+                pacing.status_code < 500
+                and len(pacing.raise_for_status().json()["points"]) >= ticks
+            ):
                 break
             if asyncio.get_running_loop().time() > deadline:
                 raise Unavailable(f"{ids[-1]} has fewer than {ticks} ticks after {timeout_s:.0f} s")
