@@ -439,7 +439,11 @@ def bench_load(users: str, step_s: int, apps: str, campaigns: int, as_json: bool
 @click.option("--campaigns", default=1000, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--runs", default=5, show_default=True, type=click.IntRange(1, 100))
 @click.option(
-    "--ticks", default=3, show_default=True, help="Pacing points the campaigns have first."
+    "--ticks",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 2000),
+    help="Pacing points the campaigns have first.",
 )
 @click.option("--keep-running", is_flag=True, help="Leave the bench campaigns running after.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -448,7 +452,8 @@ def bench_console(campaigns: int, runs: int, ticks: int, keep_running: bool, as_
     --detach` runs, as the development key's tenant (the CDNOW demo and its models) with
     --campaigns campaigns (`console-bench-NNNN`) created and started through SyncFlow so the
     bid loop ticks them while the pages load: per page the time until its data and charts
-    are shown, p50 and max of --runs loads after a warm-up. The campaigns are paused after."""
+    are shown: the first load (caches cold), then p50 and max of --runs more. The campaigns
+    are paused after, unless --keep-running."""
     from benchmarks.console import PREFIX, ConsoleReport, measure, pause, seed
 
     settings, state = running_platform("console")
