@@ -36,7 +36,8 @@ sysdeps:
 	fi
 
 # The console's front-end dependencies (npm, pinned by package-lock.json), copied as ES
-# modules into the package's static files: nothing loads from a CDN at run time.
+# modules into the package's static files: nothing loads from a CDN at run time. axe-core is
+# not loaded by the pages: the console's tests inject it to check accessibility.
 CONSOLE := deployments/console
 VENDOR  := $(CONSOLE)/static/vendor/.built
 $(VENDOR): $(CONSOLE)/package-lock.json
@@ -44,6 +45,8 @@ $(VENDOR): $(CONSOLE)/package-lock.json
 	mkdir -p $(CONSOLE)/static/vendor
 	cp $(CONSOLE)/node_modules/uplot/dist/uPlot.esm.js $(CONSOLE)/node_modules/uplot/dist/uPlot.min.css \
 	   $(CONSOLE)/node_modules/uplot/LICENSE $(CONSOLE)/static/vendor/
+	cp $(CONSOLE)/node_modules/axe-core/axe.min.js $(CONSOLE)/static/vendor/
+	cp $(CONSOLE)/node_modules/axe-core/LICENSE $(CONSOLE)/static/vendor/axe-core.LICENSE
 	touch $@
 
 console: $(VENDOR)

@@ -435,6 +435,49 @@ def bench_load(users: str, step_s: int, apps: str, campaigns: int, as_json: bool
     click.echo(report.table())
 
 
+@bench.command("console")
+@click.option("--campaigns", default=1000, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--runs", default=5, show_default=True, type=click.IntRange(1, 100))
+@click.option(
+    "--ticks",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 2000),
+    help="Pacing points the campaigns have first.",
+)
+@click.option("--keep-running", is_flag=True, help="Leave the bench campaigns running after.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_console(campaigns: int, runs: int, ticks: int, keep_running: bool, as_json: bool) -> None:
+    """Each console page loaded in headless Chromium (Debian's) on the platform `kiki up
+    --detach` runs, as the development key's tenant (the CDNOW demo and its models) with
+    --campaigns campaigns (`console-bench-NNNN`) created and started through SyncFlow so the
+    bid loop ticks them while the pages load: per page the time until its data and charts
+    are shown: the first load (caches cold), then p50 and max of --runs more. The campaigns
+    are paused after, unless --keep-running."""
+    from benchmarks.console import PREFIX, ConsoleReport, measure, pause, seed
+
+    settings, state = running_platform("console")
+    key_file = Path(settings.home) / "dev_api_key"
+    if not key_file.exists():
+        raise Unavailable(f"no development key at {key_file}: start KIKI with `kiki up`")
+    key = key_file.read_text().strip()
+    try:
+        running = asyncio.run(seed(state.http_url, key, campaigns, ticks, timeout_s=600))
+        loads = measure(state.http_url, key, f"{PREFIX}{campaigns - 1:04d}", runs)
+    finally:
+        if not keep_running:
+            asyncio.run(pause(state.http_url, key))
+    report = ConsoleReport(campaigns=campaigns, running=running, runs=runs, pages=loads)
+    if as_json:
+        click.echo(report.model_dump_json())
+        return
+    click.echo(
+        f"Console on {state.http_url}: {running} campaigns running, {runs} loads a page "
+        "after a warm-up; shown = data and charts drawn, from the navigation's start\n"
+    )
+    click.echo(report.table())
+
+
 def running_platform(bench_name: str) -> tuple[Settings, RunState]:
     """The settings and run state of the platform `kiki up --detach` runs, or why there is
     none to benchmark."""

@@ -117,12 +117,13 @@ class ServiceRuntime:
         return self._pool
 
     async def grant(self, api_key: str | None, session: str | None = None) -> Grant:
-        """What the key grants or, with no key, the console session's key; each key (each
-        session) also draws on its own token bucket (429 when empty). A grant is cached for
-        `auth_cache_ttl_s`, so a revoked key or a closed session stops working within it."""
+        """What the key grants or, with no key, the console session's key; each key draws on
+        its own token bucket (429 when empty), shared by its console sessions, so opening
+        sessions gets a key no more requests. A grant is cached for `auth_cache_ttl_s`, so a
+        revoked key or a closed session stops working within it."""
         by_session = not api_key and bool(session)
         secret = session if by_session else api_key
-        digest = hash_api_key(secret or "")  # once per request: cache and bucket share it
+        digest = hash_api_key(secret or "")  # once per request
         grant = self._keys.get(digest) if secret else None
         if grant is None:
             pool = await self.pool()
@@ -133,7 +134,7 @@ class ServiceRuntime:
                     grant = await authenticate(conn, api_key)
             self._keys.put(digest, grant)
         grant.check_live(datetime.now(UTC))
-        wait = await self._rate_check(digest)
+        wait = await self._rate_check(str(grant.key_id))
         if wait > 0:
             raise RateLimited(
                 f"too many requests for this API key; retry in {wait:.2f}s",

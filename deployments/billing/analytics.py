@@ -32,11 +32,18 @@ async def mrr(
         Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM"),
         AfterValidator(_existing_month),
     ] = None,
+    months: Annotated[
+        int, Query(ge=1, le=24, description="this many months up to `month`, oldest first")
+    ] = 1,
 ) -> Any:
     """MRR, ARR, ARPU, movements and net revenue retention of a month (default: this one),
-    one entry per currency."""
+    one entry per currency; with `months`, of each of the months up to it (one call for a
+    chart)."""
     day = reports.parse_month(month) if month else ctx.clock.now().date().replace(day=1)
-    return [MrrView.of(r) for r in await reports.mrr_report(conn, tenant.id, day)]
+    found = []
+    for first in reports.months_up_to(day, months):
+        found += [MrrView.of(r) for r in await reports.mrr_report(conn, tenant.id, first)]
+    return found
 
 
 @router.get("/usage", response_model=list[reports.UsagePoint])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Query
 
 from deployments._serve import Connection, DecimalJSONRoute, MoneyOut, Reader
@@ -11,8 +13,10 @@ from deployments.engage.context import Context
 from deployments.engage.schemas import AsOf, AtRisk, ChurnRiskPage, CohortList, CohortView, LTVView
 from kiki import training_jobs
 from kiki.engage import cohorts, retention
+from kiki.engage.ltv_spread import Spread, spread
 from kiki.engage.risk import RiskTable
 from kiki.engage.service import ltv_currency, today
+from kiki.errors import FailedPrecondition
 from kiki.model_registry import ModelRecord
 
 router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute)
@@ -65,9 +69,43 @@ async def churn_risk(
     )
 
 
+class LTVSpread(Spread):
+    as_of: date
+    horizon_days: int
+    model_version: int
+    currency: str
+
+
+@router.get("/ltv-spread", response_model=LTVSpread, tags=["churn"])
+async def ltv_spread(
+    tenant: Reader,
+    ctx: Context,
+    as_of: AsOf = None,
+    horizon_days: Annotated[int, Query(ge=7, le=730)] = 90,
+    bins: Annotated[int, Query(ge=2, le=100)] = 20,
+) -> LTVSpread:
+    """Every customer's LTV from SyncValue's production model, as a histogram (the last bin
+    holds everyone above the 99th percentile) and deciles (1 = the top 10 %), in micros of
+    `currency`. 409 without an LTV model in production."""
+    day = as_of or today()
+    table, _, ltv = await ctx.service.table(tenant.id, day, horizon_days)
+    if ltv is None:
+        raise FailedPrecondition(NO_LTV)
+    values = [retention.ltv_micros(v) for v in table.frame.get("ltv_expected", [])]
+    found = spread(np.array([v for v in values if v is not None], dtype=np.int64), bins)
+    return LTVSpread(
+        **found.model_dump(),
+        as_of=day,
+        horizon_days=horizon_days,
+        model_version=ltv.version,
+        currency=ltv_currency(ltv),
+    )
+
+
 @router.get("/cohorts", response_model=CohortView | CohortList, tags=["cohorts"])
 async def get_cohorts(
     tenant: Reader,
+    ctx: Context,
     conn: Connection,
     cohort_id: Annotated[
         str | None, Query(description="e.g. cohort_jan_2026; omit for every cohort")
@@ -79,5 +117,5 @@ async def get_cohorts(
     await training_jobs.check_loaded(conn, tenant.id)
     if cohort_id is not None:
         return CohortView.of(await cohorts.cohort(conn, tenant.id, cohort_id, day))
-    found = await cohorts.cohorts(conn, tenant.id, day)
+    found = await ctx.service.cohorts(tenant.id, day)
     return CohortList(as_of=day, cohorts=[CohortView.of(c) for c in found])

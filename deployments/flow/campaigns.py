@@ -46,17 +46,27 @@ async def create_campaign(
 @router.get("", response_model=CampaignPage)
 async def list_campaigns(
     tenant: Reader,
+    ctx: Context,
     conn: Connection,
     status: CampaignStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     after: Annotated[str | None, Query(description="campaign_id to continue after")] = None,
+    roas: Annotated[
+        bool, Query(description="add each campaign's ROAS (asks every bid-loop shard)")
+    ] = False,
 ) -> CampaignPage:
     found = await store.list_campaigns(
         conn, str(tenant.id), status.value if status else None, limit, after
     )
-    ticks = await store.latest_ticks(conn, str(tenant.id), [c.campaign_id for c in found])
+    ticks, measured = await asyncio.gather(
+        store.latest_ticks(conn, str(tenant.id), [c.campaign_id for c in found]),
+        ctx.measured(str(tenant.id)) if roas else asyncio.sleep(0, {}),
+    )
     return CampaignPage(
-        campaigns=[CampaignView.of(c, tick=ticks.get(c.campaign_id)) for c in found],
+        campaigns=[
+            CampaignView.of(c, tick=ticks.get(c.campaign_id), measured=measured.get(c.campaign_id))
+            for c in found
+        ],
         next_after=found[-1].campaign_id if len(found) == limit else None,
     )
 

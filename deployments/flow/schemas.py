@@ -38,11 +38,22 @@ class CampaignView(BaseModel):
         description="in a list: |spend - target| / budget at the campaign's newest tick "
         "(none before its first)",
     )
+    roas: float | None = Field(
+        None,
+        description="in a list asked with roas=true: conversion value / spend as the bid loop "
+        "measured them since its shard last loaded the campaign (it keeps value in memory "
+        "only); none before any spend or when the loop does not answer",
+    )
 
     @classmethod
     def of(
-        cls, c: Campaign, spent_micros: int | None = None, tick: tuple[int, int] | None = None
+        cls,
+        c: Campaign,
+        spent_micros: int | None = None,
+        tick: tuple[int, int] | None = None,
+        measured: tuple[int, int] | None = None,
     ) -> CampaignView:
+        """`tick`: (target, spend) at the newest tick; `measured`: the loop's (spend, value)."""
         target = (
             format(c.goal_target, "f")
             if c.goal_kind == "roas"
@@ -65,6 +76,7 @@ class CampaignView(BaseModel):
             pacing_error=None
             if tick is None or c.budget_micros <= 0
             else abs(tick[1] - tick[0]) / c.budget_micros,
+            roas=None if measured is None or measured[0] <= 0 else measured[1] / measured[0],
         )
 
 

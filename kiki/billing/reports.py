@@ -55,6 +55,14 @@ def month_start(day: date) -> datetime:
     return datetime(day.year, day.month, 1, tzinfo=UTC)
 
 
+def months_up_to(day: date, count: int) -> list[date]:
+    """The first days of the `count` months ending with day's, oldest first."""
+    index = day.year * 12 + day.month - 1
+    if index - count + 1 < 12:
+        raise InvalidInput(f"{count} months up to {day:%Y-%m} start before 0001-01: ask fewer")
+    return [date((i // 12), i % 12 + 1, 1) for i in range(index - count + 1, index + 1)]
+
+
 def next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 

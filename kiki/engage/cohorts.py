@@ -65,15 +65,18 @@ WITH firsts AS (
             - extract(year FROM f.cohort) * 12 - extract(month FROM f.cohort))::int AS k
     FROM transactions t JOIN firsts f USING (customer_id)
     WHERE t.tenant_id = $1 AND t.occurred_at < ($3::date + 1)::timestamp AT TIME ZONE 'UTC'
+), sizes AS (
+    SELECT cohort, count(*) AS customers FROM firsts GROUP BY cohort
 )
 -- One row per (cohort, k) with the active customers whatever they paid in, and one per
--- (cohort, k, currency) with that currency's revenue.
+-- (cohort, k, currency) with that currency's revenue. Each cohort's size is counted once
+-- (joined, not a subquery per output row: about a third of the time on the CDNOW demo).
 SELECT a.cohort, a.k, a.currency, grouping(a.currency) = 1 AS all_currencies,
        count(DISTINCT a.customer_id) AS active,
        sum(a.amount_micros)::bigint AS revenue_micros,
-       (SELECT count(*) FROM firsts f WHERE f.cohort = a.cohort) AS customers
-FROM activity a
-GROUP BY GROUPING SETS ((a.cohort, a.k), (a.cohort, a.k, a.currency))
+       s.customers
+FROM activity a JOIN sizes s USING (cohort)
+GROUP BY GROUPING SETS ((a.cohort, a.k, s.customers), (a.cohort, a.k, s.customers, a.currency))
 ORDER BY a.cohort, a.k
 """
 

@@ -21,7 +21,7 @@ from cachetools import TTLCache
 from kiki import training_jobs
 from kiki.artifacts import ArtifactStore
 from kiki.db.pool import PoolSource
-from kiki.engage import messaging, registry, retention
+from kiki.engage import cohorts, messaging, registry, retention
 from kiki.engage.channels import ChannelSettings, configured_channels
 from kiki.engage.channels.base import Channel, MessageChannel
 from kiki.engage.churn import TrainedChurnModel
@@ -75,7 +75,22 @@ class EngageService:
         self._tables: TTLCache[tuple[Any, ...], RiskTable] = TTLCache(
             RISK_TABLES_KEPT, RISK_TTL_S, timer=timer
         )
+        # Cohorts scan every purchase (about a second on the CDNOW demo here): kept as the
+        # risk tables are, so the console's Customers page does not wait on each load.
+        self._cohorts: TTLCache[tuple[UUID, date], list[cohorts.Cohort]] = TTLCache(
+            RISK_TABLES_KEPT, RISK_TTL_S, timer=timer
+        )
         self._models: dict[str, Any] = {}
+
+    async def cohorts(self, tenant_id: UUID, as_of: date) -> list[cohorts.Cohort]:
+        """Every acquisition cohort as of a day, reused for RISK_TTL_S."""
+        found = self._cohorts.get((tenant_id, as_of))
+        if found is None:
+            pool = await self.pool()
+            async with pool.acquire() as conn:
+                found = await cohorts.cohorts(conn, tenant_id, as_of)
+            self._cohorts[(tenant_id, as_of)] = found
+        return found
 
     async def channels(self) -> dict[Channel, MessageChannel]:
         if self._channels is None:

@@ -40,6 +40,7 @@ NO_MODEL = (
 # (tenant, segment) values; the least recently used go first past them.
 MAX_TENANTS_CACHED = 10_000
 MAX_SEGMENTS_CACHED = 100_000
+DRIFT_TTL_S = 60.0  # a drift report is reused this long (the live window is a day)
 _UNREAD = object()  # a job not read yet, as opposed to no job (None)
 
 PoolProvider = Callable[[], Awaitable[asyncpg.Pool]]
@@ -150,6 +151,12 @@ class ValueService:
         # The bid loop asks every tick; members and predictions change daily.
         self._segments: TTLCache[tuple[UUID, str], int | None] = TTLCache(
             MAX_SEGMENTS_CACHED, segment_ttl_s, timer=timer
+        )
+        # A drift report scores every customer (seconds on the CDNOW demo); its live window is
+        # a day's purchases, so a minute-old one says the same and the console's Models page
+        # need not wait for it on every load.
+        self._drift: TTLCache[tuple, drift.DriftReport] = TTLCache(
+            MAX_TENANTS_CACHED, DRIFT_TTL_S, timer=timer
         )
         self._feature_batcher = KeyedBatcher(self._load_features)
 
@@ -295,6 +302,9 @@ class ValueService:
         """The production model's inputs and outputs on today's population vs its training
         reference."""
         production, _ = await self.models(tenant_id)
+        key = (tenant_id, day, production.version, threshold)
+        if (cached := self._drift.get(key)) is not None:
+            return cached
         pool = await self.pool()
         async with pool.acquire() as conn:
             history = await transactions.history(conn, tenant_id, transactions.end_of(day))
@@ -303,4 +313,6 @@ class ValueService:
         features = compute_features(history, day)
         out = await self.scorer.score(production.artifact_url, features.reset_index())
         reference = {k: drift.Bins(**v) for k, v in production.reference.items()}
-        return drift.report(reference, features, out["expected"], threshold)
+        report = drift.report(reference, features, out["expected"], threshold)
+        self._drift[key] = report
+        return report

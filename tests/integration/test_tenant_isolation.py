@@ -264,6 +264,7 @@ CASES: dict[Key, Case] = {
     "create GET /metrics": Public(),
     # engage: churn, cohorts, RFM, segments
     "engage GET /api/v1/churn-risk": Browse(query={"threshold": 0, "as_of": AS_OF}),
+    "engage GET /api/v1/ltv-spread": Browse(query={"as_of": AS_OF}),
     "engage GET /api/v1/cohorts": Browse(query={"as_of": AS_OF}),
     "engage GET /api/v1/rfm": Browse(query={"as_of": AS_OF}),
     "engage GET /api/v1/rfm/customers": Browse(query={"as_of": AS_OF}),

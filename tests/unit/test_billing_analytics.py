@@ -1,5 +1,6 @@
 """Revenue analytics: MRR normalisation, movements between months, NRR, ARPU."""
 
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -15,6 +16,7 @@ from kiki.billing.analytics import (
     mrr,
     net_revenue_retention,
 )
+from kiki.billing.reports import months_up_to
 from kiki.errors import InvalidInput
 
 
@@ -110,3 +112,14 @@ def test_movements_explain_the_whole_change_in_mrr(
     assert moved.starting_mrr == mrr(previous) and moved.ending_mrr == mrr(current)
     assert moved.ending_mrr - moved.starting_mrr == moved.net_new
     assert min(moved.model_dump().values()) >= 0
+
+
+def test_months_for_an_mrr_chart_cross_the_year_and_stop_at_year_one() -> None:
+    assert months_up_to(date(2026, 2, 15), 3) == [
+        date(2025, 12, 1),
+        date(2026, 1, 1),
+        date(2026, 2, 1),
+    ]
+    assert months_up_to(date(1, 6, 1), 6)[0] == date(1, 1, 1)
+    with pytest.raises(InvalidInput, match="ask fewer"):
+        months_up_to(date(1, 6, 1), 7)

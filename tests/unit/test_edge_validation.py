@@ -91,6 +91,7 @@ def clients() -> Iterator[dict[str, TestClient]]:
         # a month that matches YYYY-MM but does not exist
         ("billing", "GET", "/api/v1/analytics/mrr?month=0000-00", None, "query.month"),
         ("billing", "GET", "/api/v1/analytics/mrr?month=8932-85", None, "query.month"),
+        ("billing", "GET", "/api/v1/analytics/mrr?months=25", None, "query.months"),
     ],
 )  # fmt: skip
 def test_refused_at_the_edge(

@@ -89,7 +89,7 @@ def test_every_domain_error_maps_to_http_and_grpc() -> None:
     assert status_for(RateLimited("x", retry_after_s=1))[0] == 429
 
 
-def test_each_api_key_has_its_own_token_bucket() -> None:
+def test_each_api_key_has_its_own_token_bucket_its_sessions_share() -> None:
     # Outside Ray each replica limits on its own (tests/integration/test_key_rates.py shows the
     # cluster-wide limit).
     runtime = ServiceRuntime("test", Settings(api_rate_per_s=1, api_burst=2))
@@ -110,6 +110,14 @@ def test_each_api_key_has_its_own_token_bucket() -> None:
         else:
             raise AssertionError("the third call within a second should be limited")
         assert (await runtime.grant(calm)).tenant == tenant  # other keys are unaffected
+        # A console session of the busy key draws on the key's bucket: no fresh burst.
+        runtime._keys.put(hash_api_key("session-token"), runtime._keys.get(hash_api_key(busy)))
+        try:
+            await runtime.grant(None, "session-token")
+        except RateLimited:
+            pass
+        else:
+            raise AssertionError("a new session of a limited key should be limited too")
 
     asyncio.run(calls())
 

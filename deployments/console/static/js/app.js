@@ -61,6 +61,8 @@ function signedOut(problem) {
   document.getElementById("who").hidden = true;
   document.getElementById("nav").hidden = true;
   if (cleanup) { cleanup(); cleanup = null; }
+  main.removeAttribute("aria-busy");
+  delete main.dataset.page;
   signInPage(problem);
 }
 
@@ -76,12 +78,17 @@ async function route() {
       else a.removeAttribute("aria-current");
     }
     main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+    // aria-busy until the page's data is drawn: assistive technology waits for it, and so do
+    // the tests and `kiki bench console` (data-page says which page it is).
+    main.setAttribute("aria-busy", "true");
+    main.dataset.page = nav.slice(2);
     try {
       cleanup = (await page.render(main, m.slice(1).map(decodeURIComponent))) || null;
     } catch (err) {
       if (err.status === 401) { signedOut(err.message); return; }
       main.replaceChildren(h("h1", {}, "Could not load this page"), h("p", { class: "error" }, err.message));
     }
+    main.removeAttribute("aria-busy");
     main.focus({ preventScroll: true });
     return;
   }

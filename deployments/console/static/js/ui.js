@@ -35,7 +35,8 @@ export function pct(x) { return x === null || x === undefined ? "–" : `${(x * 
 export function badge(state) { return h("span", { class: `badge s-${state}` }, state); }
 
 export function table(columns, rows, caption) {
-  return h("div", { class: "table-wrap" },
+  // A table wider than the screen scrolls sideways: focusable, so a keyboard can scroll it.
+  return h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": caption || "Table" },
     h("table", {},
       caption ? h("caption", { class: "sr-only" }, caption) : null,
       h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : null }, c.label)))),

@@ -4,7 +4,7 @@ import { api } from "../api.js";
 import { h, money, badge, table } from "../ui.js";
 import { barChart } from "../chart.js";
 
-const MONTHS = 6;  // one MRR report a month: twelve made the page take over a second here
+const MONTHS = 6;
 
 function lastMonths(n) {
   const out = [];
@@ -26,16 +26,17 @@ export async function render(main) {
     api("/billing/api/v1/customers"),
     api("/billing/api/v1/invoices", { query: { limit: 100 } }),
     api("/billing/api/v1/metrics"),
-    Promise.all(months.map((month) => api("/billing/api/v1/analytics/mrr", { query: { month } }))),
+    api("/billing/api/v1/analytics/mrr", { query: { month: months.at(-1), months: MONTHS } }),
   ]);
   const usage = await Promise.all(metrics.map((m) => api("/billing/api/v1/analytics/usage", {
     query: { metric: m.code, from: from.toISOString(), to: to.toISOString(), granularity: "day" },
   })));
-  const currency = (mrr.flat()[0] || {}).currency || "USD";
-  const mrrOf = (rows) => rows.find((r) => r.currency === currency);
+  // One entry per month and currency billed; the chart shows the first currency.
+  const currency = (mrr[0] || {}).currency || "USD";
+  const mrrOf = (month) => mrr.find((r) => r.month === month && r.currency === currency);
   const charts = h("div", { class: "grid" },
-    barChart(`MRR by month (${currency})`, months, mrr.map((rows) => Number((mrrOf(rows) || { mrr: { amount: 0 } }).mrr.amount)), { yLabel: currency }),
-    barChart("Net revenue retention by month (%)", months, mrr.map((rows) => Number((mrrOf(rows) || {}).net_revenue_retention_percent ?? 0)), { yLabel: "%" }),
+    barChart(`MRR by month (${currency})`, months, months.map((m) => Number((mrrOf(m) || { mrr: { amount: 0 } }).mrr.amount)), { yLabel: currency }),
+    barChart("Net revenue retention by month (%)", months, months.map((m) => Number((mrrOf(m) || {}).net_revenue_retention_percent ?? 0)), { yLabel: "%" }),
     ...metrics.map((m, i) => barChart(`Usage: ${m.code} (last 30 days)`,
       usage[i].map((p) => p.start.slice(5, 10)), usage[i].map((p) => Number(p.quantity)), { yLabel: m.code })));
   main.replaceChildren(

@@ -1,7 +1,8 @@
 // One campaign: cumulative spend against its target curve, live (server-sent events from
 // SyncFlow after every bid-loop tick), what each platform was granted per tick, the newest
-// tick's decisions with their reasons, and the controls (start, pause, stop, budget, max bid;
-// daily and per-platform caps in SyncShield).
+// tick's decisions with their reasons, each platform's spend so far (SyncShield, refreshed
+// after every tick), and the controls (start, pause, stop, budget, max bid; daily and
+// per-platform caps in SyncShield).
 import { api } from "../api.js";
 import { h, field, money, micros, badge, table, needs, attempt, toast } from "../ui.js";
 import { timeChart } from "../chart.js";
@@ -10,8 +11,8 @@ const ACTIONS = { draft: ["start", "stop"], running: ["pause", "stop"], paused: 
 
 export async function render(main, [id]) {
   const path = `/flow/api/v1/campaigns/${encodeURIComponent(id)}`;
-  let campaign = await api(path);
-  const pacing = await api(`${path}/pacing`);
+  const shieldPath = `/shield/api/v1/budget/${encodeURIComponent(id)}`;
+  let [campaign, pacing, shield] = await Promise.all([api(path), api(`${path}/pacing`), api(shieldPath).catch(() => null)]);
   const head = h("div");
   const spendChart = timeChart("Cumulative spend against the target curve", ["Spent", "Target"],
     { dashed: ["Target"], yLabel: campaign.budget.currency });
@@ -20,9 +21,29 @@ export async function render(main, [id]) {
   const decisions = h("div");
   const ticks = h("span", { "data-testid": "points" });
   const controls = h("div");
+  const byPlatform = h("div");
   main.replaceChildren(head, controls, h("div", { class: "grid" }, spendChart.el, grantChart.el),
     h("p", { class: "muted" }, "Ticks shown: ", ticks),
+    h("h2", {}, "Spend by platform"), byPlatform,
     h("h2", {}, "Newest decisions"), decisions);
+
+  function drawPlatforms() {
+    if (!shield) { byPlatform.replaceChildren(h("p", { class: "muted" }, "SyncShield holds no budget for this campaign.")); return; }
+    byPlatform.replaceChildren(table([
+      { label: "Platform", cell: (p) => p },
+      { label: "Spent", num: true, cell: (p) => money((shield.platforms[p] || {}).committed) },
+      { label: "Reserved", num: true, cell: (p) => money((shield.platforms[p] || {}).reserved) },
+      { label: "Cap", num: true, cell: (p) => (shield.platform_budgets[p] ? money(shield.platform_budgets[p]) : "none") },
+    ], platformNames, "Spend by platform"));
+  }
+  // One SyncShield read per tick at most, however many events arrive while it is in flight.
+  let refreshing = false;
+  async function refreshShield() {
+    if (refreshing) return;
+    refreshing = true;
+    try { shield = await api(shieldPath); drawPlatforms(); } catch { /* the next tick retries */ }
+    refreshing = false;
+  }
 
   const points = [];
   function drawHead() {
@@ -41,6 +62,7 @@ export async function render(main, [id]) {
       const last = view.points.at(-1);
       campaign = { ...campaign, spent: { amount: String(last.spent_micros / 1e6), currency: view.currency } };
       drawHead();
+      if (points.length > view.points.length) refreshShield();  // a tick after the first draw
     }
     const cur = view.currency;
     const xs = points.map((p) => Date.parse(p.at) / 1000);
@@ -85,12 +107,22 @@ export async function render(main, [id]) {
       const updated = await attempt(() => api(path, { method: "PATCH", body }), "Saved");
       if (updated) { campaign = updated; drawHead(); }
     });
-    const daily = h("input", { name: "daily_budget", inputmode: "decimal" });
+    const daily = h("input", { name: "daily_budget", inputmode: "decimal", value: shield && shield.daily_budget ? shield.daily_budget.amount : "" });
+    const perPlatform = platformNames.map((p) => [p, h("input", {
+      name: `cap_${p}`, inputmode: "decimal",
+      value: shield && shield.platform_budgets[p] ? shield.platform_budgets[p].amount : "" })]);
     const caps = h("form", { class: "inline card", "aria-label": "Caps in SyncShield" },
-      field("Daily cap", daily), h("button", { type: "submit" }, "Set daily cap"));
+      field("Daily cap", daily), perPlatform.map(([p, input]) => field(`Cap on ${p}`, input)),
+      h("button", { type: "submit" }, "Set caps"));
     caps.addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      await attempt(() => api(`/shield/api/v1/budget/${encodeURIComponent(id)}`, { method: "PATCH", body: { daily_budget: daily.value.trim() } }), "Daily cap set");
+      // The form is the whole set of caps: an empty field means no cap there.
+      const body = {
+        daily_budget: daily.value.trim() || null,
+        platform_budgets: Object.fromEntries(perPlatform.filter(([, i]) => i.value.trim()).map(([p, i]) => [p, i.value.trim()])),
+      };
+      const updated = await attempt(() => api(shieldPath, { method: "PATCH", body }), "Caps set");
+      if (updated) { shield = updated; drawPlatforms(); }
     });
     controls.replaceChildren(
       needs("write", h("div", { class: "actions", role: "group", "aria-label": "Campaign actions" }, buttons)) || "",
@@ -100,6 +132,7 @@ export async function render(main, [id]) {
 
   drawHead();
   drawControls();
+  drawPlatforms();
   draw(pacing);
 
   // Each (re)connection asks only for the ticks after the newest one drawn.

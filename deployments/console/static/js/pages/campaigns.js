@@ -1,4 +1,4 @@
-// Campaigns: the list (status, budget, spend, pacing error), a page at a time, and a form to
+// Campaigns: the list (status, budget, spend, pacing error, ROAS), a page at a time, and a form to
 // create one (SyncFlow validates it; its message is shown as it is).
 import { api } from "../api.js";
 import { h, field, money, pct, badge, table, needs, attempt } from "../ui.js";
@@ -49,7 +49,7 @@ export async function render(main) {
   const cursors = [null];
 
   async function show(after) {
-    const page = await api("/flow/api/v1/campaigns", { query: { limit: PAGE, after } });
+    const page = await api("/flow/api/v1/campaigns", { query: { limit: PAGE, after, roas: true } });
     const ids = page.campaigns.map((c) => c.campaign_id);
     const budgets = ids.length ? await api("/shield/api/v1/budgets", { query: { campaign_id: ids } }) : [];
     const byId = new Map(budgets.map((b) => [b.campaign_id, b]));
@@ -64,6 +64,7 @@ export async function render(main) {
       { label: "Spent", num: true, cell: (r) => money(r.shield && r.shield.committed) },
       { label: "Reserved", num: true, cell: (r) => money(r.shield && r.shield.reserved) },
       { label: "Pacing error", num: true, cell: (r) => pct(r.pacing_error) },
+      { label: "ROAS", num: true, cell: (r) => (r.roas === null || r.roas === undefined ? "–" : r.roas.toFixed(2)) },
       { label: "Goal", cell: (r) => `${r.goal.kind.toUpperCase()} ${r.goal.target}` },
       { label: "Platforms", cell: (r) => r.platforms.join(", ") },
     ], rows, "Campaigns"), nav);

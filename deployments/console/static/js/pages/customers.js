@@ -1,8 +1,9 @@
-// Customers (SyncEngage): the churn-risk list with its reasons and LTV, cohorts as a
+// Customers (SyncEngage): the LTV distribution and deciles (SyncValue's production model),
+// the churn-risk list with its reasons and LTV, cohorts as a
 // retention heat map, RFM segments, a segment builder with a live count, and retention rules
 // with a dry run. Each part says what is missing (no data, no model) in the service's words.
 import { api } from "../api.js";
-import { h, field, money, table, needs, attempt } from "../ui.js";
+import { h, field, money, micros, table, needs, attempt } from "../ui.js";
 import { barChart } from "../chart.js";
 
 const FIELDS = {
@@ -37,6 +38,25 @@ function churnList(page) {
     ], page.customers, "Customers at risk of churning"));
 }
 
+function ltvSpread(s) {
+  const cur = s.currency;
+  // Each bar is labelled with where it starts (the last: and above), as precise as the spread needs.
+  const digits = s.bins.length && s.bins.at(-1).low_micros < 100e6 ? 2 : 0;
+  const short = (m) => (m / 1e6).toLocaleString(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  const labels = s.bins.map((b) => (b.high_micros === null ? `≥${short(b.low_micros)}` : short(b.low_micros)));
+  return h("div", {},
+    h("p", { class: "muted" }, `${s.customers.toLocaleString()} customers, ${micros(s.total_micros, cur)} in all, median ${micros(s.median_micros, cur)} over ${s.horizon_days} days (LTV model v${s.model_version}, as of ${s.as_of}).`),
+    barChart(`Customers by LTV (${cur}, ${s.horizon_days} days; each bar from its value up)`, labels, s.bins.map((b) => b.customers), { yLabel: "customers" }),
+    table([
+        { label: "Decile", cell: (d) => (d.decile === 1 ? "1 (top 10%)" : d.decile) },
+        { label: "Customers", num: true, cell: (d) => d.customers.toLocaleString() },
+        { label: "LTV from", num: true, cell: (d) => micros(d.min_micros, cur) },
+        { label: "to", num: true, cell: (d) => micros(d.max_micros, cur) },
+        { label: "Mean", num: true, cell: (d) => micros(d.mean_micros, cur) },
+        { label: "Share of LTV", num: true, cell: (d) => `${(d.share * 100).toFixed(1)}%` },
+      ], s.deciles, "LTV deciles"));
+}
+
 function heatMap(list) {
   const months = Math.max(0, ...list.cohorts.map((c) => c.retention.length));
   const cell = (r) => {
@@ -45,7 +65,7 @@ function heatMap(list) {
     const light = 96 - Math.round(r * 60);
     return h("td", { class: "num", style: `background:hsl(221 83% ${light}%);color:${light < 60 ? "#fff" : "#111827"}` }, pctText);
   };
-  return h("div", { class: "table-wrap" }, h("table", { class: "heat" },
+  return h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Retention heat map" }, h("table", { class: "heat" },
     h("caption", { class: "sr-only" }, "Retention by cohort and month since first purchase"),
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Cohort"), h("th", { scope: "col", class: "num" }, "Customers"),
       Array.from({ length: months }, (_, k) => h("th", { scope: "col", class: "num" }, `M${k}`)))),
@@ -134,6 +154,7 @@ function rules(list) {
 export async function render(main) {
   main.replaceChildren(h("h1", {}, "Customers"), h("p", { class: "muted" }, "Loading…"));
   const parts = await Promise.all([
+    section("Lifetime value", async () => ltvSpread(await api("/engage/api/v1/ltv-spread", { query: { bins: 12 } }))),
     section("Churn risk", async () => churnList(await api("/engage/api/v1/churn-risk", { query: { threshold: 0.7, limit: 50 } }))),
     section("RFM segments", async () => {
       const segs = await api("/engage/api/v1/rfm");
