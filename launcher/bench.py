@@ -16,6 +16,7 @@ import click
 from benchmarks.serving import local_ray, scratch_database
 from kiki.config import SERVICES, Settings, load_settings
 from kiki.errors import InvalidInput, Unavailable
+from launcher.lazy import LazyGroup
 from launcher.platform import RunState, database, pid_alive, read_state
 
 INGRESS_OPTION = click.option(
@@ -34,7 +35,15 @@ def nodes_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[...,
     )
 
 
-@click.group()
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "flow": "launcher.bench_flow:bench_flow",
+        "pacing": "launcher.bench_flow:bench_pacing",
+        "ltv": "launcher.bench_models:bench_ltv",
+        "churn": "launcher.bench_models:bench_churn",
+    },
+)
 def bench() -> None:
     """Benchmarks: figures, a baseline run in the same process, and the ratio."""
 

@@ -28,16 +28,9 @@ from kiki.config import APPS, ROOT_APP, Settings
 from kiki.db import migrate, retention
 from kiki.db.pool import connect
 from kiki.errors import ConfigError, InvalidInput, KikiError
-from launcher.bench import bench
-from launcher.bench_flow import bench_flow, bench_pacing
-from launcher.bench_models import bench_churn, bench_ltv
-from launcher.billing_cli import billing
 from launcher.db_cli import db_archive_wal, db_backup, db_restore
-from launcher.engage_cli import engage
-from launcher.engage_rules_cli import rules
 from launcher.exits import fail, settings_or_exit
-from launcher.flow_cli import flow
-from launcher.k8s import k8s
+from launcher.lazy import LazyGroup
 from launcher.platform import (
     READY_TIMEOUT_S,
     Platform,
@@ -49,11 +42,9 @@ from launcher.platform import (
     read_state,
     state_path,
 )
-from launcher.simulate import simulate
-from launcher.value_cli import demo, ingest, models, train
 
 
-class KikiGroup(click.Group):
+class KikiGroup(LazyGroup):
     """Turns domain errors from any command into one line and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -73,7 +64,22 @@ class KikiGroup(click.Group):
             fail(f"unexpected {exc.__class__.__name__}: {exc} (KIKI_DEBUG=1 shows the traceback)")
 
 
-@click.group(cls=KikiGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# The commands defined in other modules, imported when run (launcher/lazy.py says why).
+COMMANDS = {
+    "bench": "launcher.bench:bench",
+    "billing": "launcher.billing_cli:billing",
+    "demo": "launcher.value_cli:demo",
+    "engage": "launcher.engage_cli:engage",
+    "flow": "launcher.flow_cli:flow",
+    "ingest": "launcher.value_cli:ingest",
+    "k8s": "launcher.k8s:k8s",
+    "models": "launcher.value_cli:models",
+    "simulate": "launcher.simulate:simulate",
+    "train": "launcher.value_cli:train",
+}
+
+
+@click.group(cls=KikiGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kiki")
 def main() -> None:
     """KIKI: paid-ads growth on autopilot, on Ray.
@@ -464,14 +470,6 @@ def keys_revoke(prefix: str) -> None:
     _with_conn(settings, lambda conn: auth.revoke_api_key(conn, prefix))
     click.echo(f"revoked {prefix}")
 
-
-engage.add_command(rules)
-bench.add_command(bench_flow)
-bench.add_command(bench_ltv)
-bench.add_command(bench_churn)
-bench.add_command(bench_pacing)
-for command in (bench, ingest, demo, models, train, simulate, billing, engage, flow, k8s):
-    main.add_command(command)
 
 if __name__ == "__main__":
     main()

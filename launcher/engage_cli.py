@@ -27,6 +27,7 @@ from kiki.engage.crm.base import SOURCES, SourceName
 from kiki.engage.crm.sync import SyncResult, cursor, sync_configured
 from kiki.errors import InvalidInput, KikiError, Unavailable
 from kiki.vault import Vault
+from launcher.lazy import LazyGroup
 from launcher.platform import database
 from launcher.value_cli import (
     CALIBRATION_END_OPTION,
@@ -82,7 +83,7 @@ def train_churn_command(
     )
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy={"rules": "launcher.engage_rules_cli:rules"})
 def engage() -> None:
     """SyncEngage: churn model versions, CRM sources and sync, retention rules."""
 

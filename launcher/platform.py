@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 from pydantic import BaseModel
@@ -32,7 +32,9 @@ from kiki.db.wal import WAL, WalShipper
 from kiki.errors import ConfigError, KikiError, Unauthenticated, Unavailable
 from launcher import serve_config
 from launcher.dashboard import ServeRest, nodes, state_api
-from launcher.first_run import FirstRun
+
+if TYPE_CHECKING:
+    from launcher.first_run import FirstRun
 
 Echo = Callable[[str], None]
 # The apps' first start loads torch and models; on a machine busy with other work it has
@@ -281,6 +283,9 @@ class Platform:
         self._start_ray()
         self._start_serve(config)
         if self.demo:
+            # Imported here: the demo's training stack (torch, XGBoost) takes seconds to load.
+            from launcher.first_run import FirstRun
+
             first_run = FirstRun(self.database_url, s, self.echo)
             if first_run.plan():
                 first_run.launch()
