@@ -145,8 +145,15 @@ class ControllerConfig:
     curve_catchup_min: float = 0.25
     curve_step_min: float = 0.25
     curve_lag: float = 0.003
+    # Where every tick is capped at the curve (the sandbox's own mode) it aims this far ahead
+    # instead: the cap holds it on the curve, and a campaign aiming a little behind dipped
+    # past 2 % behind on a few thin ticks of a 15-minute schedule.
+    tick_capped: bool = False
+    curve_lag_capped: float = -0.003
     curve_max_step: float = 1.0  # |log step| of one report at most
     curve_capped_step: float = 0.25
+    # Behind by this share of budget: step at the next report, not at the next step's time.
+    curve_behind_now: float = 0.01
     # The bid multiplier before any report: the floor, as nothing caps the first minute's
     # spend on a live platform; the controller raises it while the campaign is behind.
     start_multiplier: float = 0.1
@@ -214,7 +221,8 @@ def update_multipliers_on_curve(
     being how far behind the curve (share of budget, less the lag aimed at)."""
     active = (minutes > 0) & (budget > 0)
     error = np.divide(behind, budget, out=np.zeros(len(budget)), where=budget > 0)
-    error = np.where(active, error - config.curve_lag, 0.0)
+    lag = config.curve_lag_capped if config.tick_capped else config.curve_lag
+    error = np.where(active, error - lag, 0.0)
     catchup = np.minimum(minutes / config.curve_catchup_min, 1.0)
     want = wanted + error * budget * catchup
     # Spend wanted and got, floored at a tenth of the curve's increment: no log of 0, and a
