@@ -145,11 +145,13 @@ class ControllerConfig:
     curve_catchup_min: float = 0.25
     curve_step_min: float = 0.25
     curve_lag: float = 0.003
-    # Where every tick is capped at the curve (the sandbox's own mode) it aims this far ahead
-    # instead: the cap holds it on the curve, and a campaign aiming a little behind dipped
-    # past 2 % behind on a few thin ticks of a 15-minute schedule.
+    # Where every tick is capped at the curve (the sandbox's own mode) it aims ahead instead,
+    # by this share of what the curve added since its last step: the cap holds it on the
+    # curve, and a campaign aiming behind dipped past 2 % on a few thin ticks of a 15-minute
+    # schedule. (A fixed share of budget is 5 ticks' spend of an hour-long schedule: the cap
+    # then bound nearly every tick, and paced instead of the price.)
     tick_capped: bool = False
-    curve_lag_capped: float = -0.003
+    curve_lead_capped: float = 0.18
     curve_max_step: float = 1.0  # |log step| of one report at most
     curve_capped_step: float = 0.25
     # Behind by this share of budget: step at the next report, not at the next step's time.
@@ -221,7 +223,8 @@ def update_multipliers_on_curve(
     being how far behind the curve (share of budget, less the lag aimed at)."""
     active = (minutes > 0) & (budget > 0)
     error = np.divide(behind, budget, out=np.zeros(len(budget)), where=budget > 0)
-    lag = config.curve_lag_capped if config.tick_capped else config.curve_lag
+    share = np.divide(wanted, budget, out=np.zeros(len(budget)), where=budget > 0)
+    lag = -config.curve_lead_capped * share if config.tick_capped else config.curve_lag
     error = np.where(active, error - lag, 0.0)
     catchup = np.minimum(minutes / config.curve_catchup_min, 1.0)
     want = wanted + error * budget * catchup
