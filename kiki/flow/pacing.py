@@ -137,8 +137,10 @@ class ControllerConfig:
     # increment, plus what the campaign is behind, caught up over curve_catchup_min) against
     # the spend reported; the multiplier moves by the log of their ratio / curve_elasticity
     # (spend grows about as multiplier^elasticity where a campaign wins a few % of auctions).
-    # It steps at most every curve_step_min, reports in between adding up (one tick's few
-    # auctions are noise, and a bid held steady buys cheaper than one that jitters). Aiming
+    # It steps every curve_step_min (each campaign on its own staggered grid: the engine),
+    # reports in between adding up (one tick's few auctions are noise, and a bid held steady
+    # buys cheaper than one that jitters); sooner when curve_behind_now behind, and at every
+    # report until the campaign's first click (waiting teaches it nothing then). Aiming
     # curve_lag (share of budget) behind the curve leaves a tick's cap (target - spent) above
     # what the controller means to spend, so the cap rarely binds.
     curve_elasticity: float = 3.0
