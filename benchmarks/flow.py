@@ -225,7 +225,9 @@ def pacing_rows(
                     }
                 )
                 for kind in controllers:
-                    results = replay_pacing(run, start, ControllerConfig(kind=kind))
+                    results = replay_pacing(
+                        run, start, ControllerConfig(kind=kind, tick_capped=run.tick_cap)
+                    )
                     rows.append(
                         {
                             "start_utc": start.isoformat(),

@@ -138,6 +138,11 @@ class CampaignResult(BaseModel):
     cost_vs_optimum: float | None = Field(
         None, description="cost per unit of goal / the offline optimum's on the same auctions"
     )
+    uniform_vs_optimum: float | None = Field(
+        None,
+        description="the best uniform bid per span in hindsight (paying its bid at first "
+        "price): its cost per unit of goal / the offline optimum's",
+    )
     alive_share: float | None = Field(
         None, description="share of the schedule before 99 % of the budget was spent"
     )
@@ -222,6 +227,13 @@ def yardstick(results: list[CampaignResult]) -> dict[str, float | int | None]:
     conversions = sum(r.conversions or 0 for r in allowed)
     value = sum((r.roas or 0.0) * r.spend_micros for r in allowed)
     ratios = [r.cost_vs_optimum for r in allowed if r.cost_vs_optimum is not None]
+    uniform = [r.uniform_vs_optimum for r in allowed if r.uniform_vs_optimum is not None]
+    # The controller against the uniform bid: its ratio to the optimum over the bid's.
+    vs_uniform = [
+        r.cost_vs_optimum / r.uniform_vs_optimum
+        for r in allowed
+        if r.cost_vs_optimum is not None and r.uniform_vs_optimum
+    ]
     errors = np.array([r.max_pacing_error for r in allowed])
     alive = np.array([r.alive_share or 0.0 for r in allowed])
     budget = sum(r.budget_micros for r in results)
@@ -232,6 +244,9 @@ def yardstick(results: list[CampaignResult]) -> dict[str, float | int | None]:
         "roas": value / spend if spend else None,
         "vs_optimum_median": float(np.median(ratios)) if ratios else None,
         "vs_optimum_p90": float(np.percentile(ratios, 90)) if ratios else None,
+        "uniform_vs_optimum_median": float(np.median(uniform)) if uniform else None,
+        "vs_uniform_median": float(np.median(vs_uniform)) if vs_uniform else None,
+        "vs_uniform_p90": float(np.percentile(vs_uniform, 90)) if vs_uniform else None,
         "within_2pct": int((errors <= 0.02).sum()),
         "within_5pct": int((errors <= 0.05).sum()),
         "at_least_98pct": sum(r.utilisation >= 0.98 for r in allowed),
@@ -331,6 +346,7 @@ def replay_pacing(
     ]
     with np.errstate(divide="ignore", invalid="ignore"):
         vs_optimum = true_spend / own / best
+        uniform = optimum.uniform_bid_cost_per_unit() / best
     gone = over_time >= 0.99 * engine.budget  # per moment and campaign: budget spent
     spent_out = np.where(gone.any(axis=0), np.argmax(gone, axis=0), ticks)
     value = sum_micros_by(engine.unit_campaign, total.value_micros, n)
@@ -348,6 +364,7 @@ def replay_pacing(
                 "clicks": int(clicks[engine.unit_campaign == i].sum()),
                 "conversions": int(total.conversions[engine.unit_campaign == i].sum()),
                 "cost_vs_optimum": float(vs_optimum[i]) if np.isfinite(vs_optimum[i]) else None,
+                "uniform_vs_optimum": float(uniform[i]) if np.isfinite(uniform[i]) else None,
                 "alive_share": min(1.0, spent_out[i] / ticks),
                 "cap_bound_share": float(bound[i] / max(live_ticks[i], 1)),
             }

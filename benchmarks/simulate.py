@@ -77,6 +77,7 @@ class SimulationResult:
     refused: dict[str, int]  # platform -> ticks its pushes were refused (breaker / rate)
     moments: list[datetime]
     series: dict[str, list[int]]  # campaign -> cumulative spend per moment
+    held: dict[str, int]  # campaign -> spend its shard's engine holds at the end (after stop)
     actors: dict[str, ActorUse] = field(default_factory=dict)  # when measured: name -> use
 
     @property
@@ -160,11 +161,16 @@ async def _campaigns(
 
 
 async def _drive(
-    loops: BidLoopClient, budgets: BudgetClient, options: SimulationOptions, start: datetime
+    loops: BidLoopClient,
+    budgets: BudgetClient,
+    options: SimulationOptions,
+    start: datetime,
+    reload_after: frozenset[int] = frozenset(),
 ) -> tuple[_Ticks, float]:
     """Step virtual time tick by tick (one past the end: it collects the last interval's
     delivery and commits it); returns what the ticks did and the wall seconds, the audit
-    trail's backlog included (a decision counts once it is logged)."""
+    trail's backlog included (a decision counts once it is logged). After the ticks in
+    `reload_after` every shard reloads its campaigns, as an edit through the API makes it."""
     ticks = _Ticks()
     total_ticks = int(np.ceil(options.hours * 3600 / options.tick_s))
     began = time.perf_counter()
@@ -174,6 +180,8 @@ async def _drive(
         started = time.perf_counter()
         reports: list[TickReport] = await loops.tick_all(now)
         ticks.record(now, reports, (time.perf_counter() - started) * 1000)
+        if k in reload_after:
+            await loops.reload_all()
         if options.speed > 0:
             ahead = (k + 1) * options.tick_s / options.speed - (time.perf_counter() - began)
             if ahead > 0:
@@ -189,9 +197,11 @@ async def run_simulation(
     shards: int = 2,
     placement: Placement | None = None,
     measure: bool = False,
+    reload_after: frozenset[int] = frozenset(),
 ) -> SimulationResult:
     """Run one simulation on the connected Ray (call ray.init first) and this database.
-    `measure`: record each actor's node and CPU seconds (needs Ray's state API: a dashboard)."""
+    `measure`: record each actor's node and CPU seconds (needs Ray's state API: a dashboard).
+    `reload_after`: ticks after which every shard reloads its campaigns."""
     placement = placement or Placement()
     run_id = uuid.uuid4().hex[:8]
     namespace = f"kiki-sim-{run_id}"
@@ -235,7 +245,7 @@ async def run_simulation(
     order = [key[1] for stats in await loops.stats() for key in stats.keys]
     processes = actor_nodes(namespace) if measure else {}
     cpu_before = {name: _cpu_s(pid) for name, (_, pid) in processes.items()}
-    ticks, wall_s = await _drive(loops, budgets, options, start)
+    ticks, wall_s = await _drive(loops, budgets, options, start, reload_after)
     used = {
         name: ActorUse(node, _cpu_s(pid) - cpu_before[name])
         for name, (node, pid) in processes.items()
@@ -276,6 +286,7 @@ def _result(
 ) -> SimulationResult:
     """Each campaign scored against SyncShield's ledger, and the run's figures."""
     value = {key[1]: v for s in stats for key, v in zip(s.keys, s.value, strict=True)}
+    held = {key[1]: v for s in stats for key, v in zip(s.keys, s.spent, strict=True)}
     series = {cid: [row[i] for row in ticks.cumulative] for i, cid in enumerate(order)}
     reachable = {cid: [row[i] for row in ticks.offered] for i, cid in enumerate(order)}
     count = len(ticks.tick_ms)
@@ -305,6 +316,7 @@ def _result(
         refused=ticks.refused,
         moments=ticks.moments,
         series=series,
+        held=held,
     )
 
 

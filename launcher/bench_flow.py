@@ -167,7 +167,8 @@ def bench_pacing(
     engine against the sandbox; in capped mode budget leases granted by SyncShield's ledger
     logic): per start hour, mode, auction and controller, over the campaigns the market did
     not limit, cost per click and per conversion, ROAS, cost against the offline optimum of
-    the same auctions (median and p90 of the per-campaign ratio), how many stay within 2 % and
+    the same auctions (median and p90 of the per-campaign ratio) and against the best uniform
+    bid per span in hindsight (at first price it pays its bid), how many stay within 2 % and
     5 % of their curves, spend at least 98 %, stay alive for 95 % of their schedules, the
     share of ticks in which a cap bound, and overspend over all campaigns."""
     try:
@@ -191,10 +192,11 @@ def bench_pacing(
         f"SyncFlow pacing replay: {campaigns} campaigns, {hours:g} h schedules, {tick_s:g} s "
         f"ticks, seed {seed}, live reports every {report_delay_s:g} s; all but overspend over "
         "the campaigns the market did not limit\n\n| start (UTC) | mode | auction | controller "
-        "| demand allowed | cost/click | cost/conv. | ROAS | vs optimum p50 / p90 | within 2 % "
-        "| within 5 % | >= 98 % spent | alive >= 95 % | cap bound | overspend |\n"
+        "| demand allowed | cost/click | cost/conv. | ROAS | vs optimum p50 / p90 | uniform bid "
+        "vs optimum p50 | vs uniform bid p50 / p90 | within 2 % | within 5 % | >= 98 % spent "
+        "| alive >= 95 % | cap bound | overspend |\n"
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: |"
+        "| ---: | ---: | ---: | ---: |"
     )
     for r in rows:
         click.echo(
@@ -202,6 +204,8 @@ def bench_pacing(
             f"{r['demand_allowed']} | {_num(r['cost_per_click'])} | "
             f"{_num(r['cost_per_conversion'])} | {_num(r['roas'])} | "
             f"{_num(r['vs_optimum_median'])} / {_num(r['vs_optimum_p90'])} | "
+            f"{_num(r['uniform_vs_optimum_median'])} | "
+            f"{_num(r['vs_uniform_median'])} / {_num(r['vs_uniform_p90'])} | "
             f"{r['within_2pct']} | {r['within_5pct']} | {r['at_least_98pct']} | "
             f"{r['alive_95pct']} | {_pct(r['cap_bound_share'])} | {_pct(r['overspend_share'])} |"
         )

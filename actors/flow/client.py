@@ -64,6 +64,10 @@ class BidLoopClient:
             self.actors[shard].reload.remote(), self.call_timeout_s, f"bid-loop shard {shard}"
         )
 
+    async def reload_all(self) -> int:
+        """Every shard reloads its campaigns; returns how many they hold."""
+        return sum(await asyncio.gather(*(a.reload.remote() for a in self.actors)))
+
     async def health(self, tick_s: float, grace_s: float, timeout_s: float) -> dict[str, str]:
         """Each shard's state: "ok" when it completed a tick in the last few intervals."""
 

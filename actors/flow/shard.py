@@ -109,7 +109,7 @@ class BidLoopShard:
         )
         log_dir = config.log_dir
         self.log_path = Path(log_dir) / f"decisions-{shard}-of-{shards}.log" if log_dir else None
-        self.engine = BidEngine([], ControllerConfig(kind=config.controller))
+        self.engine = BidEngine([], self._controller())
         self._incarnation = uuid4().hex[:12]  # tells this process's lease keys from earlier ones
         # One SyncShield reservation per pool; pools come with the first campaigns loaded.
         self.leases = LeaseBook(np.zeros(0, dtype=np.int64), config.lease_ticks)
@@ -128,6 +128,11 @@ class BidLoopShard:
             # Ray re-runs __init__ after a crash or the loss of the shard's node, and then
             # nobody calls `ready`: the shard starts its own loop (queued after __init__).
             ray.get_runtime_context().current_actor.ready.remote()
+
+    def _controller(self) -> ControllerConfig:
+        """The pacing controller; it knows whether each tick is capped (the sandbox's mode)."""
+        capped = isinstance(self.market, SandboxMarket) and self.market.tick_cap
+        return ControllerConfig(kind=self.config.controller, tick_capped=capped)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -196,7 +201,10 @@ class BidLoopShard:
 
     async def _rebuild(self, campaigns: list[Campaign]) -> None:
         old = self.engine
-        engine = BidEngine(campaigns, ControllerConfig(kind=self.config.controller))
+        # Settle first: the old engine takes in the interval delivered since the last tick
+        # (and any report held back), so what the new one carries includes it.
+        await self._settle_reservations(old)
+        engine = BidEngine(campaigns, self._controller())
         engine.carry_from(old)
         new_keys = set(engine.campaign_keys()) - set(old.campaign_keys())
         if new_keys:
@@ -207,7 +215,6 @@ class BidLoopShard:
                 if result.outcome == "status" and result.snapshot:
                     key = (op.tenant_id, op.campaign_id)
                     engine.spent[index[key]] = result.snapshot["committed"]
-        await self._settle_reservations(old)
         self.market.rewind([op.reports for op in self.pending_commits])
         self.engine = engine
         self.values.rebuild(engine, [c.tenant_id for c in campaigns])

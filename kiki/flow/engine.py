@@ -40,6 +40,7 @@ PRIOR_CVR = 0.05
 PRIOR_CLICKS = 50.0
 MIN_GOAL_CONVERSIONS = 20  # evidence needed before bidding above the value-based bid
 CAPPED_FILL = 0.98  # a tick that spent this share of its allowance was held by the cap
+STEP_PHASES = 0.6180339887  # campaign i's step phase: i x this, mod 1 (evenly spread for any n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +84,12 @@ class BidEngine:
         self.last_target = np.zeros(n, dtype=np.int64)
         self.last_live = np.zeros(n, dtype=bool)
         self.decided_until: datetime | None = None
-        # When the curve controller last stepped, and each campaign's target and spend then.
-        self.stepped_at: datetime | None = None
+        # When the curve controller last stepped each campaign (POSIX seconds; nan: not yet
+        # decided), and its target and spend then. Campaigns step on a grid of their own,
+        # shifted by a phase (STEP_PHASES): stepped together, nearly every bid moved past the
+        # push threshold on the same tick, and that tick's pushes set the loop's p99.
+        self.stepped_s = np.full(n, np.nan)
+        self.phase_s = np.zeros(n)
         self.stepped_target = np.zeros(n, dtype=np.int64)
         self.stepped_spent = np.zeros(n, dtype=np.int64)
         # Since then, per campaign: ticks observed and ticks whose allowance was all spent
@@ -149,28 +154,22 @@ class BidEngine:
         ]
 
     def carry_from(self, old: BidEngine) -> None:
-        """Keep spend, controller state and bids of the campaigns and units both engines have."""
-        old_c = {k: i for i, k in enumerate(old.campaign_keys())}
-        for i, key in enumerate(self.campaign_keys()):
-            j = old_c.get(key)
-            if j is not None:
-                self.spent[i], self.value_total[i] = old.spent[j], old.value_total[j]
-                self.multiplier[i], self.integral[i] = old.multiplier[j], old.integral[j]
-                self.pace_error[i] = old.pace_error[j]
-                self.stepped_target[i] = old.stepped_target[j]
-                self.stepped_spent[i] = old.stepped_spent[j]
-        old_p = {(old_c_key, p): i for i, (old_c_key, p) in enumerate(old.pool_keys())}
-        for i, key in enumerate(self.pool_keys()):
-            j = old_p.get(key)
-            if j is not None:
-                self.pool_spent[i] = old.pool_spent[j]
-        self.decided_until, self.stepped_at = old.decided_until, old.stepped_at
-        old_u = {k: i for i, k in enumerate(old.unit_keys())}
-        for i, key in enumerate(self.unit_keys()):
-            j = old_u.get(key)
-            if j is not None:
-                self.clicks[i], self.conversions[i] = old.clicks[j], old.conversions[j]
-                self.bids[i], self.pushed_bids[i] = old.bids[j], old.pushed_bids[j]
+        """Keep spend, controller state and bids of the campaigns and units both engines have.
+        The last decide's target, allowance and liveness come too: the controller's next step
+        compares the spend reported with them (zeros would read as a campaign far ahead)."""
+        new_c, old_c = _matches(self.campaign_keys(), old.campaign_keys())
+        for name in (
+            "spent", "value_total", "multiplier", "integral", "pace_error", "stepped_target",
+            "stepped_spent", "stepped_s", "phase_s", "last_target", "last_allowance", "last_live",
+            "ticks_seen", "ticks_capped",
+        ):  # fmt: skip
+            getattr(self, name)[new_c] = getattr(old, name)[old_c]
+        new_p, old_p = _matches(self.pool_keys(), old.pool_keys())
+        self.pool_spent[new_p] = old.pool_spent[old_p]
+        self.decided_until = old.decided_until
+        new_u, old_u = _matches(self.unit_keys(), old.unit_keys())
+        for name in ("clicks", "conversions", "bids", "pushed_bids"):
+            getattr(self, name)[new_u] = getattr(old, name)[old_u]
 
     # --- the tick --------------------------------------------------------------------------
 
@@ -205,15 +204,23 @@ class BidEngine:
                 self.multiplier_ceiling(),
                 self.controller,
             )
-        elif fresh and self.decided_until is not None and self.stepped_at is not None:
+        elif fresh and self.decided_until is not None:
             self.ticks_seen += self.last_live
             self.ticks_capped += (self.last_allowance > 0) & (
                 campaign_spend >= CAPPED_FILL * self.last_allowance
             )
-            minutes = (self.decided_until - self.stepped_at).total_seconds() / 60
-            if minutes < self.controller.curve_step_min:
+            until = self.decided_until.timestamp()
+            minutes = (until - self.stepped_s) / 60
+            # Due: its grid passed a line since its last step; or, until its first click,
+            # every report (a campaign that has bought nothing learns nothing by waiting).
+            period = self.controller.curve_step_min * 60
+            crossed = np.floor((until + self.phase_s) / period) > np.floor(
+                (self.stepped_s + self.phase_s) / period
+            )
+            behind = self.last_target - self.spent > self.controller.curve_behind_now * self.budget
+            due = self.last_live & (minutes > 0) & (crossed | (self.spent == 0) | behind)
+            if not due.any():
                 return pool_spend
-            self.stepped_at = self.decided_until
             self.multiplier, error = update_multipliers_on_curve(
                 self.multiplier,
                 self.last_target - self.spent,
@@ -223,13 +230,15 @@ class BidEngine:
                     self.ticks_capped, self.ticks_seen, out=np.zeros(n), where=self.ticks_seen > 0
                 ),
                 self.budget,
-                np.where(self.last_live, minutes, 0.0),
+                np.where(due, minutes, 0.0),
                 self.multiplier_ceiling(),
                 self.controller,
             )
-            self.pace_error = np.where(self.last_live, error, self.pace_error)
-            self.stepped_target, self.stepped_spent = self.last_target, self.spent.copy()
-            self.ticks_seen[:] = self.ticks_capped[:] = 0
+            self.pace_error = np.where(due, error, self.pace_error)
+            self.stepped_s[due] = until
+            self.stepped_target = np.where(due, self.last_target, self.stepped_target)
+            self.stepped_spent = np.where(due, self.spent, self.stepped_spent)
+            self.ticks_seen[due] = self.ticks_capped[due] = 0
         return pool_spend
 
     def pace_reasons(self) -> np.ndarray:
@@ -278,8 +287,13 @@ class BidEngine:
         allowance = np.where(live, allowance_micros(target, self.budget, self.spent), 0)
         self.last_allowance = allowance
         self.last_target, self.last_live, self.decided_until = target, live, tick_end
-        if self.stepped_at is None:
-            self.stepped_at = now
+        # A campaign's first decide starts its step clock and sets its phase: each tick steps
+        # about tick / curve_step_min of the campaigns.
+        new = np.isnan(self.stepped_s)
+        if new.any():
+            self.stepped_s[new] = now.timestamp()
+            period = self.controller.curve_step_min * 60
+            self.phase_s[new] = (np.flatnonzero(new) * STEP_PHASES) % 1.0 * period
         reserve = pool_caps(
             allowance,
             self.pool_campaign,
@@ -315,3 +329,12 @@ class BidEngine:
         """Record which bid changes the platforms accepted."""
         accepted = units[ok]
         self.pushed_bids[accepted] = self.bids[accepted]
+
+
+def _matches(new: Sequence, old: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (in `new`, in `old`) of the keys both hold."""
+    where = {k: i for i, k in enumerate(old)}
+    pairs = [(i, where[k]) for i, k in enumerate(new) if k in where]
+    return np.array([p[0] for p in pairs], dtype=np.int64), np.array(
+        [p[1] for p in pairs], dtype=np.int64
+    )

@@ -142,8 +142,9 @@ class SandboxExchange:
         )
         pools = int(units.pool.max()) + 1 if n else 0
         self.pool_spent = np.zeros(pools, dtype=np.int64)  # all the run's spend, per pool
-        # The last interval's auctions (unit, highest competing bid): the offline optimum's log.
-        self.last_auctions: tuple[np.ndarray, np.ndarray] = (np.zeros(0, int), np.zeros(0, int))
+        # The last interval's auctions (unit, highest competing bid, cleared at first price):
+        # the offline optimum's log.
+        self.last_auctions: tuple[np.ndarray, ...] = (np.zeros(0, int), np.zeros(0, int))
         self.last_bound = np.zeros(pools, dtype=bool)
         # Spend per unit and UTC day, for spend reports.
         self.daily: dict[date, Delivery] = {}
@@ -192,7 +193,7 @@ class SandboxExchange:
         )
         self._record(start.date(), delivery)
         self.pool_spent += sum_micros_by(units.pool, delivery.spend_micros, len(self.pool_spent))
-        self.last_auctions = (unit, competing)
+        self.last_auctions = (unit, competing, self._first_price[unit])
         # Pools whose cap stopped a won auction this interval: where the cap, not the bid, paced.
         self.last_bound = np.bincount(pool[won & ~kept], minlength=len(self.pool_spent)) > 0
         return delivery

@@ -137,16 +137,27 @@ class ControllerConfig:
     # increment, plus what the campaign is behind, caught up over curve_catchup_min) against
     # the spend reported; the multiplier moves by the log of their ratio / curve_elasticity
     # (spend grows about as multiplier^elasticity where a campaign wins a few % of auctions).
-    # It steps at most every curve_step_min, reports in between adding up (one tick's few
-    # auctions are noise, and a bid held steady buys cheaper than one that jitters). Aiming
+    # It steps every curve_step_min (each campaign on its own staggered grid: the engine),
+    # reports in between adding up (one tick's few auctions are noise, and a bid held steady
+    # buys cheaper than one that jitters); sooner when curve_behind_now behind, and at every
+    # report until the campaign's first click (waiting teaches it nothing then). Aiming
     # curve_lag (share of budget) behind the curve leaves a tick's cap (target - spent) above
     # what the controller means to spend, so the cap rarely binds.
     curve_elasticity: float = 3.0
     curve_catchup_min: float = 0.25
     curve_step_min: float = 0.25
     curve_lag: float = 0.003
+    # Where every tick is capped at the curve (the sandbox's own mode) it aims ahead instead,
+    # by this share of what the curve added since its last step: the cap holds it on the
+    # curve, and a campaign aiming behind dipped past 2 % on a few thin ticks of a 15-minute
+    # schedule. (A fixed share of budget is 5 ticks' spend of an hour-long schedule: the cap
+    # then bound nearly every tick, and paced instead of the price.)
+    tick_capped: bool = False
+    curve_lead_capped: float = 0.18
     curve_max_step: float = 1.0  # |log step| of one report at most
     curve_capped_step: float = 0.25
+    # Behind by this share of budget: step at the next report, not at the next step's time.
+    curve_behind_now: float = 0.01
     # The bid multiplier before any report: the floor, as nothing caps the first minute's
     # spend on a live platform; the controller raises it while the campaign is behind.
     start_multiplier: float = 0.1
@@ -214,7 +225,9 @@ def update_multipliers_on_curve(
     being how far behind the curve (share of budget, less the lag aimed at)."""
     active = (minutes > 0) & (budget > 0)
     error = np.divide(behind, budget, out=np.zeros(len(budget)), where=budget > 0)
-    error = np.where(active, error - config.curve_lag, 0.0)
+    share = np.divide(wanted, budget, out=np.zeros(len(budget)), where=budget > 0)
+    lag = -config.curve_lead_capped * share if config.tick_capped else config.curve_lag
+    error = np.where(active, error - lag, 0.0)
     catchup = np.minimum(minutes / config.curve_catchup_min, 1.0)
     want = wanted + error * budget * catchup
     # Spend wanted and got, floored at a tenth of the curve's increment: no log of 0, and a
