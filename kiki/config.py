@@ -247,7 +247,8 @@ class Settings(BaseSettings):
     creative_model: Path | None = Field(
         None,
         description="diffusers text-to-image folder (SD 1.5, SD-Turbo, SDXL-Turbo) saved by "
-        "save_pretrained; unset = a small random-weight pipeline whose images are placeholders",
+        "save_pretrained; unset = a small random-weight pipeline (real diffusion, images with no "
+        "meaning: for tests and demos without weights)",
     )
     creative_steps: int = Field(4, ge=1, le=150, description="default denoising steps")
     creative_timeout_s: float = Field(

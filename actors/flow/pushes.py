@@ -221,6 +221,8 @@ class CapPusher:
         each unit's pool. Returns, per unit of a blocked pool, the decision log's text: why
         it did not bid and whether its ad group is paused (a pause not sent or failed is
         tried again next tick)."""
+        if not blocked and not self.paused:  # every tick's usual case: nothing to walk
+            return {}
         refs = self.market.unit_refs
         changes: dict[str, list[tuple[int, StatusChange]]] = {}
         texts: dict[int, str] = {}

@@ -376,10 +376,10 @@ class BidLoopShard:
             engine.pool_cap[sorted(blocked)] = 0
             plan.push[uncapped] = False
         units = engine.unit_pool.tolist()
-        held = await _timed(phases, "hold", self.capper.hold(units, blocked, self._pool))
+        pauses = await _timed(phases, "hold", self.capper.hold(units, blocked, self._pool))
         result, pushed, refused = await _timed(phases, "push", self.pusher.push(engine, plan))
         result[uncapped] = "cap_not_pushed"
-        for unit, why in held.items():
+        for unit, why in pauses.items():
             result[unit] = why
         return denied, (result, pushed, refused)
 
