@@ -153,6 +153,15 @@ class ModelRegistry:
         )
         return [(r["tenant_id"], r["version"], r["artifact_url"]) for r in rows]
 
+    async def latest_promoted(self, conn: asyncpg.Connection, limit: int) -> list[UUID]:
+        """The tenants with a production version, the most recently promoted first."""
+        rows = await conn.fetch(
+            f"""SELECT tenant_id FROM {self.table} WHERE status = 'production'
+                ORDER BY promoted_at DESC NULLS LAST LIMIT $1""",
+            limit,
+        )
+        return [r["tenant_id"] for r in rows]
+
     async def production(self, conn: asyncpg.Connection, tenant_id: UUID) -> ModelRecord | None:
         return (await self.serving(conn, tenant_id))[0]
 

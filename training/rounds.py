@@ -121,7 +121,7 @@ class Retrainer:
 
     async def _drift(self, tenant_id: UUID, now: datetime) -> DriftReport | None:
         try:
-            return await self._value.drift(tenant_id, now.date(), DRIFT_THRESHOLD)
+            return await self._value.drift(tenant_id, now.date(), DRIFT_THRESHOLD, stale_ok=False)
         except KikiError:  # no LTV model in production, or no purchases yet
             return None
 

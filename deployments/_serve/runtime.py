@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -36,6 +37,8 @@ from kiki.shield import RateLimiter
 
 if TYPE_CHECKING:
     from deployments._serve.builder import AppArgs
+
+log = logging.getLogger(__name__)
 
 C = TypeVar("C")
 A = TypeVar("A", bound="AppArgs")
@@ -70,6 +73,7 @@ class ServiceRuntime:
         # What the app depends on besides the database (actors, models), by check name.
         self.probes: dict[str, Probe] = {}
         self.started = time.monotonic()
+        self._background: set[asyncio.Task[None]] = set()
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
@@ -212,7 +216,24 @@ class ServiceRuntime:
             self._meters[metric] = UsageMeter(self, metric)
         return self._meters[metric]
 
+    def in_background(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Start work no request waits on (warming a cache): a failure is logged, not raised,
+        and the work is cancelled when the app stops."""
+
+        async def logged() -> None:
+            try:
+                await work()
+            except Exception:
+                log.exception("%s: %s failed", self.service, name)
+
+        task = asyncio.get_running_loop().create_task(logged(), name=f"{self.service}: {name}")
+        self._background.add(task)  # a reference, or the loop may drop the task unfinished
+        task.add_done_callback(self._background.discard)
+
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

@@ -68,6 +68,7 @@ def _start(app: FastAPI, runtime: ServiceRuntime) -> EngageContext:
         context.automation.ready.remote()
         timeout = runtime.settings.health_probe_timeout_s
         runtime.probes["automation"] = lambda: context.probe(timeout)
+        runtime.in_background("scoring the latest tenants' customers", context.service.warm)
     return context
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query
+from pydantic import Field
 
 from deployments._serve import Connection, DecimalJSONRoute, MoneyOut, Reader
 from deployments.engage.context import Context
@@ -14,7 +15,7 @@ from deployments.engage.schemas import AsOf, AtRisk, ChurnRiskPage, CohortList, 
 from kiki import training_jobs
 from kiki.engage import cohorts, retention
 from kiki.engage.ltv_spread import Spread, spread
-from kiki.engage.risk import RiskTable
+from kiki.engage.risk import Reason
 from kiki.engage.service import ltv_currency, today
 from kiki.errors import FailedPrecondition
 from kiki.model_registry import ModelRecord
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/api/v1", route_class=DecimalJSONRoute)
 NO_LTV = "no LTV model in production: `kiki train ltv`, then `kiki models promote`"
 
 
-def _at_risk(customer_id: str, row: Any, table: RiskTable, ltv: ModelRecord | None) -> AtRisk:
+def _at_risk(customer_id: str, row: Any, reasons: list[Reason], ltv: ModelRecord | None) -> AtRisk:
     value = None
     if ltv is not None:
         value = LTVView(
@@ -34,7 +35,7 @@ def _at_risk(customer_id: str, row: Any, table: RiskTable, ltv: ModelRecord | No
     return AtRisk(
         customer_id=customer_id,
         churn_risk=round(float(row["churn_risk"]), 4),
-        reasons=table.reasons(customer_id),
+        reasons=reasons,
         ltv=value,
         last_purchase=row["last_purchase"],
     )
@@ -57,13 +58,15 @@ async def churn_risk(
     risky = table.frame[table.frame["churn_risk"] >= threshold]
     page = risky.iloc[offset : offset + limit]
     end = offset + len(page)
+    reasons = table.reasons([str(cid) for cid in page.index])
     return ChurnRiskPage(
         as_of=day,
         horizon_days=horizon_days,
         threshold=threshold,
         model_version=churn.version,
+        scored_at=table.scored_at,
         total=len(risky),
-        customers=[_at_risk(str(cid), row, table, ltv) for cid, row in page.iterrows()],
+        customers=[_at_risk(str(c), row, reasons[str(c)], ltv) for c, row in page.iterrows()],
         next_offset=end if end < len(risky) else None,
         ltv_unavailable=None if ltv else NO_LTV,
     )
@@ -73,6 +76,7 @@ class LTVSpread(Spread):
     as_of: date
     horizon_days: int
     model_version: int
+    scored_at: datetime = Field(description="when the book was scored (see /churn-risk)")
     currency: str
 
 
@@ -98,6 +102,7 @@ async def ltv_spread(
         as_of=day,
         horizon_days=horizon_days,
         model_version=ltv.version,
+        scored_at=table.scored_at,
         currency=ltv_currency(ltv),
     )
 

@@ -3,7 +3,7 @@ parameters: text that PostgreSQL would refuse (a NUL) is a 422 naming the field.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import Path, Query
@@ -53,6 +53,10 @@ class ChurnRiskPage(BaseModel):
     horizon_days: int
     threshold: float
     model_version: int
+    scored_at: datetime = Field(
+        description="when the book was scored: up to a minute old, or up to 15 while the "
+        "next scoring runs"
+    )
     total: int = Field(description="customers at or above the threshold")
     customers: list[AtRisk]
     next_offset: int | None

@@ -93,9 +93,11 @@ def _start(app: FastAPI, runtime: ServiceRuntime) -> ValueContext:
         actor.ready.remote()
         timeout = runtime.settings.health_probe_timeout_s
         runtime.probes["retrainer"] = lambda: _probe_retrainer(actor, timeout)
-    if isinstance(runtime.context, ValueContext):
-        return runtime.context
-    return _context(runtime, LocalScorer(runtime.artifacts))
+    if not isinstance(runtime.context, ValueContext):
+        runtime.context = _context(runtime, LocalScorer(runtime.artifacts))
+    if ray.is_initialized():  # under Serve; tests hosting the app in-process skip it
+        runtime.in_background("measuring the latest tenants' drift", runtime.context.value.warm)
+    return runtime.context
 
 
 api = create_service_api(

@@ -22,7 +22,7 @@ async def get_drift(
     tenant: Reader,
     ctx: Context,
     as_of: Annotated[date | None, Query(description="the live window's day; default today")] = None,
-    threshold: Annotated[float, Query(gt=0, le=10)] = 0.2,
+    threshold: Annotated[float, Query(gt=0, le=10)] = drift.DEFAULT_THRESHOLD,
 ) -> drift.DriftReport:
     """PSI of every feature and of the predictions, now vs the production model's training
     reference; `stale` when the predictions (or most features) moved past the threshold."""

@@ -288,11 +288,22 @@ class TrainedChurnModel:
         customer, plus `bgnbd_prior`: BG/NBD's own log-odds where the trees start, less the
         population's level shift. The row sums to the logit of `predict` (XGBoost's bias term
         is folded into the prior)."""
-        raw = self.booster.predict(self._matrix(inputs), pred_contribs=True)
-        frame = pd.DataFrame(
-            raw[:, :-1], index=inputs.features.index, columns=list(self.meta.feature_names)
-        )
-        frame["bgnbd_prior"] = raw[:, -1]
+        return self._contributions(self._matrix(inputs), inputs.features.index, "bgnbd_prior")
+
+    def feature_contributions(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Each feature's push on the log-odds of churn for these rows alone (a page of a
+        scored book). Tree SHAP values do not depend on the base margin, which only moves the
+        bias term, so a row is explained here exactly as within its whole population."""
+        matrix = xgb.DMatrix(features[list(self.meta.feature_names)])
+        return self._contributions(matrix, features.index)
+
+    def _contributions(
+        self, matrix: xgb.DMatrix, index: pd.Index, bias: str | None = None
+    ) -> pd.DataFrame:
+        raw = self.booster.predict(matrix, pred_contribs=True)
+        frame = pd.DataFrame(raw[:, :-1], index=index, columns=list(self.meta.feature_names))
+        if bias is not None:
+            frame[bias] = raw[:, -1]
         return frame
 
     def save(self, directory: str | Path) -> Path:

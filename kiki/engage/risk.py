@@ -8,14 +8,19 @@ analyst sees *why* as well as *how likely*.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from pydantic import BaseModel
 
 from kiki.engage.churn import TrainedChurnModel
 from kiki.value import FEATURE_NAMES
+
+if TYPE_CHECKING:  # torch is imported only where an LTV model is loaded
+    from kiki.value.ziln import TrainedLTVModel
 
 TOP_REASONS = 3
 DESCRIPTIONS: dict[str, str] = {
@@ -66,29 +71,39 @@ class RiskTable:
     horizon_days: int
     frame: pd.DataFrame  # index customer_id; churn_risk, last_purchase, ltv_expected (or absent)
     features: pd.DataFrame
-    contributions: pd.DataFrame  # log-odds pushes per feature, without BG/NBD's prior
+    # Per-feature log-odds pushes of some rows of `features`: explained when asked, for the
+    # page shown, since explaining the whole book costs more than scoring it.
+    explain: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    scored_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @classmethod
     def empty(cls, as_of: date, horizon_days: int) -> RiskTable:
         """The table of a tenant without purchases by as_of."""
         none = pd.DataFrame(index=pd.Index([], name="customer_id"))
         frame = none.assign(churn_risk=pd.Series(dtype="float64"), last_purchase=None)
-        return cls(as_of, horizon_days, frame, none, none)
+        return cls(as_of, horizon_days, frame, none)
 
-    def reasons(self, customer_id: str, top: int = TOP_REASONS) -> list[Reason]:
-        """The features that raise this customer's risk the most, largest first."""
-        pushes = self.contributions.loc[customer_id]
-        values = self.features.loc[customer_id]
-        return [
-            Reason(
-                feature=name,
-                description=DESCRIPTIONS.get(name, name),
-                value=round(float(values[name]), 4),
-                contribution=round(float(push), 4),
-            )
-            for name, push in pushes.sort_values(ascending=False).head(top).items()
-            if push > 0
-        ]
+    def reasons(
+        self, customer_ids: Sequence[str], top: int = TOP_REASONS
+    ) -> dict[str, list[Reason]]:
+        """For each customer, the features that raise their risk the most, largest first."""
+        if self.explain is None or not customer_ids:
+            return {c: [] for c in customer_ids}
+        values = self.features.loc[list(customer_ids)]
+        pushes = self.explain(values)
+        return {
+            customer_id: [
+                Reason(
+                    feature=name,
+                    description=DESCRIPTIONS.get(name, name),
+                    value=round(float(values.at[customer_id, name]), 4),
+                    contribution=round(float(push), 4),
+                )
+                for name, push in row.sort_values(ascending=False).head(top).items()
+                if push > 0
+            ]
+            for customer_id, row in pushes.iterrows()
+        }
 
 
 def risk_table(
@@ -96,10 +111,10 @@ def risk_table(
     history: pd.DataFrame,
     as_of: date,
     horizon_days: int,
-    ltv: object | None = None,
+    ltv: TrainedLTVModel | None = None,
 ) -> RiskTable:
-    """Scores every customer with purchases by as_of. `ltv`, when given, is a SyncValue model
-    (kiki.value.ziln.TrainedLTVModel) fed the same features as of the same day."""
+    """Scores every customer with purchases by as_of; `ltv`, when given, is SyncValue's model
+    fed the same features as of the same day."""
     inputs = model.inputs(history, as_of, horizon_days)
     features = inputs.features
     frame = pd.DataFrame(
@@ -112,12 +127,11 @@ def risk_table(
         index=features.index,
     )
     if ltv is not None:
-        predicted = ltv.predict(features[list(FEATURE_NAMES)])  # type: ignore[attr-defined]
-        frame["ltv_expected"] = predicted["expected"]
+        frame["ltv_expected"] = ltv.expected(features[list(FEATURE_NAMES)])
     return RiskTable(
         as_of=as_of,
         horizon_days=horizon_days,
         frame=frame.sort_values("churn_risk", ascending=False, kind="stable"),
         features=features,
-        contributions=model.contributions(inputs).drop(columns="bgnbd_prior"),
+        explain=model.feature_contributions,
     )

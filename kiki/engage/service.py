@@ -1,7 +1,9 @@
 """SyncEngage's use cases in one process: the production churn model (kiki.engage.registry)
 and SyncValue's LTV model (kiki.value.registry) read from their registries every few seconds,
-so `kiki engage promote` needs no restart; a scored book of customers kept a minute, so paging
-through the churn-risk list scores once; messages sent with the context those scores give.
+so `kiki engage promote` needs no restart; a scored book of customers (and its cohorts) fresh
+for a minute and served stale while the next one builds (kiki.cache), so paging through the
+churn-risk list scores once and no page waits on scoring once a book exists; messages sent
+with the context those scores give.
 
 No Ray and no FastAPI: a Serve replica holds one, and so can a test or a command.
 """
@@ -20,6 +22,7 @@ from cachetools import TTLCache
 
 from kiki import training_jobs
 from kiki.artifacts import ArtifactStore
+from kiki.cache import RefreshingCache
 from kiki.db.pool import PoolSource
 from kiki.engage import cohorts, messaging, registry, retention
 from kiki.engage.channels import ChannelSettings, configured_channels
@@ -33,7 +36,8 @@ from kiki.value import LTV_MODELS, TrainedLTVModel, end_of_day, purchase_history
 
 REGISTRY_TTL_S = 5.0
 REGISTRY_RECORDS_KEPT = 4096  # (registry, tenant) pairs
-RISK_TTL_S = 60.0
+RISK_TTL_S = 60.0  # a scored book is fresh this long, then served while it is rescored...
+RISK_MAX_STALE_S = 900.0  # ...for at most this long since it was scored
 RISK_TABLES_KEPT = 4
 DEFAULT_HORIZON_DAYS = 90
 _UNREAD = object()  # a registry not read yet, as opposed to one without a model (None)
@@ -72,25 +76,24 @@ class EngageService:
         self._records: TTLCache[tuple[str, UUID], Any] = TTLCache(
             REGISTRY_RECORDS_KEPT, REGISTRY_TTL_S, timer=timer
         )
-        self._tables: TTLCache[tuple[Any, ...], RiskTable] = TTLCache(
-            RISK_TABLES_KEPT, RISK_TTL_S, timer=timer
+        self._tables: RefreshingCache[tuple[Any, ...], RiskTable] = RefreshingCache(
+            RISK_TABLES_KEPT, RISK_TTL_S, RISK_MAX_STALE_S, timer=timer
         )
-        # Cohorts scan every purchase (about a second on the CDNOW demo here): kept as the
-        # risk tables are, so the console's Customers page does not wait on each load.
-        self._cohorts: TTLCache[tuple[UUID, date], list[cohorts.Cohort]] = TTLCache(
-            RISK_TABLES_KEPT, RISK_TTL_S, timer=timer
+        # Cohorts scan every purchase: kept as the risk tables are, for the same pages.
+        self._cohorts: RefreshingCache[tuple[UUID, date], list[cohorts.Cohort]] = RefreshingCache(
+            RISK_TABLES_KEPT, RISK_TTL_S, RISK_MAX_STALE_S, timer=timer
         )
         self._models: dict[str, Any] = {}
 
     async def cohorts(self, tenant_id: UUID, as_of: date) -> list[cohorts.Cohort]:
-        """Every acquisition cohort as of a day, reused for RISK_TTL_S."""
-        found = self._cohorts.get((tenant_id, as_of))
-        if found is None:
+        """Every acquisition cohort as of a day."""
+
+        async def build() -> list[cohorts.Cohort]:
             pool = await self.pool()
             async with pool.acquire() as conn:
-                found = await cohorts.cohorts(conn, tenant_id, as_of)
-            self._cohorts[(tenant_id, as_of)] = found
-        return found
+                return await cohorts.cohorts(conn, tenant_id, as_of)
+
+        return await self._cohorts.get((tenant_id, as_of), build)
 
     async def channels(self) -> dict[Channel, MessageChannel]:
         if self._channels is None:
@@ -134,31 +137,44 @@ class EngageService:
         return churn, self._load(churn.artifact_url, TrainedChurnModel), ltv, ltv_model
 
     async def table(
-        self, tenant_id: UUID, as_of: date, horizon_days: int, customer_id: str | None = None
+        self,
+        tenant_id: UUID,
+        as_of: date,
+        horizon_days: int,
+        customer_id: str | None = None,
+        *,
+        stale_ok: bool = True,
     ) -> Scores:
-        """Scores as of a day: every customer (kept for paging), or just one."""
+        """Scores as of a day: every customer (kept, see the module; at most RISK_TTL_S old
+        unless `stale_ok`), or just one."""
         churn, model, ltv, ltv_model = await self.models(tenant_id)
-        key = (tenant_id, as_of, horizon_days, churn.version, ltv.version if ltv else None)
-        cached = self._tables.get(key) if customer_id is None else None
-        if cached is not None:
-            return cached, churn, ltv
-        pool = await self.pool()
-        async with pool.acquire() as conn:
-            history = await purchase_history(
-                conn,
-                tenant_id,
-                end_of_day(as_of),
-                [customer_id] if customer_id else None,
-            )
-        if history.empty:
-            table = RiskTable.empty(as_of, horizon_days)
-        else:
-            table = await asyncio.to_thread(
+
+        async def build() -> RiskTable:
+            pool = await self.pool()
+            async with pool.acquire() as conn:
+                history = await purchase_history(
+                    conn, tenant_id, end_of_day(as_of), [customer_id] if customer_id else None
+                )
+            if history.empty:
+                return RiskTable.empty(as_of, horizon_days)
+            return await asyncio.to_thread(
                 risk_table, model, history, as_of, horizon_days, ltv_model
             )
-        if customer_id is None:
-            self._tables[key] = table
-        return table, churn, ltv
+
+        if customer_id is not None:
+            return await build(), churn, ltv
+        key = (tenant_id, as_of, horizon_days, churn.version, ltv.version if ltv else None)
+        return await self._tables.get(key, build, stale_ok=stale_ok), churn, ltv
+
+    async def warm(self) -> None:
+        """Score today's book of the tenants whose churn models were promoted last (as many as
+        are kept), so that the first page after a start does not wait on it."""
+        pool = await self.pool()
+        async with pool.acquire() as conn:
+            tenants = await registry.CHURN_MODELS.latest_promoted(conn, RISK_TABLES_KEPT)
+        for tenant_id in tenants:
+            await self.table(tenant_id, today(), DEFAULT_HORIZON_DAYS)
+            await self.cohorts(tenant_id, today())
 
     async def personalize(
         self, tenant_id: UUID, customer_id: str, profile: messaging.Profile | None
@@ -197,7 +213,7 @@ class EngageService:
         pool = await self.pool()
         async with pool.acquire() as conn:
             rule = await retention.get(conn, tenant_id, rule_id)
-        table, _, ltv = await self.table(tenant_id, as_of, DEFAULT_HORIZON_DAYS)
+        table, _, ltv = await self.table(tenant_id, as_of, DEFAULT_HORIZON_DAYS, stale_ok=False)
         return await retention.run(
             pool, tenant_id, rule, table, await self.channels(), self.caps, self.suppressions,
             ltv_currency(ltv), dry_run=dry_run,

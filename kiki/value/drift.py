@@ -7,13 +7,16 @@ deciles. Rules of thumb: < 0.1 stable, 0.1-0.2 moderate, > 0.2 a shift worth ret
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 EPSILON = 1e-4  # keeps empty bins from dividing by zero
 PREDICTION = "prediction"
+DEFAULT_THRESHOLD = 0.2  # PSI past which a shift is worth retraining for (above)
 
 
 class Bins(BaseModel):
@@ -27,6 +30,7 @@ class DriftReport(BaseModel):
     stale: bool
     drifted: list[str]
     live_rows: int
+    measured_at: datetime  # up to a minute old, or up to 15 while it is measured again
 
 
 def bins_of(values: npt.ArrayLike, n_bins: int = 10) -> Bins:
@@ -55,23 +59,42 @@ def profile(features: pd.DataFrame, predictions: npt.ArrayLike) -> dict[str, Bin
     return found
 
 
-def report(
-    reference: dict[str, Bins],
-    features: pd.DataFrame,
-    predictions: npt.ArrayLike,
-    threshold: float = 0.2,
-) -> DriftReport:
+class DriftMeasure(BaseModel):
+    """PSI of every feature and of the predictions on one live window, before a threshold
+    judges it (a cached measure serves every threshold asked)."""
+
+    psi: dict[str, float]
+    live_rows: int
+    measured_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    def judged(self, threshold: float = DEFAULT_THRESHOLD) -> DriftReport:
+        drifted = sorted(name for name, v in self.psi.items() if v > threshold)
+        return DriftReport(
+            psi={k: round(v, 4) for k, v in self.psi.items()},
+            threshold=threshold,
+            stale=PREDICTION in drifted or len(drifted) * 2 > len(self.psi),
+            drifted=drifted,
+            live_rows=self.live_rows,
+            measured_at=self.measured_at,
+        )
+
+
+def measure(
+    reference: dict[str, Bins], features: pd.DataFrame, predictions: npt.ArrayLike
+) -> DriftMeasure:
     values = {
         name: psi(ref, features[name])
         for name, ref in reference.items()
         if name != PREDICTION and name in features.columns
     }
     values[PREDICTION] = psi(reference[PREDICTION], predictions)
-    drifted = sorted(name for name, v in values.items() if v > threshold)
-    return DriftReport(
-        psi={k: round(v, 4) for k, v in values.items()},
-        threshold=threshold,
-        stale=PREDICTION in drifted or len(drifted) * 2 > len(values),
-        drifted=drifted,
-        live_rows=len(features),
-    )
+    return DriftMeasure(psi=values, live_rows=len(features))
+
+
+def report(
+    reference: dict[str, Bins],
+    features: pd.DataFrame,
+    predictions: npt.ArrayLike,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> DriftReport:
+    return measure(reference, features, predictions).judged(threshold)

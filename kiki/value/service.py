@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from kiki import training_jobs
 from kiki.batching import KeyedBatcher
+from kiki.cache import RefreshingCache
 from kiki.db.values import PgText
 from kiki.errors import FailedPrecondition, NotFound
 from kiki.flow import segment_members
@@ -40,7 +41,11 @@ NO_MODEL = (
 # (tenant, segment) values; the least recently used go first past them.
 MAX_TENANTS_CACHED = 10_000
 MAX_SEGMENTS_CACHED = 100_000
-DRIFT_TTL_S = 60.0  # a drift report is reused this long (the live window is a day)
+# A drift measure is fresh this long (the live window is a day), then served while it is
+# measured again, for at most DRIFT_MAX_STALE_S since it was measured.
+DRIFT_TTL_S = 60.0
+DRIFT_MAX_STALE_S = 900.0
+DRIFT_TENANTS_WARMED = 4
 _UNREAD = object()  # a job not read yet, as opposed to no job (None)
 
 PoolProvider = Callable[[], Awaitable[asyncpg.Pool]]
@@ -155,8 +160,8 @@ class ValueService:
         # A drift report scores every customer (seconds on the CDNOW demo); its live window is
         # a day's purchases, so a minute-old one says the same and the console's Models page
         # need not wait for it on every load.
-        self._drift: TTLCache[tuple, drift.DriftReport] = TTLCache(
-            MAX_TENANTS_CACHED, DRIFT_TTL_S, timer=timer
+        self._drift: RefreshingCache[tuple[UUID, date, int], drift.DriftMeasure] = RefreshingCache(
+            MAX_TENANTS_CACHED, DRIFT_TTL_S, DRIFT_MAX_STALE_S, timer=timer
         )
         self._feature_batcher = KeyedBatcher(self._load_features)
 
@@ -298,21 +303,35 @@ class ValueService:
                 self._segments[(tenant_id, segment)] = fresh[segment]
         return {s: v for s, v in fresh.items() if v is not None}
 
-    async def drift(self, tenant_id: UUID, day: date, threshold: float) -> drift.DriftReport:
+    async def drift(
+        self, tenant_id: UUID, day: date, threshold: float, *, stale_ok: bool = True
+    ) -> drift.DriftReport:
         """The production model's inputs and outputs on today's population vs its training
-        reference."""
+        reference (measured at most DRIFT_TTL_S ago unless `stale_ok`)."""
         production, _ = await self.models(tenant_id)
-        key = (tenant_id, day, production.version, threshold)
-        if (cached := self._drift.get(key)) is not None:
-            return cached
+
+        async def build() -> drift.DriftMeasure:
+            pool = await self.pool()
+            async with pool.acquire() as conn:
+                history = await transactions.history(conn, tenant_id, transactions.end_of(day))
+            if history.empty:
+                raise NotFound("no purchases yet: nothing to compare with the training reference")
+            features = compute_features(history, day)
+            out = await self.scorer.score(production.artifact_url, features.reset_index())
+            reference = {k: drift.Bins(**v) for k, v in production.reference.items()}
+            return drift.measure(reference, features, out["expected"])
+
+        found = await self._drift.get(
+            (tenant_id, day, production.version), build, stale_ok=stale_ok
+        )
+        return found.judged(threshold)
+
+    async def warm(self) -> None:
+        """Measure today's drift for the tenants whose LTV models were promoted last, so that
+        the first look after a start does not wait on it."""
         pool = await self.pool()
         async with pool.acquire() as conn:
-            history = await transactions.history(conn, tenant_id, transactions.end_of(day))
-        if history.empty:
-            raise NotFound("no purchases yet: nothing to compare with the training reference")
-        features = compute_features(history, day)
-        out = await self.scorer.score(production.artifact_url, features.reset_index())
-        reference = {k: drift.Bins(**v) for k, v in production.reference.items()}
-        report = drift.report(reference, features, out["expected"], threshold)
-        self._drift[key] = report
-        return report
+            tenants = await registry.LTV_MODELS.latest_promoted(conn, DRIFT_TENANTS_WARMED)
+        for tenant_id in tenants:
+            with suppress(NotFound):  # no purchases yet
+                await self.drift(tenant_id, datetime.now(UTC).date(), drift.DEFAULT_THRESHOLD)

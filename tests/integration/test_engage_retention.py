@@ -41,7 +41,7 @@ def table(day: date, with_ltv: bool = True) -> RiskTable:
     )
     if not with_ltv:
         frame = frame.drop(columns="ltv_expected")
-    return RiskTable(day, 90, frame, frame[[]], frame[[]])
+    return RiskTable(day, 90, frame, frame[[]])
 
 
 def test_dry_run_then_real_run_once_per_period(fresh_db: str, smtp_server: SmtpServer) -> None:

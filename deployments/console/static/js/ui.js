@@ -30,6 +30,9 @@ export function micros(v, currency) {
   return money({ amount: String(v / 1e6), currency });
 }
 
+// A server time (ISO 8601) as the viewer's local time of day.
+export function clock(iso) { return new Date(iso).toLocaleTimeString(); }
+
 export function pct(x) { return x === null || x === undefined ? "–" : `${(x * 100).toFixed(1)}%`; }
 
 export function badge(state) { return h("span", { class: `badge s-${state}` }, state); }

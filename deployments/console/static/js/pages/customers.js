@@ -3,7 +3,7 @@
 // retention heat map, RFM segments, a segment builder with a live count, and retention rules
 // with a dry run. Each part says what is missing (no data, no model) in the service's words.
 import { api } from "../api.js";
-import { h, field, money, micros, table, needs, attempt } from "../ui.js";
+import { h, field, money, micros, clock, table, needs, attempt } from "../ui.js";
 import { barChart } from "../chart.js";
 
 const FIELDS = {
@@ -27,7 +27,7 @@ async function section(title, load) {
 
 function churnList(page) {
   return h("div", {},
-    h("p", { class: "muted" }, `${page.total} customers at or above ${page.threshold} churn risk (model v${page.model_version}, as of ${page.as_of}).`,
+    h("p", { class: "muted" }, `${page.total} customers at or above ${page.threshold} churn risk (model v${page.model_version}, as of ${page.as_of}, scored at ${clock(page.scored_at)}).`,
       page.ltv_unavailable ? ` LTV: ${page.ltv_unavailable}.` : ""),
     table([
       { label: "Customer", cell: (c) => c.customer_id },
@@ -45,7 +45,7 @@ function ltvSpread(s) {
   const short = (m) => (m / 1e6).toLocaleString(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
   const labels = s.bins.map((b) => (b.high_micros === null ? `≥${short(b.low_micros)}` : short(b.low_micros)));
   return h("div", {},
-    h("p", { class: "muted" }, `${s.customers.toLocaleString()} customers, ${micros(s.total_micros, cur)} in all, median ${micros(s.median_micros, cur)} over ${s.horizon_days} days (LTV model v${s.model_version}, as of ${s.as_of}).`),
+    h("p", { class: "muted" }, `${s.customers.toLocaleString()} customers, ${micros(s.total_micros, cur)} in all, median ${micros(s.median_micros, cur)} over ${s.horizon_days} days (LTV model v${s.model_version}, as of ${s.as_of}, scored at ${clock(s.scored_at)}).`),
     barChart(`Customers by LTV (${cur}, ${s.horizon_days} days; each bar from its value up)`, labels, s.bins.map((b) => b.customers), { yLabel: "customers" }),
     table([
         { label: "Decile", cell: (d) => (d.decile === 1 ? "1 (top 10%)" : d.decile) },

@@ -2,7 +2,7 @@
 // traffic share and metrics; promote (LTV: to a share of customers as the A/B candidate) and
 // roll back (admin); the LTV model's drift per feature (PSI against its training reference).
 import { api } from "../api.js";
-import { h, table, needs, attempt } from "../ui.js";
+import { h, table, needs, attempt, clock } from "../ui.js";
 import { barChart } from "../chart.js";
 
 function metricsText(m) {
@@ -51,7 +51,7 @@ async function drift(ltvServing) {
     const report = await api("/value/api/v1/drift");
     const names = Object.keys(report.psi);
     return h("section", {}, h("h2", {}, "LTV model drift"),
-      h("p", { class: report.stale ? "error" : "muted" }, report.stale ? `Stale: ${report.drifted.join(", ")} moved past PSI ${report.threshold}.` : `Stable: no feature past PSI ${report.threshold} (${report.live_rows} live rows).`),
+      h("p", { class: report.stale ? "error" : "muted" }, report.stale ? `Stale: ${report.drifted.join(", ")} moved past PSI ${report.threshold}.` : `Stable: no feature past PSI ${report.threshold} (${report.live_rows} live rows, measured at ${clock(report.measured_at)}).`),
       barChart("Drift per feature (PSI)", names, names.map((n) => report.psi[n]), { yLabel: "PSI" }));
   } catch (err) {
     if (err.status === 401) throw err;
