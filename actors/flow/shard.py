@@ -211,10 +211,14 @@ class BidLoopShard:
             # Spend so far comes from the ledger, not from memory: survives restarts.
             ops = [BudgetOp("status", t, c) for t, c in sorted(new_keys)]
             index = {k: i for i, k in enumerate(engine.campaign_keys())}
+            pools = {k: i for i, k in enumerate(engine.pool_keys())}
             for op, result in zip(ops, await self.budgets.execute(ops), strict=True):
                 if result.outcome == "status" and result.snapshot:
                     key = (op.tenant_id, op.campaign_id)
                     engine.spent[index[key]] = result.snapshot["committed"]
+                    for platform, book in result.snapshot["platforms"].items():
+                        if (key, platform) in pools:
+                            engine.pool_spent[pools[key, platform]] = book["committed"]
         self.market.rewind([op.reports for op in self.pending_commits])
         self.engine = engine
         self.values.rebuild(engine, [c.tenant_id for c in campaigns])

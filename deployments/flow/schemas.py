@@ -135,6 +135,10 @@ class PacingPoint(BaseModel):
     reserved_micros: dict[str, int] = Field(
         description="per platform: what SyncShield granted it for this tick"
     )
+    platform_spent_micros: dict[str, int] = Field(
+        description="per platform: its cumulative committed spend (0 in ticks recorded "
+        "before this was)"
+    )
 
 
 class PacingView(BaseModel):

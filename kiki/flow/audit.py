@@ -36,6 +36,7 @@ COLUMNS = (
     "reason",
     "connector_result",
     "shard",
+    "platform_spent_micros",  # the unit's (campaign, platform) pool's spend so far
 )
 
 
@@ -123,6 +124,7 @@ def records(
             outcome.reason[units].tolist(),
             outcome.connector_result[units].tolist(),
             [shard] * n,
+            engine.pool_spent[engine.unit_pool[units]].tolist(),
         )
     )
 

@@ -139,16 +139,20 @@ async def pacing(
     limit: int,
 ) -> list[dict]:
     """A campaign's pacing, one point a tick, oldest first: when, its cumulative spend and
-    its target curve (the same for every unit of the campaign in a tick), and what each
-    platform was granted for the tick. The newest `limit` points after `after`."""
+    its target curve (the same for every unit of the campaign in a tick), and per platform
+    its spend so far and what it was granted for the tick (the same for every unit of the
+    platform). The newest `limit` points after `after`."""
     rows = await conn.fetch(
-        """SELECT decided_at, target_micros, spent_micros, platforms, reserved FROM (
+        """SELECT decided_at, target_micros, spent_micros, platforms, reserved, platform_spent
+           FROM (
                SELECT decided_at, max(target_micros) AS target_micros,
                       max(spent_micros) AS spent_micros,
                       array_agg(platform ORDER BY platform) AS platforms,
-                      array_agg(reserved ORDER BY platform) AS reserved
+                      array_agg(reserved ORDER BY platform) AS reserved,
+                      array_agg(platform_spent ORDER BY platform) AS platform_spent
                FROM (SELECT decided_at, target_micros, spent_micros, platform,
-                            max(reserved_micros) AS reserved
+                            max(reserved_micros) AS reserved,
+                            max(platform_spent_micros) AS platform_spent
                      FROM flow_decisions
                      WHERE tenant_id = $1 AND campaign_id = $2
                        AND ($3::timestamptz IS NULL OR decided_at > $3)
@@ -166,6 +170,7 @@ async def pacing(
             "target_micros": r["target_micros"],
             "spent_micros": r["spent_micros"],
             "reserved_micros": dict(zip(r["platforms"], r["reserved"], strict=True)),
+            "platform_spent_micros": dict(zip(r["platforms"], r["platform_spent"], strict=True)),
         }
         for r in rows
     ]

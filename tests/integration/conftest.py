@@ -12,7 +12,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
 
+import asyncpg
 import pytest
 
 from kiki.auth import TENANT_ADMIN, Scope, create_api_key
@@ -69,6 +71,22 @@ async def new_key(url: str, tenant: str, scopes: Iterable[Scope] = TENANT_ADMIN)
         return (await create_api_key(conn, tenant, scopes=scopes))[1]
     finally:
         await conn.close()
+
+
+async def platform_spend_mismatches(conn: asyncpg.Connection, tenant: str) -> list[dict]:
+    """The (tick, campaign) pairs of the audit trail whose platforms' spend so far does not add
+    up to the campaign's (none, when each pool's spend is kept, across restarts too). Ticks
+    are told apart by time: a restarted shard numbers its ticks from 1 again."""
+    rows = await conn.fetch(
+        """SELECT decided_at, campaign_id, max(spent_micros) AS spent,
+                  sum(platform_spent) AS parts
+           FROM (SELECT DISTINCT decided_at, campaign_id, platform, spent_micros,
+                        platform_spent_micros AS platform_spent
+                 FROM flow_decisions WHERE tenant_id = $1) per_platform
+           GROUP BY decided_at, campaign_id HAVING max(spent_micros) <> sum(platform_spent)""",
+        UUID(tenant),
+    )
+    return [dict(r) for r in rows]
 
 
 @pytest.fixture(scope="session")

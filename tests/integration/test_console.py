@@ -207,6 +207,10 @@ def test_sign_in_create_start_and_watch_the_pacing_chart_move(
         >= 1
     )  # the newest decisions, with their reasons
     ui.shot("campaign-live")
+    # The spend chart's platform lines (that they add up is checked where the sandbox
+    # delivers: tests/integration/test_flow_loop.py).
+    legend = page.locator("figure", has_text="Cumulative spend").locator(".u-legend .u-label")
+    assert {"Spent", "Target", "google_ads", "meta"} <= set(legend.all_inner_texts())
 
     page.get_by_label("Budget (USD)").fill("900")
     page.get_by_role("button", name="Save").click()

@@ -52,7 +52,7 @@ from tests.fakes.fake_google_ads import FakeGoogleAds
 from tests.fakes.fake_linkedin import FakeLinkedIn
 from tests.fakes.fake_meta import FakeMeta
 from tests.fakes.fake_tiktok import FakeTikTok
-from tests.integration.conftest import RunningPlatform, run
+from tests.integration.conftest import RunningPlatform, platform_spend_mismatches, run
 from tests.integration.test_billing_stripe import serve
 
 CUSTOMER = "1234567890"
@@ -312,6 +312,7 @@ async def capped_run(url: str, places: list[Venue]) -> dict:
            WHERE tenant_id = $1""",
         UUID(live.tenant),
     )
+    mismatches = await platform_spend_mismatches(conn, live.tenant)
     await conn.close()
     return {
         "wanted": wanted,
@@ -321,6 +322,7 @@ async def capped_run(url: str, places: list[Venue]) -> dict:
         "snapshot": status.snapshot,
         "marks": {r["platform"]: r["spend_micros"] for r in marks},
         "pushed": {r["platform"]: r["max_budget_micros"] for r in pushed},
+        "mismatches": mismatches,
     }
 
 
@@ -366,6 +368,9 @@ def test_pushed_cap_cuts_off_delivery_on_every_platform_and_a_restart_charges_on
         assert committed == delivered == result["marks"][name], (name, committed, delivered)
         assert result["pushed"][name] >= result["budgets"][name], name
     assert snapshot["over_delivered"] == 0 and not snapshot["blocked"]
+    # The restarted shard took each platform's spend so far from SyncShield, as it took the
+    # campaign's: the audit trail's platform spend adds up before the kill and after.
+    assert not result["mismatches"], result["mismatches"]
 
 
 async def seed_reconcile(url: str, day: date) -> str:

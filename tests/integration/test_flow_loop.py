@@ -13,7 +13,7 @@ import asyncpg
 
 from benchmarks.pacing import SimulationOptions
 from benchmarks.simulate import Placement, run_simulation
-from tests.integration.conftest import RunningPlatform, run
+from tests.integration.conftest import RunningPlatform, platform_spend_mismatches, run
 
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 # The simulations share the session platform's Ray, whose apps and actors hold most of this
@@ -23,9 +23,11 @@ START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 SMALL_SHARES = Placement(budget={"num_cpus": 0.01}, bidloop={"num_cpus": 0.01})
 
 
-async def decisions_per_tick(url: str, tenant: str) -> dict[int, int]:
+async def decisions_per_tick(url: str, tenant: str) -> tuple[dict[int, int], list[dict]]:
+    """Decisions per tick, and the ticks whose platforms' spend does not add up."""
     conn = await asyncpg.connect(url)
     try:
+        mismatches = await platform_spend_mismatches(conn, tenant)
         rows = await conn.fetch(
             "SELECT tick_id, shard, count(*) FROM flow_decisions WHERE tenant_id = $1 "
             "GROUP BY tick_id, shard",
@@ -36,7 +38,7 @@ async def decisions_per_tick(url: str, tenant: str) -> dict[int, int]:
     out: dict[int, int] = {}
     for r in rows:
         out[r["tick_id"]] = out.get(r["tick_id"], 0) + r["count"]
-    return out
+    return out, mismatches
 
 
 def test_short_simulation_never_overspends_and_logs_every_decision(
@@ -56,7 +58,8 @@ def test_short_simulation_never_overspends_and_logs_every_decision(
         assert c.spend_micros <= c.budget_micros
         assert c.spend_micros > 0
     # Complete audit trail: every live tick has every unit's decision, in PostgreSQL...
-    per_tick = asyncio.run(decisions_per_tick(platform.database_url, result.tenant_id))
+    per_tick, mismatches = asyncio.run(decisions_per_tick(platform.database_url, result.tenant_id))
+    assert not mismatches  # each decision's platform spend, and together the campaign's
     assert result.audit_rows == result.decisions == units * ticks
     assert sorted(per_tick) == list(range(1, ticks + 1))
     assert set(per_tick.values()) == {units}

@@ -36,6 +36,7 @@ def decisions(at: datetime, n: int, tick: int = 1) -> Decisions:
         "platform": "meta", "value_micros": 5_000_000, "cvr": 0.02, "pacing_multiplier": 1.0,
         "target_micros": 10, "spent_micros": 5, "budget_left_micros": 5, "reserved_micros": 1,
         "bid_micros": 100_000, "reason": "reserved", "connector_result": "ok", "shard": 0,
+        "platform_spent_micros": 5,
     }  # fmt: skip
     columns = tuple(
         [f"ag_{i}" for i in range(n)] if c == "ad_group_id" else [values[c]] * n for c in COLUMNS
@@ -56,10 +57,15 @@ async def migrated_with_rows(url: str) -> asyncpg.Connection:
     conn = await connect(url)
     every = migrate.discover()
     await migrate.migrate(conn, [m for m in every if m.version < 18])
+    then = COLUMNS[: COLUMNS.index("platform_spent_micros")]  # the columns before 0022
     for day in DAYS:
         at = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
-        batch = [b for i in range(30) for b in decisions(at + timedelta(minutes=i), 1).rows()]
-        await conn.copy_records_to_table("flow_decisions", columns=COLUMNS, records=batch)
+        batch = [
+            row[: len(then)]
+            for i in range(30)
+            for row in decisions(at + timedelta(minutes=i), 1).rows()
+        ]
+        await conn.copy_records_to_table("flow_decisions", columns=then, records=batch)
     await migrate.migrate(conn, every)
     return conn
 

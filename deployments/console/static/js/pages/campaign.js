@@ -1,10 +1,11 @@
-// One campaign: cumulative spend against its target curve, live (server-sent events from
-// SyncFlow after every bid-loop tick), what each platform was granted per tick, the newest
+// One campaign: cumulative spend against its target curve, in all and per platform, live
+// (server-sent events from SyncFlow after every bid-loop tick), what each platform was
+// granted per tick, the newest
 // tick's decisions with their reasons, each platform's spend so far (SyncShield, refreshed
 // after every tick), and the controls (start, pause, stop, budget, max bid; daily and
 // per-platform caps in SyncShield).
 import { api } from "../api.js";
-import { h, field, money, micros, badge, table, needs, attempt, toast } from "../ui.js";
+import { h, field, money, micros, badge, clock, table, needs, attempt, toast } from "../ui.js";
 import { timeChart } from "../chart.js";
 
 const ACTIONS = { draft: ["start", "stop"], running: ["pause", "stop"], paused: ["start", "stop"], stopped: [] };
@@ -14,9 +15,9 @@ export async function render(main, [id]) {
   const shieldPath = `/shield/api/v1/budget/${encodeURIComponent(id)}`;
   let [campaign, pacing, shield] = await Promise.all([api(path), api(`${path}/pacing`), api(shieldPath).catch(() => null)]);
   const head = h("div");
-  const spendChart = timeChart("Cumulative spend against the target curve", ["Spent", "Target"],
-    { dashed: ["Target"], yLabel: campaign.budget.currency });
   const platformNames = [...campaign.platforms].sort();
+  const spendChart = timeChart("Cumulative spend against the target curve, in all and by platform",
+    ["Spent", "Target", ...platformNames], { dashed: ["Target"], yLabel: campaign.budget.currency });
   const grantChart = timeChart("Granted per tick, by platform", platformNames, { yLabel: campaign.budget.currency });
   const decisions = h("div");
   const ticks = h("span", { "data-testid": "points" });
@@ -66,14 +67,17 @@ export async function render(main, [id]) {
     }
     const cur = view.currency;
     const xs = points.map((p) => Date.parse(p.at) / 1000);
-    spendChart.set([xs, points.map((p) => p.spent_micros / 1e6), points.map((p) => p.target_micros / 1e6)],
-      points.length ? `Spent ${micros(points.at(-1).spent_micros, cur)} against a target of ${micros(points.at(-1).target_micros, cur)} after ${points.length} ticks.` : "No ticks yet.");
+    // Ticks recorded before SyncFlow kept spend per platform carry zeros there: no point.
+    const byPlatformKnown = (pt) => pt.spent_micros === 0 || Object.values(pt.platform_spent_micros).some((v) => v > 0);
+    const platformLine = (p) => points.map((pt) => (byPlatformKnown(pt) ? (pt.platform_spent_micros[p] ?? 0) / 1e6 : null));
+    spendChart.set([xs, points.map((p) => p.spent_micros / 1e6), points.map((p) => p.target_micros / 1e6), ...platformNames.map(platformLine)],
+      points.length ? `Spent ${micros(points.at(-1).spent_micros, cur)} against a target of ${micros(points.at(-1).target_micros, cur)} after ${points.length} ticks: ${platformNames.map((p) => `${p} ${micros(points.at(-1).platform_spent_micros[p] ?? 0, cur)}`).join(", ")}.` : "No ticks yet.");
     grantChart.set([xs, ...platformNames.map((p) => points.map((pt) => (pt.reserved_micros[p] ?? 0) / 1e6))],
       "What SyncShield granted each platform per tick.");
     ticks.textContent = String(points.length);
     if (view.decisions.length) {
       decisions.replaceChildren(table([
-        { label: "Time", cell: (d) => new Date(d.decided_at).toLocaleTimeString() },
+        { label: "Time", cell: (d) => clock(d.decided_at) },
         { label: "Ad group", cell: (d) => d.ad_group_id },
         { label: "Platform", cell: (d) => d.platform },
         { label: "Bid", num: true, cell: (d) => micros(d.bid_micros, cur) },
