@@ -3,7 +3,8 @@
 import uPlot from "../vendor/uPlot.esm.js";
 import { h } from "./ui.js";
 
-const PALETTE = ["#1d4ed8", "#b45309", "#047857", "#7c3aed", "#be123c", "#0e7490"];
+// Distinct at AA contrast on white: a campaign's chart has 2 lines plus one per platform (5).
+const PALETTE = ["#1d4ed8", "#b45309", "#047857", "#7c3aed", "#be123c", "#0e7490", "#4d7c0f", "#374151", "#9d174d"];
 
 export function timeChart(title, seriesNames, { dashed = [], yLabel = "" } = {}) {
   const summary = h("p", { class: "sr-only" });
