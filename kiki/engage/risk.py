@@ -20,7 +20,7 @@ from kiki.engage.churn import TrainedChurnModel
 from kiki.value import FEATURE_NAMES
 
 if TYPE_CHECKING:  # torch is imported only where an LTV model is loaded
-    from kiki.value.ziln import TrainedLTVModel
+    from kiki.value import TrainedLTVModel
 
 TOP_REASONS = 3
 DESCRIPTIONS: dict[str, str] = {
