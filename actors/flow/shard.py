@@ -406,18 +406,20 @@ class BidLoopShard:
                 replace(op, reports=self.market.pending_marks(p))
                 for op, (p, _, _) in zip(commits, renewals.commits, strict=True)
             ]
-        results = await self._run_budget_ops(self.pending_commits + commits + reserves)
+        results = await self._run_budget_ops(commits + reserves)
         denied = self.leases.settle(renewals, results[len(results) - len(reserves) :], self.tick_id)
         engine.granted(self.leases.caps(plan.reserve))
         return denied
 
     async def _run_budget_ops(self, ops: list[BudgetOp]) -> list:
-        """One call per budget actor. Commits that fail are kept and retried next tick (the
+        """One call per budget actor, the commits still pending from an earlier call first;
+        the results follow that order, so `ops`' own are the last len(ops). Commits that fail
+        are kept and retried by the next call, a tick's or a reload's settling (the
         idempotency key makes the retry safe); their reservations expire meanwhile only if
         SyncShield stays down for the whole reservation TTL."""
+        ops = self.budgets.with_keys(self.pending_commits + ops)
         if not ops:
             return []
-        ops = self.budgets.with_keys(ops)
         try:
             results = await self.budgets.execute(ops)
         except Exception as exc:
